@@ -1,0 +1,158 @@
+"""`tritongen`: generate, check and serve the Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from .artifacts import ArtifactError
+from .checks import CheckError
+from .generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
+from .plan import TARGETS, PlanError
+from .spec import SpecError
+from .tritonserver import ServerOptions, ServerPorts, TritonServerError, start_server
+
+USER_ERRORS = (SpecError, PlanError, CheckError, ArtifactError, TritonServerError)
+CORES_IN_HEADER = re.compile(r"cpu budget: (\d+) cores")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)")
+    parser.add_argument("--target", choices=TARGETS, default="local",
+                        help="local: the embedded tritonserver (Python-based inference backends, written to "
+                             "repository/); ngc: nvcr.io/nvidia/tritonserver:24.10-py3 native onnxruntime/pytorch "
+                             "backends (written to build/ngc/repository/)")
+    parser.add_argument("--output", type=Path, default=None, help="repository folder (default: by target)")
+    parser.add_argument("--cores", type=int, default=None,
+                        help="CPU budget used to size instances and threads (default: the budget recorded in the "
+                             "existing repository, else the cores this process may use)")
+
+
+def _options(args: argparse.Namespace) -> GenerateOptions:
+    output = args.output or DEFAULT_OUTPUT[args.target]
+    cores = args.cores or recorded_cores(output)
+    if cores is not None and cores < 1:
+        raise PlanError("--cores must be at least 1")
+    return GenerateOptions(specs_dir=args.specs, target=args.target, output=output, cores=cores)
+
+
+def recorded_cores(repository: Path) -> int | None:
+    """The CPU budget the repository on disk was generated with (from a config header)."""
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        match = CORES_IN_HEADER.search(config.read_text(encoding="utf-8").split("\n", 1)[0])
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    generate(_options(args))
+    print(f"done in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    options = _options(args)
+    diff = check(options, artifacts=not args.configs_only)
+    if diff:
+        print(diff, end="")
+        print(f"drift: {options.output_dir} differs from a fresh generation; run `tritongen generate`",
+              file=sys.stderr)
+        return 1
+    print(f"ok: specs valid, configs wired, {options.output_dir} matches a fresh generation"
+          + ("" if args.configs_only else ", artifacts match their configs"))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    repository = args.repository.resolve()
+    if not any(repository.glob("*/config.pbtxt")):
+        raise TritonServerError(f"{repository} holds no models: run `tritongen generate` first")
+    options = ServerOptions(
+        repository=repository,
+        ports=ServerPorts(args.http_port, args.grpc_port, args.metrics_port),
+        address=args.address,
+        models=args.model or (),
+        log_verbose=args.log_verbose,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
+    print(f"starting tritonserver on {repository} (log: {workdir / 'tritonserver.log'}) ...", flush=True)
+    server = start_server(options, workdir)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.wait_ready(args.timeout)
+        print(f"ready: HTTP {args.address}:{args.http_port}  gRPC {args.address}:{args.grpc_port}  "
+              f"metrics {args.address}:{args.metrics_port}  (Ctrl-C stops)", flush=True)
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping tritonserver ...", flush=True)
+        return 0
+    finally:
+        code = server.stop()
+        print(f"tritonserver stopped (exit code {code})", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tritongen",
+        description="Generate a Triton model repository of text-model ensembles from model specs, check it, serve it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="specs -> repository (builds artifacts, checks, writes atomically)",
+                              description="Load models/*.yaml, build the ONNX/TorchScript artifacts (cached in "
+                                          "build/artifacts), render every config.pbtxt, check everything, then "
+                                          "replace the repository folder in one step.")
+    _add_common(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    chk = commands.add_parser("check", help="offline validation and drift check (exit 1 on drift)",
+                              description="Validate the specs, parse every config into Triton's ModelConfig, "
+                                          "check ensemble wiring, compare the repository with a fresh rendering "
+                                          "(printing a diff) and check the artifacts against their configs.")
+    _add_common(chk)
+    chk.add_argument("--configs-only", action="store_true", help="skip the artifact checks (no built files needed)")
+    chk.set_defaults(func=cmd_check)
+
+    srv = commands.add_parser("serve", help="serve the repository on the embedded tritonserver",
+                              description="Assemble the backend folder, start the tritonserver of nvidia-pytriton "
+                                          "in explicit model-control mode, wait until every model is ready, serve "
+                                          "until Ctrl-C / SIGTERM.")
+    srv.add_argument("--repository", type=Path, default=DEFAULT_OUTPUT["local"])
+    srv.add_argument("--address", default="127.0.0.1", help="address to bind HTTP, gRPC and metrics to")
+    srv.add_argument("--http-port", type=int, default=8000)
+    srv.add_argument("--grpc-port", type=int, default=8001)
+    srv.add_argument("--metrics-port", type=int, default=8002)
+    srv.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
+    srv.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    srv.add_argument("--log-verbose", type=int, default=0)
+    srv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tritongen` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

