@@ -4,14 +4,16 @@ Nothing is pulled. The base is a `debootstrap --variant=minbase` rootfs (with py
 libpython3.11 for the python backend stub, and pip) imported into Docker and tagged
 `tritongen-base:bookworm-<hash>`. On top of it the engine's classic builder, with no network,
 installs the locked Python packages from a wheelhouse downloaded on the host
-(`build/image/context/wheels`), copies `generator/tritonserver.py` and `backends/triton/` and
+(`build/image/context/wheels`) and the project's own packages (`backends/<name>/pyproject.toml`,
+e.g. `tritongen_textprep`), copies `generator/tritonserver.py` and `backends/triton/` and
 runs `python -m generator.tritonserver assemble /opt/tritonserver/backends`: the same
 function `tritongen serve` uses. `/opt/tritonserver/bin/tritonserver` links to the wheel's
 server, so the image has the layout of NVIDIA's images (`nvcr.io/nvidia/tritonserver`) and one
 command line serves a repository in both.
 
 The image tag is a content hash of every input (Dockerfile template, locked packages, base,
-backends, `generator/tritonserver.py`); an image that exists is not rebuilt. It is also tagged
+backends and the project's packages they import, `generator/tritonserver.py`); an image that
+exists is not rebuilt. It is also tagged
 `tritongen-triton:latest`, the name the deploy files use.
 
 CLI: `python -m generator.image build [--force]`, `tag`, `dockerfile`, `lock`.
@@ -53,6 +55,9 @@ REQUIREMENTS_NODEPS_IN = DATA_DIR / "requirements-nodeps.in"
 REQUIREMENTS_LOCK = DATA_DIR / "requirements.lock"
 TRITONSERVER_MODULE = PROJECT_ROOT / "generator" / "tritonserver.py"
 BUILD_DIR = PROJECT_ROOT / "build" / "image"
+LOCAL_PACKAGES_DIR = PROJECT_ROOT / "backends"
+"""Holds the project's own packages (`<name>/pyproject.toml`) the backends import."""
+_SKIPPED_PARTS = ("__pycache__", "build", "dist")
 
 IMAGE_REPOSITORY = "tritongen-triton"
 LATEST_TAG = f"{IMAGE_REPOSITORY}:latest"
@@ -137,13 +142,26 @@ def debian_mirror(sources_dirs: Iterable[Path] = (Path("/etc/apt"),)) -> str:
     return "http://deb.debian.org/debian"
 
 
-def _backend_files(python_backends: Path) -> list[Path]:
-    if not python_backends.is_dir():
+def _source_files(folder: Path) -> list[Path]:
+    """Files under `folder` that are sources (no caches, build outputs or egg-info)."""
+    if not folder.is_dir():
         return []
     return sorted(
-        path for path in python_backends.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        path for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix != ".pyc"
+        and not any(
+            part in _SKIPPED_PARTS or part.endswith(".egg-info")
+            for part in path.relative_to(folder).parts
+        )
     )
+
+
+def local_packages(packages_dir: Path = LOCAL_PACKAGES_DIR) -> list[Path]:
+    """The project's installable packages: `backends/<name>/pyproject.toml`."""
+    if not packages_dir.is_dir():
+        return []
+    return sorted(path.parent for path in packages_dir.glob("*/pyproject.toml"))
 
 
 def inputs_hash(base: BaseSpec | None = None, python_backends: Path = PYTHON_BACKENDS_DIR) -> str:
@@ -160,8 +178,12 @@ def inputs_hash(base: BaseSpec | None = None, python_backends: Path = PYTHON_BAC
     add("Dockerfile.in", DOCKERFILE_TEMPLATE.read_bytes())
     add("requirements.lock", REQUIREMENTS_LOCK.read_bytes())
     add("tritonserver.py", TRITONSERVER_MODULE.read_bytes())
-    for path in _backend_files(python_backends):
+    for path in _source_files(python_backends):
         add(f"backends/{path.relative_to(python_backends).as_posix()}", path.read_bytes())
+    for package in local_packages():
+        for path in _source_files(package):
+            name = f"packages/{package.name}/{path.relative_to(package).as_posix()}"
+            add(name, path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -321,7 +343,7 @@ def prepare_context(
     context: Path, base: BaseSpec, digest: str, python_backends: Path = PYTHON_BACKENDS_DIR,
     log: Log = print,
 ) -> Path:
-    """Lay out the build context: Dockerfile, wheels/, src/generator, src/backends/triton."""
+    """Lay out the build context: Dockerfile, wheels/, packages/, src/ (generator, backends)."""
     context.mkdir(parents=True, exist_ok=True)
     download_wheels(context / "wheels", log)
     src = context / "src"
@@ -330,12 +352,22 @@ def prepare_context(
     shutil.copy2(TRITONSERVER_MODULE, src / "generator" / "tritonserver.py")
     backends = src / "backends" / "triton"
     backends.mkdir(parents=True)
-    for path in _backend_files(python_backends):
-        target = backends / path.relative_to(python_backends)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    _copy_sources(python_backends, backends)
+    packages = context / "packages"
+    shutil.rmtree(packages, ignore_errors=True)
+    packages.mkdir()
+    for package in local_packages():
+        _copy_sources(package, packages / package.name)
     (context / "Dockerfile").write_text(render_dockerfile(base, digest))
     return context
+
+
+def _copy_sources(source: Path, destination: Path) -> None:
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in _source_files(source):
+        target = destination / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
 
 
 def build_image(
