@@ -1,0 +1,203 @@
+"""Container fixtures: a Docker engine, the Triton image, and Triton containers (testcontainers).
+
+Import the fixtures into a test module (or a conftest):
+
+    from tests.container_fixtures import docker_engine, triton_image  # noqa: F401
+
+- `docker_engine` uses the engine that answers (`$DOCKER_HOST`, the default socket, the
+  project's own) or starts a private `dockerd` (generator/dockerd.py) and stops it at the end;
+  it sets DOCKER_HOST, TESTCONTAINERS_RYUK_DISABLED=true (Ryuk needs a pull) and
+  TESTCONTAINERS_CONNECTION_MODE=docker_host. It skips the tests, saying why, only when no
+  engine answers and none can be started.
+- `triton_image` is `$TRITONGEN_TEST_IMAGE` as is (e.g. `nvcr.io/nvidia/tritonserver:24.10-py3`
+  for users with registry access; pair it with `TRITONGEN_TEST_TARGET=ngc`), otherwise the
+  local image, built by `generator.image.build_image` when its inputs changed.
+- `run_triton_container(image, repository)` starts tritonserver with the repository mounted
+  read-only at /models, shared memory of 256 MB and ports 8000-8002 published, and waits for
+  `/v2/health/ready` (the container log is printed when it does not get ready).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from generator.dockerd import DockerEngine, DockerUnavailable, ensure_engine
+from generator.image import CONTAINER_REPOSITORY, NGC_IMAGE, build_image, container_command
+from generator.tritonserver import load_errors
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
+
+IMAGE_VARIABLE = "TRITONGEN_TEST_IMAGE"
+TARGET_VARIABLE = "TRITONGEN_TEST_TARGET"
+SHM_SIZE = "256m"
+READY_TIMEOUT_S = 300.0
+TESTCONTAINERS_SETTINGS = {
+    "TESTCONTAINERS_RYUK_DISABLED": "true",
+    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+}
+
+
+def container_target() -> str:
+    """The generator target the container tests use: `$TRITONGEN_TEST_TARGET`, else `ngc` for
+    NVIDIA's image and `local` for the rest."""
+    return os.environ.get(TARGET_VARIABLE) or ("ngc" if user_image() == NGC_IMAGE else "local")
+
+
+def user_image() -> str | None:
+    """The image named by `$TRITONGEN_TEST_IMAGE`, if any (used as is, never built)."""
+    return os.environ.get(IMAGE_VARIABLE) or None
+
+
+def _configure_testcontainers(engine: DockerEngine) -> None:
+    os.environ.update(engine.environment())
+    os.environ.update(TESTCONTAINERS_SETTINGS)
+    # testcontainers reads some settings when it is first imported: set them on its config too.
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    testcontainers_config.ryuk_disabled = True
+    testcontainers_config.connection_mode_override = ConnectionMode.docker_host
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """An answering Docker engine, configured for testcontainers; skips if there is none."""
+    saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", *TESTCONTAINERS_SETTINGS)}
+    try:
+        engine = ensure_engine()
+    except DockerUnavailable as error:
+        print(f"container tests skipped: {error}", file=sys.stderr)
+        pytest.skip(f"no Docker engine can be started: {error}")
+    print(f"docker engine: {engine.host}{' (started for the tests)' if engine.owned else ''}")
+    _configure_testcontainers(engine)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def triton_image(docker_engine: DockerEngine) -> str:
+    """`$TRITONGEN_TEST_IMAGE`, or the local image (built if its inputs changed)."""
+    image = user_image()
+    if image:
+        print(f"container tests use the user image {image} (target {container_target()})")
+        return image
+    started = time.monotonic()
+    tag = build_image(docker_engine.host, log=lambda line: print(f"[image] {line}", flush=True))
+    print(f"local image {tag} ready in {time.monotonic() - started:.0f}s")
+    return tag
+
+
+@dataclass
+class TritonContainer:
+    """A running Triton container and where it answers."""
+
+    container: DockerContainer
+    host: str
+    ports: dict[int, int]
+    """Container port -> published host port."""
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports[8000]}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports[8001]}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.host}:{self.ports[8002]}"
+
+    def logs(self) -> str:
+        stdout, stderr = self.container.get_logs()
+        return (stdout + stderr).decode(errors="replace")
+
+    def status(self) -> str:
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        return str(wrapped.status)
+
+    def is_ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Wait for `/v2/health/ready`; return the seconds it took or raise with the log."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.is_ready():
+                return time.monotonic() - started
+            status = self.status()
+            if status in ("exited", "dead"):
+                raise RuntimeError(f"the Triton container {status} before it was ready")
+            log = self.logs()
+            if "Started HTTPService" in log and load_errors(log):
+                raise RuntimeError(f"models failed to load in the container:\n{load_errors(log)}")
+            time.sleep(0.5)
+        raise RuntimeError(f"the Triton container was not ready after {timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def run_triton_container(
+    image: str,
+    repository: Path,
+    models: Sequence[str] = (),
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    shm_size: str = SHM_SIZE,
+    log_verbose: int = 0,
+) -> Iterator[TritonContainer]:
+    """Serve `repository` (mounted read-only at /models) in `image` until the block ends.
+
+    Needs the environment `docker_engine` sets up. The command is the one the deploy files
+    use (`generator.image.container_command`), valid for the local image and NVIDIA's.
+    """
+    from testcontainers.core.container import DockerContainer
+
+    container = (
+        DockerContainer(image)
+        .with_command(container_command(models, log_verbose=log_verbose))
+        .with_volume_mapping(str(repository.resolve()), str(CONTAINER_REPOSITORY), "ro")
+        .with_exposed_ports(8000, 8001, 8002)
+        .with_kwargs(shm_size=shm_size, labels={"tritongen.test": "container"})
+    )
+    started = time.monotonic()
+    container.start()
+    triton: TritonContainer | None = None
+    try:
+        host = container.get_container_host_ip()
+        ports = {port: container.get_exposed_port(port) for port in (8000, 8001, 8002)}
+        triton = TritonContainer(container, host, ports)
+        try:
+            triton.wait_ready(ready_timeout_s)
+        except RuntimeError:
+            print(f"--- Triton container log ({image}) ---\n{triton.logs()}\n--- end ---")
+            raise
+        print(
+            f"Triton container {image} ready in {time.monotonic() - started:.1f}s "
+            f"(http {triton.http_url}, grpc {triton.grpc_url})"
+        )
+        yield triton
+    finally:
+        container.stop()
