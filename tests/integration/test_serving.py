@@ -1,0 +1,60 @@
+"""Every entry point of the generated repository, on a real tritonserver, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import assertions
+from .assertions import Target
+
+pytestmark = pytest.mark.integration
+PROTOCOLS = ("http", "grpc")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "model",
+    [
+        "minilm_embed",
+        "minilm_embed_batch",
+        "minilm_embed_v1",
+        "minilm_embed_ts",
+        "minilm_embed_ts_batch",
+        "minilm_embed_ts_v1",
+    ],
+)
+def test_embeddings_match_reference(server: Target, protocol: str, model: str) -> None:
+    assertions.check_embeddings(server, protocol, model)
+
+
+@pytest.mark.parametrize("model", ["minilm_embed", "minilm_embed_ts"])
+def test_text_result_independent_of_batch(server: Target, model: str) -> None:
+    assertions.check_single_texts_equal_batched(server, "http", model)
+
+
+@pytest.mark.parametrize(
+    ("model", "max_batch_size", "output", "protocol"),
+    [
+        ("minilm_embed", 32, "EMBEDDING", "http"),
+        ("minilm_embed_batch", 64, "EMBEDDING", "grpc"),
+        ("minilm_embed_ts", 32, "EMBEDDING", "grpc"),
+        ("minilm_embed_ts_batch", 64, "EMBEDDING", "http"),
+        ("text_classifier", 32, "LABEL", "http"),
+        ("text_classifier_batch", 64, "LABEL", "grpc"),
+        ("text_classifier_v1", 32, "LOGITS", "grpc"),
+    ],
+)
+def test_every_batch_size(
+    server: Target, model: str, max_batch_size: int, output: str, protocol: str
+) -> None:
+    assertions.check_batch_sizes(server, protocol, model, max_batch_size, output)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_classifier_versions_follow_their_own_preprocessing(server: Target, protocol: str) -> None:
+    assertions.check_classifier(server, protocol)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_requests_get_clear_errors(server: Target, protocol: str) -> None:
+    assertions.check_bad_requests(server, protocol)
