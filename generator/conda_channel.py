@@ -199,6 +199,11 @@ def _make_relocatable(prefix: Path, minor: str, progress: Progress) -> None:
         subprocess.run([patchelf, "--set-rpath", "$ORIGIN/../..", str(module)], check=True)
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file."""
+    return _sha256(path)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

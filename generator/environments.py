@@ -67,6 +67,8 @@ PLATFORM: str = conda_channel.PLATFORM
 RECIPE_VERSION = "1"
 """Bump when the build recipe (slimming, hook, pip flags) changes: every hash changes."""
 HASH_LENGTH = 16
+SHIPPABLE_STUBS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
+"""Python versions whose stub the nvidia-pytriton wheel bundles (`python_backend_stubs/3.X`)."""
 ISOLATION_HOOK = "etc/conda/activate.d/tritongen-isolate.sh"
 
 
@@ -320,26 +322,36 @@ def check_environment_spec(
     *,
     channels: Sequence[str] | None = None,
     backends_dir: Path = BACKENDS_DIR,
+    ship_stub: bool = False,
 ) -> None:
     """Raise `EnvironmentSpecError` if the spec cannot work on the target.
 
-    Checks the stub's Python version, `numpy<2` (2.51 stub), the pins of `backends/`
-    packages, and, when `channels` is given, that the conda part solves.
+    Checks the stub's Python version (any version with a bundled stub when `ship_stub`:
+    the model then carries its own stub, see `place_stub`), `numpy<2` (2.51 stub), the pins
+    of `backends/` packages, and, when `channels` is given, that the conda part solves.
     """
     spec = parse_environment_spec(spec_path)
-    _check_spec(spec, resolve_target_python(target_python), backends_dir)
+    _check_spec(spec, resolve_target_python(target_python), backends_dir, ship_stub)
     if channels is not None:
         _solve(spec, channels)
 
 
-def _check_spec(spec: EnvironmentSpec, target: StubTarget, backends_dir: Path) -> None:
+def _check_spec(
+    spec: EnvironmentSpec, target: StubTarget, backends_dir: Path, ship_stub: bool = False
+) -> None:
     from rattler import MatchSpec, Version
 
-    if spec.python != target.python:
+    if spec.python != target.python and not ship_stub:
         raise EnvironmentSpecError(
             f"environment {spec.name!r}: Python {spec.python} does not match the target "
             f"stub's Python {target.python} ({target.source}); the python backend stub embeds "
-            f"one Python minor version, so an environment must use the same one"
+            "one Python minor version, so an environment must use the same one (or ask to "
+            "ship a matching stub in the model folder)"
+        )
+    if spec.python != target.python and spec.python not in SHIPPABLE_STUBS:
+        raise EnvironmentSpecError(
+            f"environment {spec.name!r}: no python backend stub for Python {spec.python} to "
+            f"ship (nvidia-pytriton bundles stubs for {', '.join(SHIPPABLE_STUBS)})"
         )
     if target.numpy_below_2:
         numpy_specs = [MatchSpec(c) for c in spec.conda if MatchSpec(c).name.normalized == "numpy"]
@@ -412,13 +424,15 @@ def content_hash(
     records: Sequence[Any],
     packages: Sequence[LocalPackage],
     target_python: str,
+    extra_files: Sequence[Path] = (),
 ) -> str:
     """Hash of everything that goes into an environment."""
     payload = {
         "recipe": RECIPE_VERSION,
         "spec": spec.text,
         "platform": PLATFORM,
-        "python": target_python,
+        "python": [spec.python, target_python],
+        "extra": {f.name: conda_channel.file_sha256(f) for f in extra_files},
         "conda": sorted(f"{r.name.normalized}={r.version}={r.build} {r.sha256}" for r in records),
         "local": {p.name: [p.version, p.source_digest()] for p in packages},
     }
@@ -573,22 +587,27 @@ def build_environment(
     progress: Progress,
     backends_dir: Path = BACKENDS_DIR,
     keep_pip: bool = False,
+    ship_stub: bool = False,
 ) -> BuiltEnvironment:
     """Build (or reuse) the packed environment of `spec_path` and return where it is.
 
     `target_python` is the target stub's Python minor version ("3.11") or a target name
     (`local`, `ngc-24.10`). Raises `EnvironmentSpecError` before building anything if the
-    spec cannot work, `EnvironmentBuildError` if a build step fails.
+    spec cannot work, `EnvironmentBuildError` if a build step fails. `ship_stub` allows a
+    Python other than the target's: the environment then also holds what the stub of its own
+    Python needs (libcudart of nvidia-pytriton), and the model folder must get that stub
+    (`place_stub`).
     """
     started = time.monotonic()
     spec = parse_environment_spec(spec_path)
     target = resolve_target_python(target_python)
-    _check_spec(spec, target, backends_dir)
+    _check_spec(spec, target, backends_dir, ship_stub)
+    stub_libraries = shipped_stub_libraries() if spec.python != target.python else []
     available = local_packages(backends_dir)
     used_local = [available[r.normalized] for r in spec.pip if r.normalized in available]
     progress(f"[{spec.name}] solving {', '.join(spec.conda)} from {', '.join(channels)}")
     records = _solve(spec, channels)
-    digest = content_hash(spec, records, used_local, target.python)
+    digest = content_hash(spec, records, used_local, target.python, stub_libraries)
     cache_dir = cache_dir.resolve()
     tarball = cache_dir / f"{spec.name}-{digest}.tar.gz"
     manifest = _manifest_path(cache_dir, spec.name, digest)
@@ -630,6 +649,11 @@ def build_environment(
                  "--no-cache-dir", "--no-warn-script-location", *lines],
                 env=env,
             )  # fmt: skip
+        for library in stub_libraries:
+            progress(
+                f"[{spec.name}] adding {library.name} for the shipped Python {spec.python} stub"
+            )
+            shutil.copy2(library, prefix / "lib" / library.name)
         hook = prefix / ISOLATION_HOOK
         hook.parent.mkdir(parents=True, exist_ok=True)
         hook.write_text(_ISOLATION_SCRIPT)
@@ -679,6 +703,33 @@ def _pack(prefix: Path, tarball: Path, env_name: str) -> None:
             f"environment {env_name!r}: conda-pack failed: {error}"
         ) from error
     partial.replace(tarball)
+
+
+def shipped_stub_libraries() -> list[Path]:
+    """Libraries a bundled stub needs when it runs outside the wheel (its RPATH is relative)."""
+    from generator.tritonserver import find_triton
+
+    libraries = sorted(find_triton().libs_dir.glob("libcudart-*.so*"))
+    if not libraries:
+        raise EnvironmentBuildError("nvidia_pytriton.libs has no libcudart-*.so* for the stub")
+    return libraries
+
+
+def place_stub(model_dir: Path, python_minor: str) -> Path:
+    """Copy the python backend stub of `python_minor` to `<model_dir>/triton_python_backend_stub`.
+
+    The python backend prefers this stub over its own for the model; the environment (built
+    with `ship_stub=True`) supplies libpython and libcudart through `<env>/lib`.
+    """
+    from generator.tritonserver import find_triton
+
+    stub = find_triton().stub(python_minor)
+    if not stub.is_file():
+        raise EnvironmentSpecError(f"no python backend stub for Python {python_minor}: {stub}")
+    target = model_dir / "triton_python_backend_stub"
+    shutil.copy2(stub, target)
+    target.chmod(0o755)
+    return target
 
 
 def unpack_environment(tarball: Path, destination: Path) -> Path:

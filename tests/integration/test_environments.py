@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +371,34 @@ def test_activation_hook_clears_pythonpath(
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert plain.stdout.strip() == "0.23.3"
+
+
+def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path) -> None:
+    """A Python 3.10 environment on the 3.11 server: refused unless the model ships the 3.10
+    stub, which then serves it (libcudart for the stub travels inside the environment)."""
+    conda_channel.build_channel(pythons=["3.10"], progress=_log)
+    spec = tmp_path / "textprep-py310.yml"
+    source = environments.spec_path_for("textprep-tok020").read_text()
+    spec.write_text(
+        source.replace("textprep-tok020", "textprep-py310").replace("python=3.11", "python=3.10")
+    )
+    with pytest.raises(environments.EnvironmentSpecError, match="Python 3.10 does not match"):
+        environments.check_environment_spec(spec, "local")
+    built = build_environment(
+        spec,
+        channels=[channel_url],
+        target_python="local",
+        cache_dir=CACHE,
+        progress=_log,
+        ship_stub=True,
+    )
+    assert built.python_version.startswith("3.10.")
+    repository = tmp_path / "repository"
+    _preprocessing_model(repository, "tok_pre", built.tarball.name)
+    shutil.copy2(built.tarball, repository / "tok_pre" / built.tarball.name)
+    environments.place_stub(repository / "tok_pre", "3.10")
+    options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
+    with running_server(options, tmp_path / "work", ready_timeout_s=240) as server:
+        _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
+        version, file = _initialize_lines(server.log_text())["tok_pre"]
+    assert version == "0.20.3" and "/lib/python3.10/site-packages/tokenizers/" in file
