@@ -251,7 +251,8 @@ def _append_label_lookup(graph_model: Any, labels: list[str]) -> None:
     from onnx import TensorProto, helper
 
     graph = graph_model.graph
-    label_values = helper.make_tensor("label_names", TensorProto.STRING, [len(labels)], [s.encode() for s in labels])
+    names = [label.encode() for label in labels]
+    label_values = helper.make_tensor("label_names", TensorProto.STRING, [len(labels)], names)  # type: ignore[arg-type]
     graph.initializer.append(label_values)
     graph.node.append(helper.make_node("ArgMax", ["logits"], ["label_index"], axis=1, keepdims=1))
     graph.node.append(helper.make_node("Gather", ["label_names", "label_index"], ["label"], axis=0))

@@ -23,7 +23,9 @@ CORES_IN_HEADER = re.compile(r"cpu budget: (\d+) cores")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)")
+    parser.add_argument(
+        "--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)"
+    )
     parser.add_argument("--target", choices=TARGETS, default="local",
                         help="local: the embedded tritonserver (Python-based inference backends, written to "
                              "repository/); ngc: nvcr.io/nvidia/tritonserver:24.10-py3 native onnxruntime/pytorch "

@@ -121,7 +121,9 @@ def config_text(config: mc.ModelConfig, spec_name: str, target: str, cores: int)
     return header + text_format.MessageToString(config)
 
 
-def render_model(model: ModelPlan, target: str, cores: int, environments: dict[str, str] | None = None) -> list[RenderedFile]:
+def render_model(
+    model: ModelPlan, target: str, cores: int, environments: dict[str, str] | None = None
+) -> list[RenderedFile]:
     """Files of one spec's Triton models. `environments` maps pre model -> EXECUTION_ENV_PATH."""
     environments = environments or {}
     spec_name = model.spec.name

@@ -8,9 +8,9 @@ Unknown keys are errors; every error names the file, the field path and what was
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,10 +55,10 @@ class ProjectFile(StrictModel):
     _relative = field_validator("file")(classmethod(lambda cls, v: _check_relative_path(v)))
 
 
-Source = Union[PackageFile, ProjectFile]
+Source = PackageFile | ProjectFile
 
 
-class Casing(str, Enum):
+class Casing(StrEnum):
     """Whether the preprocessing lowercases texts."""
 
     KEEP = "keep"
@@ -67,7 +67,7 @@ class Casing(str, Enum):
     CASED = "cased"
 
 
-class Padding(str, Enum):
+class Padding(StrEnum):
     """How the texts of one preprocessing call are padded (decides what batches together)."""
 
     BATCH_LONGEST = "batch_longest"
@@ -149,7 +149,7 @@ class FileBuild(StrictModel):
 
 
 Build = Annotated[
-    Union[EmbeddingBuild, PrototypeClassifierBuild, FileBuild], Field(discriminator="builder")
+    EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")
 ]
 
 
@@ -280,15 +280,23 @@ def _format_location(location: tuple[str | int, ...]) -> str:
 
 def format_validation_error(source: str, error: ValidationError) -> str:
     """One line per problem: `file: field.path: message (got value)`."""
+    problems = error.errors()
+    locations = [tuple(p["loc"]) for p in problems]
     lines = []
-    for problem in error.errors():
-        location = _format_location(problem["loc"])
+    for problem in problems:
+        location = tuple(problem["loc"])
+        # A container whose items failed also reports itself as too short: keep the items.
+        if problem["type"] == "too_short" and any(
+            other[: len(location)] == location and len(other) > len(location) for other in locations
+        ):
+            continue
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key (not part of the spec format)"
         got = problem.get("input")
-        suffix = f" (got {got!r})" if problem["type"] not in {"extra_forbidden", "missing"} and not isinstance(got, dict) else ""
-        lines.append(f"{source}: {location}: {message}{suffix}")
+        shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+        quiet = problem["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict)
+        lines.append(f"{source}: {_format_location(location)}: {message}" + ("" if quiet else f" (got {shown})"))
     return "\n".join(dict.fromkeys(lines))
 
 

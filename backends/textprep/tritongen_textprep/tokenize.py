@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,19 +20,19 @@ class TokenizerSettings:
     tokenizer_file: str
     max_length: int = 128
     truncation: bool = True
-    lowercase: Optional[bool] = None
+    lowercase: bool | None = None
     """None keeps the tokenizer's own normalizer; True/False forces (un)cased BERT normalizing."""
     padding: str = "batch_longest"
     """`batch_longest`: pad to the longest text of the execute call; `buckets`: round that up
     to the next bucket, so requests from different calls share shapes and batch together."""
-    buckets: Tuple[int, ...] = ()
+    buckets: tuple[int, ...] = ()
     max_text_bytes: int = 65536
 
     @staticmethod
-    def from_parameters(parameters: dict, model_dir: str) -> "TokenizerSettings":
+    def from_parameters(parameters: dict, model_dir: str) -> TokenizerSettings:
         """Build settings from a Triton model config's `parameters` (string values)."""
 
-        def value(key: str, default: Optional[str] = None) -> Optional[str]:
+        def value(key: str, default: str | None = None) -> str | None:
             entry = parameters.get(key)
             return entry["string_value"] if entry is not None else default
 
@@ -76,7 +76,7 @@ def load_tokenizer(settings: TokenizerSettings):  # type: ignore[no-untyped-def]
     return tokenizer, pad_id
 
 
-def decode_texts(raw: np.ndarray, max_text_bytes: int) -> List[str]:
+def decode_texts(raw: np.ndarray, max_text_bytes: int) -> list[str]:
     """Decode a [batch, 1] BYTES array into strings, rejecting empty, oversized or non-UTF-8 ones."""
     if raw.ndim != 2 or raw.shape[1] != 1:
         raise TextError(f"TEXT must have shape [batch, 1], got {list(raw.shape)}")
@@ -94,7 +94,7 @@ def decode_texts(raw: np.ndarray, max_text_bytes: int) -> List[str]:
         try:
             texts.append(data.decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise TextError(f"TEXT[{index}] is not valid UTF-8: {error.reason} at byte {error.start}")
+            raise TextError(f"TEXT[{index}] is not valid UTF-8: {error.reason} at byte {error.start}") from None
     return texts
 
 
@@ -110,7 +110,7 @@ def padded_length(longest: int, settings: TokenizerSettings) -> int:
 
 def encode(
     tokenizer, texts: Sequence[str], settings: TokenizerSettings, pad_id: int = 0  # type: ignore[no-untyped-def]
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize all texts in one `encode_batch` call; return (input_ids, attention_mask), int64."""
     encodings = tokenizer.encode_batch(list(texts))
     length = padded_length(max(len(e.ids) for e in encodings), settings)

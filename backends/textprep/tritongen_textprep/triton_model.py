@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -45,11 +45,11 @@ class TritonPythonModel:
             f"padding={self.settings.padding} lowercase={self.settings.lowercase}"
         )
 
-    def execute(self, requests: List[Any]) -> List[Any]:
+    def execute(self, requests: list[Any]) -> list[Any]:
         pb = self._pb
-        texts: List[str] = []
-        spans: List[Optional[tuple]] = []
-        errors: List[Optional[str]] = []
+        texts: list[str] = []
+        spans: list[tuple | None] = []
+        errors: list[str | None] = []
         for request in requests:
             tensor = pb.get_input_tensor_by_name(request, "TEXT")
             try:

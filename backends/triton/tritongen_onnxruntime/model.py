@@ -9,20 +9,20 @@ as one batch, then split again.
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _parameter(config: Dict[str, Any], key: str, default: str) -> str:
+def _parameter(config: dict[str, Any], key: str, default: str) -> str:
     return str(config.get("parameters", {}).get(key, {}).get("string_value", default))
 
 
 class TritonPythonModel:
     """onnxruntime on CPU with explicit thread counts."""
 
-    def initialize(self, args: Dict[str, str]) -> None:
+    def initialize(self, args: dict[str, str]) -> None:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
@@ -40,13 +40,13 @@ class TritonPythonModel:
             f"intra_op={options.intra_op_num_threads} inter_op={options.inter_op_num_threads}"
         )
 
-    def execute(self, requests: List[Any]) -> List[Any]:
+    def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [
             [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names]
             for r in requests
         ]
-        responses: List[Any] = [None] * len(requests)
-        groups: Dict[tuple, List[int]] = {}
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
         for index, arrays in enumerate(inputs):
             groups.setdefault(tuple(a.shape[1:] for a in arrays), []).append(index)
         for members in groups.values():
