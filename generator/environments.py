@@ -161,7 +161,7 @@ class BuiltEnvironment:
     """True when an existing build was reused."""
     build_seconds: float = 0.0
     prefix: Path | None = None
-    """The unpacked build prefix (kept in the cache; absent after `clean`)."""
+    """The build prefix, when kept (`keep_prefix=True`)."""
 
 
 def normalize_name(name: str) -> str:
@@ -206,16 +206,12 @@ def parse_environment_spec(spec_path: Path) -> EnvironmentSpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise EnvironmentSpecError(
-            f"environment {label!r}: {spec_path} is not YAML: {error}"
-        ) from error
+        raise EnvironmentSpecError(f"environment {label!r}: {spec_path} is not YAML: {error}") from error
     if not isinstance(raw, dict):
         raise EnvironmentSpecError(f"environment {label!r}: {spec_path} must be a mapping")
     name = raw.get("name", label)
     if name != label:
-        raise EnvironmentSpecError(
-            f"environment {label!r}: `name: {name}` must equal the file name {spec_path.name}"
-        )
+        raise EnvironmentSpecError(f"environment {label!r}: `name: {name}` must equal the file name {spec_path.name}")
     unknown = set(raw) - {"name", "channels", "dependencies"}
     if unknown:
         raise EnvironmentSpecError(f"environment {name!r}: unknown keys {sorted(unknown)}")
@@ -238,21 +234,16 @@ def parse_environment_spec(spec_path: Path) -> EnvironmentSpec:
             pip.extend(_parse_pip_line(name, str(line)) for line in item["pip"])
         else:
             raise EnvironmentSpecError(
-                f"environment {name!r}: a dependency must be a conda spec string or a "
-                f"`pip:` list, not {item!r}"
+                f"environment {name!r}: a dependency must be a conda spec string or a `pip:` list, not {item!r}"
             )
     python_specs = [MatchSpec(c) for c in conda if MatchSpec(c).name.normalized == "python"]
     python = _python_minor(name, [str(s.version) for s in python_specs if s.version])
     if pip and not any(MatchSpec(c).name.normalized == "pip" for c in conda):
-        raise EnvironmentSpecError(
-            f"environment {name!r}: a `pip:` section needs `pip` among the conda dependencies"
-        )
+        raise EnvironmentSpecError(f"environment {name!r}: a `pip:` section needs `pip` among the conda dependencies")
     seen: set[str] = set()
     for requirement in pip:
         if requirement.normalized in seen:
-            raise EnvironmentSpecError(
-                f"environment {name!r}: pip package {requirement.name} twice"
-            )
+            raise EnvironmentSpecError(f"environment {name!r}: pip package {requirement.name} twice")
         seen.add(requirement.normalized)
     return EnvironmentSpec(name, spec_path, text, tuple(conda), tuple(pip), python, channels)
 
@@ -307,12 +298,9 @@ def resolve_target_python(target_python: str) -> StubTarget:
     if target_python in STUB_TARGETS:
         return STUB_TARGETS[target_python]
     if re.fullmatch(r"3\.\d+", target_python):
-        return StubTarget(
-            target_python, target_python, "2.51.0", True, f"a Python {target_python} stub"
-        )
+        return StubTarget(target_python, target_python, "2.51.0", True, f"a Python {target_python} stub")
     raise EnvironmentSpecError(
-        f"unknown target {target_python!r}: use a Python minor version (3.11) or one of "
-        f"{sorted(STUB_TARGETS)}"
+        f"unknown target {target_python!r}: use a Python minor version (3.11) or one of {sorted(STUB_TARGETS)}"
     )
 
 
@@ -336,9 +324,7 @@ def check_environment_spec(
         _solve(spec, channels)
 
 
-def _check_spec(
-    spec: EnvironmentSpec, target: StubTarget, backends_dir: Path, ship_stub: bool = False
-) -> None:
+def _check_spec(spec: EnvironmentSpec, target: StubTarget, backends_dir: Path, ship_stub: bool = False) -> None:
     from rattler import MatchSpec, Version
 
     if spec.python != target.python and not ship_stub:
@@ -363,14 +349,12 @@ def _check_spec(
         for numpy_spec in numpy_specs:
             if numpy_spec.version is None or _matches_version(numpy_spec, Version("2.0.0")):
                 raise EnvironmentSpecError(
-                    f"environment {spec.name!r}: `{numpy_spec}` allows numpy>=2; write `numpy<2` "
-                    f"({reason})"
+                    f"environment {spec.name!r}: `{numpy_spec}` allows numpy>=2; write `numpy<2` ({reason})"
                 )
         for pin in numpy_pins:
             if Version(pin.version) >= Version("2"):
                 raise EnvironmentSpecError(
-                    f"environment {spec.name!r}: pip pins numpy=={pin.version}; it must be <2 "
-                    f"({reason})"
+                    f"environment {spec.name!r}: pip pins numpy=={pin.version}; it must be <2 ({reason})"
                 )
     available = local_packages(backends_dir)
     for requirement in spec.pip:
@@ -410,8 +394,7 @@ def _solve(spec: EnvironmentSpec, channels: Sequence[str]) -> list[Any]:
         ) from error
     except Exception as error:  # noqa: BLE001 - rattler raises several network/IO types
         raise EnvironmentSpecError(
-            f"environment {spec.name!r}: cannot read channels {list(channels)}: "
-            f"{type(error).__name__}: {error}"
+            f"environment {spec.name!r}: cannot read channels {list(channels)}: {type(error).__name__}: {error}"
         ) from error
     return records
 
@@ -460,9 +443,7 @@ def _manifest_path(cache_dir: Path, name: str, digest: str) -> Path:
 
 
 def _clean_child_environment() -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))}
     env["PYTHONNOUSERSITE"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
@@ -473,8 +454,7 @@ def _run(step: str, env_name: str, command: Sequence[str], **kwargs: Any) -> str
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
         raise EnvironmentBuildError(
-            f"environment {env_name!r}: {step} failed (exit {result.returncode}):\n"
-            f"$ {' '.join(command)}\n{tail}"
+            f"environment {env_name!r}: {step} failed (exit {result.returncode}):\n$ {' '.join(command)}\n{tail}"
         )
     return result.stdout
 
@@ -557,14 +537,10 @@ def _installed_packages(prefix: Path, python_minor: str) -> dict[str, str]:
 def _install_conda(records: list[Any], prefix: Path, package_cache: Path) -> None:
     from rattler import install
 
-    asyncio.run(
-        install(records, target_prefix=prefix, cache_dir=package_cache, show_progress=False)
-    )
+    asyncio.run(install(records, target_prefix=prefix, cache_dir=package_cache, show_progress=False))
 
 
-def _remove_conda_packages(
-    records: list[Any], prefix: Path, names: set[str], package_cache: Path
-) -> None:
+def _remove_conda_packages(records: list[Any], prefix: Path, names: set[str], package_cache: Path) -> None:
     """Uninstall conda packages `names` through rattler (keeps conda-meta consistent)."""
     from rattler import PrefixRecord, install
 
@@ -588,6 +564,7 @@ def build_environment(
     backends_dir: Path = BACKENDS_DIR,
     keep_pip: bool = False,
     ship_stub: bool = False,
+    keep_prefix: bool = False,
 ) -> BuiltEnvironment:
     """Build (or reuse) the packed environment of `spec_path` and return where it is.
 
@@ -596,7 +573,8 @@ def build_environment(
     spec cannot work, `EnvironmentBuildError` if a build step fails. `ship_stub` allows a
     Python other than the target's: the environment then also holds what the stub of its own
     Python needs (libcudart of nvidia-pytriton), and the model folder must get that stub
-    (`place_stub`).
+    (`place_stub`). The build prefix `<cache>/<hash>/` is deleted after packing unless
+    `keep_prefix`.
     """
     started = time.monotonic()
     spec = parse_environment_spec(spec_path)
@@ -635,10 +613,7 @@ def build_environment(
             for requirement in spec.pip:
                 if requirement.normalized in available:
                     package = available[requirement.normalized]
-                    progress(
-                        f"[{spec.name}] building {package.name} {package.version} "
-                        f"from {package.path}"
-                    )
+                    progress(f"[{spec.name}] building {package.name} {package.version} from {package.path}")
                     lines.append(str(_build_local_wheel(package, wheel_dir, spec.name)))
                 else:
                     lines.append(f"{requirement.name}=={requirement.version}")
@@ -650,9 +625,7 @@ def build_environment(
                 env=env,
             )  # fmt: skip
         for library in stub_libraries:
-            progress(
-                f"[{spec.name}] adding {library.name} for the shipped Python {spec.python} stub"
-            )
+            progress(f"[{spec.name}] adding {library.name} for the shipped Python {spec.python} stub")
             shutil.copy2(library, prefix / "lib" / library.name)
         hook = prefix / ISOLATION_HOOK
         hook.parent.mkdir(parents=True, exist_ok=True)
@@ -671,6 +644,8 @@ def build_environment(
         packages = _installed_packages(prefix, spec.python)
         progress(f"[{spec.name}] packing with conda-pack -> {tarball.name}")
         _pack(prefix, tarball, spec.name)
+        if not keep_prefix:
+            shutil.rmtree(prefix, ignore_errors=True)
         seconds = time.monotonic() - started
         manifest.write_text(
             json.dumps(
@@ -684,7 +659,7 @@ def build_environment(
         progress(f"[{spec.name}] built in {seconds:.0f}s: {tarball.name} ({size:.1f} MB)")
         return BuiltEnvironment(
             spec.name, digest, tarball, version, packages, cached=False,
-            build_seconds=seconds, prefix=prefix,
+            build_seconds=seconds, prefix=prefix if keep_prefix else None,
         )  # fmt: skip
 
 
@@ -699,10 +674,24 @@ def _pack(prefix: Path, tarball: Path, env_name: str) -> None:
             compress_level=4, n_threads=1, verbose=False,
         )  # fmt: skip
     except conda_pack.CondaPackException as error:
-        raise EnvironmentBuildError(
-            f"environment {env_name!r}: conda-pack failed: {error}"
-        ) from error
+        raise EnvironmentBuildError(f"environment {env_name!r}: conda-pack failed: {error}") from error
     partial.replace(tarball)
+
+
+def prune_cache(cache_dir: Path, keep: Sequence[BuiltEnvironment]) -> list[Path]:
+    """Delete cached tarballs, manifests and prefixes of environments not in `keep`."""
+    wanted = {b.content_hash for b in keep}
+    removed: list[Path] = []
+    for path in sorted(cache_dir.glob("*")):
+        pattern = rf"(?:.+-)?([0-9a-f]{{{HASH_LENGTH}}})(?:\.tar\.gz|\.json)?"
+        match = re.fullmatch(pattern, path.name)
+        if match and match.group(1) not in wanted:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def shipped_stub_libraries() -> list[Path]:
@@ -756,9 +745,7 @@ def add_envs_subcommands(subparsers: Any) -> None:
     envs = subparsers.add_parser("envs", help="build Python execution environments (conda-pack)")
     actions = envs.add_subparsers(dest="envs_command", required=True)
 
-    channel = actions.add_parser(
-        "channel", help="build the offline file:// conda channel (pyenv CPythons, pip, numpy)"
-    )
+    channel = actions.add_parser("channel", help="build the offline file:// conda channel (pyenv CPythons, pip, numpy)")
     channel.add_argument("--dir", type=Path, default=conda_channel.DEFAULT_CHANNEL_DIR)
     channel.add_argument(
         "--python", action="append", dest="pythons", metavar="3.X",
@@ -777,9 +764,7 @@ def add_envs_subcommands(subparsers: Any) -> None:
     )  # fmt: skip
     build.add_argument("--target", default="local", help="stub target: local, ngc-24.10 or 3.X")
     build.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    build.add_argument(
-        "--unpack", type=Path, help="also extract each environment under this folder"
-    )
+    build.add_argument("--unpack", type=Path, help="also extract each environment under this folder")
     build.set_defaults(func=_cmd_build)
 
 
@@ -793,9 +778,9 @@ def _cmd_channel(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    paths = [
-        Path(n) if n.endswith((".yml", ".yaml")) else spec_path_for(n) for n in args.names
-    ] or sorted(ENVS_DIR.glob("*.yml"))
+    paths = [Path(n) if n.endswith((".yml", ".yaml")) else spec_path_for(n) for n in args.names] or sorted(
+        ENVS_DIR.glob("*.yml")
+    )
     channels = args.channels or default_channels()
     failed = 0
     for path in paths:
@@ -811,9 +796,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(f"{built.name}: {built.tarball} python {built.python_version} "
               f"{', '.join(f'{k}=={v}' for k, v in built.packages.items())}")  # fmt: skip
         if args.unpack:
-            folder = unpack_environment(
-                built.tarball, args.unpack / built.tarball.name.removesuffix(".tar.gz")
-            )
+            folder = unpack_environment(built.tarball, args.unpack / built.tarball.name.removesuffix(".tar.gz"))
             print(f"  unpacked at {folder}")
     return 1 if failed else 0
 

@@ -95,14 +95,19 @@ def _preprocessing_model(repository: Path, name: str, env_path: str) -> None:
     )
 
 
-def _place_env(repository: Path, model: str, built: BuiltEnvironment, unpacked: bool) -> str:
-    """Put the environment into the model folder as tarball or folder; return its path."""
+def _place_env(repository: Path, model: str, built: BuiltEnvironment, unpacked: bool, shared: bool = False) -> str:
+    """Put the environment into the model folder (or, `shared`, into `<repository>/_envs/`)
+    as tarball or folder; return its path relative to the model folder."""
+    folder = repository / "_envs" if shared else repository / model
+    prefix = "../_envs/" if shared else ""
+    folder.mkdir(parents=True, exist_ok=True)
     if unpacked:
-        folder = repository / model / built.tarball.name.removesuffix(".tar.gz")
-        unpack_environment(built.tarball, folder)
-        return folder.name
-    shutil.copy2(built.tarball, repository / model / built.tarball.name)
-    return built.tarball.name
+        name = built.tarball.name.removesuffix(".tar.gz")
+        if not (folder / name).exists():
+            unpack_environment(built.tarball, folder / name)
+        return prefix + name
+    shutil.copy2(built.tarball, folder / built.tarball.name)
+    return prefix + built.tarball.name
 
 
 def _infer(server: TritonProcess, model: str, texts: list[str]) -> dict[str, np.ndarray]:
@@ -140,22 +145,18 @@ def _initialize_lines(log: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def test_two_versions_two_tokenizers_in_one_server(
-    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
-) -> None:
-    """v1 (tokenizers 0.20, tarball) and v2 (tokenizers 0.23, unpacked folder) of one model
-    load side by side; each runs its own library although the server's PYTHONPATH holds the
-    project venv's tokenizers 0.23."""
+def test_two_versions_two_tokenizers_in_one_server(built_envs: dict[str, BuiltEnvironment], tmp_path: Path) -> None:
+    """v1 (tokenizers 0.20, tarball shared from `<repository>/_envs/`) and v2 (tokenizers
+    0.23, unpacked folder in the model folder) of one model load side by side; each runs its
+    own library although the server's PYTHONPATH holds the venv's tokenizers 0.23."""
     import tokenizers
 
     assert tokenizers.__version__ == "0.23.3", "the server's PYTHONPATH must hold another copy"
     repository = tmp_path / "repository"
     layout = {"tok_v1_pre": ("textprep-tok020", False), "tok_v2_pre": ("textprep-tok023", True)}
     for model, (env, unpacked) in layout.items():
-        repository.joinpath(model).mkdir(parents=True)
-        shutil.rmtree(repository / model)
         _preprocessing_model(repository, model, "placeholder")
-        env_path = _place_env(repository, model, built_envs[env], unpacked)
+        env_path = _place_env(repository, model, built_envs[env], unpacked, shared=not unpacked)
         config = repository / model / "config.pbtxt"
         config.write_text(config.read_text().replace("placeholder", env_path))
     ports = ServerPorts(*free_ports())
@@ -192,10 +193,7 @@ def test_tarballs_are_conda_pack_output(built_envs: dict[str, BuiltEnvironment])
         assert int(by_name["numpy"].split(".")[0]) < 2
         assert "pip" not in by_name, "pip is removed from packed environments"
         assert not any(n.startswith("lib/python3.11/site-packages/pip/") for n in names)
-        assert (
-            f"lib/python3.11/site-packages/tokenizers-{TOKENIZER_VERSIONS[name]}.dist-info/METADATA"
-            in names
-        )
+        assert f"lib/python3.11/site-packages/tokenizers-{TOKENIZER_VERSIONS[name]}.dist-info/METADATA" in names
         assert built.packages["tokenizers"] == TOKENIZER_VERSIONS[name]
         assert built.packages["tritongen-textprep"] == "1.0.0"
         assert built.python_version.startswith("3.11.")
@@ -211,16 +209,12 @@ def _hidden_prefix_command(command: list[str]) -> list[str]:
 def _can_unshare() -> bool:
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True
-    )
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
     return probe.returncode == 0
 
 
 @pytest.mark.skipif(not _can_unshare(), reason="needs unshare -m and mount (root)")
-def test_packed_environment_is_self_contained(
-    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
-) -> None:
+def test_packed_environment_is_self_contained(built_envs: dict[str, BuiltEnvironment], tmp_path: Path) -> None:
     """With the build host's pyenv prefixes hidden, the server still loads and runs a model
     in the packed environment (the stub's Python, stdlib, OpenSSL etc. come from the env)."""
     built = built_envs["textprep-tok020"]
@@ -244,22 +238,20 @@ def test_packed_environment_is_self_contained(
     try:
         server.wait_ready(240)
         _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
+        prefix = unpack_environment(built.tarball, tmp_path / "env")
+        modules = "ssl, sqlite3, lzma, bz2, ctypes, hashlib, readline, uuid, decimal, tokenizers"
         probe = subprocess.run(
-            _hidden_prefix_command(
-                [
-                    str(built.prefix / "bin" / "python3"),
-                    "-c",
-                    "import ssl, sqlite3, lzma, bz2, ctypes, hashlib, tokenizers; "
-                    "print(tokenizers.__version__)",
-                ]
-            )
-            if built.prefix
-            else ["true"],
+            _hidden_prefix_command([str(prefix / "bin" / "python3"), "-c", f"import {modules}; print('ok')"]),
             capture_output=True,
             text=True,
             check=False,
         )
         assert probe.returncode == 0, probe.stderr
+        ssl_module = next((prefix / "lib" / "python3.11" / "lib-dynload").glob("_ssl.*.so"))
+        ldd = subprocess.run(["ldd", str(ssl_module)], capture_output=True, text=True).stdout
+        assert f"{prefix}/lib/python3.11/lib-dynload/../../libssl.so.3" in ldd, (
+            ldd
+        )  # the bundled OpenSSL, not the host's
     finally:
         server.stop()
     version, file = _initialize_lines(server.log_text())["tok_pre"]
@@ -346,9 +338,7 @@ def test_load_time_tarball_vs_folder(
     assert all(seconds > 0 for seconds in results.values())
 
 
-def test_activation_hook_clears_pythonpath(
-    built_envs: dict[str, BuiltEnvironment], tmp_path: Path
-) -> None:
+def test_activation_hook_clears_pythonpath(built_envs: dict[str, BuiltEnvironment], tmp_path: Path) -> None:
     """`source bin/activate` (what the python backend runs before the stub) drops the
     server's PYTHONPATH, so a Python that honours it still imports the environment's copy.
 
@@ -379,9 +369,7 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
     conda_channel.build_channel(pythons=["3.10"], progress=_log)
     spec = tmp_path / "textprep-py310.yml"
     source = environments.spec_path_for("textprep-tok020").read_text()
-    spec.write_text(
-        source.replace("textprep-tok020", "textprep-py310").replace("python=3.11", "python=3.10")
-    )
+    spec.write_text(source.replace("textprep-tok020", "textprep-py310").replace("python=3.11", "python=3.10"))
     with pytest.raises(environments.EnvironmentSpecError, match="Python 3.10 does not match"):
         environments.check_environment_spec(spec, "local")
     built = build_environment(
@@ -402,3 +390,30 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
         _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
         version, file = _initialize_lines(server.log_text())["tok_pre"]
     assert version == "0.20.3" and "/lib/python3.10/site-packages/tokenizers/" in file
+
+
+def test_broken_pip_section_fails_naming_the_environment(channel_url: str, tmp_path: Path) -> None:
+    spec = tmp_path / "broken-pip.yml"
+    source = environments.spec_path_for("textprep-tok020").read_text()
+    spec.write_text(
+        source.replace("textprep-tok020", "broken-pip").replace("tokenizers==0.20.3", "tokenizers==0.0.999")
+    )
+    with pytest.raises(environments.EnvironmentBuildError) as raised:
+        build_environment(spec, channels=[channel_url], target_python="local", cache_dir=tmp_path, progress=_log)
+    message = str(raised.value)
+    assert "environment 'broken-pip'" in message and "pip install failed" in message
+    assert "tokenizers==0.0.999" in message
+    assert not list(tmp_path.glob("broken-pip-*.tar.gz"))
+
+
+def test_prune_keeps_only_the_current_environments(built_envs: dict[str, BuiltEnvironment], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for built in built_envs.values():
+        shutil.copy2(built.tarball, cache / built.tarball.name)
+    stale = cache / "textprep-tok020-0123456789abcdef.tar.gz"
+    stale.write_bytes(b"old")
+    (cache / "0123456789abcdef").mkdir()
+    removed = environments.prune_cache(cache, list(built_envs.values()))
+    assert sorted(p.name for p in removed) == ["0123456789abcdef", stale.name]
+    assert all((cache / b.tarball.name).exists() for b in built_envs.values())
