@@ -10,16 +10,21 @@ implies `TRITONGEN_TEST_TARGET=ngc`). The tests skip only when no Docker engine 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from generator.deploy import render_deploy_files
 from generator.dockerd import DockerEngine
 from generator.environments import BuiltEnvironment
 from generator.generate import GenerateOptions, generate
+from generator.tritonserver import ServerPorts, free_ports
 from tests.container_fixtures import (  # noqa: F401  (fixtures)
     TritonContainer,
     container_target,
@@ -29,6 +34,7 @@ from tests.container_fixtures import (  # noqa: F401  (fixtures)
     user_image,
 )
 
+from . import assertions
 from .assertions import Target
 from .test_environments import (  # noqa: F401  (fixtures and helpers of the environment tests)
     TEXTS,
@@ -144,3 +150,50 @@ def test_two_versions_two_tokenizers_in_a_container(
         assert "/dist-packages/" not in file, f"{model} imported the image's tokenizers: {file}"
         assert "/site-packages/tokenizers/" in file
     assert seen["tok_v1_pre"][1] != seen["tok_v2_pre"][1]
+
+
+def test_generated_docker_run_script_serves_the_repository(
+    docker_engine: DockerEngine,  # noqa: F811
+    triton_image: str,  # noqa: F811
+    container_repository: Path,
+    tmp_path: Path,
+) -> None:
+    """The deploy script `generate` writes (docker-run.sh) serves the repository for real."""
+    import docker
+
+    ports = ServerPorts(*free_ports(3))
+    files = render_deploy_files(str(container_repository), ports, container_target())  # type: ignore[arg-type]
+    script = tmp_path / "docker-run.sh"
+    script.write_text(files["docker-run.sh"])
+    name = f"tritongen-{container_target()}"
+    client = docker.DockerClient(base_url=docker_engine.host)
+    log_path = tmp_path / "docker-run.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["sh", str(script)], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "TRITON_IMAGE": triton_image, **docker_engine.environment()},
+        )
+    try:
+        target = Target(f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}")
+        deadline = time.monotonic() + 300
+        while not _ready(target.http_url):
+            assert process.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-5000:]
+            time.sleep(0.5)
+        mounts = client.containers.get(name).attrs["Mounts"]
+        assert [m["RW"] for m in mounts if m["Destination"] == "/models"] == [False]
+        for protocol in ("http", "grpc"):
+            assertions.check_embeddings(target, protocol, "minilm_embed")
+    finally:
+        for container in client.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)
+        process.wait(timeout=60)
+        client.close()
+
+
+def _ready(http_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
