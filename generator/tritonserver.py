@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,13 @@ PREPROCESSING_PACKAGES = (PROJECT_ROOT / "backends" / "textprep",)
 """Source folders of the preprocessing packages, importable by stubs without an environment."""
 STUB_PYTHON = "3.11"
 """Python minor version of the stub the embedded server uses (the project's Python)."""
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+"""APIs that need the admin key (HTTP and gRPC); clients keep inference, health and metadata."""
+ADMIN_HEADER = "admin-key"
+"""HTTP header carrying the admin key."""
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+"""gRPC metadata key carrying the admin key (Triton prefixes the configured key)."""
+ADMIN_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
 
 
 class TritonServerError(RuntimeError):
@@ -120,12 +128,19 @@ def _ignore_caches(_folder: str, names: list[str]) -> list[str]:
 def server_environment(extra_pythonpath: Sequence[Path] = ()) -> dict[str, str]:
     """Environment for the server process.
 
-    The stub links the system's `libpython3.11`; it sees this interpreter's packages
-    (numpy, onnxruntime, torch, tokenizers) through PYTHONPATH. Thread pools default to one
-    thread per core in every process; the backends set their own counts from the model
-    config, so the defaults here are 1.
+    The stub links the system's `libpython3.11` and embeds Python with an *isolated* config
+    (pybind11, `PyConfig_InitIsolatedConfig`): it ignores PYTHONPATH and finds its prefix by
+    looking up `python3` on PATH (verified with 2.51). So this interpreter's bin folder goes
+    first on PATH: models without an environment then import this venv's packages (numpy,
+    onnxruntime, torch, tokenizers). Models with EXECUTION_ENV_PATH are unaffected: the
+    environment's `bin/activate` puts its own `python3` first. PYTHONPATH is kept for tools
+    only. Thread pools default to one thread per core in every process; the backends set
+    their own counts from the model config, so the defaults here are 1.
     """
     env = dict(os.environ)
+    interpreter_bin = Path(sys.executable).parent
+    if (interpreter_bin / "python3").exists():
+        env["PATH"] = os.pathsep.join([str(interpreter_bin), env.get("PATH", "")])
     paths = [str(p) for p in extra_pythonpath] + [p for p in sys.path if p.endswith("-packages")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -171,6 +186,27 @@ class ServerOptions:
     """Models to load at start-up in explicit model-control mode; empty loads all."""
     log_verbose: int = 0
     extra_args: Sequence[str] = ()
+    admin_key: str | None = None
+    """Key required by the RESTRICTED_APIS (header ADMIN_HEADER); None leaves them open."""
+    strict_readiness: bool = True
+    """`/v2/health/ready` only when every model loaded; False: ready once serving."""
+
+
+def check_admin_key(key: str) -> str:
+    """Return `key` if it is usable in Triton's restriction flags, else raise."""
+    if not ADMIN_KEY_PATTERN.fullmatch(key):
+        raise TritonServerError(
+            "the admin key must be 16-256 characters of letters, digits and . _ ~ - "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return key
+
+
+def admin_headers(key: str | None, protocol: str = "http") -> dict[str, str]:
+    """Request headers (HTTP) or metadata (gRPC) that carry the admin key."""
+    if key is None:
+        return {}
+    return {ADMIN_HEADER if protocol == "http" else GRPC_ADMIN_HEADER: key}
 
 
 def server_command(
@@ -191,10 +227,13 @@ def server_command(
         "--allow-metrics=true",
         "--allow-gpu-metrics=false",
         "--model-control-mode=explicit",
-        "--strict-readiness=true",
+        f"--strict-readiness={'true' if options.strict_readiness else 'false'}",
         "--exit-on-error=false",
         f"--log-verbose={options.log_verbose}",
     ]
+    if options.admin_key is not None:
+        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(options.admin_key)}"
+        command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     if options.models:
         command += [f"--load-model={name}" for name in options.models]
     else:
@@ -219,6 +258,10 @@ class TritonProcess:
     def grpc_url(self) -> str:
         return f"{self.options.address}:{self.options.ports.grpc}"
 
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that authorize the restricted APIs of this server (empty when open)."""
+        return admin_headers(self.options.admin_key, protocol)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -233,8 +276,12 @@ class TritonProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
 
-    def wait_ready(self, timeout_s: float = 180.0, poll_s: float = 0.5) -> None:
-        """Wait until every model loaded and the server is ready, or raise with the log."""
+    def wait_ready(self, timeout_s: float = 180.0, poll_s: float = 0.5, allow_failed: bool = False) -> None:
+        """Wait until every model loaded and the server is ready, or raise with the log.
+
+        `allow_failed=True` returns once start-up finished even if some models failed to
+        load (see `failed_models`); the server then serves the others.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -246,6 +293,8 @@ class TritonProcess:
                 return
             failed = load_errors(self.log_text())
             if failed and _startup_finished(self.log_text()):
+                if allow_failed:
+                    return
                 raise TritonServerError(f"models failed to load:\n{failed}")
             time.sleep(poll_s)
         raise TritonServerError(
@@ -265,6 +314,24 @@ class TritonProcess:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         return self.process.returncode
+
+
+def failed_models(log: str) -> dict[str, str]:
+    """Model name -> first line of its load error, for every model whose last load failed."""
+    failed: dict[str, str] = {}
+    for line in log.splitlines():
+        loaded = _LOADED.search(line)
+        if loaded:
+            failed.pop(loaded.group(1), None)
+            continue
+        match = _FAILED.search(line)
+        if match:
+            failed[match.group(1)] = match.group(2).split("\\n")[0].strip().rstrip('"')
+    return failed
+
+
+_FAILED = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_LOADED = re.compile(r"successfully loaded '([^']+)'")
 
 
 def load_errors(log: str) -> str:
