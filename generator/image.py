@@ -397,9 +397,28 @@ def build_image(
         _stream_build(client, context, tag, log)
         client.api.tag(tag, IMAGE_REPOSITORY, "latest")
         log(f"built {tag} in {time.monotonic() - started:.0f}s")
+        remove_old_images(client, keep=(tag, LATEST_TAG, base.tag), log=log)
         return tag
     finally:
         client.close()
+
+
+def remove_old_images(
+    client: docker.DockerClient, keep: Sequence[str], log: Log = print
+) -> None:
+    """Untag the project's images other than `keep` (superseded builds); skip ones in use."""
+    import docker.errors
+
+    for repository in (IMAGE_REPOSITORY, BASE_REPOSITORY):
+        for image in client.images.list(name=repository):
+            for old in image.tags:
+                if old in keep:
+                    continue
+                try:
+                    client.images.remove(old)
+                    log(f"removed the superseded image {old}")
+                except docker.errors.APIError as error:
+                    log(f"kept {old}: {error.explanation or error}")
 
 
 def _stream_build(client: docker.DockerClient, context: Path, tag: str, log: Log) -> None:
