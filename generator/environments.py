@@ -83,15 +83,17 @@ class StubTarget:
     source: str
 
 
+_LOCAL_STUB = StubTarget("local", "3.11", "2.51.0", True, "nvidia-pytriton 0.7.0's embedded server, project Python")
+_NGC_2410_STUB = StubTarget(
+    "ngc-24.10", "3.10", "2.51.0", True,
+    "nvcr.io/nvidia/tritonserver:24.10-py3, Ubuntu 22.04 with Python 3.10",
+)  # fmt: skip
 STUB_TARGETS: Mapping[str, StubTarget] = {
-    "local": StubTarget(
-        "local", "3.11", "2.51.0", True, "the nvidia-pytriton 0.7.0 wheel's server (project Python)"
-    ),
-    "ngc-24.10": StubTarget(
-        "ngc-24.10", "3.10", "2.51.0", True,
-        "nvcr.io/nvidia/tritonserver:24.10-py3 (Ubuntu 22.04 with Python 3.10, release notes)",
-    ),
-}  # fmt: skip
+    "local": _LOCAL_STUB,
+    "ngc": _NGC_2410_STUB,
+    "ngc-24.10": _NGC_2410_STUB,
+}
+"""Stub Python per generator target (`ngc` is the 24.10 image the generator targets)."""
 
 
 class EnvironmentSpecError(ValueError):

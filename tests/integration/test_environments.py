@@ -263,37 +263,42 @@ def test_unchanged_environments_are_not_rebuilt(
     built_envs: dict[str, BuiltEnvironment], channel_url: str, tmp_path: Path
 ) -> None:
     """Same inputs: nothing built. One pin changed: only that environment rebuilds."""
-    for name, built in built_envs.items():
-        again = build_environment(
-            environments.spec_path_for(name),
-            channels=[channel_url],
-            target_python="local",
-            cache_dir=CACHE,
-            progress=_log,
-        )
-        assert again.cached and again.content_hash == built.content_hash
-        assert again.tarball == built.tarball
+    cache = tmp_path / "cache"  # a private cache holding exactly the two current builds
+    cache.mkdir()
+    for built in built_envs.values():
+        shutil.copy2(built.tarball, cache / built.tarball.name)
+        manifest = built.tarball.with_name(built.tarball.name.removesuffix(".tar.gz") + ".json")
+        shutil.copy2(manifest, cache / manifest.name)
     specs = tmp_path / "envs"
     specs.mkdir()
     for name in built_envs:
         shutil.copy2(environments.spec_path_for(name), specs / f"{name}.yml")
+
+    def build_all() -> dict[str, BuiltEnvironment]:
+        return {
+            name: build_environment(
+                specs / f"{name}.yml",
+                channels=[channel_url],
+                target_python="local",
+                cache_dir=cache,
+                progress=_log,
+            )
+            for name in built_envs
+        }
+
+    for name, again in build_all().items():
+        assert again.cached and again.content_hash == built_envs[name].content_hash
+        assert again.tarball == cache / built_envs[name].tarball.name
     changed = specs / "textprep-tok020.yml"
     changed.write_text(changed.read_text().replace("tokenizers==0.20.3", "tokenizers==0.20.2"))
-    results = {
-        name: build_environment(
-            specs / f"{name}.yml",
-            channels=[channel_url],
-            target_python="local",
-            cache_dir=CACHE,
-            progress=_log,
-        )
-        for name in built_envs
-    }
+    results = build_all()
     assert results["textprep-tok023"].cached
-    assert results["textprep-tok023"].tarball == built_envs["textprep-tok023"].tarball
     rebuilt = results["textprep-tok020"]
     assert not rebuilt.cached and rebuilt.packages["tokenizers"] == "0.20.2"
     assert rebuilt.content_hash != built_envs["textprep-tok020"].content_hash
+    assert sorted(p.name for p in cache.glob("*.tar.gz")) == sorted(
+        [rebuilt.tarball.name, *(b.tarball.name for b in built_envs.values())]
+    )
 
 
 def _load_seconds(log: str, model: str) -> float:
