@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from generator.tritonserver import (
     ServerOptions,
     ServerPorts,
     TritonProcess,
+    TritonServerError,
     assemble_backend_directory,
     find_triton,
     free_ports,
@@ -389,6 +391,15 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
     repository = tmp_path / "repository"
     _preprocessing_model(repository, "tok_pre", built.tarball.name)
     shutil.copy2(built.tarball, repository / "tok_pre" / built.tarball.name)
+    options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
+    # Without its stub, the 3.11 stub cannot use the 3.10 environment: the load fails, fast.
+    started = time.monotonic()
+    with (
+        pytest.raises(TritonServerError, match="failed to load"),
+        running_server(options, tmp_path / "mismatch", ready_timeout_s=120),
+    ):
+        pass
+    assert time.monotonic() - started < 60
     environments.place_stub(repository / "tok_pre", "3.10")
     options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
     with running_server(options, tmp_path / "work", ready_timeout_s=240) as server:
