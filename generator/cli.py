@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -16,9 +17,26 @@ from .checks import CheckError
 from .generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
 from .plan import TARGETS, PlanError
 from .spec import SpecError
-from .tritonserver import ServerOptions, ServerPorts, TritonServerError, start_server
+from .tritonserver import (
+    ServerOptions,
+    ServerPorts,
+    TritonServerError,
+    admin_headers,
+    check_admin_key,
+    failed_models,
+    start_server,
+)
+from .update import (
+    ADMIN_KEY_VARIABLE,
+    UpdateError,
+    add_update_subcommand,
+    content_index,
+    generate_admin_key,
+    record_loaded,
+)
+from .watchdog import StubWatchdog
 
-USER_ERRORS = (SpecError, PlanError, CheckError, ArtifactError, TritonServerError)
+USER_ERRORS = (SpecError, PlanError, CheckError, ArtifactError, TritonServerError, UpdateError)
 CORES_IN_HEADER = re.compile(r"cpu budget: (\d+) cores")
 
 
@@ -77,23 +95,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
     repository = args.repository.resolve()
     if not any(repository.glob("*/config.pbtxt")):
         raise TritonServerError(f"{repository} holds no models: run `tritongen generate` first")
+    url = f"{args.address}:{args.http_port}"
+    key = args.admin_key or os.environ.get(ADMIN_KEY_VARIABLE)
+    if key:
+        check_admin_key(key)
+    else:
+        key, key_file = generate_admin_key(url)
+        print(f"admin key (model load/unload/config, statistics, logging, trace): written to {key_file} (0600)")
     options = ServerOptions(
         repository=repository,
         ports=ServerPorts(args.http_port, args.grpc_port, args.metrics_port),
         address=args.address,
         models=args.model or (),
         log_verbose=args.log_verbose,
+        admin_key=key,
+        strict_readiness=args.strict,
     )
+    index = content_index(repository)
     workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
     print(f"starting tritonserver on {repository} (log: {workdir / 'tritonserver.log'}) ...", flush=True)
     server = start_server(options, workdir)
+    watchdog: StubWatchdog | None = None
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.wait_ready(args.timeout)
+        server.wait_ready(args.timeout, allow_failed=not args.strict)
+        failed = failed_models(server.log_text())
+        if failed:
+            print(f"\n!!! {len(failed)} model(s) FAILED to load and are NOT served (the others are):", file=sys.stderr)
+            for name, cause in sorted(failed.items()):
+                print(f"!!!   {name}: {cause}", file=sys.stderr)
+            print("!!! fix them, regenerate, then `tritongen update`; `serve --strict` exits instead\n",
+                  file=sys.stderr, flush=True)
+        record_loaded(repository, url, key, index)
+        if args.watchdog:
+            watchdog = StubWatchdog(server.process.pid, url, admin_headers(key))
+            watchdog.start()
         print(f"ready: HTTP {args.address}:{args.http_port}  gRPC {args.address}:{args.grpc_port}  "
               f"metrics {args.address}:{args.metrics_port}  (Ctrl-C stops)", flush=True)
         while server.process.poll() is None:
@@ -104,6 +144,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("stopping tritonserver ...", flush=True)
         return 0
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         code = server.stop()
         print(f"tritonserver stopped (exit code {code})", flush=True)
 
@@ -142,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
     srv.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
     srv.add_argument("--log-verbose", type=int, default=0)
+    srv.add_argument("--admin-key", default=None,
+                     help=f"key for the admin APIs (model repository/config, statistics, logging, trace, shared "
+                          f"memory); default ${ADMIN_KEY_VARIABLE}, else a random key written to "
+                          "build/serve/port-<http port>/admin-key")
+    srv.add_argument("--strict", action="store_true",
+                     help="exit with the load errors if any model fails to load (default: serve the models that "
+                          "loaded and list the failed ones; /v2/health/ready is then true, per-model ready is not)")
+    srv.add_argument("--no-watchdog", dest="watchdog", action="store_false",
+                     help="do not reload models whose python stub process died")
     srv.set_defaults(func=cmd_serve)
+    add_update_subcommand(commands)
     return parser
 
 

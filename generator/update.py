@@ -18,7 +18,7 @@ Content index: per Triton model folder, a sha256 over the relative path and cont
 every file under it (config.pbtxt, artifacts, tokenizer files), plus the execution
 environment that `EXECUTION_ENV_PATH` names when it lies outside the folder (environments
 are content-addressed, so a changed one also changes the config). The index of what a
-server loaded is state, not generated content: it lives in `build/serve/<host>_<port>/
+server loaded is state, not generated content: it lives in `build/serve/port-<HTTP port>/
 loaded.json` (git-ignored), written by `tritongen serve` once ready and by each update.
 Without that file every model counts as changed: a full reload, still without downtime.
 """
@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -129,8 +130,11 @@ def load_rank(name: str, entry: ModelEntry) -> tuple[int, str]:
 
 
 def state_dir(url: str) -> Path:
-    """Folder of the serve state (loaded index, generated admin key) of the server at `url`."""
-    return STATE_ROOT / re.sub(r"[^A-Za-z0-9.]+", "_", url.removeprefix("http://"))
+    """Serve state (loaded index, generated admin key) of the server whose HTTP port is in `url`."""
+    port = url.removeprefix("http://").rsplit(":", 1)[-1]
+    if not port.isdigit():
+        raise UpdateError(f"{url!r} is not host:port")
+    return STATE_ROOT / f"port-{port}"
 
 
 def default_state_path(url: str) -> Path:
@@ -165,6 +169,18 @@ def resolve_admin_key(explicit: str | None, url: str) -> str | None:
         return os.environ[ADMIN_KEY_VARIABLE]
     generated = state_dir(url) / "admin-key"
     return generated.read_text(encoding="utf-8").strip() if generated.is_file() else None
+
+
+def generate_admin_key(url: str) -> tuple[str, Path]:
+    """A random admin key, written to `<state dir>/admin-key` readable by the owner only."""
+    key = secrets.token_urlsafe(32)
+    path = state_dir(url) / "admin-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key, path
 
 
 # --- plan and apply ----------------------------------------------------------------------
@@ -385,7 +401,7 @@ def add_update_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         "--state",
         type=Path,
         default=None,
-        help="index of what the server loaded (default: build/serve/<host>_<port>/loaded.json)",
+        help="index of what the server loaded (default: build/serve/port-<port>/loaded.json)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.set_defaults(func=cmd_update)
