@@ -7,13 +7,15 @@ deterministic: fixed seeds, no randomness, sorted inputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,17 +125,28 @@ def build_artifact(
         if isinstance(build, FileBuild):
             shutil.copyfile(resolve_source(build.source), output)
         else:
-            module = _make_module(build, preprocessing)
-            if artifact.format == "onnx":
-                _export_onnx(module, output, build)
-            else:
-                _export_torchscript(module, output)
+            with _quiet_exporters():
+                module = _make_module(build, preprocessing)
+                if artifact.format == "onnx":
+                    _export_onnx(module, output, build)
+                else:
+                    _export_torchscript(module, output)
         if not target_dir.exists():
             os.replace(work, target_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     progress(f"  {label}: built {target} ({target.stat().st_size / 1e6:.1f} MB)")
     return BuiltArtifact(target, key)
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence the tracer/exporter warnings and weight-loading progress bars of a build."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 # --- torch modules -------------------------------------------------------------------------
@@ -143,7 +156,10 @@ def _load_encoder(source: PackageFile) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     torch.manual_seed(0)
     folder = resolve_source(source)
     model = AutoModel.from_pretrained(str(folder), attn_implementation="eager")
@@ -260,12 +276,45 @@ def _append_label_lookup(graph_model: Any, labels: list[str]) -> None:
 
 
 def _export_torchscript(module: Any, output: Path) -> None:
+    import io
+
     import torch
 
+    # Fresh TorchScript type state, so class names are not mangled by earlier exports.
+    torch.jit._state._python_cu = torch._C.CompilationUnit()
+    torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
     with torch.no_grad():
         traced = torch.jit.trace(module, _sample_inputs(), check_trace=False, strict=False)
-    traced = torch.jit.freeze(traced.eval()) if hasattr(torch.jit, "freeze") else traced
-    torch.jit.save(traced, str(output))
+    frozen = torch.jit.freeze(traced.eval())
+    buffer = io.BytesIO()
+    torch.jit.save(frozen, buffer)
+    output.write_bytes(_without_random_id(buffer.getvalue()))
+
+
+def _without_random_id(archive: bytes) -> bytes:
+    """Rewrite a TorchScript zip so that identical models give identical bytes.
+
+    torch writes a random `.data/serialization_id`, replaced by one derived from the content,
+    and `*.debug_pkl` source maps that record the Python call stack (paths of the checkout),
+    which are dropped: they only enrich error messages and the loader does not need them.
+    """
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    entries = [(info, source.read(info)) for info in source.infolist() if not info.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for info, data in entries:
+        if not info.filename.endswith(".data/serialization_id"):
+            digest.update(info.filename.encode() + data)
+    stable_id = str(int(digest.hexdigest(), 16))[:40].encode()
+    result = io.BytesIO()
+    with zipfile.ZipFile(result, "w") as target:
+        for info, data in entries:
+            copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            copy.compress_type = info.compress_type
+            target.writestr(copy, stable_id if info.filename.endswith(".data/serialization_id") else data)
+    return result.getvalue()
 
 
 def link_or_copy(source: Path, destination: Path) -> None:
