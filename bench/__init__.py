@@ -1,0 +1,1 @@
+"""Benchmarks of tritongen's ensembles against the article's serving designs (see README.md)."""

@@ -1,0 +1,133 @@
+"""The results table (markdown) and plot (PNG) of a benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _limit(data: dict[str, Any], name: str) -> float:
+    return next((r["rps"] for r in data["limits"] if r["name"] == name), 0.0)
+
+
+def targets(data: dict[str, Any]) -> list[str]:
+    """The issue's targets, evaluated on this run's cells."""
+    cells = data["cells"]
+    top = max((c["concurrency"] for c in cells), default=0)
+
+    def best(system: str, concurrency: int, key: str = "rps") -> dict[str, Any] | None:
+        rows = [c for c in cells if c["system"] == system and c["concurrency"] == concurrency]
+        if not rows:
+            return None
+        return max(rows, key=lambda c: c["rps"]) if key == "rps" else min(rows, key=lambda c: c[key])
+
+    lines = []
+    s4 = best("S4", top)
+    if s4:
+        for other in ("S1", "S2", "S3"):
+            row = best(other, top)
+            if row:
+                ok = s4["rps"] > row["rps"]
+                lines.append(f"- S4 throughput at c={top} > {other}: {'MET' if ok else 'MISSED'} "
+                             f"({s4['rps']:.1f} vs {row['rps']:.1f} req/s)")
+        sorted_limit = _limit(data, "L_sorted")
+        if sorted_limit:
+            ratio = s4["rps"] / sorted_limit
+            lines.append(f"- S4 throughput at c={top} >= 0.75 x L_sorted: "
+                         f"{'MET' if ratio >= 0.75 else 'MISSED'} ({ratio:.2f} x {sorted_limit:.1f})")
+    for concurrency in sorted({c["concurrency"] for c in cells if c["concurrency"] >= 8}):
+        s4 = best("S4", concurrency, "p99_ms")
+        for other in ("S1", "S3"):
+            row = best(other, concurrency)
+            if s4 and row:
+                ok = s4["p99_ms"] < row["p99_ms"]
+                lines.append(f"- S4 p99 at c={concurrency} < {other}: {'MET' if ok else 'MISSED'} "
+                             f"({s4['p99_ms']:.0f} vs {row['p99_ms']:.0f} ms)")
+    many = {r["system"]: r for r in data.get("many", [])}
+    single = best("S4", top)
+    if "S4" in many and single:
+        row = many["S4"]
+        ratio = row["rps"] / single["rps"]
+        lines.append(f"- many-models S4 throughput >= 0.8 x single: {'MET' if ratio >= 0.8 else 'MISSED'} "
+                     f"({ratio:.2f})")
+        ratio = row["p99_ms"] / single["p99_ms"]
+        lines.append(f"- many-models S4 p99 <= 2 x single: {'MET' if ratio <= 2 else 'MISSED'} "
+                     f"({ratio:.2f})")
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    sorted_limit, arrival_limit = _limit(data, "L_sorted"), _limit(data, "L_arrival")
+    out = [f"# Benchmark: minilm_embed on {data['cores']} cores ({data['host']}, load average "
+           f"at start {' '.join(data['load_average'])})", ""]
+    out += ["| system | setting | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | "
+            "threads | x L_sorted | x L_arrival |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["limits"]:
+        out.append(f"| {r['name']} | batch {r['batch_size']}, 1 process, {data['cores']} threads | - | - | "
+                   f"{r['rps']:.1f} | - | - | {data['cores']} | - | "
+                   f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
+                   f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |")
+    for c in data["cells"]:
+        ratio = f"{c['rps'] / sorted_limit:.2f}" if sorted_limit else "-"
+        ratio_a = f"{c['rps'] / arrival_limit:.2f}" if arrival_limit else "-"
+        errors = f" ({c['errors']} errors)" if c["errors"] else ""
+        out.append(f"| {c['system']} | {c['setting']} | {c['protocol']} | {c['concurrency']} | "
+                   f"{c['rps']:.1f}{errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | "
+                   f"{c['cpu_cores']:.2f} | {c['threads']} | {ratio} | {ratio_a} |")
+    if data["sweeps"]:
+        out += ["", "Baseline settings tried (req/s at the top concurrency, short run; best kept):", ""]
+        for system, scores in data["sweeps"].items():
+            out.append(f"- {system}: " + "; ".join(f"{s}: {r:.1f}" for s, r in scores))
+    if data["many"]:
+        out += ["", f"## Many models ({data['many'][0]['models']} copies, Zipf mix, "
+                f"c={data['many'][0]['concurrency']})", "",
+                "| system | setting | req/s | p50 ms | p99 ms | server CPU | server RSS MiB | "
+                "threads | processes | load s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in data["many"]:
+            errors = f" ({r['errors']} errors)" if r["errors"] else ""
+            out.append(f"| {r['system']} | {r['setting']} | {r['rps']:.1f}{errors} | "
+                       f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_cores']:.2f} | "
+                       f"{r['rss_mb']:.0f} | {r['threads']} | {r['processes']} | {r['load_s']:.0f} |")
+        single = data.get("s4_rss_mb") or {}
+        s4 = next((r for r in data["many"] if r["system"] == "S4"), None)
+        if single and s4 and s4["models"] > 1:
+            one = min(single.values())
+            out.append(f"\nS4 server RSS: {one:.0f} MiB with one model, {s4['rss_mb']:.0f} MiB with "
+                       f"{s4['models']}: {(s4['rss_mb'] - one) / (s4['models'] - 1):.0f} MiB per extra model.")
+    out += ["", "## Targets", ""] + targets(data)
+    reports = data.get("thread_reports", {})
+    key = next((k for k in reversed(list(reports)) if k.startswith("S4 http")), None)
+    if key:
+        out += ["", f"## Threads of the loaded server ({key}), from /proc", "", "```",
+                reports[key], "```"]
+    if data["notes"]:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in data["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    """Throughput against p99 latency, one line per system and protocol over concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 6))
+    series: dict[str, list[dict[str, Any]]] = {}
+    for c in data["cells"]:
+        series.setdefault(f"{c['system']} {c['protocol']} ({c['setting'][:40]})", []).append(c)
+    for label, cells in series.items():
+        cells.sort(key=lambda c: c["concurrency"])
+        axes.plot([c["p99_ms"] for c in cells], [c["rps"] for c in cells], marker="o", label=label)
+        for c in cells:
+            axes.annotate(f"c={c['concurrency']}", (c["p99_ms"], c["rps"]), fontsize=7)
+    for r in data["limits"]:
+        axes.axhline(r["rps"], linestyle="--", color="grey")
+        axes.text(axes.get_xlim()[0], r["rps"], f" {r['name']}", fontsize=8, va="bottom")
+    axes.set_xscale("log")
+    axes.set_xlabel("p99 latency (ms, log)")
+    axes.set_ylabel("throughput (req/s)")
+    axes.set_title(f"minilm_embed on {data['cores']} cores: throughput vs p99")
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

@@ -1,0 +1,348 @@
+"""`python -m bench.run [--quick]`: the article's comparison on `minilm_embed`, side by side.
+
+Systems: S1 Gunicorn+Flask+Transformers, S2 Tornado+PyTorch, S3 Tornado+Triton (tokenizing
+outside Triton), S4 this project's ensembles (HTTP via wrk, gRPC via perf_analyzer), and L the
+compute limit in one process. Every cell: correctness check, warm-up, measurement, server
+CPU and threads from /proc. Then the many-models scenario (N copies, Zipf mix). Writes
+bench/results/<timestamp>/{results.md,results.json,plot.png} and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from generator.plan import detected_cores
+
+from . import corpus, limit, loadgen, procstat, report
+from .systems import (
+    Running,
+    grpc_check,
+    make_repository,
+    spec_dict,
+    start_s1,
+    start_s2,
+    start_s3,
+    start_s4,
+    started,
+    stop,
+    wait_answering,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Cell:
+    """One measured (system, setting, protocol, concurrency)."""
+
+    system: str
+    setting: str
+    protocol: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_cores: float
+    threads: int
+    processes: int
+    rss_mb: float
+    errors: int
+    requests: int
+
+
+@dataclass
+class Profile:
+    """Durations and sizes of one run (`--quick` or full)."""
+
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    warmup_s: float = 3.0
+    seconds: float = 10.0
+    sweep_seconds: float = 5.0
+    limit_texts: int = 600
+    many_models: int = 20
+    sweep: bool = True
+
+
+QUICK = Profile(concurrency=(1, 8), warmup_s=1.0, seconds=3.0, sweep_seconds=2.0,
+                limit_texts=120, many_models=3, sweep=False)
+
+
+@dataclass
+class Bench:
+    """State of one benchmark run."""
+
+    profile: Profile
+    workdir: Path
+    cores: int
+    texts: list[str]
+    reference: object = None
+    cells: list[Cell] = field(default_factory=list)
+    thread_reports: dict[str, str] = field(default_factory=dict)
+    sweeps: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def http_script(bench: Bench, name: str, path: Callable[[str], str],
+                body: Callable[[str], str], names: list[str] | None = None) -> Path:
+    """A wrk script over the corpus; with `names`, each request goes to a Zipf-drawn model."""
+    texts = bench.texts
+    if names:
+        picks = corpus.zipf_indices(len(texts), len(names))
+        requests = [(path(names[i]), body(t)) for i, t in zip(picks, texts, strict=True)]
+    else:
+        requests = [(path("minilm_embed"), body(t)) for t in texts]
+    return loadgen.write_lua(bench.workdir / f"{name}.lua", requests)
+
+
+def measure(bench: Bench, running: Running, protocol: str, concurrency: int, seconds: float,
+            load: Callable[[int, float, Callable[[], None] | None], loadgen.LoadResult],
+            record: bool = True) -> Cell:
+    """Warm up, then measure one cell with the server's process-tree CPU, RSS and threads."""
+    load(concurrency, bench.profile.warmup_s, None)
+    sample = procstat.TreeSample(tuple(running.roots))
+    sample.start()
+    midway: dict[str, str] = {}
+
+    def during() -> None:
+        midway["threads"] = procstat.thread_report(tuple(running.roots))
+
+    result = load(concurrency, seconds, during)
+    sample.stop()
+    cell = Cell(running.name, running.setting, protocol, concurrency, result.rps, result.p50_ms,
+                result.p99_ms, sample.cores, sample.thread_total, sample.processes,
+                sample.rss / 2**20, result.errors, result.requests)
+    if record:
+        bench.cells.append(cell)
+        key = f"{running.name} {protocol} c={concurrency} ({running.setting})"
+        bench.thread_reports[key] = midway.get("threads", "")
+    bench.log(f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
+              f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}  "
+              f"threads {sample.thread_total}  errors {result.errors}  [{running.setting}]")
+    if result.errors:
+        bench.notes.append(f"{running.name} {protocol} c={concurrency}: {result.errors} errors")
+    return cell
+
+
+def wrk_load(running: Running, script: Path) -> Callable[..., loadgen.LoadResult]:
+    assert running.http_url is not None
+    url = running.http_url + "/"
+    return lambda c, s, during: loadgen.wrk(url, script, c, s, during)
+
+
+def pa_load(bench: Bench, running: Running, model: str, data: Path) -> Callable[..., loadgen.LoadResult]:
+    assert running.grpc_url is not None
+    grpc_url = running.grpc_url
+    return lambda c, s, during: loadgen.perf_analyzer(model, grpc_url, data, c, s, bench.workdir, during)
+
+
+def best_of(bench: Bench, label: str, candidates: list[Callable[[], Running]],
+            check: Callable[[Running], None], script: Path) -> Callable[[], Running]:
+    """Measure each candidate setting briefly at the highest concurrency; return the fastest."""
+    if not bench.profile.sweep or len(candidates) == 1:
+        return candidates[0]
+    top = max(bench.profile.concurrency)
+    scores: list[tuple[str, float]] = []
+    for start in candidates:
+        with started(start()) as running:
+            check(running)
+            cell = measure(bench, running, "http", top, bench.profile.sweep_seconds,
+                           wrk_load(running, script), record=False)
+            scores.append((running.setting, cell.rps))
+    bench.sweeps[label] = scores
+    best = max(range(len(candidates)), key=lambda i: scores[i][1])
+    bench.log(f"{label}: best setting {scores[best][0]} ({scores[best][1]:.1f} req/s at c={top})")
+    return candidates[best]
+
+
+def run_http_cells(bench: Bench, running: Running, script: Path) -> None:
+    for concurrency in bench.profile.concurrency:
+        measure(bench, running, "http", concurrency, bench.profile.seconds, wrk_load(running, script))
+
+
+def baseline_check(bench: Bench, path: str = "/embed") -> Callable[[Running], None]:
+    body = loadgen.plain_body(bench.texts[0])
+    expected = bench.reference[0]  # type: ignore[index]
+
+    def check(running: Running) -> None:
+        assert running.http_url is not None
+        process = running.processes[0] if running.processes else None
+        cosine = wait_answering(running.http_url + path, body, expected, process=process)
+        bench.log(f"{running.name} answers correctly (cosine {cosine:.6f}) [{running.setting}]")
+
+    return check
+
+
+def bench_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[str, Callable[[], Running]]:
+    """S1, S2, S3: best setting of each, then every concurrency."""
+    script = http_script(bench, "plain", lambda n: f"/embed/{n}", loadgen.plain_body)
+    check = baseline_check(bench)
+    wd, cores = bench.workdir, bench.cores
+    chosen: dict[str, Callable[[], Running]] = {}
+    options: dict[str, list[Callable[[], Running]]] = {
+        "S1": [lambda: start_s1(wd, cores, 4, 1), lambda: start_s1(wd, 1, 8, None),
+               lambda: start_s1(wd, cores, 4, None), lambda: start_s1(wd, 2 * cores, 2, 1)],
+        "S2": [lambda: start_s2(wd, repository, cores, 1), lambda: start_s2(wd, repository, 1, None),
+               lambda: start_s2(wd, repository, 1, 1)],
+        "S3": [lambda: start_s3(wd, repository, 1, ["minilm_embed_v1_model"]),
+               lambda: start_s3(wd, repository, cores, ["minilm_embed_v1_model"])],
+    }
+    for system, candidates in options.items():
+        if system not in systems:
+            continue
+        start = best_of(bench, system, candidates, check, script)
+        chosen[system] = start
+        with started(start()) as running:
+            check(running)
+            run_http_cells(bench, running, script)
+    return chosen
+
+
+def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """Spec variants of `minilm_embed` measured as S4 (padding/grouping choices)."""
+    base = spec_dict("minilm_embed")
+    buckets = copy.deepcopy(base)
+    buckets["versions"][0]["preprocessing"].update(padding="buckets", buckets=[16, 32, 48, 64, 128])
+    return [("padding batch_longest (models/minilm_embed.yaml)", base),
+            ("padding buckets 16,32,48,64,128", buckets)]
+
+
+def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, float]:  # type: ignore[type-arg]
+    """Each spec variant: HTTP (wrk, KServe v2 JSON) and gRPC (perf_analyzer) cells."""
+    script = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
+    data = loadgen.write_pa_data(bench.workdir / "pa_data.json", bench.texts)
+    expected = bench.reference[0]  # type: ignore[index]
+    rss: dict[str, float] = {}
+    for index, (label, spec) in enumerate(variants):
+        repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
+        with started(start_s4(bench.workdir, repository, ["minilm_embed"], label)) as running:
+            assert running.http_url is not None and running.grpc_url is not None
+            wait_answering(f"{running.http_url}/v2/models/minilm_embed/infer",
+                           loadgen.kserve_body(bench.texts[0]), expected)
+            cosine = grpc_check(running.grpc_url, "minilm_embed", bench.texts[0], expected)
+            bench.log(f"S4 answers correctly over HTTP and gRPC (cosine {cosine:.6f}) [{label}]")
+            run_http_cells(bench, running, script)
+            for concurrency in bench.profile.concurrency:
+                measure(bench, running, "grpc", concurrency, bench.profile.seconds,
+                        pa_load(bench, running, "minilm_embed", data))
+            rss[label] = procstat.rss_bytes(procstat.tree(running.roots[0])) / 2**20
+    return rss
+
+
+def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: set[str]) -> list[dict]:  # type: ignore[type-arg]
+    """N copies of the model under a Zipf mix: S1 (LRU 8), S3 and S4 at the top concurrency."""
+    count, top = bench.profile.many_models, max(bench.profile.concurrency)
+    names = [f"copy{i:02d}" for i in range(count)]
+    specs = []
+    for name in names:
+        spec = spec_dict("minilm_embed")
+        spec["name"] = name
+        specs.append(spec)
+    repository = make_repository(bench.workdir / "many", specs, bench.cores)
+    plain = http_script(bench, "many_plain", lambda n: f"/embed/{n}", loadgen.plain_body, names)
+    kserve = http_script(bench, "many_kserve", lambda n: f"/v2/models/{n}/infer",
+                         loadgen.kserve_body, names)
+    expected = bench.reference[0]  # type: ignore[index]
+    rows = []
+    starts: list[tuple[str, Callable[[], Running], Path, str]] = []
+    if "S1" in systems and "S1" in chosen:
+        starts.append(("S1", chosen["S1"], plain, f"/embed/{names[0]}"))
+    if "S3" in systems:
+        models = [f"{n}_v1_model" for n in names]
+        s3_processes = _s3_processes(bench)
+        starts.append(("S3", lambda: start_s3(bench.workdir, repository, s3_processes, models),
+                       plain, f"/embed/{names[0]}"))
+    if "S4" in systems:
+        starts.append(("S4", lambda: start_s4(bench.workdir, repository, names, f"{count} ensembles"),
+                       kserve, f"/v2/models/{names[0]}/infer"))
+    for system, start, script, path in starts:
+        body = loadgen.kserve_body(bench.texts[0]) if system == "S4" else loadgen.plain_body(bench.texts[0])
+        began = time.monotonic()
+        running = start()
+        try:
+            wait_answering(running.http_url + path, body, expected)  # type: ignore[operator]
+            load_s = time.monotonic() - began
+            cell = measure(bench, running, "http", top, bench.profile.seconds,
+                           wrk_load(running, script), record=False)
+            rows.append({"system": system, "models": count, "setting": running.setting,
+                         "load_s": load_s, **asdict(cell)})
+        finally:
+            stop(running)
+    return rows
+
+
+def _s3_processes(bench: Bench) -> int:
+    """Tornado processes of S3's best setting in the single-model sweep."""
+    best = bench.sweeps.get("S3")
+    if best:
+        setting = max(best, key=lambda s: s[1])[0]
+        return int(setting.split()[1])
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
+    parser.add_argument("--systems", default="L,S1,S2,S3,S4",
+                        help="comma-separated subset of L,S1,S2,S3,S4 (default: all)")
+    parser.add_argument("--no-many", action="store_true", help="skip the many-models scenario")
+    parser.add_argument("--models", type=int, help="copies in the many-models scenario")
+    parser.add_argument("--seconds", type=float, help="measurement seconds per cell")
+    parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
+    parser.add_argument("--output", type=Path, default=None, help="results folder")
+    args = parser.parse_args(argv)
+
+    profile = copy.deepcopy(QUICK if args.quick else Profile())
+    if args.models:
+        profile.many_models = args.models
+    if args.seconds:
+        profile.seconds = args.seconds
+    systems = set(args.systems.split(","))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS / (stamp + ("-quick" if args.quick else ""))
+    workdir = output / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cores = args.cores or detected_cores()
+    texts = corpus.sentences()
+    bench = Bench(profile, workdir, cores, texts)
+    started_at = time.monotonic()
+    bench.log(f"{platform.node()}: {cores} cores, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+
+    base = make_repository(workdir / "base", [spec_dict("minilm_embed"), spec_dict("minilm_embed_ts")], cores)
+    onnx = base / "minilm_embed_v1_model" / "1" / "model.onnx"
+    bench.reference = limit.reference_embeddings(onnx, corpus.tokenizer_file(), texts[:1])
+    limits: list[limit.LimitResult] = []
+    if "L" in systems:
+        limits = limit.measure(onnx, corpus.tokenizer_file(), texts[: profile.limit_texts], cores)
+        for result in limits:
+            bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size} "
+                      f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
+    chosen = bench_baselines(bench, base, systems)
+    rss = bench_s4(bench, s4_variants(bench)) if "S4" in systems else {}
+    many = [] if args.no_many else bench_many(bench, chosen, systems)
+
+    data = {"profile": asdict(profile), "cores": cores, "host": platform.node(),
+            "load_average": Path("/proc/loadavg").read_text().split()[:3],
+            "limits": [asdict(r) for r in limits], "cells": [asdict(c) for c in bench.cells],
+            "sweeps": bench.sweeps, "many": many, "s4_rss_mb": rss, "notes": bench.notes,
+            "thread_reports": bench.thread_reports, "elapsed_s": time.monotonic() - started_at}
+    (output / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    markdown = report.markdown(data)
+    (output / "results.md").write_text(markdown, encoding="utf-8")
+    report.plot(data, output / "plot.png")
+    print(markdown)
+    bench.log(f"results in {output} ({time.monotonic() - started_at:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

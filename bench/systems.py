@@ -1,0 +1,224 @@
+"""Start and stop the benchmarked servers (S1-S4) as process trees on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from generator.generate import GenerateOptions, generate
+from generator.tritonserver import (
+    ServerOptions,
+    ServerPorts,
+    TritonProcess,
+    free_ports,
+    start_server,
+)
+
+from .corpus import model_dir, tokenizer_file
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
+
+
+class BenchError(RuntimeError):
+    """A server did not start or answered wrongly."""
+
+
+@dataclass
+class Running:
+    """A started system: where to send load, and the process trees that serve it."""
+
+    name: str
+    setting: str
+    http_url: str | None = None
+    """Base URL for wrk (`http://127.0.0.1:PORT`)."""
+    grpc_url: str | None = None
+    roots: list[int] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    triton: TritonProcess | None = None
+
+
+def spec_dict(name: str) -> dict:  # type: ignore[type-arg]
+    """A shipped spec (models/<name>.yaml) as a plain dict, to derive variants from."""
+    return yaml.safe_load((PROJECT_ROOT / "models" / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def make_repository(workdir: Path, specs: Sequence[dict], cores: int) -> Path:  # type: ignore[type-arg]
+    """Write spec variants to `workdir/specs` and generate `workdir/repository` from them."""
+    specs_dir = workdir / "specs"
+    if specs_dir.exists():
+        for old in specs_dir.glob("*.yaml"):
+            old.unlink()
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        (specs_dir / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    output = workdir / "repository"
+    generate(GenerateOptions(specs_dir=specs_dir, output=output, cores=cores, progress=lambda _: None))
+    return output
+
+
+def _baseline_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(extra, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(PROJECT_ROOT))
+    return env
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                cwd=PROJECT_ROOT, start_new_session=True)
+
+
+def start_s1(workdir: Path, workers: int, threads: int, torch_threads: int | None,
+             lru: int = 8) -> Running:
+    """Gunicorn (gthread workers) + Flask + Transformers."""
+    port = free_ports(1)[0]
+    extra = {"BENCH_MODEL_DIR": str(model_dir()), "BENCH_LRU": str(lru)}
+    if torch_threads:
+        extra["BENCH_TORCH_THREADS"] = str(torch_threads)
+    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
+               "--threads", str(threads), "--timeout", "300", "-b", f"127.0.0.1:{port}",
+               "bench.servers.flask_app:app"]
+    process = _spawn(command, _baseline_env(extra), workdir / "s1.log")
+    setting = (f"gunicorn {workers} workers x {threads} threads, torch threads "
+               f"{torch_threads or 'default'}")
+    return Running("S1", setting, f"http://127.0.0.1:{port}", roots=[process.pid],
+                   processes=[process])
+
+
+def start_tornado(workdir: Path, system: str, processes: int, extra_args: list[str],
+                  env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_ports(1)[0]
+    command = [sys.executable, "-m", "bench.servers.tornado_app", "--system", system,
+               "--port", str(port), "--processes", str(processes),
+               "--tokenizer", str(tokenizer_file()), *extra_args]
+    process = _spawn(command, _baseline_env(env or {"RAYON_NUM_THREADS": "1"}),
+                     workdir / f"{system}.log")
+    return f"http://127.0.0.1:{port}", process
+
+
+def start_s2(workdir: Path, repository: Path, processes: int, torch_threads: int | None) -> Running:
+    """Tornado + PyTorch (the project's TorchScript artifact, mean pooling inside)."""
+    model = repository / "minilm_embed_ts_v1_model" / "1" / "model.pt"
+    args = ["--torchscript", str(model)]
+    if torch_threads:
+        args += ["--torch-threads", str(torch_threads)]
+    url, process = start_tornado(workdir, "s2", processes, args)
+    setting = f"tornado {processes} processes, torch threads {torch_threads or 'default'}"
+    return Running("S2", setting, url, roots=[process.pid], processes=[process])
+
+
+def start_triton(workdir: Path, repository: Path, models: Sequence[str]) -> TritonProcess:
+    http, grpc, metrics = free_ports(3)
+    options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics),
+                            models=tuple(models))
+    folder = workdir / f"triton-{http}"
+    folder.mkdir(parents=True, exist_ok=True)
+    server = start_server(options, folder)
+    try:
+        server.wait_ready(600)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[str]) -> Running:
+    """Tornado tokenizes, awaits Triton's inference models (gRPC, asyncio)."""
+    triton = start_triton(workdir, repository, models)
+    url, process = start_tornado(workdir, "s3", processes, ["--triton-grpc", triton.grpc_url])
+    setting = f"tornado {processes} processes -> triton " + ",".join(models)[:60]
+    return Running("S3", setting, url, roots=[triton.process.pid, process.pid],
+                   processes=[process], triton=triton)
+
+
+def start_s4(workdir: Path, repository: Path, models: Sequence[str], setting: str) -> Running:
+    """This project's ensembles on the embedded tritonserver."""
+    triton = start_triton(workdir, repository, models)
+    return Running("S4", setting, f"http://{triton.http_url}", grpc_url=triton.grpc_url,
+                   roots=[triton.process.pid], triton=triton)
+
+
+def stop(running: Running) -> None:
+    for process in running.processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    if running.triton is not None:
+        running.triton.stop()
+
+
+@contextlib.contextmanager
+def started(running: Running) -> Iterator[Running]:
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+def post_json(url: str, body: str, timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
+    request = urllib.request.Request(url, data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def embedding_of(answer: dict) -> np.ndarray:  # type: ignore[type-arg]
+    """The embedding in a baseline answer or a KServe v2 JSON answer."""
+    if "embedding" in answer:
+        return np.asarray(answer["embedding"], dtype=np.float32)
+    return np.asarray(answer["outputs"][0]["data"], dtype=np.float32)
+
+
+def wait_answering(url: str, body: str, expected: np.ndarray, timeout_s: float = 300.0,
+                   process: subprocess.Popen[bytes] | None = None) -> float:
+    """Poll until the server answers `body`; check the answer against `expected` (cosine)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BenchError(f"{url}: server exited with code {process.returncode}")
+        try:
+            got = embedding_of(post_json(url, body))
+        except (OSError, ValueError, KeyError) as error:
+            last = error
+            time.sleep(0.5)
+            continue
+        cosine = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
+        if got.shape != expected.shape or cosine < 0.999:
+            raise BenchError(f"{url}: wrong embedding (shape {got.shape}, cosine {cosine:.5f})")
+        return cosine
+    raise BenchError(f"{url}: no answer within {timeout_s:.0f}s ({last})")
+
+
+def grpc_check(grpc_url: str, model: str, text: str, expected: np.ndarray) -> float:
+    """One gRPC request to an ensemble, checked against `expected` (cosine)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
+    got = client.infer(model, [tensor]).as_numpy("EMBEDDING")[0]
+    cosine = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
+    if cosine < 0.999:
+        raise BenchError(f"gRPC {model}: wrong embedding (cosine {cosine:.5f})")
+    return cosine
