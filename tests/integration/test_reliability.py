@@ -1,0 +1,313 @@
+"""Reliability and security (issue 6) on a real tritonserver with the admin APIs restricted.
+
+One server per module serves a hard-linked copy of the generated repository. The tests run
+in file order: key checks, a zero-downtime update under a client loop (the default version
+of text_classifier switches to a new version 3), recovery from a killed stub, a corrupted
+model file; then `tritongen serve` itself on a small repository with a corrupted model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+import yaml
+from tritonclient.utils import InferenceServerException
+
+from generator.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.tritonserver import (
+    GRPC_ADMIN_HEADER,
+    PROJECT_ROOT,
+    ServerOptions,
+    ServerPorts,
+    TritonProcess,
+    free_ports,
+    start_server,
+)
+from generator.update import content_index, record_loaded, update
+from generator.watchdog import StubWatchdog, stub_processes
+
+from .conftest import READY_TIMEOUT_S
+
+pytestmark = pytest.mark.integration
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+TEXT = "What is the derivative of x squared?"
+RECOVERY_BOUND_S = 30.0
+"""A killed stub's model must answer again within this many seconds."""
+
+
+def hardlink_copy(source: Path, destination: Path) -> Path:
+    """Copy a repository with hard links (files are replaced, never written in place)."""
+    shutil.copytree(source, destination, copy_function=os.link)
+    return destination
+
+
+def infer(client: Any, module: Any, model: str, text: str = TEXT, output: str = "LOGITS") -> np.ndarray:
+    data = np.array([[text.encode()]], dtype=object)
+    tensor = module.InferInput("TEXT", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(data)
+    return client.infer(model, [tensor]).as_numpy(output)[0]
+
+
+class ClientLoop:
+    """Threads that send requests back to back and record (time, model, result or error)."""
+
+    def __init__(self, server: TritonProcess, models: list[tuple[str, str]], output: str = "LOGITS") -> None:
+        self.server = server
+        self.output = output
+        self.records: list[tuple[float, str, Any]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=pm, daemon=True) for pm in models]
+
+    def _run(self, protocol: str, model: str) -> None:
+        module = httpclient if protocol == "http" else grpcclient
+        url = self.server.http_url if protocol == "http" else self.server.grpc_url
+        client = module.InferenceServerClient(url)
+        while not self._stop.is_set():
+            try:
+                result: Any = infer(client, module, model, output=self.output)
+            except InferenceServerException as error:
+                result = error
+            self.records.append((time.monotonic(), model, result))
+
+    def __enter__(self) -> ClientLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def failures(self) -> list[tuple[float, str, Any]]:
+        return [r for r in self.records if isinstance(r[2], Exception)]
+
+
+@pytest.fixture(scope="module")
+def served(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
+    """A restricted server on a hard-linked copy of the generated repository, state recorded."""
+    workdir = tmp_path_factory.mktemp("reliability")
+    repository = hardlink_copy(generated_repository, workdir / "repository")
+    http, grpc, metrics = free_ports(3)
+    options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key=ADMIN_KEY)
+    index = content_index(repository)
+    server = start_server(options, workdir)
+    try:
+        server.wait_ready(READY_TIMEOUT_S)
+        record_loaded(repository, server.http_url, ADMIN_KEY, index, workdir / "loaded.json")
+        yield server
+    finally:
+        server.stop()
+
+
+def state_path(server: TritonProcess) -> Path:
+    return server.options.repository.parent / "loaded.json"
+
+
+# --- restricted admin APIs -------------------------------------------------------------------
+
+
+def test_admin_apis_refuse_requests_without_the_key(served: TritonProcess) -> None:
+    http = httpclient.InferenceServerClient(served.http_url)
+    grpc = grpcclient.InferenceServerClient(served.grpc_url)
+    wrong = "wrong-key-0123456789abcdef"
+    admin_calls = {
+        "repository index": (lambda h: http.get_model_repository_index(headers=h),
+                             lambda h: grpc.get_model_repository_index(headers=h)),
+        "load": (lambda h: http.load_model("minilm_embed", headers=h),
+                 lambda h: grpc.load_model("minilm_embed", headers=h)),
+        "unload": (lambda h: http.unload_model("minilm_embed_ts", headers=h),
+                   lambda h: grpc.unload_model("minilm_embed_ts", headers=h)),
+        "config": (lambda h: http.get_model_config("minilm_embed", headers=h),
+                   lambda h: grpc.get_model_config("minilm_embed", headers=h)),
+        "statistics": (lambda h: http.get_inference_statistics(headers=h),
+                       lambda h: grpc.get_inference_statistics(headers=h)),
+        "logging": (lambda h: http.update_log_settings({"log_verbose_level": 1}, headers=h),
+                    lambda h: grpc.update_log_settings({"log_verbose_level": 1}, headers=h)),
+        "trace": (lambda h: http.get_trace_settings(headers=h), lambda h: grpc.get_trace_settings(headers=h)),
+        "shared memory": (lambda h: http.get_system_shared_memory_status(headers=h),
+                          lambda h: grpc.get_system_shared_memory_status(headers=h)),
+    }
+    for label, (over_http, over_grpc) in admin_calls.items():
+        for headers in ({}, {"admin-key": wrong}):
+            with pytest.raises(InferenceServerException, match="restricted") as refused:
+                over_http(headers)
+            assert "403" in str(refused.value), (label, str(refused.value))
+        for metadata in ({}, {GRPC_ADMIN_HEADER: wrong}):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                over_grpc(metadata)
+    assert http.get_model_repository_index(headers={"admin-key": ADMIN_KEY})
+    assert grpc.get_model_repository_index(headers={GRPC_ADMIN_HEADER: ADMIN_KEY}).models
+    assert http.is_model_ready("minilm_embed_ts") and grpc.is_model_ready("minilm_embed_ts"), "unload got through"
+    # Clients keep inference, health and metadata without a key.
+    for client, module in ((http, httpclient), (grpc, grpcclient)):
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("minilm_embed")
+        assert client.get_server_metadata() and client.get_model_metadata("minilm_embed")
+        assert infer(client, module, "minilm_embed", output="EMBEDDING").shape == (384,)
+
+
+# --- zero-downtime update ----------------------------------------------------------------------
+
+
+def specs_with_new_default_version(destination: Path) -> Path:
+    """models/ with text_classifier version 3 (= version 1's recipe) as the new default."""
+    shutil.copytree(DEFAULT_SPECS, destination)
+    path = destination / "text_classifier.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["versions"].append({**spec["versions"][0], "version": 3})
+    spec["default_version"] = 3
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return destination
+
+
+def test_update_switches_the_default_version_without_losing_a_request(served: TritonProcess, tmp_path: Path) -> None:
+    http = httpclient.InferenceServerClient(served.http_url)
+    version_1 = infer(http, httpclient, "text_classifier_v1")
+    version_2 = infer(http, httpclient, "text_classifier_v2")
+    assert not np.allclose(version_1, version_2, atol=1e-2)
+    assert np.allclose(infer(http, httpclient, "text_classifier"), version_2, atol=1e-4)
+    specs = specs_with_new_default_version(tmp_path / "specs")
+    repository = served.options.repository
+    loop_models = [("http", "text_classifier"), ("grpc", "text_classifier"), ("http", "text_classifier_batch")]
+    with ClientLoop(served, loop_models) as loop:
+        time.sleep(1.0)
+        generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, progress=lambda _m: None))
+        result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
+        switched = time.monotonic()
+        time.sleep(2.0)
+    assert result.ok, (result.failed, result.skipped)
+    assert sorted(result.loaded) == sorted([
+        "text_classifier_v3_pre", "text_classifier_v3_model", "text_classifier_v3_model_bulk",
+        "text_classifier_v3", "text_classifier", "text_classifier_batch",
+    ])
+    assert result.loaded.index("text_classifier") > result.loaded.index("text_classifier_v3")
+    assert result.unloaded == ["text_classifier_v2_model_bulk"]
+    assert loop.failures() == [], loop.failures()[:3]
+    before = [r for r in loop.records if r[0] < switched - result.seconds]
+    after = [r for r in loop.records if r[0] > switched + 0.5]
+    assert before and after, (len(before), len(after))
+    assert all(np.allclose(r[2], version_2, atol=1e-3) for r in before)
+    assert all(np.allclose(r[2], version_1, atol=1e-3) for r in after), "the loop did not see version 3"
+    assert not http.is_model_ready("text_classifier_v2_model_bulk")
+    # Nothing changed since: a second update loads nothing.
+    again = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
+    assert again.ok and again.loaded == [] and again.unloaded == []
+
+
+# --- fault recovery ----------------------------------------------------------------------------
+
+
+def test_killed_preprocessing_stub_recovers_within_bound(served: TritonProcess) -> None:
+    victim = next(s for s in stub_processes(served.process.pid) if s.model == "minilm_embed_v1_pre")
+    messages: list[str] = []
+    watchdog = StubWatchdog(served.process.pid, served.http_url, served.admin_headers(), progress=messages.append)
+    watchdog.start()
+    try:
+        with ClientLoop(served, [("http", "minilm_embed"), ("grpc", "minilm_embed_v1")], "EMBEDDING") as loop:
+            time.sleep(2.0)
+            killed = time.monotonic()
+            os.kill(victim.pid, signal.SIGKILL)
+            deadline = killed + RECOVERY_BOUND_S
+            while time.monotonic() < deadline and not watchdog.restarts:
+                time.sleep(0.2)
+            time.sleep(3.0)
+    finally:
+        watchdog.stop()
+    assert [r[1] for r in watchdog.restarts] == ["minilm_embed_v1_pre"], messages
+    failures = [r for r in loop.failures() if r[0] > killed]
+    assert all("not healthy" in str(r[2]) for r in failures), failures[:3]
+    last_failure = max((r[0] for r in failures), default=killed)
+    assert last_failure - killed < RECOVERY_BOUND_S, f"still failing {last_failure - killed:.1f}s after the kill"
+    recovered = [r for r in loop.records if r[0] > last_failure and not isinstance(r[2], Exception)]
+    assert len(recovered) >= 10, f"no answers after recovery; watchdog: {messages}"
+    live = [s for s in stub_processes(served.process.pid) if s.model == "minilm_embed_v1_pre"]
+    assert len(live) == 1 and live[0].pid != victim.pid
+    print(f"stub killed: {len(failures)} requests failed, last {last_failure - killed:.1f}s after the kill")
+
+
+def replace_with_garbage(path: Path) -> None:
+    """Corrupt a (possibly hard-linked) file without touching the other links."""
+    path.unlink()
+    path.write_bytes(b"this is not an onnx model" * 100)
+
+
+def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: TritonProcess) -> None:
+    repository = served.options.repository
+    replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
+    http = httpclient.InferenceServerClient(served.http_url)
+    with ClientLoop(served, [("http", "text_classifier_v1"), ("grpc", "text_classifier")]) as loop:
+        result = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
+    assert list(result.failed) == ["text_classifier_v1_model"]
+    cause = result.failed["text_classifier_v1_model"]
+    assert "text_classifier_v1_model" in cause and "model.onnx" in cause and "Protobuf" in cause, cause
+    assert loop.failures() == [], "the previous version must keep serving"
+    for model in ("text_classifier_v1", "text_classifier", "minilm_embed", "minilm_embed_ts_batch"):
+        assert http.is_model_ready(model), model
+    assert infer(http, httpclient, "minilm_embed", output="EMBEDDING").shape == (384,)
+
+
+# --- `tritongen serve` with a model that fails to load ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """minilm_embed v1 (healthy) and text_classifier v1 with a corrupted model file."""
+    repository = tmp_path_factory.mktemp("broken") / "repository"
+    for name in ("minilm_embed_v1_pre", "minilm_embed_v1_model", "minilm_embed_v1",
+                 "text_classifier_v1_pre", "text_classifier_v1_model", "text_classifier_v1"):
+        hardlink_copy(generated_repository / name, repository / name)
+    replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
+    return repository
+
+
+def serve_command(repository: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    http, grpc, metrics = free_ports(3)
+    command = [sys.executable, "-m", "generator.cli", "serve", "--repository", str(repository),
+               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra]
+    return command, {**os.environ, "TRITONGEN_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
+
+
+def test_serve_strict_exits_with_the_load_error(broken_repository: Path) -> None:
+    command, env = serve_command(broken_repository, "--strict")
+    done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "text_classifier_v1_model" in done.stderr and "Protobuf parsing failed" in done.stderr, done.stderr
+
+
+def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_repository: Path) -> None:
+    command, env = serve_command(broken_repository)
+    http_url = f"127.0.0.1:{command[command.index('--http-port') + 1]}"
+    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if line.startswith("ready:") or not line:
+                break
+        assert lines[-1].startswith("ready:"), "".join(lines)
+        http = httpclient.InferenceServerClient(http_url)
+        assert infer(http, httpclient, "minilm_embed_v1", output="EMBEDDING").shape == (384,)
+        assert not http.is_model_ready("text_classifier_v1_model")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=120)
+    assert "FAILED to load" in err and "text_classifier_v1_model: " in err and "Protobuf" in err, err
+    assert process.returncode == 0
