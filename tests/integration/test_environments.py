@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -112,7 +113,14 @@ def _place_env(repository: Path, model: str, built: BuiltEnvironment, unpacked: 
     return prefix + built.tarball.name
 
 
-def _infer(server: TritonProcess, model: str, texts: list[str]) -> dict[str, np.ndarray]:
+class HttpServer(Protocol):
+    """Anything serving KServe v2 HTTP: a `TritonProcess` or a container of the image."""
+
+    @property
+    def http_url(self) -> str: ...
+
+
+def _infer(server: HttpServer, model: str, texts: list[str]) -> dict[str, np.ndarray]:
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
