@@ -31,7 +31,6 @@ from tests.container_fixtures import (  # noqa: F401  (fixtures)
     docker_engine,
     run_triton_container,
     triton_image,
-    user_image,
 )
 
 from . import assertions
@@ -120,7 +119,7 @@ def test_metrics_are_served(triton_container: TritonContainer) -> None:
 
 
 def test_two_versions_two_tokenizers_in_a_container(
-    built_envs: dict[str, BuiltEnvironment],  # noqa: F811
+    request: pytest.FixtureRequest,
     docker_engine: DockerEngine,  # noqa: F811
     triton_image: str,  # noqa: F811
     tmp_path: Path,
@@ -128,13 +127,14 @@ def test_two_versions_two_tokenizers_in_a_container(
     """Per-version execution environments inside the container: v1 (tokenizers 0.20, tarball)
     and v2 (tokenizers 0.23, unpacked folder) of one model, in a read-only mounted repository,
     each run their own library, not the image's (tokenizers 0.23 in dist-packages)."""
-    if user_image():
-        pytest.skip("needs the project's Python-based backends, which only the local image has")
+    if container_target() != "local":
+        pytest.skip("needs the project's Python-based backends: NVIDIA's image has none")
+    envs: dict[str, BuiltEnvironment] = request.getfixturevalue("built_envs")
     repository = tmp_path / "repository"
     layout = {"tok_v1_pre": ("textprep-tok020", False), "tok_v2_pre": ("textprep-tok023", True)}
     for model, (env, unpacked) in layout.items():
         _preprocessing_model(repository, model, "placeholder")
-        env_path = _place_env(repository, model, built_envs[env], unpacked)
+        env_path = _place_env(repository, model, envs[env], unpacked)
         config = repository / model / "config.pbtxt"
         config.write_text(config.read_text().replace("placeholder", env_path))
     with run_triton_container(triton_image, repository) as container:
