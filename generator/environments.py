@@ -396,7 +396,9 @@ def _solve(spec: EnvironmentSpec, channels: Sequence[str]) -> list[Any]:
         ) from error
     except Exception as error:  # noqa: BLE001 - rattler raises several network/IO types
         raise EnvironmentSpecError(
-            f"environment {spec.name!r}: cannot read channels {list(channels)}: {type(error).__name__}: {error}"
+            f"environment {spec.name!r}: cannot read channels {list(channels)}: "
+            f"{type(error).__name__}: {error}\n(offline? build a local channel with "
+            f"`tritongen envs channel` and set {CHANNELS_VARIABLE}=file://<its folder>)"
         ) from error
     return records
 
@@ -685,7 +687,7 @@ def prune_cache(cache_dir: Path, keep: Sequence[BuiltEnvironment]) -> list[Path]
     wanted = {b.content_hash for b in keep}
     removed: list[Path] = []
     for path in sorted(cache_dir.glob("*")):
-        pattern = rf"(?:.+-)?([0-9a-f]{{{HASH_LENGTH}}})(?:\.tar\.gz|\.json)?"
+        pattern = rf"(?:.+-)?([0-9a-f]{{{HASH_LENGTH}}})(?:\.tar\.gz|\.json|\.unpacked)?"
         match = re.fullmatch(pattern, path.name)
         if match and match.group(1) not in wanted:
             if path.is_dir():
