@@ -20,13 +20,16 @@ Building one:
    complete, exactly pinned list. A requirement whose name is a package of `backends/`
    (e.g. `tritongen-textprep`) is built from that folder, and its pin must equal the
    package's version;
-4. add an activation hook that clears PYTHONPATH/PYTHONHOME (the server's PYTHONPATH would
-   otherwise shadow the environment's packages in the stub), remove pip, tests and caches;
+4. add an activation hook that clears PYTHONPATH/PYTHONHOME (the 2.51 stub embeds Python
+   with an isolated config and ignores them, but any Python run after `bin/activate` would
+   let the server's PYTHONPATH shadow the environment's packages), remove pip, tests and
+   caches;
 5. pack it with conda-pack into `<cache>/<name>-<hash>.tar.gz`.
 
-The hash covers everything that goes in: the spec text, the solved conda packages (sha256),
-the sources of the `backends/` packages it installs, the platform, the target Python and the
-recipe version. An unchanged environment is never rebuilt; a changed one gets a new file
+The hash covers everything that goes in: the spec text, the solved conda packages (name,
+version, build), the sources of the `backends/` packages it installs, the platform, the
+target Python and the recipe version; not machine-specific paths or channel URLs, so a fresh
+clone computes the same names. An unchanged environment is never rebuilt; a changed one gets a new file
 name, so that a reloading Triton picks it up (Triton issue #4783).
 """
 
@@ -420,7 +423,10 @@ def content_hash(
         "platform": PLATFORM,
         "python": [spec.python, target_python],
         "extra": {f.name: conda_channel.file_sha256(f) for f in extra_files},
-        "conda": sorted(f"{r.name.normalized}={r.version}={r.build} {r.sha256}" for r in records),
+        # name, version, build and subdir identify a conda package (artifacts in a channel are
+        # immutable). Not its sha256: the offline channel is rebuilt on every machine (CI's
+        # fresh clone), and the hash must not change with it, nor with the channel's URL.
+        "conda": sorted(f"{r.subdir}/{r.name.normalized}={r.version}={r.build}" for r in records),
         "local": {p.name: [p.version, p.source_digest()] for p in packages},
     }
     encoded = json.dumps(payload, sort_keys=True, default=str).encode()

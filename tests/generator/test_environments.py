@@ -34,9 +34,7 @@ dependencies:
 """
 
 
-def write_spec(
-    folder: Path, name: str = "prep", python: str = "3.11", numpy: str = "numpy<2"
-) -> Path:
+def write_spec(folder: Path, name: str = "prep", python: str = "3.11", numpy: str = "numpy<2") -> Path:
     path = folder / f"{name}.yml"
     path.write_text(SPEC.format(name=name, python=python, numpy=numpy))
     return path
@@ -48,16 +46,12 @@ def backends(tmp_path: Path) -> Path:
     package = tmp_path / "backends" / "textprep"
     (package / "tritongen_textprep").mkdir(parents=True)
     (package / "tritongen_textprep" / "__init__.py").write_text('__version__ = "1.0.0"\n')
-    (package / "pyproject.toml").write_text(
-        '[project]\nname = "tritongen-textprep"\nversion = "1.0.0"\n'
-    )
+    (package / "pyproject.toml").write_text('[project]\nname = "tritongen-textprep"\nversion = "1.0.0"\n')
     return tmp_path / "backends"
 
 
-@pytest.fixture(scope="module")
-def channel(tmp_path_factory: pytest.TempPathFactory) -> str:
+def make_channel(root: Path) -> str:
     """A real local channel: python 3.11.0/3.10.0, numpy 1.26.0/2.0.0 and pip 24.0."""
-    root = tmp_path_factory.mktemp("channel")
     subdir = root / conda_channel.PLATFORM
     packages = [
         ("python", "3.11.0", "0", []),
@@ -75,6 +69,11 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> str:
         )
     conda_channel.index_channel(root)
     return conda_channel.channel_url(root)
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_channel(tmp_path_factory.mktemp("channel"))
 
 
 def test_parse_environment_spec(tmp_path: Path) -> None:
@@ -112,9 +111,7 @@ def test_project_envs_are_valid_for_the_local_target() -> None:
         ("- [", "is not YAML"),
     ],
 )
-def test_invalid_specs_name_the_environment_and_cause(
-    tmp_path: Path, text: str, cause: str
-) -> None:
+def test_invalid_specs_name_the_environment_and_cause(tmp_path: Path, text: str, cause: str) -> None:
     path = tmp_path / "broken.yml"
     path.write_text(text)
     with pytest.raises(EnvironmentSpecError, match="environment 'broken'") as raised:
@@ -169,9 +166,7 @@ def test_numpy_2_pinned_by_pip_is_refused(tmp_path: Path, backends: Path) -> Non
 
 def test_local_package_pin_must_equal_its_version(tmp_path: Path, backends: Path) -> None:
     path = write_spec(tmp_path)
-    path.write_text(
-        path.read_text().replace("tritongen-textprep==1.0.0", "tritongen-textprep==0.9.0")
-    )
+    path.write_text(path.read_text().replace("tritongen-textprep==1.0.0", "tritongen-textprep==0.9.0"))
     with pytest.raises(EnvironmentSpecError) as raised:
         check_environment_spec(path, "local", backends_dir=backends)
     assert "tritongen-textprep==0.9.0" in str(raised.value) and "1.0.0" in str(raised.value)
@@ -215,9 +210,7 @@ def test_unreachable_channel_fails_clearly(tmp_path: Path) -> None:
         check_environment_spec(path, "local", channels=[missing])
 
 
-def test_content_hash_covers_spec_packages_and_target(
-    tmp_path: Path, backends: Path, channel: str
-) -> None:
+def test_content_hash_covers_spec_packages_and_target(tmp_path: Path, backends: Path, channel: str) -> None:
     spec = parse_environment_spec(write_spec(tmp_path))
     records = environments._solve(spec, [channel])
     package = local_packages(backends)["tritongen-textprep"]
@@ -279,3 +272,16 @@ def test_envs_readme_documents_both_channels() -> None:
     readme = (environments.ENVS_DIR / "README.md").read_text()
     assert "conda-forge" in readme and "tritongen envs channel" in readme
     assert environments.CHANNELS_VARIABLE in readme
+
+
+def test_content_hash_is_stable_across_channel_rebuilds(tmp_path: Path, channel: str) -> None:
+    """The offline channel is rebuilt on each machine (new timestamps, so new sha256s, and
+    another URL): environment names must not change with it."""
+    import time
+
+    time.sleep(0.01)  # a later timestamp in every index.json
+    other = make_channel(tmp_path / "elsewhere")
+    spec = parse_environment_spec(write_spec(tmp_path))
+    first, second = environments._solve(spec, [channel]), environments._solve(spec, [other])
+    assert {r.sha256 for r in first} != {r.sha256 for r in second}
+    assert content_hash(spec, first, [], "3.11") == content_hash(spec, second, [], "3.11")
