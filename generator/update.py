@@ -81,7 +81,7 @@ def file_digest(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def _parse_config(path: Path) -> Any:
+def parse_config(path: Path) -> Any:
     from tritonclient.grpc import model_config_pb2
 
     config = model_config_pb2.ModelConfig()
@@ -97,7 +97,7 @@ def model_entry(folder: Path) -> ModelEntry:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
-    config = _parse_config(folder / "config.pbtxt")
+    config = parse_config(folder / "config.pbtxt")
     environment = config.parameters[ENV_PARAMETER].string_value if ENV_PARAMETER in config.parameters else ""
     if environment:
         resolved = Path(environment.replace(MODEL_DIRECTORY_VARIABLE, str(folder), 1))
