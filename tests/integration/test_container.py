@@ -1,6 +1,6 @@
 """The generated repository served by Triton in a container (testcontainers, real Docker engine).
 
-The end-to-end tests of test_serving.py are imported here and run again, unchanged, against
+Every end-to-end test of test_serving.py is imported here and runs again, unchanged, against
 the container: this module's `server` fixture overrides the process-based one. The image is
 the local one (built from a debootstrap base, see generator/image.py) unless
 `TRITONGEN_TEST_IMAGE` names another, e.g. `nvcr.io/nvidia/tritonserver:24.10-py3` (which
@@ -33,7 +33,7 @@ from tests.container_fixtures import (  # noqa: F401  (fixtures)
     triton_image,
 )
 
-from . import assertions
+from . import assertions, test_serving
 from .assertions import Target
 from .test_environments import (  # noqa: F401  (fixtures and helpers of the environment tests)
     TEXTS,
@@ -46,15 +46,12 @@ from .test_environments import (  # noqa: F401  (fixtures and helpers of the env
     built_envs,
     channel_url,
 )
-from .test_serving import (  # noqa: F401  (the same end-to-end tests, against the container)
-    test_bad_requests_get_clear_errors,
-    test_classifier_versions_follow_their_own_preprocessing,
-    test_embeddings_match_reference,
-    test_every_batch_size,
-    test_text_result_independent_of_batch,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
+
+# Every test of test_serving.py (they take only `server: Target`) runs here too, unchanged.
+_SHARED_TESTS = [name for name in dir(test_serving) if name.startswith("test_")]
+globals().update({name: getattr(test_serving, name) for name in _SHARED_TESTS})
 
 
 @pytest.fixture(scope="module")
