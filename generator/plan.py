@@ -13,11 +13,16 @@ execution environment):
 
 Every Triton model has the single Triton version `1`.
 
-CPU budget rule (cores C, see `plan_cpu`): each inference model may use all C cores when it
-is the only busy model: instances x intra-op threads = C; preprocessing gets
-max(1, C // 8) instances (tokenization costs well under 0.1 core per 100 req/s); every
-process's other thread pools are set to 1. The bulk model gets one instance with C // 2
-threads, so that a bulk job leaves half the machine to online traffic.
+CPU budget rule (cores C, see `plan_cpu`; C is `--cores`, default the detected cores):
+preprocessing gets P = max(1, C // 8) instances of one thread each (tokenization costs well
+under 0.1 core per 100 req/s); the online inference model gets I instances x T intra-op
+threads with I x T <= C - P, so that one busy ensemble stays within the budget (below 8
+cores, where P would take a whole core from inference for a twentieth of one, the
+preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. The bulk
+model gets one instance with C // 2 threads (only busy during bulk jobs). Every other thread
+pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is set to 1
+explicitly (`tritonserver.server_environment`, the backends' config parameters) instead of
+the libraries' one-thread-per-core defaults.
 """
 
 from __future__ import annotations
@@ -140,9 +145,10 @@ def detected_cores() -> int:
 def plan_cpu(spec: ModelSpec, cores: int) -> CpuPlan:
     """Size instances and threads of one model from the core budget (rule in the module doc)."""
     instances = spec.instances
-    threads = instances.model_threads if instances.model_threads != "auto" else (1 if cores <= 4 else 2)
-    model = instances.model if instances.model != "auto" else max(1, cores // threads)
     preprocess = instances.preprocess if instances.preprocess != "auto" else max(1, cores // 8)
+    inference_cores = max(1, cores - preprocess) if cores >= 8 else cores
+    threads = instances.model_threads if instances.model_threads != "auto" else (1 if cores <= 4 else 2)
+    model = instances.model if instances.model != "auto" else max(1, inference_cores // threads)
     return CpuPlan(preprocess, model, threads, bulk_threads=max(1, cores // 2))
 
 

@@ -33,6 +33,8 @@ PREPROCESSING_PACKAGES = (PROJECT_ROOT / "backends" / "textprep",)
 """Source folders of the preprocessing packages, importable by stubs without an environment."""
 STUB_PYTHON = "3.11"
 """Python minor version of the stub the embedded server uses (the project's Python)."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
+"""Thread-pool sizes set to 1 in every stub (the backends size their own pools from configs)."""
 RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 """APIs that need the admin key (HTTP and gRPC); clients keep inference, health and metadata."""
 ADMIN_HEADER = "admin-key"
@@ -145,8 +147,9 @@ def server_environment(extra_pythonpath: Sequence[Path] = ()) -> dict[str, str]:
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
-        env.setdefault(variable, "1")
+    # Explicit, not defaults: a shell's OMP_NUM_THREADS=16 must not reach every stub.
+    for variable in THREAD_VARIABLES:
+        env[variable] = "1"
     return env
 
 
