@@ -55,6 +55,20 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def pss_bytes(pids: list[int]) -> int:
+    """Proportional set size: shared pages (libraries, shared memory) divided among sharers."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def threads(pids: list[int]) -> dict[int, tuple[str, int]]:
     """pid -> (command name, thread count)."""
     out = {}
@@ -77,6 +91,7 @@ class TreeSample:
     _t0: float = 0.0
     cores: float = 0.0
     rss: int = 0
+    pss: int = 0
     thread_total: int = 0
     processes: int = 0
 
@@ -94,6 +109,7 @@ class TreeSample:
         self.cores = used / elapsed if elapsed > 0 else 0.0
         pids = list(now)
         self.rss = rss_bytes(pids)
+        self.pss = pss_bytes(pids)
         counts = threads(pids)
         self.thread_total = sum(c for _, c in counts.values())
         self.processes = len(counts)

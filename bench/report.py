@@ -82,18 +82,22 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["", f"## Many models ({data['many'][0]['models']} copies, Zipf mix, "
                 f"c={data['many'][0]['concurrency']})", "",
                 "| system | setting | req/s | p50 ms | p99 ms | server CPU | server RSS MiB | "
-                "threads | processes | load s |", "|---|---|---|---|---|---|---|---|---|---|"]
+                "server PSS MiB | threads | processes | load s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in data["many"]:
             errors = f" ({r['errors']} errors)" if r["errors"] else ""
             out.append(f"| {r['system']} | {r['setting']} | {r['rps']:.1f}{errors} | "
                        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_cores']:.2f} | "
-                       f"{r['rss_mb']:.0f} | {r['threads']} | {r['processes']} | {r['load_s']:.0f} |")
-        single = data.get("s4_rss_mb") or {}
+                       f"{r['rss_mb']:.0f} | {r['pss_mb']:.0f} | {r['threads']} | {r['processes']} | "
+                       f"{r['load_s']:.0f} |")
+        memory = data.get("s4_memory") or {}
         s4 = next((r for r in data["many"] if r["system"] == "S4"), None)
-        if single and s4 and s4["models"] > 1:
-            one = min(single.values())
-            out.append(f"\nS4 server RSS: {one:.0f} MiB with one model, {s4['rss_mb']:.0f} MiB with "
-                       f"{s4['models']}: {(s4['rss_mb'] - one) / (s4['models'] - 1):.0f} MiB per extra model.")
+        if memory and s4 and s4["models"] > 1:
+            for kind in ("rss", "pss"):
+                one = min(memory[f"{kind}_mb"].values())
+                extra = (s4[f"{kind}_mb"] - one) / (s4["models"] - 1)
+                out.append(f"\nS4 server {kind.upper()}: {one:.0f} MiB with one model, "
+                           f"{s4[f'{kind}_mb']:.0f} MiB with {s4['models']}: {extra:.0f} MiB per extra model.")
     out += ["", "## Targets", ""] + targets(data)
     reports = data.get("thread_reports", {})
     key = next((k for k in reversed(list(reports)) if k.startswith("S4 http")), None)

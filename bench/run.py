@@ -53,6 +53,7 @@ class Cell:
     threads: int
     processes: int
     rss_mb: float
+    pss_mb: float
     errors: int
     requests: int
 
@@ -120,7 +121,7 @@ def measure(bench: Bench, running: Running, protocol: str, concurrency: int, sec
     sample.stop()
     cell = Cell(running.name, running.setting, protocol, concurrency, result.rps, result.p50_ms,
                 result.p99_ms, sample.cores, sample.thread_total, sample.processes,
-                sample.rss / 2**20, result.errors, result.requests)
+                sample.rss / 2**20, sample.pss / 2**20, result.errors, result.requests)
     if record:
         bench.cells.append(cell)
         key = f"{running.name} {protocol} c={concurrency} ({running.setting})"
@@ -216,12 +217,13 @@ def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-ar
             ("padding buckets 16,32,48,64,128", buckets)]
 
 
-def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, float]:  # type: ignore[type-arg]
+def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
     """Each spec variant: HTTP (wrk, KServe v2 JSON) and gRPC (perf_analyzer) cells."""
     script = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
     data = loadgen.write_pa_data(bench.workdir / "pa_data.json", bench.texts)
     expected = bench.reference[0]  # type: ignore[index]
     rss: dict[str, float] = {}
+    pss: dict[str, float] = {}
     for index, (label, spec) in enumerate(variants):
         repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
         with started(start_s4(bench.workdir, repository, ["minilm_embed"], label)) as running:
@@ -234,8 +236,10 @@ def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, float]
             for concurrency in bench.profile.concurrency:
                 measure(bench, running, "grpc", concurrency, bench.profile.seconds,
                         pa_load(bench, running, "minilm_embed", data))
-            rss[label] = procstat.rss_bytes(procstat.tree(running.roots[0])) / 2**20
-    return rss
+            pids = procstat.tree(running.roots[0])
+            rss[label] = procstat.rss_bytes(pids) / 2**20
+            pss[label] = procstat.pss_bytes(pids) / 2**20
+    return {"rss_mb": rss, "pss_mb": pss}
 
 
 def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: set[str]) -> list[dict]:  # type: ignore[type-arg]
@@ -327,13 +331,13 @@ def main(argv: list[str] | None = None) -> int:
             bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size} "
                       f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
     chosen = bench_baselines(bench, base, systems)
-    rss = bench_s4(bench, s4_variants(bench)) if "S4" in systems else {}
+    memory = bench_s4(bench, s4_variants(bench)) if "S4" in systems else {}
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 
     data = {"profile": asdict(profile), "cores": cores, "host": platform.node(),
             "load_average": Path("/proc/loadavg").read_text().split()[:3],
             "limits": [asdict(r) for r in limits], "cells": [asdict(c) for c in bench.cells],
-            "sweeps": bench.sweeps, "many": many, "s4_rss_mb": rss, "notes": bench.notes,
+            "sweeps": bench.sweeps, "many": many, "s4_memory": memory, "notes": bench.notes,
             "thread_reports": bench.thread_reports, "elapsed_s": time.monotonic() - started_at}
     (output / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     markdown = report.markdown(data)

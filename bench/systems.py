@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -65,8 +66,24 @@ def make_repository(workdir: Path, specs: Sequence[dict], cores: int) -> Path:  
     for spec in specs:
         (specs_dir / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     output = workdir / "repository"
-    generate(GenerateOptions(specs_dir=specs_dir, output=output, cores=cores, progress=lambda _: None))
+    try:
+        generate(GenerateOptions(specs_dir=specs_dir, output=output, cores=cores, progress=lambda _: None))
+    except Exception as error:  # noqa: BLE001 - any environment build failure
+        if not any("environment" in v["preprocessing"] for s in specs for v in s["versions"]):
+            raise
+        print(f"[bench] execution environments could not be built ({str(error).splitlines()[0]}); "
+              "serving the preprocessing in the server's own Python instead", flush=True)
+        return make_repository(workdir, [without_environments(s) for s in specs], cores)
     return output
+
+
+def without_environments(spec: dict) -> dict:  # type: ignore[type-arg]
+    """The spec with its preprocessing run in the server's own Python (no packed environment)."""
+    spec = copy.deepcopy(spec)
+    for version in spec["versions"]:
+        version["preprocessing"].pop("environment", None)
+        version["preprocessing"].pop("environment_format", None)
+    return spec
 
 
 def _baseline_env(extra: dict[str, str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ if os.environ.get("BENCH_TORCH_THREADS"):
 app = Flask(__name__)
 _cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 _lock = threading.Lock()
+_loading: dict[str, threading.Lock] = {}
 
 
 def load(name: str) -> tuple[Any, Any]:
@@ -34,13 +35,21 @@ def load(name: str) -> tuple[Any, Any]:
         if name in _cache:
             _cache.move_to_end(name)
             return _cache[name]
-    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
-    model = AutoModel.from_pretrained(MODEL_DIR).eval()
-    with _lock:
-        _cache[name] = (tokenizer, model)
-        while len(_cache) > LRU_SIZE:
-            _cache.popitem(last=False)
+        loading = _loading.setdefault(name, threading.Lock())
+    with loading:  # one load per name; other threads wait for it
+        with _lock:
+            if name in _cache:
+                return _cache[name]
+        tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
+        model = AutoModel.from_pretrained(MODEL_DIR).eval()
+        with _lock:
+            _cache[name] = (tokenizer, model)
+            while len(_cache) > LRU_SIZE:
+                _cache.popitem(last=False)
     return tokenizer, model
+
+
+load("minilm_embed")  # each worker loads the default model at start (the article's preloading)
 
 
 @app.post("/embed")
