@@ -14,6 +14,7 @@ from types import FrameType
 
 from .artifacts import ArtifactError
 from .checks import CheckError
+from .environments import CHANNELS_VARIABLE, EnvironmentBuildError, EnvironmentSpecError, add_envs_subcommands
 from .generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
 from .plan import TARGETS, PlanError
 from .spec import SpecError
@@ -36,7 +37,10 @@ from .update import (
 )
 from .watchdog import StubWatchdog
 
-USER_ERRORS = (SpecError, PlanError, CheckError, ArtifactError, TritonServerError, UpdateError)
+USER_ERRORS = (
+    SpecError, PlanError, CheckError, ArtifactError, TritonServerError, UpdateError,
+    EnvironmentSpecError, EnvironmentBuildError,
+)  # fmt: skip
 CORES_IN_HEADER = re.compile(r"cpu budget: (\d+) cores")
 
 
@@ -52,6 +56,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cores", type=int, default=None,
                         help="CPU budget used to size instances and threads (default: the budget recorded in the "
                              "existing repository, else the cores this process may use)")
+    parser.add_argument("--channel", action="append", dest="channels", metavar="URL",
+                        help=f"conda channel for execution environments (repeatable; default ${CHANNELS_VARIABLE}, "
+                             "else conda-forge; `tritongen envs channel` builds an offline one)")
 
 
 def _options(args: argparse.Namespace) -> GenerateOptions:
@@ -59,7 +66,9 @@ def _options(args: argparse.Namespace) -> GenerateOptions:
     cores = args.cores or recorded_cores(output)
     if cores is not None and cores < 1:
         raise PlanError("--cores must be at least 1")
-    return GenerateOptions(specs_dir=args.specs, target=args.target, output=output, cores=cores)
+    return GenerateOptions(
+        specs_dir=args.specs, target=args.target, output=output, cores=cores, channels=args.channels
+    )
 
 
 def recorded_cores(repository: Path) -> int | None:
@@ -195,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not reload models whose python stub process died")
     srv.set_defaults(func=cmd_serve)
     add_update_subcommand(commands)
+    add_envs_subcommands(commands)
     return parser
 
 

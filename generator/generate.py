@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .artifacts import DEFAULT_CACHE, build_artifact, link_or_copy, resolve_source
 from .checks import CheckError, check_artifacts, check_configs, drift
@@ -41,6 +42,9 @@ class GenerateOptions:
     cores: int | None = None
     """CPU budget; None detects the cores this process may use."""
     cache_dir: Path = DEFAULT_CACHE
+    env_cache_dir: Path = PROJECT_ROOT / "build" / "envs"
+    channels: Sequence[str] | None = None
+    """Conda channels for execution environments; None: $TRITONGEN_CONDA_CHANNELS or conda-forge."""
     progress: Progress = print
 
     @property
@@ -56,18 +60,76 @@ class Generated:
     files: list[RenderedFile]
     artifacts: dict[str, Path] = field(default_factory=dict)
     """Repository-relative path -> built file to link there."""
+    folders: dict[str, Path] = field(default_factory=dict)
+    """Repository-relative folder -> built folder to link there file by file."""
 
     def texts(self) -> dict[str, str]:
         return {f.path: f.text for f in self.files}
 
 
+ENVS_FOLDER = "_envs"
+"""Repository folder holding the packed environments, shared by the models that use them."""
+
+
 def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = None) -> Generated:
-    """Load specs, plan and render the text files, and check the configs (no building)."""
+    """Load specs, plan, build (or reuse) the environments, render and check the configs.
+
+    Environments are built here because their content hash is part of the config text.
+    """
     specs = specs if specs is not None else load_specs(options.specs_dir)
     plan = plan_repository(specs, options.target, options.cores or detected_cores())
-    files = render_repository(plan)
-    check_configs({f.path: f.text for f in files})
-    return Generated(plan, files)
+    generated = Generated(plan, [])
+    environment_paths = build_environments(generated, options)
+    generated.files = render_repository(plan, environment_paths)
+    check_configs(generated.texts())
+    return generated
+
+
+def build_environments(generated: Generated, options: GenerateOptions) -> dict[str, str]:
+    """Build each execution environment once; return pre model name -> EXECUTION_ENV_PATH."""
+    uses = [
+        (pre, pre.version.preprocessing)
+        for model in generated.plan.models
+        for pre in model.preprocess
+        if pre.version.preprocessing.environment is not None
+    ]
+    if not uses:
+        return {}
+    from .environments import build_environment, default_channels, spec_path_for, unpack_environment
+    from .tritonserver import find_triton
+
+    channels = list(options.channels or default_channels())
+    built: dict[tuple[str, bool], Any] = {}
+    paths = {}
+    for pre, settings in uses:
+        assert settings.environment is not None
+        key = (settings.environment, settings.ship_stub)
+        if key not in built:
+            options.progress(f"environment {settings.environment}:")
+            built[key] = build_environment(
+                spec_path_for(settings.environment),
+                channels=channels,
+                target_python=generated.plan.target,
+                cache_dir=options.env_cache_dir,
+                progress=lambda line: options.progress(f"  {line}"),
+                ship_stub=settings.ship_stub,
+            )
+        environment = built[key]
+        if settings.environment_format == "folder":
+            name = environment.tarball.name.removesuffix(".tar.gz")
+            folder = environment.tarball.with_name(name + ".unpacked")
+            if not folder.is_dir():
+                unpack_environment(environment.tarball, folder)
+            relative = f"{ENVS_FOLDER}/{name}"
+            generated.folders[relative] = folder
+        else:
+            relative = f"{ENVS_FOLDER}/{environment.tarball.name}"
+            generated.artifacts[relative] = environment.tarball
+        if settings.ship_stub:
+            stub = find_triton().stub(environment.python_version)
+            generated.artifacts[f"{pre.name}/triton_python_backend_stub"] = stub
+        paths[pre.name] = f"$$TRITON_MODEL_DIRECTORY/../{relative}"
+    return paths
 
 
 def build_artifacts(generated: Generated, options: GenerateOptions) -> None:
@@ -96,6 +158,12 @@ def assemble(generated: Generated, destination: Path) -> None:
         path.write_text(rendered.text, encoding="utf-8")
     for relative, source in sorted(generated.artifacts.items()):
         link_or_copy(source, destination / relative)
+    for relative, folder in sorted(generated.folders.items()):
+        shutil.copytree(folder, destination / relative, symlinks=True, copy_function=_link_file)
+
+
+def _link_file(source: str, destination: str) -> None:
+    link_or_copy(Path(source), Path(destination))
 
 
 def swap_in(staging: Path, output: Path) -> None:
@@ -129,7 +197,10 @@ def generate(options: GenerateOptions) -> Generated:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    say(f"wrote {output} ({len(generated.files)} files, {len(generated.artifacts)} artifacts)")
+    say(
+        f"wrote {output} ({len(generated.files)} files, {len(generated.artifacts)} artifacts, "
+        f"{len(generated.folders)} unpacked environments)"
+    )
     return generated
 
 

@@ -82,7 +82,13 @@ class Preprocessing(StrictModel):
     package_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
     """Version of the `tritongen-textprep` package this model version was trained with."""
     environment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]*$")
-    """Execution environment (`envs/<name>.yml`); None runs in the server's own Python."""
+    """Execution environment (`envs/<name>.yml`, conda-packed); None runs in the server's own Python."""
+    environment_format: Literal["tarball", "folder"] = "tarball"
+    """`tarball`: the conda-pack .tar.gz (Triton extracts it at load); `folder`: shipped unpacked
+    (faster load, larger repository)."""
+    ship_stub: bool = False
+    """Place the python backend stub of the environment's Python in the model folder, for an
+    environment whose Python differs from the target server's stub."""
     tokenizer: Source
     """The `tokenizer.json` file (tokenizers format)."""
     max_length: int = Field(default=128, ge=1, le=8192)

@@ -13,7 +13,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 echo "run.sh: installing the project and its test dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,envs]" -e backends/textprep
+.venv/bin/python -m pip install -q -e ".[test]" -e backends/textprep
 
 set +e
 .venv/bin/python -m pytest "$@"

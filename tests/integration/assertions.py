@@ -241,3 +241,22 @@ def check_bad_requests(target: Target, protocol: str, model: str = "minilm_embed
             raise AssertionError(f"{label}: the server accepted a bad request")
         assert client(target, protocol).is_server_live()
     check_embeddings(target, protocol, model)
+
+
+EXPECTED_TOKENIZERS = {
+    "minilm_embed_v1_pre": "0.23.3",
+    "minilm_embed_ts_v1_pre": "0.23.3",
+    "text_classifier_v1_pre": "0.20.3",
+    "text_classifier_v2_pre": "0.23.3",
+}
+"""tokenizers version of each preprocessing model's execution environment (envs/*.yml)."""
+
+
+def check_environments_in_log(log: str) -> None:
+    """Each preprocessing model logged, at initialize, the tokenizers of its OWN environment."""
+    for model, version in EXPECTED_TOKENIZERS.items():
+        lines = [line for line in log.splitlines() if "tritongen_textprep" in line and f"model={model} " in line]
+        assert lines, f"{model} logged no initialize line"
+        for line in lines:
+            assert f"tokenizers={version} " in line, line
+            assert "/.venv/" not in line, f"{model} imported the server's tokenizers: {line}"

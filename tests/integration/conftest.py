@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from generator import conda_channel
+from generator.environments import CHANNELS_VARIABLE
 from generator.generate import GenerateOptions, generate
-from generator.tritonserver import ServerOptions, ServerPorts, free_ports, start_server
+from generator.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_server
 
 from .assertions import Target
 
@@ -17,17 +20,25 @@ READY_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="session")
-def generated_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped specs generated for the local target (artifacts come from build/ cache)."""
+def conda_channels() -> list[str]:
+    """$TRITONGEN_CONDA_CHANNELS, else the offline channel (built once into build/conda-channel)."""
+    configured = [c for c in os.environ.get(CHANNELS_VARIABLE, "").split(",") if c]
+    if configured:
+        return configured
+    conda_channel.build_channel(pythons=["3.11"], progress=print)
+    return [conda_channel.channel_url(conda_channel.DEFAULT_CHANNEL_DIR)]
+
+
+@pytest.fixture(scope="session")
+def generated_repository(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[str]) -> Path:
+    """The shipped specs generated for the local target (artifacts and environments come from build/)."""
     output = tmp_path_factory.mktemp("generated") / "repository"
-    generate(GenerateOptions(output=output, cores=2))
+    generate(GenerateOptions(output=output, cores=2, channels=conda_channels))
     return output
 
 
 @pytest.fixture(scope="session")
-def server(
-    generated_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Target]:
+def server_process(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
     """A real tritonserver on free ports serving every generated model."""
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository=generated_repository, ports=ServerPorts(http, grpc, metrics))
@@ -35,8 +46,14 @@ def server(
     process = start_server(options, workdir)
     try:
         process.wait_ready(READY_TIMEOUT_S)
-        yield Target(process.http_url, process.grpc_url)
+        yield process
     finally:
         code = process.stop()
         shutil.copy(process.log_path, workdir / "tritonserver.final.log")
         print(f"tritonserver stopped with code {code}; log: {process.log_path}")
+
+
+@pytest.fixture(scope="session")
+def server(server_process: TritonProcess) -> Target:
+    """HTTP and gRPC addresses of the session's server."""
+    return Target(server_process.http_url, server_process.grpc_url)
