@@ -775,6 +775,11 @@ def add_envs_subcommands(subparsers: Any) -> None:
     build.add_argument("--target", default="local", help="stub target: local, ngc-24.10 or 3.X")
     build.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     build.add_argument("--unpack", type=Path, help="also extract each environment under this folder")
+    build.add_argument("--ship-stub", action="store_true", help="allow another Python (model ships its stub)")
+    build.add_argument(
+        "--prune", action="store_true",
+        help="then delete every other build from the cache (older hashes, other targets)",
+    )  # fmt: skip
     build.set_defaults(func=_cmd_build)
 
 
@@ -793,12 +798,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
     )
     channels = args.channels or default_channels()
     failed = 0
+    kept: list[BuiltEnvironment] = []
     for path in paths:
         try:
             built = build_environment(
                 path, channels=channels, target_python=args.target, cache_dir=args.cache_dir,
-                progress=print,
+                progress=print, ship_stub=args.ship_stub,
             )  # fmt: skip
+            kept.append(built)
         except (EnvironmentSpecError, EnvironmentBuildError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
@@ -808,6 +815,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         if args.unpack:
             folder = unpack_environment(built.tarball, args.unpack / built.tarball.name.removesuffix(".tar.gz"))
             print(f"  unpacked at {folder}")
+    if args.prune and not failed:
+        for removed in prune_cache(args.cache_dir.resolve(), kept):
+            print(f"pruned {removed.name}")
     return 1 if failed else 0
 
 
