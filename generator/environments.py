@@ -89,14 +89,19 @@ class StubTarget:
 _LOCAL_STUB = StubTarget("local", "3.11", "2.51.0", True, "nvidia-pytriton 0.7.0's embedded server, project Python")
 _NGC_2410_STUB = StubTarget(
     "ngc-24.10", "3.10", "2.51.0", True,
-    "nvcr.io/nvidia/tritonserver:24.10-py3, Ubuntu 22.04 with Python 3.10",
+    "nvcr.io/nvidia/tritonserver:24.10-py3: Ubuntu 22.04, Python 3.10",
 )  # fmt: skip
 STUB_TARGETS: Mapping[str, StubTarget] = {
     "local": _LOCAL_STUB,
     "ngc": _NGC_2410_STUB,
     "ngc-24.10": _NGC_2410_STUB,
 }
-"""Stub Python per generator target (`ngc` is the 24.10 image the generator targets)."""
+"""Stub Python per generator target (`ngc` is the 24.10 image the generator targets).
+
+24.10 = Triton 2.51.0, whose build.py (tag v2.51.0) builds on Ubuntu 22.04 (`ubuntu:22.04`,
+CUDA `ubuntu2204` repositories) and links the stub against `libpython3-dev`, i.e. Python
+3.10, as for every release since 23.05 (Triton issue #5895); releases on Ubuntu 24.04 moved
+to 3.12 (issue #8357)."""
 
 
 class EnvironmentSpecError(ValueError):
