@@ -186,7 +186,8 @@ class ServerOptions:
     ports: ServerPorts = field(default_factory=ServerPorts)
     address: str = "127.0.0.1"
     models: Sequence[str] = ()
-    """Models to load at start-up in explicit model-control mode; empty loads all."""
+    """Models to load at start-up (explicit model-control mode); empty: every model folder of the
+    repository when it is readable here, else `*`."""
     log_verbose: int = 0
     extra_args: Sequence[str] = ()
     admin_key: str | None = None
@@ -210,6 +211,14 @@ def admin_headers(key: str | None, protocol: str = "http") -> dict[str, str]:
     if key is None:
         return {}
     return {ADMIN_HEADER if protocol == "http" else GRPC_ADMIN_HEADER: key}
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Model folders (with a config.pbtxt) of a local repository; other folders such as the
+    shared `_envs/` are not models and must not be loaded."""
+    if not repository.is_dir():
+        return []
+    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
 def server_command(
@@ -237,8 +246,9 @@ def server_command(
     if options.admin_key is not None:
         restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(options.admin_key)}"
         command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
-    if options.models:
-        command += [f"--load-model={name}" for name in options.models]
+    models = options.models or repository_models(options.repository)
+    if models:
+        command += [f"--load-model={name}" for name in models]
     else:
         command.append("--load-model=*")
     command += list(options.extra_args)
