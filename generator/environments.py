@@ -503,9 +503,10 @@ def _build_local_wheel(package: LocalPackage, wheel_dir: Path, env_name: str) ->
 
 _ISOLATION_SCRIPT = """\
 # Written by tritongen: only this environment decides what its Python imports.
-# tritonserver runs with PYTHONPATH set for environment-less models; the python backend
-# starts this environment's stub as `source bin/activate && exec env LD_LIBRARY_PATH=... stub`,
-# so without this hook the server's PYTHONPATH would shadow the packages installed here.
+# The python backend starts the stub as `source bin/activate && exec env LD_LIBRARY_PATH=...
+# stub`, inheriting the server's environment. The 2.51 stub embeds Python with an isolated
+# config (it ignores PYTHONPATH and finds this prefix through `python3` on PATH); any other
+# Python run after activation would let the server's PYTHONPATH shadow the packages here.
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE PYTHONSAFEPATH
 export PYTHONNOUSERSITE=1
 """
