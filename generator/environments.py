@@ -423,7 +423,7 @@ def content_hash(
 ) -> str:
     """Hash of everything that goes into an environment."""
     payload = {
-        "recipe": RECIPE_VERSION,
+        "recipe": [RECIPE_VERSION, _ISOLATION_SCRIPT],
         "spec": spec.text,
         "platform": PLATFORM,
         "python": [spec.python, target_python],
