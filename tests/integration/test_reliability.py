@@ -8,6 +8,7 @@ model file; then `tritongen serve` itself on a small repository with a corrupted
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -174,7 +175,9 @@ def specs_with_new_default_version(destination: Path) -> Path:
     return destination
 
 
-def test_update_switches_the_default_version_without_losing_a_request(served: TritonProcess, tmp_path: Path) -> None:
+def test_update_switches_the_default_version_without_losing_a_request(
+    served: TritonProcess, tmp_path: Path, conda_channels: list[str]
+) -> None:
     http = httpclient.InferenceServerClient(served.http_url)
     version_1 = infer(http, httpclient, "text_classifier_v1")
     version_2 = infer(http, httpclient, "text_classifier_v2")
@@ -185,7 +188,8 @@ def test_update_switches_the_default_version_without_losing_a_request(served: Tr
     loop_models = [("http", "text_classifier"), ("grpc", "text_classifier"), ("http", "text_classifier_batch")]
     with ClientLoop(served, loop_models) as loop:
         time.sleep(1.0)
-        generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, progress=lambda _m: None))
+        generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels,
+                                 progress=lambda _m: None))
         result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
         switched = time.monotonic()
         time.sleep(2.0)
@@ -248,12 +252,17 @@ def replace_with_garbage(path: Path) -> None:
 def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: TritonProcess) -> None:
     repository = served.options.repository
     replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
+    # Forget the ensemble over it as well: the update must skip it, not load it over a broken model.
+    state = json.loads(state_path(served).read_text())
+    del state["models"]["text_classifier_v1"]
+    state_path(served).write_text(json.dumps(state))
     http = httpclient.InferenceServerClient(served.http_url)
     with ClientLoop(served, [("http", "text_classifier_v1"), ("grpc", "text_classifier")]) as loop:
         result = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
     assert list(result.failed) == ["text_classifier_v1_model"]
     cause = result.failed["text_classifier_v1_model"]
     assert "text_classifier_v1_model" in cause and "model.onnx" in cause and "Protobuf" in cause, cause
+    assert result.skipped == {"text_classifier_v1": "composing model text_classifier_v1_model did not load"}
     assert loop.failures() == [], "the previous version must keep serving"
     for model in ("text_classifier_v1", "text_classifier", "minilm_embed", "minilm_embed_ts_batch"):
         assert http.is_model_ready(model), model
@@ -270,6 +279,8 @@ def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempP
     for name in ("minilm_embed_v1_pre", "minilm_embed_v1_model", "minilm_embed_v1",
                  "text_classifier_v1_pre", "text_classifier_v1_model", "text_classifier_v1"):
         hardlink_copy(generated_repository / name, repository / name)
+    if (generated_repository / "_envs").is_dir():  # execution environments the pre models name
+        hardlink_copy(generated_repository / "_envs", repository / "_envs")
     replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
     return repository
 
