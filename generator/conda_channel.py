@@ -16,6 +16,7 @@ Packages are written in the `.conda` format (zip of zstd tarballs) and indexed w
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -300,7 +301,7 @@ def write_conda_package(
         stem = f"{name}-{version}-{build}"
         output_dir.mkdir(parents=True, exist_ok=True)
         target = output_dir / f"{stem}.conda"
-        partial = target.with_suffix(".conda.partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
             for prefix_name, base, members in (
@@ -445,9 +446,28 @@ def build_channel(
     pyenv: Path | None = None,
     progress: Progress = print,
 ) -> list[BuiltPackage]:
-    """Build (or complete) the local channel and index it. Existing packages are kept."""
+    """Build (or complete) the local channel and index it. Existing packages are kept.
+
+    Holds a lock on the channel folder: concurrent builds (engineers or test sessions sharing
+    build/) wait for each other instead of writing the same packages.
+    """
     subdir = channel_dir / PLATFORM
     subdir.mkdir(parents=True, exist_ok=True)
+    with (channel_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_channel(channel_dir, subdir, pythons, numpy_version, pip_version, extra_wheels, pyenv, progress)
+
+
+def _build_channel(
+    channel_dir: Path,
+    subdir: Path,
+    pythons: Sequence[str],
+    numpy_version: str,
+    pip_version: str,
+    extra_wheels: Sequence[str],
+    pyenv: Path | None,
+    progress: Progress,
+) -> list[BuiltPackage]:
     wheel_dir = channel_dir.parent / "wheels"
     built: list[BuiltPackage] = []
     started = time.monotonic()
