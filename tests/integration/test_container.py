@@ -64,8 +64,10 @@ def container_repository(
     if target == "local":
         repository: Path = request.getfixturevalue("generated_repository")
         return repository
+    channels: list[str] = request.getfixturevalue("conda_channels")
     output = tmp_path_factory.mktemp(f"generated-{target}") / "repository"
-    generate(GenerateOptions(output=output, target=target, cores=2))  # type: ignore[arg-type]
+    options = GenerateOptions(output=output, target=target, cores=2, channels=channels)  # type: ignore[arg-type]
+    generate(options)
     return output
 
 
