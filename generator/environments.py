@@ -570,6 +570,33 @@ def _remove_conda_packages(records: list[Any], prefix: Path, names: set[str], pa
     )  # fmt: skip
 
 
+def _pip_install(
+    spec: EnvironmentSpec,
+    available: Mapping[str, LocalPackage],
+    python: Path,
+    env: Mapping[str, str],
+    progress: Progress,
+) -> None:
+    """Install the pip section with the environment's own pip, `--no-deps`."""
+    # A private wheel folder: concurrent builds of other environments build the same wheels.
+    with tempfile.TemporaryDirectory(prefix="tritongen-wheels-") as wheels:
+        lines: list[str] = []
+        for requirement in spec.pip:
+            if requirement.normalized in available:
+                package = available[requirement.normalized]
+                progress(f"[{spec.name}] building {package.name} {package.version} from {package.path}")
+                lines.append(str(_build_local_wheel(package, Path(wheels), spec.name)))
+            else:
+                lines.append(f"{requirement.name}=={requirement.version}")
+        progress(f"[{spec.name}] pip install --no-deps {' '.join(Path(x).name for x in lines)}")
+        _run(
+            "pip install", spec.name,
+            [str(python), "-m", "pip", "install", "--no-deps", "--no-compile",
+             "--no-cache-dir", "--no-warn-script-location", *lines],
+            env=dict(env),
+        )  # fmt: skip
+
+
 def build_environment(
     spec_path: Path,
     *,
@@ -624,22 +651,7 @@ def build_environment(
             raise EnvironmentBuildError(f"environment {spec.name!r}: no bin/python3 after install")
         env = _clean_child_environment()
         if spec.pip:
-            wheel_dir = cache_dir / "wheels"
-            lines: list[str] = []
-            for requirement in spec.pip:
-                if requirement.normalized in available:
-                    package = available[requirement.normalized]
-                    progress(f"[{spec.name}] building {package.name} {package.version} from {package.path}")
-                    lines.append(str(_build_local_wheel(package, wheel_dir, spec.name)))
-                else:
-                    lines.append(f"{requirement.name}=={requirement.version}")
-            progress(f"[{spec.name}] pip install --no-deps {' '.join(Path(x).name for x in lines)}")
-            _run(
-                "pip install", spec.name,
-                [str(python), "-m", "pip", "install", "--no-deps", "--no-compile",
-                 "--no-cache-dir", "--no-warn-script-location", *lines],
-                env=env,
-            )  # fmt: skip
+            _pip_install(spec, available, python, env, progress)
         for library in stub_libraries:
             progress(f"[{spec.name}] adding {library.name} for the shipped Python {spec.python} stub")
             shutil.copy2(library, prefix / "lib" / library.name)
