@@ -34,6 +34,8 @@ from .spec import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = PROJECT_ROOT / "build" / "artifacts"
 ONNX_OPSET = 17
+RECIPE_VERSION = "2"
+"""Bump when the export code changes: every artifact key changes, so nothing stale is reused."""
 
 Progress = Callable[[str], None]
 
@@ -77,7 +79,7 @@ def _library_versions() -> dict[str, str]:
 
 def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
     """Content key of an artifact: settings, source files and the exporting libraries."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(RECIPE_VERSION.encode())
     digest.update(artifact.model_dump_json().encode())
     build = artifact.build
     if isinstance(build, PrototypeClassifierBuild):
@@ -254,6 +256,14 @@ def _export_onnx(module: Any, output: Path, build: EmbeddingBuild | PrototypeCla
             dynamo=False,
         )
     graph_model = onnx.load(str(output))
+    # The exporter leaves non-batch output dims symbolic ("Divembedding_dim_1"): record the
+    # real sizes, so that `check` can compare them with the config.
+    with torch.no_grad():
+        sample_output = module(*_sample_inputs())
+    output_dims = graph_model.graph.output[0].type.tensor_type.shape.dim[1:]
+    for dim, size in zip(output_dims, sample_output.shape[1:], strict=True):
+        dim.Clear()
+        dim.dim_value = int(size)
     if isinstance(build, PrototypeClassifierBuild):
         _append_label_lookup(graph_model, list(build.labels))
     graph_model.producer_name = "tritongen"

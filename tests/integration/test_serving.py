@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from generator.tritonserver import TritonProcess
-
 from . import assertions
 from .assertions import Target
 
@@ -60,7 +58,3 @@ def test_classifier_versions_follow_their_own_preprocessing(server: Target, prot
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_requests_get_clear_errors(server: Target, protocol: str) -> None:
     assertions.check_bad_requests(server, protocol)
-
-
-def test_each_preprocessing_model_runs_in_its_own_environment(server_process: TritonProcess) -> None:
-    assertions.check_environments_in_log(server_process.log_text())

@@ -1,0 +1,74 @@
+"""`tritongen` as a user runs it: drift check of the committed repository, atomic generate."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+from generator.generate import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def channel_args(channels: list[str]) -> list[str]:
+    return [arg for url in channels for arg in ("--channel", url)]
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_committed_repository_matches_a_fresh_generation(
+    conda_channels: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--configs-only", *channel_args(conda_channels)]) == 0
+    assert "ok: specs valid" in capsys.readouterr().out
+
+
+def test_generate_is_deterministic_and_check_passes(
+    generated_repository: Path, conda_channels: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    again = tmp_path / "repository"
+    assert main(["generate", "--output", str(again), "--cores", "2", *channel_args(conda_channels)]) == 0
+    assert tree_digest(again) == tree_digest(generated_repository)
+    assert main(["check", "--output", str(again), *channel_args(conda_channels)]) == 0
+
+
+def test_failed_generation_leaves_the_output_untouched(
+    generated_repository: Path, conda_channels: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "repository"
+    shutil.copytree(generated_repository, output, copy_function=shutil.copy)
+    before = tree_digest(output)
+    specs = tmp_path / "models"
+    shutil.copytree(PROJECT_ROOT / "models", specs)
+    spec = specs / "minilm_embed.yaml"
+    spec.write_text(spec.read_text().replace("embedding_dim: 384", "embedding_dim: 385"))
+    code = main(
+        ["generate", "--specs", str(specs), "--output", str(output), "--cores", "2", *channel_args(conda_channels)]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "minilm_embed_v1_model: output 'embedding' has dims [-1, 385]" in error
+    assert tree_digest(output) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repository")]
+
+
+def test_drift_is_reported_with_a_diff(
+    generated_repository: Path, conda_channels: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "repository"
+    shutil.copytree(generated_repository, output, copy_function=shutil.copy)
+    config = output / "text_classifier" / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 32", "max_batch_size: 8"))
+    assert main(["check", "--configs-only", "--output", str(output), *channel_args(conda_channels)]) == 1
+    captured = capsys.readouterr()
+    assert "-max_batch_size: 8" in captured.out and "+max_batch_size: 32" in captured.out
+    assert "drift:" in captured.err
