@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from generator.plan import detected_cores
 
 from . import corpus, limit, loadgen, procstat, report
@@ -33,6 +35,7 @@ from .systems import (
     started,
     stop,
     wait_answering,
+    without_environments,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,10 +72,13 @@ class Profile:
     limit_texts: int = 600
     many_models: int = 20
     sweep: bool = True
+    tune: bool = True
+    p99_bound_ms: float = 1000.0
+    """The goal given to `tritongen tune`: highest throughput with p99 under this bound."""
 
 
 QUICK = Profile(concurrency=(1, 8), warmup_s=1.0, seconds=3.0, sweep_seconds=2.0,
-                limit_texts=120, many_models=3, sweep=False)
+                limit_texts=120, many_models=3, sweep=False, tune=False)
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Bench:
     thread_reports: dict[str, str] = field(default_factory=dict)
     sweeps: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tune_log: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -217,6 +224,30 @@ def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-ar
             ("padding buckets 16,32,48,64,128", buckets)]
 
 
+def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
+    """Run `tritongen tune` on the bench corpus at the top concurrency; its best spec is a variant."""
+    from generator.tune import TuneOptions, describe, tune
+
+    folder = bench.workdir / "tune"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = without_environments(spec_dict("minilm_embed"))
+    path = folder / "minilm_embed.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    options = TuneOptions(spec_path=path, cores=bench.cores, concurrency=max(bench.profile.concurrency),
+                          p99_ms=bench.profile.p99_bound_ms, seconds=bench.profile.sweep_seconds + 2,
+                          texts=bench.texts, workdir=folder)
+    best = tune(options)
+    bench.tune_log = [describe(t) for t in options.trials]
+    instances = best.spec.get("instances", {})
+    batching = best.spec.get("batching", {})
+    pre = best.spec["versions"][0]["preprocessing"]
+    label = (f"tuned: {instances.get('model')}x{instances.get('model_threads')} threads, "
+             f"{pre.get('padding')}{' ' + ','.join(map(str, pre['buckets'])) if pre.get('buckets') else ''}, "
+             f"delay {batching.get('max_queue_delay_us')} us, preferred {batching.get('preferred_batch_sizes')}")
+    bench.log(f"tune picked: {label}")
+    return label, best.spec
+
+
 def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
     """Each spec variant: HTTP (wrk, KServe v2 JSON) and gRPC (perf_analyzer) cells."""
     script = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
@@ -299,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="L,S1,S2,S3,S4",
                         help="comma-separated subset of L,S1,S2,S3,S4 (default: all)")
     parser.add_argument("--no-many", action="store_true", help="skip the many-models scenario")
+    parser.add_argument("--no-tune", action="store_true", help="skip the `tritongen tune` S4 variant")
     parser.add_argument("--models", type=int, help="copies in the many-models scenario")
     parser.add_argument("--seconds", type=float, help="measurement seconds per cell")
     parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
@@ -331,14 +363,20 @@ def main(argv: list[str] | None = None) -> int:
             bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size} "
                       f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
     chosen = bench_baselines(bench, base, systems)
-    memory = bench_s4(bench, s4_variants(bench)) if "S4" in systems else {}
+    memory: dict[str, dict[str, float]] = {}
+    if "S4" in systems:
+        variants = s4_variants(bench)
+        if profile.tune and not args.no_tune:
+            variants.append(tuned_variant(bench))
+        memory = bench_s4(bench, variants)
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 
     data = {"profile": asdict(profile), "cores": cores, "host": platform.node(),
             "load_average": Path("/proc/loadavg").read_text().split()[:3],
             "limits": [asdict(r) for r in limits], "cells": [asdict(c) for c in bench.cells],
             "sweeps": bench.sweeps, "many": many, "s4_memory": memory, "notes": bench.notes,
-            "thread_reports": bench.thread_reports, "elapsed_s": time.monotonic() - started_at}
+            "thread_reports": bench.thread_reports, "tune_log": bench.tune_log,
+            "elapsed_s": time.monotonic() - started_at}
     (output / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     markdown = report.markdown(data)
     (output / "results.md").write_text(markdown, encoding="utf-8")

@@ -237,6 +237,8 @@ class TuneOptions:
     warmup_s: float = 2.0
     texts: list[str] = field(default_factory=list)
     workdir: Path = Path(".")
+    trials: list[Trial] = field(default_factory=list)
+    """Every measured candidate, in order."""
 
 
 def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
@@ -260,6 +262,7 @@ def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
         )
         after = {m: model_stats(server.http_url, m) for m in [name, *steps]}
     trial.stages = {m: stage_delta(before[m], after[m]) for m in before}
+    options.trials.append(trial)
     print(describe(trial), flush=True)
     return trial
 
