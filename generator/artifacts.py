@@ -328,9 +328,12 @@ def _without_random_id(archive: bytes) -> bytes:
 
 
 def link_or_copy(source: Path, destination: Path) -> None:
-    """Hard-link `source` to `destination` (same filesystem), else copy it."""
+    """Hard-link `source` to `destination` (same filesystem), else copy it; readable by all."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, destination)
     except OSError:
         shutil.copy2(source, destination)
+    mode = destination.stat().st_mode
+    if mode & 0o444 != 0o444:
+        destination.chmod(mode | 0o444)

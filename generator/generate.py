@@ -95,10 +95,17 @@ def build_environments(generated: Generated, options: GenerateOptions) -> dict[s
     ]
     if not uses:
         return {}
-    from .environments import build_environment, default_channels, spec_path_for, unpack_environment
+    from .environments import (
+        build_environment,
+        default_channels,
+        resolve_target_python,
+        spec_path_for,
+        unpack_environment,
+    )
     from .tritonserver import find_triton
 
     channels = list(options.channels or default_channels())
+    stub_python = resolve_target_python(generated.plan.target).python
     built: dict[tuple[str, bool], Any] = {}
     paths = {}
     for pre, settings in uses:
@@ -125,8 +132,9 @@ def build_environments(generated: Generated, options: GenerateOptions) -> dict[s
         else:
             relative = f"{ENVS_FOLDER}/{environment.tarball.name}"
             generated.artifacts[relative] = environment.tarball
-        if settings.ship_stub:
-            stub = find_triton().stub(environment.python_version)
+        environment_python = ".".join(environment.python_version.split(".")[:2])
+        if settings.ship_stub and environment_python != stub_python:
+            stub = find_triton().stub(environment_python)
             generated.artifacts[f"{pre.name}/triton_python_backend_stub"] = stub
         paths[pre.name] = f"$$TRITON_MODEL_DIRECTORY/../{relative}"
     return paths
@@ -189,6 +197,7 @@ def generate(options: GenerateOptions) -> Generated:
     output = options.output_dir
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; servers in containers may run as another user
     try:
         assemble(generated, staging)
         say("checking artifacts against configs ...")

@@ -87,8 +87,8 @@ class Preprocessing(StrictModel):
     """`tarball`: the conda-pack .tar.gz (Triton extracts it at load); `folder`: shipped unpacked
     (faster load, larger repository)."""
     ship_stub: bool = False
-    """Place the python backend stub of the environment's Python in the model folder, for an
-    environment whose Python differs from the target server's stub."""
+    """Allow an environment whose Python differs from the target server's stub: the stub of the
+    environment's Python (from nvidia-pytriton) is then placed in the model folder."""
     tokenizer: Source
     """The `tokenizer.json` file (tokenizers format)."""
     max_length: int = Field(default=128, ge=1, le=8192)
