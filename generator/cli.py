@@ -159,6 +159,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tritonserver stopped (exit code {code})", flush=True)
 
 
+def _cmd_image(args: argparse.Namespace) -> int:
+    from .image import main as image_main
+
+    return image_main(args.arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritongen",
@@ -205,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
     add_update_subcommand(commands)
     add_envs_subcommands(commands)
+    image = commands.add_parser("image", add_help=False,
+                                help="the local Triton container image: build | tag | dockerfile | lock "
+                                     "(same as python -m generator.image)")
+    image.add_argument("arguments", nargs=argparse.REMAINDER)
+    image.set_defaults(func=_cmd_image)
     return parser
 
 

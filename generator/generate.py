@@ -26,7 +26,7 @@ DEFAULT_OUTPUT: dict[TargetName, Path] = {
     "local": PROJECT_ROOT / "repository",
     "ngc": PROJECT_ROOT / "build" / "ngc" / "repository",
 }
-MANAGED_SUFFIXES = ("config.pbtxt", ".keep")
+MANAGED_SUFFIXES = ("config.pbtxt", ".keep", "docker-compose.yml", "docker-run.sh")
 """Generated text files that are committed and compared by the drift check."""
 
 Progress = Callable[[str], None]
@@ -80,9 +80,18 @@ def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = No
     plan = plan_repository(specs, options.target, options.cores or detected_cores())
     generated = Generated(plan, [])
     environment_paths = build_environments(generated, options)
-    generated.files = render_repository(plan, environment_paths)
+    generated.files = render_repository(plan, environment_paths) + deploy_files(plan)
     check_configs(generated.texts())
     return generated
+
+
+def deploy_files(plan: RepositoryPlan) -> list[RenderedFile]:
+    """`docker-compose.yml` and `docker-run.sh` at the repository root (Triton ignores files
+    there): they serve the folder they are in, read-only, with the target's image."""
+    from .deploy import render_deploy_files
+
+    files = render_deploy_files(".", target=plan.target, models=plan.model_names())
+    return [RenderedFile(name, text) for name, text in sorted(files.items())]
 
 
 def build_environments(generated: Generated, options: GenerateOptions) -> dict[str, str]:
