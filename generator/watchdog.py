@@ -9,13 +9,21 @@ API with its own config plus a `tritongen_restart` parameter (a changed config m
 Triton build a new model object next to the broken one and swap it in, like any reload).
 Requests that reached the dead stub fail; requests after the swap succeed.
 
+The replaced model object is never finalized by Triton once one of its stubs died (its
+unload hangs; the server then needs its exit timeout to stop), so its surviving stubs
+would stay resident forever: the watchdog kills them `leftover_grace_s` after the swap,
+when the old object no longer gets requests.
+
 A stub's command line is `stub <model dir>/<version>/<file> <shm region> <shm size>
 <shm growth> <server pid> <backend lib dir> <ipc handle> <instance name> ...`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +109,7 @@ class StubWatchdog(threading.Thread):
         max_restarts: int = 5,
         window_s: float = 300.0,
         progress: Callable[[str], None] = print,
+        leftover_grace_s: float = 5.0,
     ) -> None:
         super().__init__(name="tritongen-stub-watchdog", daemon=True)
         self.server_pid = server_pid
@@ -116,6 +125,9 @@ class StubWatchdog(threading.Thread):
         self._seen: dict[str, set[int]] = {}
         self._suspect: dict[str, int] = {}
         self._instances: dict[str, int] = {}
+        self.leftover_grace_s = leftover_grace_s
+        self._leftovers: list[tuple[float, str, set[int]]] = []
+        """(when, model, pids): surviving stubs of replaced model objects, to kill after the grace."""
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -136,6 +148,7 @@ class StubWatchdog(threading.Thread):
 
     def check(self, client: Any) -> list[str]:
         """One round: returns the models reloaded."""
+        self._kill_leftovers()
         alive: dict[str, set[int]] = {}
         for stub in stub_processes(self.server_pid):
             alive.setdefault(stub.model, set()).add(stub.pid)
@@ -156,9 +169,23 @@ class StubWatchdog(threading.Thread):
                 continue
             if self._recovered(client, model, sorted(dead)):
                 reloaded.append(model)
+                self._leftovers.append((time.monotonic() + self.leftover_grace_s, model, pids))
             self._suspect.pop(model, None)
             self._seen[model] = {s.pid for s in stub_processes(self.server_pid) if s.model == model}
         return reloaded
+
+    def _kill_leftovers(self) -> None:
+        now = time.monotonic()
+        due = [entry for entry in self._leftovers if entry[0] <= now]
+        self._leftovers = [entry for entry in self._leftovers if entry[0] > now]
+        for _when, model, pids in due:
+            live = {s.pid for s in stub_processes(self.server_pid) if s.model == model} & pids
+            for pid in sorted(live):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if live:
+                self.progress(f"watchdog: {model}: killed {len(live)} stub(s) of the replaced model object")
+            self._seen[model] = self._seen.get(model, set()) - live
 
     def _expected(self, client: Any, model: str) -> int:
         if model not in self._instances:

@@ -215,13 +215,21 @@ def test_update_switches_the_default_version_without_losing_a_request(
 # --- fault recovery ----------------------------------------------------------------------------
 
 
-def test_killed_preprocessing_stub_recovers_within_bound(served: TritonProcess) -> None:
-    victim = next(s for s in stub_processes(served.process.pid) if s.model == "minilm_embed_v1_pre")
+def live_stubs(server: TritonProcess, model: str) -> list[Any]:
+    return [s for s in stub_processes(server.process.pid) if s.model == model]
+
+
+@pytest.mark.parametrize("victim_model", ["minilm_embed_v1_pre", "minilm_embed_v1_model"])
+def test_killed_stub_recovers_within_bound(served: TritonProcess, victim_model: str) -> None:
+    """SIGKILL one stub of the tokenizer (1 instance) or of the ONNX model (2 instances) under load."""
+    stubs = live_stubs(served, victim_model)
+    victim = stubs[0]
     messages: list[str] = []
     watchdog = StubWatchdog(served.process.pid, served.http_url, served.admin_headers(), progress=messages.append)
     watchdog.start()
     try:
-        with ClientLoop(served, [("http", "minilm_embed"), ("grpc", "minilm_embed_v1")], "EMBEDDING") as loop:
+        loop_models = [("http", "minilm_embed"), ("grpc", "minilm_embed_v1"), ("http", "minilm_embed_v1")]
+        with ClientLoop(served, loop_models, "EMBEDDING") as loop:
             time.sleep(2.0)
             killed = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
@@ -229,18 +237,21 @@ def test_killed_preprocessing_stub_recovers_within_bound(served: TritonProcess) 
             while time.monotonic() < deadline and not watchdog.restarts:
                 time.sleep(0.2)
             time.sleep(3.0)
+        # The replaced object's surviving stubs are killed after the watchdog's grace period.
+        while time.monotonic() < deadline + 15 and len(live_stubs(served, victim_model)) > len(stubs):
+            time.sleep(0.5)
     finally:
         watchdog.stop()
-    assert [r[1] for r in watchdog.restarts] == ["minilm_embed_v1_pre"], messages
+    assert [r[1] for r in watchdog.restarts] == [victim_model], messages
     failures = [r for r in loop.failures() if r[0] > killed]
     assert all("not healthy" in str(r[2]) for r in failures), failures[:3]
     last_failure = max((r[0] for r in failures), default=killed)
     assert last_failure - killed < RECOVERY_BOUND_S, f"still failing {last_failure - killed:.1f}s after the kill"
     recovered = [r for r in loop.records if r[0] > last_failure and not isinstance(r[2], Exception)]
     assert len(recovered) >= 10, f"no answers after recovery; watchdog: {messages}"
-    live = [s for s in stub_processes(served.process.pid) if s.model == "minilm_embed_v1_pre"]
-    assert len(live) == 1 and live[0].pid != victim.pid
-    print(f"stub killed: {len(failures)} requests failed, last {last_failure - killed:.1f}s after the kill")
+    live = live_stubs(served, victim_model)
+    assert len(live) == len(stubs) and not {s.pid for s in stubs} & {s.pid for s in live}, (stubs, live)
+    print(f"{victim_model} stub killed: {len(failures)} requests failed, last {last_failure - killed:.1f}s after")
 
 
 def replace_with_garbage(path: Path) -> None:
