@@ -135,7 +135,7 @@ def write_pa_data(path: Path, texts: Sequence[str]) -> Path:
 
 def perf_analyzer(model: str, grpc_url: str, data: Path, concurrency: int, seconds: float,
                   workdir: Path, during: Callable[[], None] | None = None) -> LoadResult:
-    """gRPC load with perf_analyzer: three measurement windows of `seconds / 3`."""
+    """gRPC load with perf_analyzer: windows of `seconds / 3` until three agree within 100%."""
     if not grpc_url.startswith("127.0.0.1:"):
         raise ValueError(f"load targets must be loopback addresses, got {grpc_url}")
     binary, env = perf_analyzer_binary()
@@ -143,7 +143,7 @@ def perf_analyzer(model: str, grpc_url: str, data: Path, concurrency: int, secon
     window_ms = max(500, int(seconds * 1000 / 3))
     command = [binary, "-m", model, "-u", grpc_url, "-i", "grpc", "--input-data", str(data),
                f"--concurrency-range={concurrency}", "-p", str(window_ms), "-s", "100",
-               "-r", "3", "--max-threads", str(max(4, concurrency)), "-f", str(report)]
+               "-r", "10", "--max-threads", str(max(4, concurrency)), "-f", str(report)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)
     if during is not None:

@@ -82,6 +82,12 @@ def threads(pids: list[int]) -> dict[int, tuple[str, int]]:
     return out
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 @dataclass
 class TreeSample:
     """CPU seconds of a process tree between `start` and `stop` (processes may come and go)."""
@@ -89,7 +95,10 @@ class TreeSample:
     roots: tuple[int, ...]
     _cpu0: dict[int, float] | None = None
     _t0: float = 0.0
+    _busy0: float = 0.0
     cores: float = 0.0
+    machine_cores: float = 0.0
+    """Cores busy on the whole machine (server, load generator, and anything else running)."""
     rss: int = 0
     pss: int = 0
     thread_total: int = 0
@@ -99,7 +108,7 @@ class TreeSample:
         return {pid: cpu_seconds([pid]) for root in self.roots for pid in tree(root)}
 
     def start(self) -> None:
-        self._cpu0, self._t0 = self._per_pid(), time.monotonic()
+        self._cpu0, self._t0, self._busy0 = self._per_pid(), time.monotonic(), machine_busy_seconds()
 
     def stop(self) -> None:
         """Average cores used since `start`, and the tree's RSS and threads now (under load)."""
@@ -107,6 +116,7 @@ class TreeSample:
         now, elapsed = self._per_pid(), time.monotonic() - self._t0
         used = sum(cpu - self._cpu0.get(pid, 0.0) for pid, cpu in now.items())
         self.cores = used / elapsed if elapsed > 0 else 0.0
+        self.machine_cores = (machine_busy_seconds() - self._busy0) / elapsed if elapsed > 0 else 0.0
         pids = list(now)
         self.rss = rss_bytes(pids)
         self.pss = pss_bytes(pids)

@@ -71,11 +71,11 @@ def markdown(data: dict[str, Any]) -> str:
     sorted_limit, arrival_limit = _limit(data, "L_sorted"), _limit(data, "L_arrival")
     out = [f"# Benchmark: minilm_embed on {data['cores']} cores ({data['host']}, load average "
            f"at start {' '.join(data['load_average'])})", ""]
-    out += ["| system | setting | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | "
-            "threads | x L_sorted | x L_arrival |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["| system | setting | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | machine CPU | "
+            "threads | x L_sorted | x L_arrival |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["limits"]:
         out.append(f"| {r['name']} | batch {r['batch_size']}, 1 process, {data['cores']} threads | - | - | "
-                   f"{r['rps']:.1f} | - | - | {data['cores']} | - | "
+                   f"{r['rps']:.1f} | - | - | {data['cores']} | - | - | "
                    f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
                    f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |")
     for c in data["cells"]:
@@ -84,7 +84,10 @@ def markdown(data: dict[str, Any]) -> str:
         errors = f" ({c['errors']} errors)" if c["errors"] else ""
         out.append(f"| {c['system']} | {c['setting']} | {c['protocol']} | {c['concurrency']} | "
                    f"{c['rps']:.1f}{errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | "
-                   f"{c['cpu_cores']:.2f} | {c['threads']} | {ratio} | {ratio_a} |")
+                   f"{c['cpu_cores']:.2f} | {c['machine_cores']:.2f} | {c['threads']} | {ratio} | {ratio_a} |")
+    out += ["", "server CPU: cores used by the server's process tree (/proc/<pid>/stat); machine CPU: cores "
+            "busy on the whole machine (/proc/stat) in the same window: server + load generator + anything "
+            "else running. x L: throughput over the one-process compute limit of the same run."]
     if data["sweeps"]:
         out += ["", "Baseline settings tried (req/s at the top concurrency, short run; best kept):", ""]
         for system, scores in data["sweeps"].items():

@@ -53,6 +53,7 @@ class Cell:
     p50_ms: float
     p99_ms: float
     cpu_cores: float
+    machine_cores: float
     threads: int
     processes: int
     rss_mb: float
@@ -127,14 +128,15 @@ def measure(bench: Bench, running: Running, protocol: str, concurrency: int, sec
     result = load(concurrency, seconds, during)
     sample.stop()
     cell = Cell(running.name, running.setting, protocol, concurrency, result.rps, result.p50_ms,
-                result.p99_ms, sample.cores, sample.thread_total, sample.processes,
+                result.p99_ms, sample.cores, sample.machine_cores, sample.thread_total, sample.processes,
                 sample.rss / 2**20, sample.pss / 2**20, result.errors, result.requests)
     if record:
         bench.cells.append(cell)
         key = f"{running.name} {protocol} c={concurrency} ({running.setting})"
         bench.thread_reports[key] = midway.get("threads", "")
     bench.log(f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
-              f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}  "
+              f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}"
+              f"/{sample.machine_cores:.2f}  "
               f"threads {sample.thread_total}  errors {result.errors}  [{running.setting}]")
     if result.errors:
         bench.notes.append(f"{running.name} {protocol} c={concurrency}: {result.errors} errors")
@@ -367,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     if "S4" in systems:
         variants = s4_variants(bench)
         if profile.tune and not args.no_tune:
-            variants.append(tuned_variant(bench))
+            label, tuned = tuned_variant(bench)
+            if tuned == without_environments(variants[0][1]):
+                bench.notes.append(f"tritongen tune kept the shipped settings ({label})")
+            else:
+                variants.append((label, tuned))
         memory = bench_s4(bench, variants)
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 
