@@ -131,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.wait_ready(args.timeout, allow_failed=not args.strict)
+        server.wait_ready(args.timeout, allow_failed=not args.strict, progress=lambda line: print(line, flush=True))
         failed = failed_models(server.log_text())
         if failed:
             print(f"\n!!! {len(failed)} model(s) FAILED to load and are NOT served (the others are):", file=sys.stderr)

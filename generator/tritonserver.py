@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,14 +289,28 @@ class TritonProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
 
-    def wait_ready(self, timeout_s: float = 180.0, poll_s: float = 0.5, allow_failed: bool = False) -> None:
+    def wait_ready(
+        self,
+        timeout_s: float = 180.0,
+        poll_s: float = 0.5,
+        allow_failed: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         """Wait until every model loaded and the server is ready, or raise with the log.
 
         `allow_failed=True` returns once start-up finished even if some models failed to
-        load (see `failed_models`); the server then serves the others.
+        load (see `failed_models`); the server then serves the others. `progress` gets a
+        line every few seconds (models loaded so far).
         """
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        expected = len(self.options.models or repository_models(self.options.repository)) or "?"
+        reported = started
         while time.monotonic() < deadline:
+            if progress is not None and time.monotonic() - reported >= 5:
+                reported = time.monotonic()
+                loaded = self.log_text().count("successfully loaded '")
+                progress(f"  loading: {loaded}/{expected} models ready after {reported - started:.0f}s")
             if self.process.poll() is not None:
                 raise TritonServerError(
                     f"tritonserver exited with code {self.process.returncode} before it was "
