@@ -74,7 +74,7 @@ def markdown(data: dict[str, Any]) -> str:
     out += ["| system | setting | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | machine CPU | "
             "threads | x L_sorted | x L_arrival |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["limits"]:
-        out.append(f"| {r['name']} | batch {r['batch_size']}, 1 process, {data['cores']} threads | - | - | "
+        out.append(f"| {r['name']} | batch {r['batch_size']}, 1 process, {r.get('setting', '')} | - | - | "
                    f"{r['rps']:.1f} | - | - | {data['cores']} | - | - | "
                    f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
                    f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |")

@@ -70,7 +70,7 @@ class Profile:
     warmup_s: float = 3.0
     seconds: float = 10.0
     sweep_seconds: float = 5.0
-    limit_texts: int = 600
+    limit_texts: int = 400
     many_models: int = 20
     sweep: bool = True
     tune: bool = True
@@ -326,6 +326,16 @@ def _s3_processes(bench: Bench) -> int:
     return 1
 
 
+def drop_weights(workdir: Path) -> int:
+    """Delete the model files copied into the work folder's repositories (configs and logs stay)."""
+    removed = 0
+    for path in workdir.rglob("*"):
+        if path.suffix in {".onnx", ".pt"} and path.is_file() and not path.is_symlink():
+            removed += path.stat().st_size
+            path.unlink()
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
@@ -362,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if "L" in systems:
         limits = limit.measure(onnx, corpus.tokenizer_file(), texts[: profile.limit_texts], cores)
         for result in limits:
-            bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size} "
+            bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size}, {result.setting} "
                       f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
     chosen = bench_baselines(bench, base, systems)
     memory: dict[str, dict[str, float]] = {}
@@ -388,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     (output / "results.md").write_text(markdown, encoding="utf-8")
     report.plot(data, output / "plot.png")
     print(markdown)
-    bench.log(f"results in {output} ({time.monotonic() - started_at:.0f}s)")
+    removed = drop_weights(workdir)
+    bench.log(f"results in {output} ({time.monotonic() - started_at:.0f}s; {removed / 2**20:.0f} MiB of "
+              "model copies removed from work/)")
     return 0
 
 
