@@ -281,6 +281,9 @@ def describe(trial: Trial) -> str:
     lines = [f"  {trial.label:<48} {trial.rps:7.1f} req/s  p50 {trial.p50_ms:6.1f} ms  "
              f"p99 {trial.p99_ms:6.1f} ms  errors {trial.errors}"]
     for model, stage in trial.stages.items():
+        if model == trial.spec.get("name"):
+            lines.append(f"      {model:<30} ensemble: {stage.compute_ms_per_request:6.2f} ms/req inside the server")
+            continue
         batches = ", ".join(f"{b}x{n}: {stage.compute_ms_per_batch[b]:.1f}ms" for b, n in sorted(stage.batches.items()))
         lines.append(f"      {model:<30} queue {stage.queue_ms:6.2f} ms/req  compute "
                      f"{stage.compute_ms_per_request:6.2f} ms/req  avg batch {stage.average_batch:4.1f}"
