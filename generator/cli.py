@@ -27,6 +27,7 @@ from .tritonserver import (
     failed_models,
     start_server,
 )
+from .tune import add_tune_subcommand
 from .update import (
     ADMIN_KEY_VARIABLE,
     UpdateError,
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
     add_update_subcommand(commands)
     add_envs_subcommands(commands)
+    add_tune_subcommand(commands)
     image = commands.add_parser("image", add_help=False,
                                 help="the local Triton container image: build | tag | dockerfile | lock "
                                      "(same as python -m generator.image)")

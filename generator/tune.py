@@ -411,7 +411,7 @@ def add_tune_subcommand(subparsers: Any) -> None:
     """Register `tritongen tune` on the CLI's subparsers."""
     parser = subparsers.add_parser(
         "tune", help="measure an ensemble on the real server and propose instances, batching, padding",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spec", help="spec name (models/<spec>.yaml)")
     parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec folder (default: models/)")
