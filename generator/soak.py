@@ -233,6 +233,7 @@ class SoakReport:
     valid_errors: list[str] = field(default_factory=list)
     valid_by_entry_point: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_by_entry_point: dict[str, dict[str, float]] = field(default_factory=dict)
     malformed: dict[str, CaseStats] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
     """Samples: t (s), server_kib, stubs_kib, stubs (count)."""
@@ -280,6 +281,12 @@ class SoakReport:
             lines.append(
                 f"| {label} | {case.sent} | {case.rejected_clearly} | {case.rejected_unclearly} "
                 f"| {case.accepted} | {example} |"
+            )
+        lines += ["", "| entry point | valid sent | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for name, latency in self.latency_by_entry_point.items():
+            lines.append(
+                f"| {name} | {self.valid_by_entry_point.get(name, 0)} | {latency['p50']:.0f} | {latency['p99']:.0f} "
+                f"| {latency['max']:.0f} |"
             )
         return "\n".join(lines)
 
@@ -342,6 +349,7 @@ def run_soak(
     report = SoakReport(duration_s, rate, malformed_share)
     report.malformed = {label: CaseStats() for label in MALFORMED}
     latencies: list[float] = []
+    latencies_by_point: dict[str, list[float]] = {}
     lock = threading.Lock()
     target_clients = threading.local()
 
@@ -371,6 +379,7 @@ def run_soak(
                     report.valid_errors.append(error)
             else:
                 latencies.append(1000 * (time.monotonic() - began))
+                latencies_by_point.setdefault(point.name, []).append(latencies[-1])
 
     def malformed(label: str, point: EntryPoint, protocol: str) -> None:
         send, keywords = MALFORMED[label]
@@ -431,6 +440,10 @@ def run_soak(
         "p50": _percentile(latencies, 0.5),
         "p99": _percentile(latencies, 0.99),
         "max": max(latencies, default=0.0),
+    }
+    report.latency_by_entry_point = {
+        name: {"p50": _percentile(values, 0.5), "p99": _percentile(values, 0.99), "max": max(values)}
+        for name, values in sorted(latencies_by_point.items())
     }
     report.memory_growth = memory_growth(report.memory, warmup_s if warmup_s is not None else duration_s / 5)
     try:
