@@ -210,6 +210,13 @@ def test_update_switches_the_default_version_without_losing_a_request(
     # Nothing changed since: a second update loads nothing.
     again = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
     assert again.ok and again.loaded == [] and again.unloaded == []
+    # The command line says the same; a wrong key is a clear error.
+    command = [sys.executable, "-m", "generator.cli", "update", "--repository", str(repository),
+               "--url", served.http_url, "--state", str(state_path(served))]
+    done = subprocess.run([*command, "--admin-key", ADMIN_KEY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "0 to load, 0 to unload" in done.stdout, done.stdout + done.stderr
+    done = subprocess.run([*command, "--admin-key", "x" * 20], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "restricted" in done.stderr and "--admin-key" in done.stderr, done.stderr
 
 
 # --- fault recovery ----------------------------------------------------------------------------
