@@ -12,11 +12,11 @@ import pytest
 from generator import conda_channel
 from generator.environments import CHANNELS_VARIABLE
 from generator.generate import GenerateOptions, generate
-from generator.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_server
+from generator.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
 
 from .assertions import Target
 
-READY_TIMEOUT_S = 300
+READY_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +43,8 @@ def server_process(generated_repository: Path, tmp_path_factory: pytest.TempPath
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository=generated_repository, ports=ServerPorts(http, grpc, metrics))
     workdir = tmp_path_factory.mktemp("server")
-    process = start_server(options, workdir)
+    process = start_ready_server(options, workdir, READY_TIMEOUT_S)
     try:
-        process.wait_ready(READY_TIMEOUT_S)
         yield process
     finally:
         code = process.stop()
