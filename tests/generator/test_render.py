@@ -98,5 +98,5 @@ def test_preprocessing_parameters_per_version() -> None:
     v1 = parsed["text_classifier_v1_pre"].parameters
     v2 = parsed["text_classifier_v2_pre"].parameters
     assert (v1["max_length"].string_value, v1["lowercase"].string_value) == ("128", "keep")
-    assert (v2["max_length"].string_value, v2["lowercase"].string_value) == ("32", "false")
+    assert (v2["max_length"].string_value, v2["lowercase"].string_value) == ("32", "true")
     assert v2["padding"].string_value == "buckets" and v2["buckets"].string_value == "8,16,32"
