@@ -78,7 +78,8 @@ def markdown(data: dict[str, Any]) -> str:
                    f"{r['rps']:.1f} | - | - | {data['cores']} | - | - | "
                    f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
                    f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |")
-    for c in data["cells"]:
+    order = {name: index for index, name in enumerate(dict.fromkeys(c["setting"] for c in data["cells"]))}
+    for c in sorted(data["cells"], key=lambda c: (c["system"], order[c["setting"]], c["protocol"], c["concurrency"])):
         ratio = f"{c['rps'] / sorted_limit:.2f}" if sorted_limit else "-"
         ratio_a = f"{c['rps'] / arrival_limit:.2f}" if arrival_limit else "-"
         errors = f" ({c['errors']} errors)" if c["errors"] else ""

@@ -174,11 +174,6 @@ def best_of(bench: Bench, label: str, candidates: list[Callable[[], Running]],
     return candidates[best]
 
 
-def run_http_cells(bench: Bench, running: Running, script: Path) -> None:
-    for concurrency in bench.profile.concurrency:
-        measure(bench, running, "http", concurrency, bench.profile.seconds, wrk_load(running, script))
-
-
 def baseline_check(bench: Bench, path: str = "/embed") -> Callable[[Running], None]:
     body = loadgen.plain_body(bench.texts[0])
     expected = bench.reference[0]  # type: ignore[index]
@@ -192,12 +187,11 @@ def baseline_check(bench: Bench, path: str = "/embed") -> Callable[[Running], No
     return check
 
 
-def bench_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[str, Callable[[], Running]]:
-    """S1, S2, S3: best setting of each, then every concurrency."""
+def choose_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[str, Callable[[], Running]]:
+    """S1, S2, S3: the best of a few settings each (short runs at the top concurrency)."""
     script = http_script(bench, "plain", lambda n: f"/embed/{n}", loadgen.plain_body)
     check = baseline_check(bench)
     wd, cores = bench.workdir, bench.cores
-    chosen: dict[str, Callable[[], Running]] = {}
     options: dict[str, list[Callable[[], Running]]] = {
         "S1": [lambda: start_s1(wd, cores, 4, 1), lambda: start_s1(wd, 1, 8, None),
                lambda: start_s1(wd, cores, 4, None), lambda: start_s1(wd, 2 * cores, 2, 1)],
@@ -206,15 +200,62 @@ def bench_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[s
         "S3": [lambda: start_s3(wd, repository, 1, ["minilm_embed_v1_model"]),
                lambda: start_s3(wd, repository, cores, ["minilm_embed_v1_model"])],
     }
-    for system, candidates in options.items():
-        if system not in systems:
-            continue
-        start = best_of(bench, system, candidates, check, script)
-        chosen[system] = start
-        with started(start()) as running:
-            check(running)
-            run_http_cells(bench, running, script)
-    return chosen
+    return {system: best_of(bench, system, candidates, check, script)
+            for system, candidates in options.items() if system in systems}
+
+
+Load = Callable[..., loadgen.LoadResult]
+
+
+def side_by_side(bench: Bench, chosen: dict[str, Callable[[], Running]],
+                 variants: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
+    """Every system up at once; each concurrency measured across all systems before the next.
+
+    Systems alternate order from one concurrency to the next, so that a drift of the
+    machine's background load does not favour the systems measured first.
+    """
+    plain = http_script(bench, "plain", lambda n: f"/embed/{n}", loadgen.plain_body)
+    kserve = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
+    data = loadgen.write_pa_data(bench.workdir / "pa_data.json", bench.texts)
+    expected = bench.reference[0]  # type: ignore[index]
+    check = baseline_check(bench)
+    entries: list[tuple[Running, list[tuple[str, Load]]]] = []
+    memory: dict[str, dict[str, float]] = {"rss_mb": {}, "pss_mb": {}}
+    try:
+        for system in ("S1", "S2", "S3"):
+            if system in chosen:
+                running = chosen[system]()
+                entries.append((running, [("http", wrk_load(running, plain))]))
+                check(running)
+        for index, (label, spec) in enumerate(variants):
+            repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
+            running = start_s4(bench.workdir, repository, ["minilm_embed"], label)
+            entries.append((running, [("http", wrk_load(running, kserve)),
+                                      ("grpc", pa_load(bench, running, "minilm_embed", data))]))
+            assert running.http_url is not None and running.grpc_url is not None
+            wait_answering(f"{running.http_url}/v2/models/minilm_embed/infer",
+                           loadgen.kserve_body(bench.texts[0]), expected)
+            cosine = grpc_check(running.grpc_url, "minilm_embed", bench.texts[0], expected)
+            bench.log(f"S4 answers correctly over HTTP and gRPC (cosine {cosine:.6f}) [{label}]")
+        idle = procstat.TreeSample(())
+        idle.start()
+        time.sleep(3)
+        idle.stop()
+        bench.notes.append(f"with every server up and idle, the machine was {idle.machine_cores:.2f} cores busy "
+                           "(other users' processes and idle servers)")
+        for step, concurrency in enumerate(bench.profile.concurrency):
+            for running, loads in entries if step % 2 == 0 else list(reversed(entries)):
+                for protocol, load in loads:
+                    measure(bench, running, protocol, concurrency, bench.profile.seconds, load)
+        for running, _ in entries:
+            if running.name == "S4":
+                pids = procstat.tree(running.roots[0])
+                memory["rss_mb"][running.setting] = procstat.rss_bytes(pids) / 2**20
+                memory["pss_mb"][running.setting] = procstat.pss_bytes(pids) / 2**20
+    finally:
+        for running, _ in entries:
+            stop(running)
+    return memory
 
 
 def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
@@ -248,31 +289,6 @@ def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
              f"delay {batching.get('max_queue_delay_us')} us, preferred {batching.get('preferred_batch_sizes')}")
     bench.log(f"tune picked: {label}")
     return label, best.spec
-
-
-def bench_s4(bench: Bench, variants: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
-    """Each spec variant: HTTP (wrk, KServe v2 JSON) and gRPC (perf_analyzer) cells."""
-    script = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
-    data = loadgen.write_pa_data(bench.workdir / "pa_data.json", bench.texts)
-    expected = bench.reference[0]  # type: ignore[index]
-    rss: dict[str, float] = {}
-    pss: dict[str, float] = {}
-    for index, (label, spec) in enumerate(variants):
-        repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
-        with started(start_s4(bench.workdir, repository, ["minilm_embed"], label)) as running:
-            assert running.http_url is not None and running.grpc_url is not None
-            wait_answering(f"{running.http_url}/v2/models/minilm_embed/infer",
-                           loadgen.kserve_body(bench.texts[0]), expected)
-            cosine = grpc_check(running.grpc_url, "minilm_embed", bench.texts[0], expected)
-            bench.log(f"S4 answers correctly over HTTP and gRPC (cosine {cosine:.6f}) [{label}]")
-            run_http_cells(bench, running, script)
-            for concurrency in bench.profile.concurrency:
-                measure(bench, running, "grpc", concurrency, bench.profile.seconds,
-                        pa_load(bench, running, "minilm_embed", data))
-            pids = procstat.tree(running.roots[0])
-            rss[label] = procstat.rss_bytes(pids) / 2**20
-            pss[label] = procstat.pss_bytes(pids) / 2**20
-    return {"rss_mb": rss, "pss_mb": pss}
 
 
 def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: set[str]) -> list[dict]:  # type: ignore[type-arg]
@@ -374,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         for result in limits:
             bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size}, {result.setting} "
                       f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
-    chosen = bench_baselines(bench, base, systems)
-    memory: dict[str, dict[str, float]] = {}
+    chosen = choose_baselines(bench, base, systems)
+    variants: list[tuple[str, dict]] = []  # type: ignore[type-arg]
     if "S4" in systems:
         variants = s4_variants(bench)
         if profile.tune and not args.no_tune:
@@ -384,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.notes.append(f"tritongen tune kept the shipped settings ({label})")
             else:
                 variants.append((label, tuned))
-        memory = bench_s4(bench, variants)
+    memory = side_by_side(bench, chosen, variants)
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 
     data = {"profile": asdict(profile), "cores": cores, "host": platform.node(),

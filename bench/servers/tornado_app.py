@@ -90,9 +90,13 @@ def main() -> None:
     parser.add_argument("--triton-grpc", help="S3: 127.0.0.1:PORT")
     args = parser.parse_args()
 
-    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
     if args.processes > 1:
+        # Each process binds its own SO_REUSEPORT socket: the kernel spreads connections evenly
+        # (one shared socket lets the first process to wake accept most of them).
         tornado.process.fork_processes(args.processes)
+        sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1", reuse_port=True)
+    else:
+        sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
     tokenizer = _tokenizer(args.tokenizer)
     kwargs: dict[str, Any] = {"tokenizer": tokenizer}
     if args.system == "s2":
