@@ -154,6 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("stopping tritonserver ...", flush=True)
         return 0
     finally:
+        # A second Ctrl-C / SIGTERM must not interrupt the shutdown and orphan the server.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if watchdog is not None:
             watchdog.stop()
         code = server.stop()

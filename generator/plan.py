@@ -19,7 +19,8 @@ under 0.1 core per 100 req/s); the online inference model gets I instances x T i
 threads with I x T <= C - P, so that one busy ensemble stays within the budget (below 8
 cores, where P would take a whole core from inference for a twentieth of one, the
 preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. The bulk
-model gets one instance with C // 2 threads (only busy during bulk jobs). Every other thread
+model gets one instance with C // 2 threads at niceness 10 (only busy during bulk jobs, and
+then yielding the CPU to online instances under contention). Every other thread
 pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is set to 1
 explicitly (`tritonserver.server_environment`, the backends' config parameters) instead of
 the libraries' one-thread-per-core defaults.
@@ -41,6 +42,12 @@ INFERENCE_BACKENDS: dict[TargetName, dict[str, str]] = {
     "ngc": {"onnx": "onnxruntime", "torchscript": "pytorch"},
 }
 """Backend per target and format. `local` uses this project's Python-based backends."""
+
+
+BULK_NICE = 10
+"""Niceness of the bulk model's instances: under contention the kernel gives online instances
+the CPU first (honoured by the local Python-based backends; Triton's native backends have no
+such setting)."""
 
 
 class PlanError(ValueError):
@@ -86,6 +93,8 @@ class InferencePlan:
     instances: int
     threads: int
     artifact_file: str
+    nice: int = 0
+    """Scheduling niceness of the instance processes (the bulk model yields CPU to online)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
 
 def _inference_plan(
     spec: ModelSpec, version: Version, name: str, batching: Batching, instances: int,
-    threads: int, target: TargetName,
+    threads: int, target: TargetName, nice: int = 0,
 ) -> InferencePlan:
     fmt = version.model.format
     if spec.kind == "classifier" and fmt != "onnx":
@@ -194,6 +203,7 @@ def _inference_plan(
         instances=instances,
         threads=threads,
         artifact_file="model.onnx" if fmt == "onnx" else "model.pt",
+        nice=nice,
     )
 
 
@@ -224,7 +234,8 @@ def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
         )
         if version.version == spec.default_version:
             bulk = _inference_plan(
-                spec, version, f"{base}_model_bulk", spec.bulk_batching, 1, cpu.bulk_threads, target
+                spec, version, f"{base}_model_bulk", spec.bulk_batching, 1, cpu.bulk_threads, target,
+                nice=BULK_NICE,
             )
             inference.append(bulk)
             ensembles.append(

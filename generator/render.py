@@ -81,16 +81,16 @@ def inference_config(plan: InferencePlan, target: str) -> mc.ModelConfig:
     batching.max_queue_delay_microseconds = plan.batching.max_queue_delay_us
     config.default_model_filename = plan.artifact_file
     if plan.format == "onnx":
-        _parameters(config, {
-            "intra_op_thread_count": str(plan.threads),
-            "inter_op_thread_count": "1",
-        })
+        parameters = {"intra_op_thread_count": str(plan.threads), "inter_op_thread_count": "1"}
     else:
-        _parameters(config, {
+        parameters = {
             "INTRA_OP_THREAD_COUNT": str(plan.threads),
             "INTER_OP_THREAD_COUNT": "1",
             "DISABLE_OPTIMIZED_EXECUTION": "false",
-        })
+        }
+    if plan.nice:
+        parameters["process_nice"] = str(plan.nice)
+    _parameters(config, parameters)
     return config
 
 

@@ -404,6 +404,15 @@ def _startup_finished(log: str) -> bool:
     )
 
 
+def _terminate_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the starting process dies (Linux), so that a
+    killed `tritongen serve` or test run never leaves an orphaned server behind."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_server(
     options: ServerOptions,
     workdir: Path,
@@ -421,6 +430,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         env=server_environment(extra_pythonpath),
         start_new_session=True,
+        preexec_fn=_terminate_with_parent,
     )
     log_file.close()
     return TritonProcess(process, log_path, options)

@@ -26,6 +26,9 @@ class TritonPythonModel:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
+        nice = int(_parameter(config, "process_nice", "0"))
+        if nice:
+            os.nice(nice)  # a bulk instance yields the CPU to online instances under contention
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
         options = ort.SessionOptions()
