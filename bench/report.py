@@ -105,6 +105,19 @@ def markdown(data: dict[str, Any]) -> str:
                        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_cores']:.2f} | "
                        f"{r['rss_mb']:.0f} | {r['pss_mb']:.0f} | {r['threads']} | {r['processes']} | "
                        f"{r['load_s']:.0f} |")
+        for r in data["many"]:
+            queues = r.get("queues")
+            if queues:
+                names = [k for k in queues if not k.endswith("_requests")]
+                total = sum(queues[f"{n}_requests"] for n in names) or 1
+                parts = [f"{n} {queues[f'{n}_requests'] / total:.0%} of requests, queue {queues[n]:.1f} ms"
+                         for n in names[:3]]
+                rest = names[3:]
+                if rest:
+                    mean = sum(queues[n] * queues[f"{n}_requests"] for n in rest) / max(
+                        1, sum(queues[f"{n}_requests"] for n in rest))
+                    parts.append(f"the other {len(rest)}: queue {mean:.1f} ms")
+                out.append(f"\n{r['system']} inference queues (Triton statistics, whole run): " + "; ".join(parts))
         memory = data.get("s4_memory") or {}
         s4 = next((r for r in data["many"] if r["system"] == "S4"), None)
         if memory and s4 and s4["models"] > 1:

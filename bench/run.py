@@ -326,11 +326,29 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
             load_s = time.monotonic() - began
             cell = measure(bench, running, "http", top, bench.profile.seconds,
                            wrk_load(running, script), record=False)
-            rows.append({"system": system, "models": count, "setting": running.setting,
-                         "load_s": load_s, **asdict(cell)})
+            row = {"system": system, "models": count, "setting": running.setting, "load_s": load_s,
+                   **asdict(cell)}
+            if running.triton is not None:
+                row["queues"] = inference_queues(running.triton.http_url, names)
+            rows.append(row)
         finally:
             stop(running)
     return rows
+
+
+def inference_queues(http_url: str, names: list[str]) -> dict[str, float]:
+    """Mean queue wait (ms per request) and requests of each copy's inference model, from Triton's
+    statistics: shows whether the hottest models wait while the others idle."""
+    from generator.tune import model_stats
+
+    queues = {}
+    for name in names:
+        stats = model_stats(http_url, f"{name}_v1_model")
+        count = int(stats["inference_count"])
+        queue_ns = int(stats["inference_stats"]["queue"]["ns"])
+        queues[name] = queue_ns / count / 1e6 if count else 0.0
+        queues[f"{name}_requests"] = count
+    return queues
 
 
 def _s3_processes(bench: Bench) -> int:
