@@ -120,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_verbose=args.log_verbose,
         admin_key=key,
         strict_readiness=args.strict,
+        cpu_budget=recorded_cores(repository),
     )
     index = content_index(repository)
     workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))

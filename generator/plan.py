@@ -24,6 +24,11 @@ then yielding the CPU to online instances under contention). Every other thread
 pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is set to 1
 explicitly (`tritonserver.server_environment`, the backends' config parameters) instead of
 the libraries' one-thread-per-core defaults.
+
+With `instances.rate_limit`, each inference instance also declares its threads as units of
+the `cpu` resource of Triton's rate limiter, and the server (started with the budget) runs
+at most C threads of inference at once across all models: the budget holds for a whole
+repository of models, not only for one busy ensemble.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class InferencePlan:
     artifact_file: str
     nice: int = 0
     """Scheduling niceness of the instance processes (the bulk model yields CPU to online)."""
+    rate_limit: bool = False
+    """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,7 @@ def _inference_plan(
         threads=threads,
         artifact_file="model.onnx" if fmt == "onnx" else "model.pt",
         nice=nice,
+        rate_limit=spec.instances.rate_limit,
     )
 
 

@@ -27,6 +27,8 @@ HEADER = (
     " Do not edit.\n"
 )
 TRITON_VERSION_DIR = "1"
+RATE_LIMIT_RESOURCE = "cpu"
+"""Rate-limiter resource of inference instances (`instances.rate_limit`), one unit per thread."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def inference_config(plan: InferencePlan, target: str) -> mc.ModelConfig:
         _tensor(config.output.add(), tensor)
     group = config.instance_group.add(count=plan.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     group.name = f"{plan.name}_cpu"
+    if plan.rate_limit:
+        group.rate_limiter.resources.add(name=RATE_LIMIT_RESOURCE, count=plan.threads)
     batching = config.dynamic_batching
     batching.preferred_batch_size.extend(plan.batching.preferred_batch_sizes)
     batching.max_queue_delay_microseconds = plan.batching.max_queue_delay_us

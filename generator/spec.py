@@ -210,6 +210,11 @@ class Instances(StrictModel):
     model: int | Literal["auto"] = "auto"
     model_threads: int | Literal["auto"] = "auto"
     """Intra-op threads of each inference instance."""
+    rate_limit: bool = False
+    """Declare each inference instance's threads as `cpu` resources of Triton's rate limiter:
+    a server started with a CPU budget (`ServerOptions.cpu_budget`) then runs at most that
+    many threads of inference at once across all models, in arrival order, instead of
+    letting the OS time-slice every instance of every model (many models on one server)."""
 
     @field_validator("preprocess", "model", "model_threads")
     @classmethod

@@ -194,6 +194,8 @@ class ServerOptions:
     """Key required by the RESTRICTED_APIS (header ADMIN_HEADER); None leaves them open."""
     strict_readiness: bool = True
     """`/v2/health/ready` only when every model loaded; False: ready once serving."""
+    cpu_budget: int | None = None
+    """Cores of the rate limiter's `cpu` resource (models with `instances.rate_limit`); None: off."""
 
 
 def check_admin_key(key: str) -> str:
@@ -221,6 +223,13 @@ def repository_models(repository: Path) -> list[str]:
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
+def rate_limited(repository: Path) -> bool:
+    """True if a model config of the repository declares rate-limiter resources."""
+    with contextlib.suppress(OSError):
+        return any("rate_limiter" in c.read_text(encoding="utf-8") for c in repository.glob("*/config.pbtxt"))
+    return False
+
+
 def server_command(
     options: ServerOptions, backend_directory: Path, install: TritonInstall | None = None
 ) -> list[str]:
@@ -246,6 +255,8 @@ def server_command(
     if options.admin_key is not None:
         restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(options.admin_key)}"
         command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    if options.cpu_budget and rate_limited(options.repository):
+        command += ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{options.cpu_budget}"]
     models = options.models or repository_models(options.repository)
     if models:
         command += [f"--load-model={name}" for name in models]

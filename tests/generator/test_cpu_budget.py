@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from generator.plan import plan_cpu
@@ -46,3 +48,23 @@ def test_thread_pools_are_set_explicitly(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("OMP_NUM_THREADS", "16")
     env = server_environment()
     assert all(env[variable] == "1" for variable in THREAD_VARIABLES)
+
+
+def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path) -> None:
+    from generator.plan import plan_repository
+    from generator.render import render_repository
+    from generator.tritonserver import ServerOptions, server_command
+
+    spec = parse_spec(SPEC + "instances: {model: 2, model_threads: 1, rate_limit: true}\n", "m.yaml")
+    files = {f.path: f.text for f in render_repository(plan_repository([spec], "local", 2))}
+    online = files["m_v1_model/config.pbtxt"]
+    assert 'rate_limiter {\n    resources {\n      name: "cpu"\n      count: 1' in online
+    assert "rate_limiter" not in files["m_v1_pre/config.pbtxt"]  # tokenization is not limited
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    command = server_command(ServerOptions(tmp_path, models=("m",), cpu_budget=2), tmp_path / "backends")
+    assert "--rate-limit=execution_count" in command and "--rate-limit-resource=cpu:2" in command
+    plain = parse_spec(SPEC, "m.yaml")
+    files = {f.path: f.text for f in render_repository(plan_repository([plain], "local", 2))}
+    assert all("rate_limiter" not in text for text in files.values())
