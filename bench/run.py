@@ -295,12 +295,16 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
     """N copies of the model under a Zipf mix: S1 (LRU 8), S3 and S4 at the top concurrency."""
     count, top = bench.profile.many_models, max(bench.profile.concurrency)
     names = [f"copy{i:02d}" for i in range(count)]
-    specs = []
+    specs, limited = [], []
     for name in names:
         spec = spec_dict("minilm_embed")
         spec["name"] = name
         specs.append(spec)
+        spec = copy.deepcopy(spec)
+        spec.setdefault("instances", {})["rate_limit"] = True
+        limited.append(spec)
     repository = make_repository(bench.workdir / "many", specs, bench.cores)
+    rate_limited = make_repository(bench.workdir / "many-rate-limited", limited, bench.cores)
     plain = http_script(bench, "many_plain", lambda n: f"/embed/{n}", loadgen.plain_body, names)
     kserve = http_script(bench, "many_kserve", lambda n: f"/v2/models/{n}/infer",
                          loadgen.kserve_body, names)
@@ -314,8 +318,13 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
         s3_processes = _s3_processes(bench)
         starts.append(("S3", lambda: start_s3(bench.workdir, repository, s3_processes, models),
                        plain, f"/embed/{names[0]}"))
+        starts.append(("S3", lambda: _renamed(start_s3(bench.workdir, rate_limited, s3_processes, models),
+                                              " (instances.rate_limit)"), plain, f"/embed/{names[0]}"))
     if "S4" in systems:
         starts.append(("S4", lambda: start_s4(bench.workdir, repository, names, f"{count} ensembles"),
+                       kserve, f"/v2/models/{names[0]}/infer"))
+        starts.append(("S4", lambda: start_s4(bench.workdir, rate_limited, names,
+                                              f"{count} ensembles, instances.rate_limit"),
                        kserve, f"/v2/models/{names[0]}/infer"))
     for system, start, script, path in starts:
         body = loadgen.kserve_body(bench.texts[0]) if system == "S4" else loadgen.plain_body(bench.texts[0])
@@ -349,6 +358,11 @@ def inference_queues(http_url: str, names: list[str]) -> dict[str, float]:
         queues[name] = queue_ns / count / 1e6 if count else 0.0
         queues[f"{name}_requests"] = count
     return queues
+
+
+def _renamed(running: Running, suffix: str) -> Running:
+    running.setting += suffix
+    return running
 
 
 def _s3_processes(bench: Bench) -> int:

@@ -139,9 +139,12 @@ def start_s2(workdir: Path, repository: Path, processes: int, torch_threads: int
 
 
 def start_triton(workdir: Path, repository: Path, models: Sequence[str]) -> TritonProcess:
+    """tritonserver over `repository`, started with the CPU budget (used by `rate_limit` specs)."""
+    from generator.plan import detected_cores
+
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics),
-                            models=tuple(models))
+                            models=tuple(models), cpu_budget=detected_cores())
     folder = workdir / f"triton-{http}"
     folder.mkdir(parents=True, exist_ok=True)
     server = start_server(options, folder)
@@ -157,7 +160,8 @@ def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[s
     """Tornado tokenizes, awaits Triton's inference models (gRPC, asyncio)."""
     triton = start_triton(workdir, repository, models)
     url, process = start_tornado(workdir, "s3", processes, ["--triton-grpc", triton.grpc_url])
-    setting = f"tornado {processes} processes -> triton " + ",".join(models)[:60]
+    setting = f"tornado {processes} processes -> triton " + (
+        models[0] if len(models) == 1 else f"{len(models)} inference models")
     return Running("S3", setting, url, roots=[triton.process.pid, process.pid],
                    processes=[process], triton=triton)
 
