@@ -13,7 +13,8 @@ over, in order:
    largest batch the model formed under load),
 
 keeping at each step the candidate with the highest throughput whose p99 meets the bound
-(else the lowest p99). `--write` puts the winner into the spec YAML.
+(else the lowest p99); a candidate replaces the current best only when more than 5% better.
+`--write` puts the winner into the spec YAML.
 """
 
 from __future__ import annotations
@@ -291,14 +292,21 @@ def describe(trial: Trial) -> str:
     return "\n".join(lines)
 
 
+MARGIN = 0.05
+"""A challenger must beat the incumbent by this fraction: closer results are measurement noise."""
+
+
 def better(a: Trial, b: Trial, bound_ms: float) -> Trial:
-    """The goal: highest throughput with p99 within the bound, else the lowest p99."""
+    """The goal: highest throughput with p99 within the bound, else the lowest p99.
+
+    `a` is the incumbent: it stays unless `b` is better by more than MARGIN.
+    """
     a_ok, b_ok = a.p99_ms <= bound_ms and not a.errors, b.p99_ms <= bound_ms and not b.errors
     if a_ok != b_ok:
         return a if a_ok else b
     if a_ok:
-        return a if a.rps >= b.rps else b
-    return a if a.p99_ms <= b.p99_ms else b
+        return b if b.rps > a.rps * (1 + MARGIN) else a
+    return b if b.p99_ms < a.p99_ms * (1 - MARGIN) else a
 
 
 def preferred_sizes(stage: StageStats, max_batch: int) -> tuple[int, ...]:

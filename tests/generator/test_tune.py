@@ -58,6 +58,7 @@ def test_goal_prefers_throughput_within_the_bound() -> None:
     assert better(fast_slow, slow_ok, 200) is slow_ok
     assert better(slow_ok, fast_ok, 200) is fast_ok
     assert better(fast_slow, Trial("d", {}, rps=300, p99_ms=500), 200).label == "d"  # lowest p99
+    assert better(fast_ok, Trial("e", {}, rps=155, p99_ms=150), 200) is fast_ok  # within noise
 
 
 def test_settings_make_a_valid_spec() -> None:
