@@ -51,6 +51,7 @@ class StageStats:
     queue_ms: float = 0.0
     """Mean queue wait per request."""
     compute_ms_per_request: float = 0.0
+    """Execution time per request: the time of each execution divided among its batch."""
     compute_ms_per_batch: dict[int, float] = field(default_factory=dict)
     """Batch size -> mean compute time of one execution of that size."""
     batches: dict[int, int] = field(default_factory=dict)
@@ -186,6 +187,10 @@ def stage_delta(before: dict[str, Any], after: dict[str, Any]) -> StageStats:
                     for k in ("compute_input", "compute_infer", "compute_output"))
         stage.batches[size] = count
         stage.compute_ms_per_batch[size] = total / count / 1e6
+    if stage.batches and requests:
+        # inference_stats charge each request its whole batch's time; batch_stats do not.
+        stage.compute_ms_per_request = sum(
+            n * stage.compute_ms_per_batch[b] for b, n in stage.batches.items()) / requests
     return stage
 
 
