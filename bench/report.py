@@ -151,7 +151,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 6))
+    figure, axes = plt.subplots(figsize=(13, 6))
     series: dict[str, list[dict[str, Any]]] = {}
     for c in data["cells"]:
         series.setdefault(f"{c['system']} {c['protocol']} ({c['setting'][:40]})", []).append(c)
@@ -168,6 +168,6 @@ def plot(data: dict[str, Any], path: Path) -> None:
     axes.set_xlabel("p99 latency (ms, log)")
     axes.set_ylabel("throughput (req/s)")
     axes.set_title(f"minilm_embed on {data['cores']} cores: throughput vs p99")
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
