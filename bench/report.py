@@ -154,7 +154,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(13, 6))
     series: dict[str, list[dict[str, Any]]] = {}
     for c in data["cells"]:
-        series.setdefault(f"{c['system']} {c['protocol']} ({c['setting'][:40]})", []).append(c)
+        series.setdefault(f"{c['system']} {c['protocol']} ({c['setting'][:70]})", []).append(c)
     for label, cells in series.items():
         cells.sort(key=lambda c: c["concurrency"])
         axes.plot([c["p99_ms"] for c in cells], [c["rps"] for c in cells], marker="o", label=label)
