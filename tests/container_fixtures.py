@@ -34,7 +34,7 @@ import pytest
 
 from generator.dockerd import DockerEngine, DockerUnavailable, ensure_engine
 from generator.image import CONTAINER_REPOSITORY, NGC_IMAGE, build_image, container_command
-from generator.tritonserver import load_errors
+from generator.tritonserver import load_errors, repository_models
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -177,7 +177,8 @@ def run_triton_container(
 
     container = (
         DockerContainer(image)
-        .with_command(container_command(models, log_verbose=log_verbose))
+        # The model folders of the host's copy: `*` would also try the shared `_envs/` folder.
+        .with_command(container_command(models or repository_models(repository), log_verbose=log_verbose))
         .with_volume_mapping(str(repository.resolve()), str(CONTAINER_REPOSITORY), "ro")
         .with_exposed_ports(8000, 8001, 8002)
         .with_kwargs(shm_size=shm_size, labels={"tritongen.test": "container"})
