@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from generator.plan import detected_cores
+from generator.pipeline.plan import detected_cores
 
 from . import corpus, limit, loadgen, procstat, report
 from .systems import (
@@ -269,7 +269,7 @@ def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-ar
 
 def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
     """Run `tritongen tune` on the bench corpus at the top concurrency; its best spec is a variant."""
-    from generator.tune import TuneOptions, describe, tune
+    from generator.serving.tune import TuneOptions, describe, tune
 
     folder = bench.workdir / "tune"
     folder.mkdir(parents=True, exist_ok=True)
@@ -348,7 +348,7 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
 def inference_queues(http_url: str, names: list[str]) -> dict[str, float]:
     """Mean queue wait (ms per request) and requests of each copy's inference model, from Triton's
     statistics: shows whether the hottest models wait while the others idle."""
-    from generator.tune import model_stats
+    from generator.serving.tune import model_stats
 
     queues = {}
     for name in names:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from generator.generate import GenerateOptions, generate
-from generator.tritonserver import (
+from generator.pipeline.generate import GenerateOptions, generate
+from generator.serving.tritonserver import (
     ServerOptions,
     ServerPorts,
     TritonProcess,
@@ -140,7 +140,7 @@ def start_s2(workdir: Path, repository: Path, processes: int, torch_threads: int
 
 def start_triton(workdir: Path, repository: Path, models: Sequence[str]) -> TritonProcess:
     """tritonserver over `repository`, started with the CPU budget (used by `rate_limit` specs)."""
-    from generator.plan import detected_cores
+    from generator.pipeline.plan import detected_cores
 
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics),

@@ -12,13 +12,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from .artifacts import ArtifactError
-from .checks import CheckError
-from .environments import CHANNELS_VARIABLE, EnvironmentBuildError, EnvironmentSpecError, add_envs_subcommands
-from .generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
-from .plan import TARGETS, PlanError
-from .spec import SpecError
-from .tritonserver import (
+from generator.environments.build import (
+    CHANNELS_VARIABLE,
+    EnvironmentBuildError,
+    EnvironmentSpecError,
+    add_envs_subcommands,
+)
+from generator.pipeline.artifacts import ArtifactError
+from generator.pipeline.checks import CheckError
+from generator.pipeline.generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
+from generator.pipeline.plan import TARGETS, PlanError
+from generator.pipeline.spec import SpecError
+from generator.serving.tritonserver import (
     ServerOptions,
     ServerPorts,
     TritonServerError,
@@ -27,8 +32,8 @@ from .tritonserver import (
     failed_models,
     start_server,
 )
-from .tune import add_tune_subcommand
-from .update import (
+from generator.serving.tune import add_tune_subcommand
+from generator.serving.update import (
     ADMIN_KEY_VARIABLE,
     UpdateError,
     add_update_subcommand,
@@ -36,7 +41,7 @@ from .update import (
     generate_admin_key,
     record_loaded,
 )
-from .watchdog import StubWatchdog
+from generator.serving.watchdog import StubWatchdog
 
 USER_ERRORS = (
     SpecError, PlanError, CheckError, ArtifactError, TritonServerError, UpdateError,
@@ -165,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from .image import main as image_main
+    from generator.containers.image import main as image_main
 
     return image_main(args.arguments)
 
@@ -219,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_subcommand(commands)
     image = commands.add_parser("image", add_help=False,
                                 help="the local Triton container image: build | tag | dockerfile | lock "
-                                     "(same as python -m generator.image)")
+                                     "(same as python -m generator.containers.image)")
     image.add_argument("arguments", nargs=argparse.REMAINDER)
     image.set_defaults(func=_cmd_image)
     return parser

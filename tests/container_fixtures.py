@@ -11,7 +11,7 @@ Import the fixtures into a test module (or a conftest):
   engine answers and none can be started.
 - `triton_image` is `$TRITONGEN_TEST_IMAGE` as is (e.g. `nvcr.io/nvidia/tritonserver:24.10-py3`
   for users with registry access; pair it with `TRITONGEN_TEST_TARGET=ngc`), otherwise the
-  local image, built by `generator.image.build_image` when its inputs changed.
+  local image, built by `generator.containers.image.build_image` when its inputs changed.
 - `run_triton_container(image, repository)` starts tritonserver with the repository mounted
   read-only at /models, shared memory of 256 MB and ports 8000-8002 published, and waits for
   `/v2/health/ready` (the container log is printed when it does not get ready).
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from generator.dockerd import DockerEngine, DockerUnavailable, ensure_engine
-from generator.image import CONTAINER_REPOSITORY, NGC_IMAGE, build_image, container_command
-from generator.tritonserver import load_errors, repository_models
+from generator.containers.image import CONTAINER_REPOSITORY, NGC_IMAGE, build_image, container_command
+from generator.serving.tritonserver import load_errors, repository_models
+from tests.dockerd import DockerEngine, DockerUnavailable, ensure_engine
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -171,7 +171,7 @@ def run_triton_container(
     """Serve `repository` (mounted read-only at /models) in `image` until the block ends.
 
     Needs the environment `docker_engine` sets up. The command is the one the deploy files
-    use (`generator.image.container_command`), valid for the local image and NVIDIA's.
+    use (`generator.containers.image.container_command`), valid for the local image and NVIDIA's.
     """
     from testcontainers.core.container import DockerContainer
 

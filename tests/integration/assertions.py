@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from generator.tritonserver import PROJECT_ROOT
+from generator.serving.tritonserver import PROJECT_ROOT
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

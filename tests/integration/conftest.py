@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from generator import conda_channel
-from generator.environments import CHANNELS_VARIABLE
-from generator.generate import GenerateOptions, generate
-from generator.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+from generator.environments import channel as conda_channel
+from generator.environments.build import CHANNELS_VARIABLE
+from generator.pipeline.generate import GenerateOptions, generate
+from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
 
 from .assertions import Target
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main
-from generator.generate import PROJECT_ROOT
+from generator.pipeline.generate import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 

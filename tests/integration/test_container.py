@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.deploy import render_deploy_files
-from generator.dockerd import DockerEngine
-from generator.environments import BuiltEnvironment
-from generator.generate import GenerateOptions, generate
-from generator.tritonserver import ServerPorts, free_ports
+from generator.containers.deploy import render_deploy_files
+from generator.environments.build import BuiltEnvironment
+from generator.pipeline.generate import GenerateOptions, generate
+from generator.serving.tritonserver import ServerPorts, free_ports
 from tests.container_fixtures import (  # noqa: F401  (fixtures)
     TritonContainer,
     container_target,
@@ -32,6 +31,7 @@ from tests.container_fixtures import (  # noqa: F401  (fixtures)
     run_triton_container,
     triton_image,
 )
+from tests.dockerd import DockerEngine
 
 from . import assertions, test_serving
 from .assertions import Target

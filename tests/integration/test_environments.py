@@ -20,9 +20,10 @@ from typing import Protocol
 import numpy as np
 import pytest
 
-from generator import conda_channel, environments
-from generator.environments import BuiltEnvironment, build_environment, unpack_environment
-from generator.tritonserver import (
+from generator.environments import build as environments
+from generator.environments import channel as conda_channel
+from generator.environments.build import BuiltEnvironment, build_environment, unpack_environment
+from generator.serving.tritonserver import (
     ServerOptions,
     ServerPorts,
     TritonProcess,

@@ -27,8 +27,8 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from generator.generate import DEFAULT_SPECS, GenerateOptions, generate
-from generator.tritonserver import (
+from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.serving.tritonserver import (
     GRPC_ADMIN_HEADER,
     PROJECT_ROOT,
     ServerOptions,
@@ -37,8 +37,8 @@ from generator.tritonserver import (
     free_ports,
     start_server,
 )
-from generator.update import content_index, record_loaded, update
-from generator.watchdog import StubWatchdog, stub_processes
+from generator.serving.update import content_index, record_loaded, update
+from generator.serving.watchdog import StubWatchdog, stub_processes
 
 from .conftest import READY_TIMEOUT_S
 

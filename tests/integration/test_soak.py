@@ -1,6 +1,6 @@
 """A short soak (issue 6) in CI: mixed valid and 10% malformed traffic on a real tritonserver.
 
-The full 10-minute soak is `python -m generator.soak` (report under bench/results/).
+The full 10-minute soak is `python -m bench.soak` (report under bench/results/).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.soak import MALFORMED, SoakReport, Target, run_soak
-from generator.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_server
-from generator.watchdog import StubWatchdog
+from bench.soak import MALFORMED, SoakReport, Target, run_soak
+from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_server
+from generator.serving.watchdog import StubWatchdog
 
 from .assertions import BAD_REQUESTS
 from .conftest import READY_TIMEOUT_S

@@ -1,0 +1,1 @@
+"""Containers and deployment: the local Triton image and the generated deploy files."""

@@ -1,0 +1,1 @@
+"""Execution environments: conda specs solved, installed and packed per model version; the offline channel."""

@@ -1,0 +1,1 @@
+"""The pipeline: spec -> plan -> artifacts -> render -> checks -> atomic write."""

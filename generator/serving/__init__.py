@@ -1,0 +1,1 @@
+"""Serving operations: the embedded tritonserver, zero-downtime updates, the stub watchdog, tuning."""

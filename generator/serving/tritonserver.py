@@ -1,0 +1,479 @@
+"""The embedded tritonserver: locate it, assemble its backend folder, run it with timeouts.
+
+The `nvidia-pytriton` wheel bundles a real tritonserver 2.51 with only the python backend.
+Its own backend folder lacks a stub, so `assemble_backend_directory` builds one (see
+../shared/FACTS.md): `python/` with a *copy* of `libtriton_python.so` (a symlink is refused),
+a *symlink* to the stub of the server's Python (the stub's RPATH is relative to its original
+location) and `triton_python_backend_utils.py`; next to it, every Python-based backend of the
+project's `backends/triton/` folder (`<name>/model.py`).
+
+This one function is shared by `tritongen serve`, the integration tests and the container
+image build, so that all three serve the repository with the same backend folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator import PROJECT_ROOT  # noqa: E402
+
+PYTHON_BACKENDS_DIR = PROJECT_ROOT / "backends" / "triton"
+PREPROCESSING_PACKAGES = (PROJECT_ROOT / "backends" / "textprep",)
+"""Source folders of the preprocessing packages, importable by stubs without an environment."""
+STUB_PYTHON = "3.11"
+"""Python minor version of the stub the embedded server uses (the project's Python)."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
+"""Thread-pool sizes set to 1 in every stub (the backends size their own pools from configs)."""
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+"""APIs that need the admin key (HTTP and gRPC); clients keep inference, health and metadata."""
+ADMIN_HEADER = "admin-key"
+"""HTTP header carrying the admin key."""
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+"""gRPC metadata key carrying the admin key (Triton prefixes the configured key)."""
+ADMIN_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+
+
+class TritonServerError(RuntimeError):
+    """The server could not be found, started, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the pieces of the embedded tritonserver live."""
+
+    root: Path
+    """`<site-packages>/pytriton/tritonserver`."""
+
+    @property
+    def server_binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def python_backend_library(self) -> Path:
+        return self.root / "backends" / "python" / "libtriton_python.so"
+
+    @property
+    def python_backend_utils(self) -> Path:
+        return self.root / "backends" / "python" / "triton_python_backend_utils.py"
+
+    def stub(self, python_minor: str = STUB_PYTHON) -> Path:
+        return self.root / "python_backend_stubs" / python_minor / "triton_python_backend_stub"
+
+    @property
+    def libs_dir(self) -> Path:
+        """The wheel's bundled shared libraries (`nvidia_pytriton.libs`)."""
+        return self.root.parent.parent / "nvidia_pytriton.libs"
+
+
+def find_triton() -> TritonInstall:
+    """Locate the tritonserver bundled with the installed `nvidia-pytriton` wheel."""
+    try:
+        import pytriton  # type: ignore[import-untyped]
+    except ImportError as error:
+        raise TritonServerError(
+            "the embedded tritonserver needs the `nvidia-pytriton==0.7.0` wheel: pip install -e ."
+        ) from error
+    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    install = TritonInstall(root)
+    for needed in (install.server_binary, install.python_backend_library, install.stub()):
+        if not needed.exists():
+            raise TritonServerError(f"incomplete nvidia-pytriton install: {needed} is missing")
+    return install
+
+
+def assemble_backend_directory(
+    destination: Path,
+    install: TritonInstall | None = None,
+    python_backends: Path = PYTHON_BACKENDS_DIR,
+    copy_stub: bool = False,
+) -> Path:
+    """Create a `--backend-directory` for the embedded server at `destination`.
+
+    `copy_stub=True` copies the stub instead of linking it; the copy then only works when
+    placed at the same folder depth relative to `nvidia_pytriton.libs` (container images
+    that install the wheel at the same layout do not need this).
+    """
+    install = install or find_triton()
+    python_dir = destination / "python"
+    if destination.exists():
+        shutil.rmtree(destination)
+    python_dir.mkdir(parents=True)
+    shutil.copy2(install.python_backend_library, python_dir / "libtriton_python.so")
+    if install.python_backend_utils.exists():
+        shutil.copy2(install.python_backend_utils, python_dir / "triton_python_backend_utils.py")
+    stub_target = python_dir / "triton_python_backend_stub"
+    if copy_stub:
+        shutil.copy2(install.stub(), stub_target)
+    else:
+        stub_target.symlink_to(install.stub())
+    for backend in sorted(python_backends.iterdir()):
+        if (backend / "model.py").is_file():
+            shutil.copytree(backend, destination / backend.name, ignore=_ignore_caches)
+    return destination
+
+
+def _ignore_caches(_folder: str, names: list[str]) -> list[str]:
+    return [name for name in names if name == "__pycache__"]
+
+
+def server_environment(extra_pythonpath: Sequence[Path] = ()) -> dict[str, str]:
+    """Environment for the server process.
+
+    The stub links the system's `libpython3.11` and embeds Python with an *isolated* config
+    (pybind11, `PyConfig_InitIsolatedConfig`): it ignores PYTHONPATH and finds its prefix by
+    looking up `python3` on PATH (verified with 2.51). So this interpreter's bin folder goes
+    first on PATH: models without an environment then import this venv's packages (numpy,
+    onnxruntime, torch, tokenizers). Models with EXECUTION_ENV_PATH are unaffected: the
+    environment's `bin/activate` puts its own `python3` first. PYTHONPATH is kept for tools
+    only. Thread pools default to one thread per core in every process; the backends set
+    their own counts from the model config, so the defaults here are 1.
+    """
+    env = dict(os.environ)
+    interpreter_bin = Path(sys.executable).parent
+    if (interpreter_bin / "python3").exists():
+        env["PATH"] = os.pathsep.join([str(interpreter_bin), env.get("PATH", "")])
+    paths = [str(p) for p in extra_pythonpath] + [p for p in sys.path if p.endswith("-packages")]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # Explicit, not defaults: a shell's OMP_NUM_THREADS=16 must not reach every stub.
+    for variable in THREAD_VARIABLES:
+        env[variable] = "1"
+    return env
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    """Ports of a running server."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def free_ports(count: int = 3) -> list[int]:
+    """Reserve `count` distinct free TCP ports on the loopback interface."""
+    import socket
+
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class ServerOptions:
+    """How to launch tritonserver over a model repository."""
+
+    repository: Path
+    ports: ServerPorts = field(default_factory=ServerPorts)
+    address: str = "127.0.0.1"
+    models: Sequence[str] = ()
+    """Models to load at start-up (explicit model-control mode); empty: every model folder of the
+    repository when it is readable here, else `*`."""
+    log_verbose: int = 0
+    extra_args: Sequence[str] = ()
+    admin_key: str | None = None
+    """Key required by the RESTRICTED_APIS (header ADMIN_HEADER); None leaves them open."""
+    strict_readiness: bool = True
+    """`/v2/health/ready` only when every model loaded; False: ready once serving."""
+    cpu_budget: int | None = None
+    """Cores of the rate limiter's `cpu` resource (models with `instances.rate_limit`); None: off."""
+
+
+def check_admin_key(key: str) -> str:
+    """Return `key` if it is usable in Triton's restriction flags, else raise."""
+    if not ADMIN_KEY_PATTERN.fullmatch(key):
+        raise TritonServerError(
+            "the admin key must be 16-256 characters of letters, digits and . _ ~ - "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return key
+
+
+def admin_headers(key: str | None, protocol: str = "http") -> dict[str, str]:
+    """Request headers (HTTP) or metadata (gRPC) that carry the admin key."""
+    if key is None:
+        return {}
+    return {ADMIN_HEADER if protocol == "http" else GRPC_ADMIN_HEADER: key}
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Model folders (with a config.pbtxt) of a local repository; other folders such as the
+    shared `_envs/` are not models and must not be loaded."""
+    if not repository.is_dir():
+        return []
+    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+
+
+def rate_limited(repository: Path) -> bool:
+    """True if a model config of the repository declares rate-limiter resources."""
+    with contextlib.suppress(OSError):
+        return any("rate_limiter" in c.read_text(encoding="utf-8") for c in repository.glob("*/config.pbtxt"))
+    return False
+
+
+def server_command(
+    options: ServerOptions, backend_directory: Path, install: TritonInstall | None = None
+) -> list[str]:
+    """The tritonserver command line for `options`."""
+    install = install or find_triton()
+    command = [
+        str(install.server_binary),
+        f"--model-repository={options.repository}",
+        f"--backend-directory={backend_directory}",
+        f"--http-address={options.address}",
+        f"--http-port={options.ports.http}",
+        f"--grpc-address={options.address}",
+        f"--grpc-port={options.ports.grpc}",
+        f"--metrics-address={options.address}",
+        f"--metrics-port={options.ports.metrics}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--model-control-mode=explicit",
+        f"--strict-readiness={'true' if options.strict_readiness else 'false'}",
+        "--exit-on-error=false",
+        f"--log-verbose={options.log_verbose}",
+    ]
+    if options.admin_key is not None:
+        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(options.admin_key)}"
+        command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    if options.cpu_budget and rate_limited(options.repository):
+        command += ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{options.cpu_budget}"]
+    models = options.models or repository_models(options.repository)
+    if models:
+        command += [f"--load-model={name}" for name in models]
+    else:
+        command.append("--load-model=*")
+    command += list(options.extra_args)
+    return command
+
+
+class TritonProcess:
+    """A running tritonserver child process with its log file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, options: ServerOptions):
+        self.process = process
+        self.log_path = log_path
+        self.options = options
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.address}:{self.options.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.address}:{self.options.ports.grpc}"
+
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """Headers that authorize the restricted APIs of this server (empty when open)."""
+        return admin_headers(self.options.admin_key, protocol)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def is_ready(self) -> bool:
+        url = f"http://{self.http_url}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def wait_ready(
+        self,
+        timeout_s: float = 180.0,
+        poll_s: float = 0.5,
+        allow_failed: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Wait until every model loaded and the server is ready, or raise with the log.
+
+        `allow_failed=True` returns once start-up finished even if some models failed to
+        load (see `failed_models`); the server then serves the others. `progress` gets a
+        line every few seconds (models loaded so far).
+        """
+        started = time.monotonic()
+        deadline = started + timeout_s
+        expected = len(self.options.models or repository_models(self.options.repository)) or "?"
+        reported = started
+        while time.monotonic() < deadline:
+            if progress is not None and time.monotonic() - reported >= 5:
+                reported = time.monotonic()
+                loaded = self.log_text().count("successfully loaded '")
+                progress(f"  loading: {loaded}/{expected} models ready after {reported - started:.0f}s")
+            if self.process.poll() is not None:
+                raise TritonServerError(
+                    f"tritonserver exited with code {self.process.returncode} before it was "
+                    f"ready; load errors:\n{load_errors(self.log_text()) or self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            failed = load_errors(self.log_text())
+            if failed and _startup_finished(self.log_text()):
+                if allow_failed:
+                    return
+                raise TritonServerError(f"models failed to load:\n{failed}")
+            time.sleep(poll_s)
+        stuck = ", ".join(still_loading(self.log_text())) or "none"
+        raise TritonServerError(
+            f"tritonserver not ready after {timeout_s:.0f}s (a stub that cannot start can hang "
+            f"loading); models still loading: {stuck}; log tail:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """Stop the server (SIGTERM, then SIGKILL) and return its exit code."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def still_loading(log: str) -> list[str]:
+    """Models whose load started but neither succeeded nor failed (from a server log)."""
+    started = re.findall(r'"loading: ([A-Za-z0-9_.-]+):\d+"', log)
+    finished = set(re.findall(r"successfully loaded '([A-Za-z0-9_.-]+)'", log))
+    finished |= set(re.findall(r"failed to load '([A-Za-z0-9_.-]+)'", log))
+    return sorted(set(started) - finished)
+
+
+def start_ready_server(
+    options: ServerOptions, workdir: Path, ready_timeout_s: float = 300.0, attempts: int = 2
+) -> TritonProcess:
+    """Start tritonserver and wait until it is ready, restarting it once if a load hangs.
+
+    On these shared 2-core machines a python stub was seen (once in ~20 starts) never to
+    report its initialize back; a fresh start then loads normally. Load errors are not retried.
+    """
+    for attempt in range(1, attempts + 1):
+        server = start_server(options, workdir / f"attempt-{attempt}")
+        try:
+            server.wait_ready(ready_timeout_s)
+            return server
+        except TritonServerError:
+            server.stop()
+            if attempt == attempts or not still_loading(server.log_text()):
+                raise
+            print(f"tritonserver start {attempt} hung loading {still_loading(server.log_text())}; restarting")
+    raise AssertionError("unreachable")
+
+
+def failed_models(log: str) -> dict[str, str]:
+    """Model name -> first line of its load error, for every model whose last load failed."""
+    failed: dict[str, str] = {}
+    for line in log.splitlines():
+        loaded = _LOADED.search(line)
+        if loaded:
+            failed.pop(loaded.group(1), None)
+            continue
+        match = _FAILED.search(line)
+        if match:
+            failed[match.group(1)] = match.group(2).split("\\n")[0].strip().rstrip('"')
+    return failed
+
+
+_FAILED = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_LOADED = re.compile(r"successfully loaded '([^']+)'")
+
+
+def load_errors(log: str) -> str:
+    """Lines of a tritonserver log that report a model that failed to load."""
+    markers = ("failed to load", "UNAVAILABLE: ", "Internal: ", "Invalid argument")
+    return "\n".join(line for line in log.splitlines() if any(m in line for m in markers))
+
+
+def _startup_finished(log: str) -> bool:
+    """True once the server printed its model table (every model has a final state)."""
+    return "Started HTTPService" in log or "Started GRPCInferenceService" in log or (
+        "+-------" in log and "| Model" in log
+    )
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the starting process dies (Linux), so that a
+    killed `tritongen serve` or test run never leaves an orphaned server behind."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_server(
+    options: ServerOptions,
+    workdir: Path,
+    python_backends: Path = PYTHON_BACKENDS_DIR,
+    extra_pythonpath: Sequence[Path] = PREPROCESSING_PACKAGES,
+) -> TritonProcess:
+    """Assemble a backend folder in `workdir` and start tritonserver (not yet ready)."""
+    install = find_triton()
+    backend_directory = assemble_backend_directory(workdir / "backends", install, python_backends)
+    log_path = workdir / "tritonserver.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        server_command(options, backend_directory, install),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=server_environment(extra_pythonpath),
+        start_new_session=True,
+        preexec_fn=_terminate_with_parent,
+    )
+    log_file.close()
+    return TritonProcess(process, log_path, options)
+
+
+@contextlib.contextmanager
+def running_server(
+    options: ServerOptions, workdir: Path, ready_timeout_s: float = 180.0
+) -> Iterator[TritonProcess]:
+    """Start tritonserver, wait for readiness, yield it, and always stop it."""
+    server = start_server(options, workdir)
+    try:
+        server.wait_ready(ready_timeout_s)
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m generator.serving.tritonserver assemble DEST`: build a backend folder (image builds)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m generator.serving.tritonserver")
+    parser.add_argument("action", choices=["assemble"])
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--copy-stub", action="store_true", help="copy the stub, don't link it")
+    args = parser.parse_args(argv)
+    assemble_backend_directory(args.destination, copy_stub=args.copy_stub)
+    print(f"backend folder assembled at {args.destination}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,450 @@
+"""`tritongen tune`: measure an ensemble on the real server and propose its CPU settings.
+
+For one spec it generates candidate repositories (the real generator, a temporary folder),
+serves each on the embedded tritonserver, drives the online entry point `<name>` with a
+closed-loop gRPC load of sample texts, and reads Triton's statistics extension
+(`/v2/models/<m>/stats`) for every stage: preprocessing cost per request, inference cost
+per batch size, queue time per request, average batch. The search is coordinate descent
+over, in order:
+
+1. instance layout: inference instances x intra-op threads using the CPU budget,
+2. padding: `batch_longest` or length buckets derived from the sample texts' token lengths,
+3. batching: max queue delay x preferred batch sizes (none, or the powers of two up to the
+   largest batch the model formed under load),
+
+keeping at each step the candidate with the highest throughput whose p99 meets the bound
+(else the lowest p99); a candidate replaces the current best only when more than 5% better.
+`--write` puts the winner into the spec YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import random
+import re
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.pipeline.plan import detected_cores, plan_cpu
+from generator.pipeline.spec import parse_spec
+from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, running_server
+
+DELAYS_US = (0, 500, 2000)
+
+
+@dataclass
+class StageStats:
+    """One Triton model's statistics over a measurement window (deltas)."""
+
+    requests: int = 0
+    executions: int = 0
+    queue_ms: float = 0.0
+    """Mean queue wait per request."""
+    compute_ms_per_request: float = 0.0
+    """Execution time per request: the time of each execution divided among its batch."""
+    compute_ms_per_batch: dict[int, float] = field(default_factory=dict)
+    """Batch size -> mean compute time of one execution of that size."""
+    batches: dict[int, int] = field(default_factory=dict)
+    """Batch size -> executions of that size."""
+
+    @property
+    def average_batch(self) -> float:
+        return self.requests / self.executions if self.executions else 0.0
+
+
+@dataclass
+class Trial:
+    """One candidate configuration, measured."""
+
+    label: str
+    spec: dict[str, Any]
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    stages: dict[str, StageStats] = field(default_factory=dict)
+
+
+# --- sample texts and load ------------------------------------------------------------------
+
+
+def sample_texts(tokenizer_file: Path, count: int = 1000, seed: int = 7) -> list[str]:
+    """Seeded sentences of 8-40 vocabulary words (when no `--texts` file is given)."""
+    vocab = json.loads(tokenizer_file.read_text(encoding="utf-8"))["model"]["vocab"]
+    words = sorted(w for w in vocab if re.fullmatch(r"[a-z]{3,12}", w))
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(count)]
+
+
+def token_lengths(tokenizer_file: Path, texts: list[str], max_length: int) -> list[int]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return sorted(len(e.ids) for e in tokenizer.encode_batch(texts))
+
+
+def bucket_choices(lengths: list[int], max_length: int) -> list[tuple[int, ...]]:
+    """Bucket lists from the token-length distribution: quartiles and halves, rounded up to 8."""
+
+    def round8(value: int) -> int:
+        return min(max_length, -(-value // 8) * 8)
+
+    choices = []
+    for parts in (4, 2):
+        edges = {round8(lengths[min(len(lengths) - 1, len(lengths) * k // parts)]) for k in range(1, parts)}
+        edges |= {round8(lengths[-1]), max_length}
+        choices.append(tuple(sorted(edges)))
+    return list(dict.fromkeys(choices))
+
+
+async def _drive(url: str, model: str, texts: list[str], concurrency: int, seconds: float) -> tuple[list[float], int]:
+    import numpy as np
+    from tritonclient.grpc import aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal errors
+        index = offset
+        while time.monotonic() < deadline:
+            tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[texts[index % len(texts)].encode()]], dtype=object))
+            index += 7919
+            started = time.perf_counter()
+            try:
+                await client.infer(model, [tensor])
+                latencies.append(time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - count any failed request
+                errors += 1
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        await client.close()
+    return latencies, errors
+
+
+def drive(url: str, model: str, texts: list[str], concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    """Closed-loop load over gRPC: (req/s, p50 ms, p99 ms, errors)."""
+    started = time.monotonic()
+    latencies, errors = asyncio.run(_drive(url, model, texts, concurrency, seconds))
+    elapsed = time.monotonic() - started
+    if not latencies:
+        return 0.0, 0.0, 0.0, errors
+    latencies.sort()
+
+    def percentile(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return len(latencies) / elapsed, percentile(50), percentile(99), errors
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def model_stats(http_url: str, model: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
+        data: dict[str, Any] = json.loads(response.read())["model_stats"][0]
+        return data
+
+
+def stage_delta(before: dict[str, Any], after: dict[str, Any]) -> StageStats:
+    """Per-request and per-batch-size costs between two statistics snapshots of one model."""
+
+    def ns(stats: dict[str, Any], key: str) -> int:
+        return int(stats["inference_stats"][key]["ns"])
+
+    requests = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    stage = StageStats(requests=requests, executions=executions)
+    if requests:
+        stage.queue_ms = (ns(after, "queue") - ns(before, "queue")) / requests / 1e6
+        compute = sum(ns(after, k) - ns(before, k) for k in ("compute_input", "compute_infer", "compute_output"))
+        stage.compute_ms_per_request = compute / requests / 1e6
+    old = {b["batch_size"]: b for b in before.get("batch_stats", [])}
+    for batch in after.get("batch_stats", []):
+        size = int(batch["batch_size"])
+        previous = old.get(size)
+        count = int(batch["compute_infer"]["count"]) - (int(previous["compute_infer"]["count"]) if previous else 0)
+        if count <= 0:
+            continue
+        total = sum(int(batch[k]["ns"]) - (int(previous[k]["ns"]) if previous else 0)
+                    for k in ("compute_input", "compute_infer", "compute_output"))
+        stage.batches[size] = count
+        stage.compute_ms_per_batch[size] = total / count / 1e6
+    if stage.batches and requests:
+        # inference_stats charge each request its whole batch's time; batch_stats do not.
+        stage.compute_ms_per_request = sum(
+            n * stage.compute_ms_per_batch[b] for b, n in stage.batches.items()) / requests
+    return stage
+
+
+# --- candidates ------------------------------------------------------------------------------
+
+
+def layouts(cores: int) -> list[tuple[int, int]]:
+    """(instances, threads) pairs whose product is the core budget (threads 1, 2 or 4)."""
+    pairs = [(cores // t, t) for t in (1, 2, 4) if t <= cores and cores % t == 0]
+    return pairs or [(1, cores)]
+
+
+def with_settings(spec: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """A copy of the spec dict with tuned settings applied to the online entry point."""
+    spec = copy.deepcopy(spec)
+    if "instances" in settings:
+        model, threads = settings["instances"]
+        spec.setdefault("instances", {}).update(model=model, model_threads=threads)
+    if "padding" in settings:
+        default = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
+        padding, buckets = settings["padding"]
+        default["preprocessing"]["padding"] = padding
+        if buckets:
+            default["preprocessing"]["buckets"] = list(buckets)
+        else:
+            default["preprocessing"].pop("buckets", None)
+    if "delay_us" in settings:
+        spec.setdefault("batching", {})["max_queue_delay_us"] = settings["delay_us"]
+    if "preferred" in settings:
+        spec.setdefault("batching", {})["preferred_batch_sizes"] = list(settings["preferred"])
+    return spec
+
+
+def strip_environments(spec: dict[str, Any]) -> dict[str, Any]:
+    """Preprocessing in the server's own Python (tuning measures CPU cost, not packaging)."""
+    spec = copy.deepcopy(spec)
+    for version in spec["versions"]:
+        for key in ("environment", "environment_format", "ship_stub"):
+            version["preprocessing"].pop(key, None)
+    return spec
+
+
+@dataclass
+class TuneOptions:
+    spec_path: Path
+    cores: int
+    concurrency: int = 32
+    p99_ms: float = 200.0
+    seconds: float = 8.0
+    warmup_s: float = 2.0
+    texts: list[str] = field(default_factory=list)
+    workdir: Path = Path(".")
+    trials: list[Trial] = field(default_factory=list)
+    """Every measured candidate, in order."""
+
+
+def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
+    """Generate the candidate, serve it, load it, and read every stage's statistics."""
+    name = spec["name"]
+    folder = Path(tempfile.mkdtemp(prefix="candidate-", dir=options.workdir))
+    specs_dir = folder / "specs"
+    specs_dir.mkdir()
+    (specs_dir / f"{name}.yaml").write_text(yaml.safe_dump(strip_environments(spec), sort_keys=False))
+    repository = folder / "repository"
+    generate(GenerateOptions(specs_dir=specs_dir, output=repository, cores=options.cores, progress=lambda _: None))
+    http, grpc, metrics = free_ports(3)
+    server_options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), models=(name,))
+    trial = Trial(label, spec)
+    with running_server(server_options, folder, ready_timeout_s=300) as server:
+        steps = [s["model_name"] for s in _ensemble_steps(repository / name / "config.pbtxt")]
+        drive(server.grpc_url, name, options.texts, options.concurrency, options.warmup_s)
+        before = {m: model_stats(server.http_url, m) for m in [name, *steps]}
+        trial.rps, trial.p50_ms, trial.p99_ms, trial.errors = drive(
+            server.grpc_url, name, options.texts, options.concurrency, options.seconds
+        )
+        after = {m: model_stats(server.http_url, m) for m in [name, *steps]}
+    trial.stages = {m: stage_delta(before[m], after[m]) for m in before}
+    options.trials.append(trial)
+    print(describe(trial), flush=True)
+    return trial
+
+
+def _ensemble_steps(config_path: Path) -> list[dict[str, Any]]:
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = text_format.Parse(config_path.read_text(encoding="utf-8"), mc.ModelConfig())
+    scheduling = json_format.MessageToDict(config.ensemble_scheduling, preserving_proto_field_name=True)
+    steps: list[dict[str, Any]] = scheduling["step"]
+    return steps
+
+
+def describe(trial: Trial) -> str:
+    lines = [f"  {trial.label:<48} {trial.rps:7.1f} req/s  p50 {trial.p50_ms:6.1f} ms  "
+             f"p99 {trial.p99_ms:6.1f} ms  errors {trial.errors}"]
+    for model, stage in trial.stages.items():
+        if model == trial.spec.get("name"):
+            lines.append(f"      {model:<30} ensemble: {stage.compute_ms_per_request:6.2f} ms/req inside the server")
+            continue
+        batches = ", ".join(f"{b}x{n}: {stage.compute_ms_per_batch[b]:.1f}ms" for b, n in sorted(stage.batches.items()))
+        lines.append(f"      {model:<30} queue {stage.queue_ms:6.2f} ms/req  compute "
+                     f"{stage.compute_ms_per_request:6.2f} ms/req  avg batch {stage.average_batch:4.1f}"
+                     + (f"  [{batches}]" if batches else ""))
+    return "\n".join(lines)
+
+
+MARGIN = 0.05
+"""A challenger must beat the incumbent by this fraction: closer results are measurement noise."""
+
+
+def better(a: Trial, b: Trial, bound_ms: float) -> Trial:
+    """The goal: highest throughput with p99 within the bound, else the lowest p99.
+
+    `a` is the incumbent: it stays unless `b` is better by more than MARGIN.
+    """
+    a_ok, b_ok = a.p99_ms <= bound_ms and not a.errors, b.p99_ms <= bound_ms and not b.errors
+    if a_ok != b_ok:
+        return a if a_ok else b
+    if a_ok:
+        return b if b.rps > a.rps * (1 + MARGIN) else a
+    return b if b.p99_ms < a.p99_ms * (1 - MARGIN) else a
+
+
+def preferred_sizes(stage: StageStats, max_batch: int) -> tuple[int, ...]:
+    """Powers of two up to the largest batch the model formed at least 3 times (at least 2)."""
+    largest = max([s for s, n in stage.batches.items() if n >= 3] or [2])
+    sizes, size = [], 2
+    while size <= min(max_batch, max(2, largest)):
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes)
+
+
+def tune(options: TuneOptions) -> Trial:
+    """Coordinate descent over layout, padding and batching; returns the best trial."""
+    base = yaml.safe_load(options.spec_path.read_text(encoding="utf-8"))
+    spec = parse_spec(options.spec_path.read_text(encoding="utf-8"), str(options.spec_path))
+    version = spec.version(spec.default_version)
+    from generator.pipeline.artifacts import resolve_source
+
+    tokenizer_file = resolve_source(version.preprocessing.tokenizer)
+    if not options.texts:
+        options.texts = sample_texts(tokenizer_file)
+    lengths = token_lengths(tokenizer_file, options.texts, version.preprocessing.max_length)
+    print(f"tune {spec.name}: {options.cores} cores, c={options.concurrency}, p99 bound "
+          f"{options.p99_ms:.0f} ms; {len(options.texts)} texts of {lengths[0]}-{lengths[-1]} tokens "
+          f"(median {lengths[len(lengths) // 2]})", flush=True)
+    planned = plan_cpu(spec, options.cores)
+    print(f"generated today: {planned.model_instances} x {planned.model_threads} threads, "
+          f"{planned.preprocess_instances} preprocessing instance(s)", flush=True)
+
+    print("step 1: instance layout (instances x intra-op threads)", flush=True)
+    best: Trial | None = None
+    for instances, threads in layouts(options.cores):
+        candidate = with_settings(base, instances=(instances, threads))
+        trial = measure(options, f"{instances} instances x {threads} threads", candidate)
+        best = trial if best is None else better(best, trial, options.p99_ms)
+    assert best is not None
+
+    print("step 2: padding", flush=True)
+    paddings: list[tuple[str, tuple[int, ...]]] = [("batch_longest", ())]
+    paddings += [("buckets", b) for b in bucket_choices(lengths, version.preprocessing.max_length)]
+    for padding, buckets in paddings:
+        if _padding_of(best.spec) == (padding, buckets):
+            continue  # measured in step 1 already
+        candidate = with_settings(best.spec, padding=(padding, buckets))
+        label = padding + (f" {','.join(map(str, buckets))}" if buckets else "")
+        best = better(best, measure(options, label, candidate), options.p99_ms)
+
+    print("step 3: batching (max queue delay, preferred batch sizes)", flush=True)
+    model_stage = next((s for m, s in best.stages.items() if m.endswith("_model")), StageStats())
+    observed = preferred_sizes(model_stage, spec.batching.max_batch_size)
+    for delay in DELAYS_US:
+        for preferred in ((), observed):
+            candidate = with_settings(best.spec, delay_us=delay, preferred=preferred)
+            label = f"delay {delay} us, preferred {list(preferred) or 'none'}"
+            best = better(best, measure(options, label, candidate), options.p99_ms)
+    return best
+
+
+def _padding_of(spec: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
+    default = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
+    pre = default["preprocessing"]
+    return pre.get("padding", "batch_longest"), tuple(pre.get("buckets", ()))
+
+
+def proposal(best: Trial) -> dict[str, Any]:
+    """The tuned keys of the spec (what `--write` changes)."""
+    default = next(v for v in best.spec["versions"] if v["version"] == best.spec["default_version"])
+    pre = default["preprocessing"]
+    result: dict[str, Any] = {
+        "instances": best.spec.get("instances", {}),
+        "batching": best.spec.get("batching", {}),
+        "padding": pre.get("padding", "batch_longest"),
+    }
+    if pre.get("buckets"):
+        result["buckets"] = pre["buckets"]
+    return result
+
+
+def write_spec(path: Path, best: Trial, summary: str) -> None:
+    """Rewrite the spec YAML with the tuned settings (validated before writing)."""
+    text = f"# Tuned by `tritongen tune`: {summary}\n" + yaml.safe_dump(best.spec, sort_keys=False)
+    parse_spec(text, str(path))
+    path.write_text(text, encoding="utf-8")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    path = args.specs / f"{args.spec}.yaml"
+    texts = []
+    if args.texts:
+        texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="tritongen-tune-") as workdir:
+        options = TuneOptions(
+            spec_path=path, cores=args.cores or detected_cores(), concurrency=args.concurrency,
+            p99_ms=args.p99_ms, seconds=args.seconds, texts=texts, workdir=Path(workdir),
+        )
+        best = tune(options)
+    summary = (f"{best.rps:.1f} req/s, p99 {best.p99_ms:.0f} ms at c={args.concurrency} on "
+               f"{options.cores} cores ({best.label}), {time.strftime('%Y-%m-%d')}")
+    print(f"\nbest: {summary}\nproposed settings:\n" + yaml.safe_dump(proposal(best), sort_keys=False))
+    if best.p99_ms > args.p99_ms:
+        print(f"note: no candidate met the p99 bound of {args.p99_ms:.0f} ms; this one has the lowest p99")
+    if args.write:
+        write_spec(path, best, summary)
+        print(f"wrote {path}; run `tritongen generate` to apply")
+    return 0
+
+
+def add_tune_subcommand(subparsers: Any) -> None:
+    """Register `tritongen tune` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "tune", help="measure an ensemble on the real server and propose instances, batching, padding",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("spec", help="spec name (models/<spec>.yaml)")
+    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec folder (default: models/)")
+    parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients of the load (default 32)")
+    parser.add_argument("--p99-ms", type=float, default=200.0, help="p99 latency bound of the goal (default 200)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measurement seconds per candidate")
+    parser.add_argument("--texts", type=Path, default=None,
+                        help="sample texts, one per line (default: seeded 8-40-word sentences)")
+    parser.add_argument("--write", action="store_true", help="write the best settings into the spec YAML")
+    parser.set_defaults(func=cmd_tune)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m generator.serving.tune SPEC ...` (the same as `tritongen tune`)."""
+    parser = argparse.ArgumentParser(prog="python -m generator.serving.tune")
+    add_tune_subcommand(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["tune", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Spec loading: valid specs parse; invalid ones name the file, the field and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generator.pipeline.spec import ModelSpec, SpecError, load_spec, load_specs, parse_spec
+
+PROJECT = Path(__file__).resolve().parents[3]
+MINIMAL = {
+    "name": "demo",
+    "kind": "embedding",
+    "default_version": 1,
+    "versions": [
+        {
+            "version": 1,
+            "preprocessing": {"tokenizer": {"package": "pkg", "path": "tok.json"}},
+            "model": {
+                "format": "onnx",
+                "build": {"builder": "sentence_embedding", "source": {"package": "pkg", "path": "m"}},
+            },
+            "outputs": {"embedding_dim": 8},
+        }
+    ],
+}
+
+
+def spec_with(**changes: object) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for dotted, value in changes.items():
+        node = data
+        keys = dotted.split("__")
+        for key in keys[:-1]:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[keys[-1]] = value
+    return data
+
+
+def parse(data: dict) -> ModelSpec:
+    return parse_spec(yaml.safe_dump(data), "models/demo.yaml")
+
+
+def test_shipped_specs_load() -> None:
+    specs = load_specs(PROJECT / "models")
+    assert [s.name for s in specs] == ["minilm_embed", "minilm_embed_ts", "text_classifier"]
+    classifier = specs[2]
+    assert {v.version for v in classifier.versions} == {1, 2}
+    assert classifier.version(1).preprocessing != classifier.version(2).preprocessing
+
+
+def test_minimal_spec_gets_defaults() -> None:
+    spec = parse(MINIMAL)
+    assert spec.batching.max_batch_size == 32
+    assert spec.instances.model == "auto"
+    assert spec.version(1).preprocessing.max_length == 128
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"colour": "red"}, "models/demo.yaml: colour: unknown key"),
+        ({"versions__0__model__formt": "onnx"}, "versions[0].model.formt: unknown key"),
+        ({"name": "Demo-Model"}, "name: String should match pattern"),
+        ({"name": "../etc"}, "name: String should match pattern"),
+        ({"default_version": 3}, "default_version 3 is not one of [1]"),
+        (
+            {"versions__0__model__format": "tensorflow"},
+            "versions[0].model.format: Input should be 'onnx' or 'torchscript'",
+        ),
+        (
+            {"versions__0__preprocessing__max_length": 0},
+            "versions[0].preprocessing.max_length: Input should be greater than or equal to 1",
+        ),
+        ({"versions__0__preprocessing__padding": "buckets"}, "needs a non-empty `buckets` list"),
+        (
+            {"versions__0__preprocessing__tokenizer": {"file": "../../secret.json"}},
+            "must be a relative path without '..'",
+        ),
+        ({"versions__0__preprocessing__tokenizer": {"file": "/etc/passwd"}}, "must be a relative path"),
+        ({"batching": {"max_batch_size": 8, "preferred_batch_sizes": [4, 16]}}, "exceeds max_batch_size 8"),
+        ({"batching": {"preferred_batch_sizes": [8, 4]}}, "strictly ascending"),
+        ({"instances": {"model": 0}}, "instances.model"),
+        ({"versions__0__outputs": {"labels": ["a", "b"]}}, "an embedding model needs embedding_dim only"),
+        ({"versions__0__model__build__builder": "magic"}, "versions[0].model.build"),
+    ],
+)
+def test_invalid_specs_name_field_and_cause(changes: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(spec_with(**changes))
+    assert expected in str(raised.value)
+
+
+def test_duplicate_versions_rejected() -> None:
+    data = spec_with()
+    data["versions"].append(data["versions"][0])
+    with pytest.raises(SpecError, match="version numbers must be unique"):
+        parse(data)
+
+
+def test_classifier_labels_must_match_build() -> None:
+    data = spec_with(kind="classifier")
+    data["versions"][0]["outputs"] = {"labels": ["a", "b"]}
+    data["versions"][0]["model"]["build"] = {
+        "builder": "prototype_classifier",
+        "source": {"package": "p", "path": "m"},
+        "labels": {"a": ["x"], "c": ["y"]},
+    }
+    with pytest.raises(SpecError, match="differ from the build's labels"):
+        parse(data)
+
+
+def test_not_yaml_and_not_mapping(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec("name: [unclosed", "x.yaml")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        parse_spec("- a\n- b\n", "x.yaml")
+
+
+def test_file_name_must_match_model_name(tmp_path: Path) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    with pytest.raises(SpecError, match="must be named demo.yaml"):
+        load_spec(path)
+
+
+def test_all_errors_of_a_folder_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: a\nkind: embedding\n")
+    (tmp_path / "b.yaml").write_text("{unclosed")
+    with pytest.raises(SpecError) as raised:
+        load_specs(tmp_path)
+    assert "a.yaml" in str(raised.value) and "b.yaml" in str(raised.value)
+
+
+def test_empty_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no \\*.yaml model specs"):
+        load_specs(tmp_path)

@@ -1,0 +1,197 @@
+"""Content index, update planning, serve state, admin-key flags, load-error parsing (no server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from bench.soak import memory_growth
+from generator.serving import update as upd
+from generator.serving.tritonserver import (
+    RESTRICTED_APIS,
+    ServerOptions,
+    TritonServerError,
+    admin_headers,
+    failed_models,
+    server_command,
+)
+from generator.serving.watchdog import instance_count, stub_processes
+
+PYTHON_MODEL = 'name: "{name}"\nbackend: "tritongen_textprep"\nmax_batch_size: 8\n{extra}'
+ENSEMBLE = """# header comment
+name: "{name}"
+platform: "ensemble"
+max_batch_size: 8
+ensemble_scheduling {{
+  step {{ model_name: "{pre}" model_version: -1 }}
+  step {{ model_name: "{model}" model_version: -1 }}
+}}
+"""
+
+
+def make_repository(root: Path) -> Path:
+    """demo_v1_pre, demo_v1_model, demo_v1 and demo (ensembles) with artifacts."""
+    for name in ("demo_v1_pre", "demo_v1_model"):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(PYTHON_MODEL.format(name=name, extra=""))
+    (root / "demo_v1_pre" / "1" / "tokenizer.json").write_text("{}")
+    (root / "demo_v1_model" / "1" / "model.onnx").write_bytes(b"weights")
+    for name in ("demo_v1", "demo"):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / ".keep").write_text("")
+        (root / name / "config.pbtxt").write_text(ENSEMBLE.format(name=name, pre="demo_v1_pre", model="demo_v1_model"))
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {name: entry.digest for name, entry in upd.content_index(root).items()}
+
+
+def test_content_index_changes_only_for_the_changed_model(tmp_path: Path) -> None:
+    repository = make_repository(tmp_path / "repo")
+    before = digests(repository)
+    assert sorted(before) == ["demo", "demo_v1", "demo_v1_model", "demo_v1_pre"]
+    index = upd.content_index(repository)
+    assert index["demo"].ensemble and index["demo"].steps == ("demo_v1_pre", "demo_v1_model")
+    assert not index["demo_v1_pre"].ensemble
+    artifact = repository / "demo_v1_model" / "1" / "model.onnx"
+    artifact.unlink()
+    artifact.write_bytes(b"new weights")
+    after = digests(repository)
+    assert [n for n in before if before[n] != after[n]] == ["demo_v1_model"]
+    (repository / "demo_v1_pre" / "1" / "extra.txt").write_text("x")
+    assert digests(repository)["demo_v1_pre"] != after["demo_v1_pre"]
+
+
+def test_content_index_is_independent_of_location_links_and_mtimes(tmp_path: Path) -> None:
+    repository = make_repository(tmp_path / "repo")
+    linked = shutil.copytree(repository, tmp_path / "linked", copy_function=os.link)
+    copied = shutil.copytree(repository, tmp_path / "copied")
+    os.utime(copied / "demo" / "config.pbtxt", (1, 1))
+    assert digests(repository) == digests(linked) == digests(copied)
+
+
+def test_content_index_covers_an_environment_outside_the_model_folder(tmp_path: Path) -> None:
+    repository = make_repository(tmp_path / "repo")
+    (repository / "_envs").mkdir()
+    tarball = repository / "_envs" / "env.tar.gz"
+    tarball.write_bytes(b"env 1")
+    value = "$$TRITON_MODEL_DIRECTORY/../_envs/env.tar.gz"
+    extra = f'parameters {{ key: "EXECUTION_ENV_PATH" value {{ string_value: "{value}" }} }}'
+    (repository / "demo_v1_pre" / "config.pbtxt").write_text(PYTHON_MODEL.format(name="demo_v1_pre", extra=extra))
+    before = digests(repository)
+    assert "_envs" not in before
+    tarball.unlink()
+    tarball.write_bytes(b"env 2")
+    assert digests(repository)["demo_v1_pre"] != before["demo_v1_pre"]
+
+
+def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
+    repository = make_repository(tmp_path / "repo")
+    (repository / "demo" / "config.pbtxt").write_text("name: [")
+    with pytest.raises(upd.UpdateError, match="demo/config.pbtxt: not a valid model config"):
+        upd.content_index(repository)
+    with pytest.raises(upd.UpdateError, match="run `tritongen generate`"):
+        upd.content_index(tmp_path / "missing")
+
+
+def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
+    index = {
+        "demo": upd.ModelEntry("d0", True, ("demo_v2_pre", "demo_v2_model")),
+        "demo_batch": upd.ModelEntry("b0", True, ("demo_v2_pre", "demo_v2_model_bulk")),
+        "demo_v1": upd.ModelEntry("e1", True, ("demo_v1_pre", "demo_v1_model")),
+        "demo_v2": upd.ModelEntry("e2", True, ("demo_v2_pre", "demo_v2_model")),
+        "demo_v1_pre": upd.ModelEntry("p1"),
+        "demo_v1_model": upd.ModelEntry("m1"),
+        "demo_v2_pre": upd.ModelEntry("p2"),
+        "demo_v2_model": upd.ModelEntry("m2"),
+        "demo_v2_model_bulk": upd.ModelEntry("k2"),
+    }
+    recorded = {"demo": "old", "demo_batch": "old", "demo_v1": "e1", "demo_v1_pre": "p1", "demo_v1_model": "m1",
+                "demo_v1_model_bulk": "k1"}
+    ready = dict.fromkeys([*recorded], "READY")
+    plan = upd.plan_update(index, recorded, ready)
+    assert [name for name, _ in plan.load] == [
+        "demo_v2_model", "demo_v2_model_bulk", "demo_v2_pre", "demo_v2", "demo", "demo_batch",
+    ]
+    assert dict(plan.load)["demo"] == "changed" and dict(plan.load)["demo_v2_pre"] == "new"
+    assert plan.unload == ["demo_v1_model_bulk"]
+    assert sorted(plan.unchanged) == ["demo_v1", "demo_v1_model", "demo_v1_pre"]
+    assert "6 to load, 1 to unload, 3 unchanged" in plan.describe()
+    # A model that is not ready is loaded again even if its content is recorded.
+    again = upd.plan_update(index, recorded, {**ready, "demo_v1_pre": "UNAVAILABLE"})
+    assert ("demo_v1_pre", "not ready") in again.load
+
+
+def test_state_round_trip_and_admin_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upd, "STATE_ROOT", tmp_path / "serve")
+    path = upd.default_state_path("127.0.0.1:8123")
+    assert path == tmp_path / "serve" / "port-8123" / "loaded.json"
+    assert upd.read_state(path) == {}
+    upd.write_state(path, tmp_path, {"b": "2", "a": "1"})
+    assert upd.read_state(path) == {"a": "1", "b": "2"}
+    path.write_text("{")
+    with pytest.raises(upd.UpdateError, match="unreadable"):
+        upd.read_state(path)
+    monkeypatch.delenv(upd.ADMIN_KEY_VARIABLE, raising=False)
+    assert upd.resolve_admin_key(None, "127.0.0.1:8123") is None
+    key, key_file = upd.generate_admin_key("127.0.0.1:8123")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key) >= 32
+    assert upd.resolve_admin_key(None, "http://127.0.0.1:8123") == key
+    monkeypatch.setenv(upd.ADMIN_KEY_VARIABLE, "from-environment-0123456789")
+    assert upd.resolve_admin_key(None, "127.0.0.1:8123") == "from-environment-0123456789"
+    assert upd.resolve_admin_key("explicit-key-0123456789", "127.0.0.1:8123") == "explicit-key-0123456789"
+    with pytest.raises(upd.UpdateError, match="host:port"):
+        upd.state_dir("localhost")
+
+
+def test_server_command_restricts_admin_apis_only_with_a_key(tmp_path: Path) -> None:
+    options = ServerOptions(repository=tmp_path, admin_key="k" * 20)
+    command = server_command(options, tmp_path)
+    restriction = f"{','.join(RESTRICTED_APIS)}:admin-key={'k' * 20}"
+    assert f"--http-restricted-api={restriction}" in command
+    assert f"--grpc-restricted-protocol={restriction}" in command
+    assert not {"inference", "health", "metadata"} & set(RESTRICTED_APIS)
+    assert "--strict-readiness=true" in command
+    open_command = server_command(ServerOptions(repository=tmp_path, strict_readiness=False), tmp_path)
+    assert not any("restricted" in arg for arg in open_command)
+    assert "--strict-readiness=false" in open_command
+    for bad in ("short", "with space 0123456789", "a,b:c=d-0123456789", "x" * 300):
+        with pytest.raises(TritonServerError, match="admin key"):
+            server_command(ServerOptions(repository=tmp_path, admin_key=bad), tmp_path)
+    assert admin_headers("k" * 20) == {"admin-key": "k" * 20}
+    assert admin_headers("k" * 20, "grpc") == {"triton-grpc-protocol-admin-key": "k" * 20}
+    assert admin_headers(None) == {}
+
+
+def test_failed_models_names_each_model_and_its_cause() -> None:
+    log = "\n".join([
+        'E1128 14:43:39.286782 1 model_lifecycle.cc:642] "failed to load \'demo_v1_model\' version 1: Internal: '
+        "InvalidProtobuf: Load model from /r/demo_v1_model/1/model.onnx failed:Protobuf parsing failed.\\n\\nAt:\\n"
+        '  x.py(1): f\\n"',
+        'I1128 14:43:39.286809 1 model_lifecycle.cc:777] "failed to load \'demo_v1_model\'"',
+        'E1128 14:43:40.0 1 model_lifecycle.cc:642] "failed to load \'demo_v2_pre\' version 1: Invalid argument: x"',
+        'I1128 14:43:41.0 1 model_lifecycle.cc:839] "successfully loaded \'demo_v2_pre\'"',
+    ])
+    assert failed_models(log) == {
+        "demo_v1_model": "Internal: InvalidProtobuf: Load model from /r/demo_v1_model/1/model.onnx failed:"
+        "Protobuf parsing failed."
+    }
+
+
+def test_watchdog_helpers() -> None:
+    assert instance_count({"instance_group": [{"count": 2}, {"count": 1}]}) == 3
+    assert instance_count({}) == 1
+    assert stub_processes(os.getpid()) == []
+
+
+def test_memory_growth_compares_the_end_with_the_start_after_warm_up() -> None:
+    samples = [{"t": t, "server_kib": 1000 + (500 if t < 10 else 0), "stubs_kib": 9000 + 10 * t} for t in range(100)]
+    growth = memory_growth(samples, warmup_s=10)
+    assert growth["server_pct"] == pytest.approx(0)
+    assert 8 < growth["stubs_pct"] < 10
+    assert growth["warm_mib"] == pytest.approx((1000 + 9000 + 10 * 14) / 1024, rel=0.01)
