@@ -77,8 +77,9 @@ def run_sorted(sess, tok, texts: list[str], batch: int) -> float:  # type: ignor
     return len(texts) / (time.perf_counter() - started)
 
 
-def measure(onnx_path: Path, tokenizer_path: Path, texts: list[str], threads: int,
-            batch_sizes: tuple[int, ...] = BATCH_SIZES) -> list[LimitResult]:
+def measure(
+    onnx_path: Path, tokenizer_path: Path, texts: list[str], threads: int, batch_sizes: tuple[int, ...] = BATCH_SIZES
+) -> list[LimitResult]:
     """Both limits at each batch size and spinning setting (one warm-up pass each), the best kept."""
     tok = tokenizer(tokenizer_path)
     best: dict[str, LimitResult] = {}
@@ -100,6 +101,8 @@ def measure(onnx_path: Path, tokenizer_path: Path, texts: list[str], threads: in
 def reference_embeddings(onnx_path: Path, tokenizer_path: Path, texts: list[str]) -> np.ndarray:
     """Embeddings of `texts`, one at a time (the reference for correctness checks)."""
     sess, tok = session(onnx_path, 1), tokenizer(tokenizer_path)
-    rows = [sess.run(None, dict(zip(("input_ids", "attention_mask"), _pad([tok.encode(t)]), strict=True)))[0][0]
-            for t in texts]
+    rows = [
+        sess.run(None, dict(zip(("input_ids", "attention_mask"), _pad([tok.encode(t)]), strict=True)))[0][0]
+        for t in texts
+    ]
     return np.stack(rows)

@@ -70,8 +70,7 @@ def write_lua(path: Path, requests: Sequence[tuple[str, str]]) -> Path:
 
 def kserve_body(text: str) -> str:
     """KServe v2 JSON request with one text (the ensemble's TEXT input, shape [1, 1])."""
-    return json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                                   "data": [text]}]})
+    return json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]})
 
 
 def plain_body(text: str) -> str:
@@ -79,16 +78,26 @@ def plain_body(text: str) -> str:
     return json.dumps({"text": text})
 
 
-def wrk(url: str, script: Path, concurrency: int, seconds: float,
-        during: Callable[[], None] | None = None) -> LoadResult:
+def wrk(
+    url: str, script: Path, concurrency: int, seconds: float, during: Callable[[], None] | None = None
+) -> LoadResult:
     """Run wrk for `seconds`; `during` is called once half-way (e.g. to sample threads)."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"load targets must be loopback addresses, got {url}")
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed: run tests/setup_system.sh")
-    command = [binary, f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-               "--timeout", "30s", "-s", str(script), url]
+    command = [
+        binary,
+        f"-t{min(2, concurrency)}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if during is not None:
         time.sleep(seconds / 2)
@@ -101,8 +110,10 @@ def wrk(url: str, script: Path, concurrency: int, seconds: float,
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
     return LoadResult(
         rps=data["requests"] / (data["duration_us"] / 1e6),
-        p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
-        errors=errors, requests=data["requests"],
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=errors,
+        requests=data["requests"],
     )
 
 
@@ -121,8 +132,7 @@ def perf_analyzer_binary() -> tuple[str, dict[str, str]]:
         lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), env.get("LD_LIBRARY_PATH")]))
     except ImportError as error:
-        raise RuntimeError("perf_analyzer needs nvidia-cuda-runtime-cu12 (bench/requirements.txt)") \
-            from error
+        raise RuntimeError("perf_analyzer needs nvidia-cuda-runtime-cu12 (bench/requirements.txt)") from error
     return str(binary), env
 
 
@@ -133,19 +143,44 @@ def write_pa_data(path: Path, texts: Sequence[str]) -> Path:
     return path
 
 
-def perf_analyzer(model: str, grpc_url: str, data: Path, concurrency: int, seconds: float,
-                  workdir: Path, during: Callable[[], None] | None = None) -> LoadResult:
+def perf_analyzer(
+    model: str,
+    grpc_url: str,
+    data: Path,
+    concurrency: int,
+    seconds: float,
+    workdir: Path,
+    during: Callable[[], None] | None = None,
+) -> LoadResult:
     """gRPC load with perf_analyzer: windows of `seconds / 3` until three agree within 100%."""
     if not grpc_url.startswith("127.0.0.1:"):
         raise ValueError(f"load targets must be loopback addresses, got {grpc_url}")
     binary, env = perf_analyzer_binary()
     report = workdir / f"pa_{model}_c{concurrency}.csv"
     window_ms = max(500, int(seconds * 1000 / 3))
-    command = [binary, "-m", model, "-u", grpc_url, "-i", "grpc", "--input-data", str(data),
-               f"--concurrency-range={concurrency}", "-p", str(window_ms), "-s", "100",
-               "-r", "10", "--max-threads", str(max(4, concurrency)), "-f", str(report)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
+    command = [
+        binary,
+        "-m",
+        model,
+        "-u",
+        grpc_url,
+        "-i",
+        "grpc",
+        "--input-data",
+        str(data),
+        f"--concurrency-range={concurrency}",
+        "-p",
+        str(window_ms),
+        "-s",
+        "100",
+        "-r",
+        "10",
+        "--max-threads",
+        str(max(4, concurrency)),
+        "-f",
+        str(report),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if during is not None:
         time.sleep(seconds / 2)
         during()
@@ -158,6 +193,8 @@ def perf_analyzer(model: str, grpc_url: str, data: Path, concurrency: int, secon
     match = re.search(r"Request count: (\d+)", output)
     return LoadResult(
         rps=float(row["Inferences/Second"]),
-        p50_ms=float(row["p50 latency"]) / 1000, p99_ms=float(row["p99 latency"]) / 1000,
-        errors=errors, requests=int(match.group(1)) if match else 0,
+        p50_ms=float(row["p50 latency"]) / 1000,
+        p99_ms=float(row["p99 latency"]) / 1000,
+        errors=errors,
+        requests=int(match.group(1)) if match else 0,
     )

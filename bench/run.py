@@ -78,8 +78,16 @@ class Profile:
     """The goal given to `tritongen tune`: highest throughput with p99 under this bound."""
 
 
-QUICK = Profile(concurrency=(1, 8), warmup_s=1.0, seconds=3.0, sweep_seconds=2.0,
-                limit_texts=120, many_models=3, sweep=False, tune=False)
+QUICK = Profile(
+    concurrency=(1, 8),
+    warmup_s=1.0,
+    seconds=3.0,
+    sweep_seconds=2.0,
+    limit_texts=120,
+    many_models=3,
+    sweep=False,
+    tune=False,
+)
 
 
 @dataclass
@@ -101,8 +109,9 @@ class Bench:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def http_script(bench: Bench, name: str, path: Callable[[str], str],
-                body: Callable[[str], str], names: list[str] | None = None) -> Path:
+def http_script(
+    bench: Bench, name: str, path: Callable[[str], str], body: Callable[[str], str], names: list[str] | None = None
+) -> Path:
     """A wrk script over the corpus; with `names`, each request goes to a Zipf-drawn model."""
     texts = bench.texts
     if names:
@@ -113,9 +122,15 @@ def http_script(bench: Bench, name: str, path: Callable[[str], str],
     return loadgen.write_lua(bench.workdir / f"{name}.lua", requests)
 
 
-def measure(bench: Bench, running: Running, protocol: str, concurrency: int, seconds: float,
-            load: Callable[[int, float, Callable[[], None] | None], loadgen.LoadResult],
-            record: bool = True) -> Cell:
+def measure(
+    bench: Bench,
+    running: Running,
+    protocol: str,
+    concurrency: int,
+    seconds: float,
+    load: Callable[[int, float, Callable[[], None] | None], loadgen.LoadResult],
+    record: bool = True,
+) -> Cell:
     """Warm up, then measure one cell with the server's process-tree CPU, RSS and threads."""
     load(concurrency, bench.profile.warmup_s, None)
     sample = procstat.TreeSample(tuple(running.roots))
@@ -127,17 +142,33 @@ def measure(bench: Bench, running: Running, protocol: str, concurrency: int, sec
 
     result = load(concurrency, seconds, during)
     sample.stop()
-    cell = Cell(running.name, running.setting, protocol, concurrency, result.rps, result.p50_ms,
-                result.p99_ms, sample.cores, sample.machine_cores, sample.thread_total, sample.processes,
-                sample.rss / 2**20, sample.pss / 2**20, result.errors, result.requests)
+    cell = Cell(
+        running.name,
+        running.setting,
+        protocol,
+        concurrency,
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        sample.cores,
+        sample.machine_cores,
+        sample.thread_total,
+        sample.processes,
+        sample.rss / 2**20,
+        sample.pss / 2**20,
+        result.errors,
+        result.requests,
+    )
     if record:
         bench.cells.append(cell)
         key = f"{running.name} {protocol} c={concurrency} ({running.setting})"
         bench.thread_reports[key] = midway.get("threads", "")
-    bench.log(f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
-              f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}"
-              f"/{sample.machine_cores:.2f}  "
-              f"threads {sample.thread_total}  errors {result.errors}  [{running.setting}]")
+    bench.log(
+        f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
+        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}"
+        f"/{sample.machine_cores:.2f}  "
+        f"threads {sample.thread_total}  errors {result.errors}  [{running.setting}]"
+    )
     if result.errors:
         bench.notes.append(f"{running.name} {protocol} c={concurrency}: {result.errors} errors")
     return cell
@@ -155,8 +186,9 @@ def pa_load(bench: Bench, running: Running, model: str, data: Path) -> Callable[
     return lambda c, s, during: loadgen.perf_analyzer(model, grpc_url, data, c, s, bench.workdir, during)
 
 
-def best_of(bench: Bench, label: str, candidates: list[Callable[[], Running]],
-            check: Callable[[Running], None], script: Path) -> Callable[[], Running]:
+def best_of(
+    bench: Bench, label: str, candidates: list[Callable[[], Running]], check: Callable[[Running], None], script: Path
+) -> Callable[[], Running]:
     """Measure each candidate setting briefly at the highest concurrency; return the fastest."""
     if not bench.profile.sweep or len(candidates) == 1:
         return candidates[0]
@@ -165,8 +197,9 @@ def best_of(bench: Bench, label: str, candidates: list[Callable[[], Running]],
     for start in candidates:
         with started(start()) as running:
             check(running)
-            cell = measure(bench, running, "http", top, bench.profile.sweep_seconds,
-                           wrk_load(running, script), record=False)
+            cell = measure(
+                bench, running, "http", top, bench.profile.sweep_seconds, wrk_load(running, script), record=False
+            )
             scores.append((running.setting, cell.rps))
     bench.sweeps[label] = scores
     best = max(range(len(candidates)), key=lambda i: scores[i][1])
@@ -193,22 +226,35 @@ def choose_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[
     check = baseline_check(bench)
     wd, cores = bench.workdir, bench.cores
     options: dict[str, list[Callable[[], Running]]] = {
-        "S1": [lambda: start_s1(wd, cores, 4, 1), lambda: start_s1(wd, 1, 8, None),
-               lambda: start_s1(wd, cores, 4, None), lambda: start_s1(wd, 2 * cores, 2, 1)],
-        "S2": [lambda: start_s2(wd, repository, cores, 1), lambda: start_s2(wd, repository, 1, None),
-               lambda: start_s2(wd, repository, 1, 1)],
-        "S3": [lambda: start_s3(wd, repository, 1, ["minilm_embed_v1_model"]),
-               lambda: start_s3(wd, repository, cores, ["minilm_embed_v1_model"])],
+        "S1": [
+            lambda: start_s1(wd, cores, 4, 1),
+            lambda: start_s1(wd, 1, 8, None),
+            lambda: start_s1(wd, cores, 4, None),
+            lambda: start_s1(wd, 2 * cores, 2, 1),
+        ],
+        "S2": [
+            lambda: start_s2(wd, repository, cores, 1),
+            lambda: start_s2(wd, repository, 1, None),
+            lambda: start_s2(wd, repository, 1, 1),
+        ],
+        "S3": [
+            lambda: start_s3(wd, repository, 1, ["minilm_embed_v1_model"]),
+            lambda: start_s3(wd, repository, cores, ["minilm_embed_v1_model"]),
+        ],
     }
-    return {system: best_of(bench, system, candidates, check, script)
-            for system, candidates in options.items() if system in systems}
+    return {
+        system: best_of(bench, system, candidates, check, script)
+        for system, candidates in options.items()
+        if system in systems
+    }
 
 
 Load = Callable[..., loadgen.LoadResult]
 
 
-def side_by_side(bench: Bench, chosen: dict[str, Callable[[], Running]],
-                 variants: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
+def side_by_side(
+    bench: Bench, chosen: dict[str, Callable[[], Running]], variants: list[tuple[str, dict]]
+) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
     """Every system up at once; each concurrency measured across all systems before the next.
 
     Systems alternate order from one concurrency to the next, so that a drift of the
@@ -230,19 +276,26 @@ def side_by_side(bench: Bench, chosen: dict[str, Callable[[], Running]],
         for index, (label, spec) in enumerate(variants):
             repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
             running = start_s4(bench.workdir, repository, ["minilm_embed"], label)
-            entries.append((running, [("http", wrk_load(running, kserve)),
-                                      ("grpc", pa_load(bench, running, "minilm_embed", data))]))
+            entries.append(
+                (
+                    running,
+                    [("http", wrk_load(running, kserve)), ("grpc", pa_load(bench, running, "minilm_embed", data))],
+                )
+            )
             assert running.http_url is not None and running.grpc_url is not None
-            wait_answering(f"{running.http_url}/v2/models/minilm_embed/infer",
-                           loadgen.kserve_body(bench.texts[0]), expected)
+            wait_answering(
+                f"{running.http_url}/v2/models/minilm_embed/infer", loadgen.kserve_body(bench.texts[0]), expected
+            )
             cosine = grpc_check(running.grpc_url, "minilm_embed", bench.texts[0], expected)
             bench.log(f"S4 answers correctly over HTTP and gRPC (cosine {cosine:.6f}) [{label}]")
         idle = procstat.TreeSample(())
         idle.start()
         time.sleep(3)
         idle.stop()
-        bench.notes.append(f"with every server up and idle, the machine was {idle.machine_cores:.2f} cores busy "
-                           "(other users' processes and idle servers)")
+        bench.notes.append(
+            f"with every server up and idle, the machine was {idle.machine_cores:.2f} cores busy "
+            "(other users' processes and idle servers)"
+        )
         for step, concurrency in enumerate(bench.profile.concurrency):
             for running, loads in entries if step % 2 == 0 else list(reversed(entries)):
                 for protocol, load in loads:
@@ -263,8 +316,7 @@ def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-ar
     base = spec_dict("minilm_embed")
     buckets = copy.deepcopy(base)
     buckets["versions"][0]["preprocessing"].update(padding="buckets", buckets=[16, 32, 48, 64, 128])
-    return [("padding batch_longest (models/minilm_embed.yaml)", base),
-            ("padding buckets 16,32,48,64,128", buckets)]
+    return [("padding batch_longest (models/minilm_embed.yaml)", base), ("padding buckets 16,32,48,64,128", buckets)]
 
 
 def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
@@ -276,17 +328,25 @@ def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
     spec = without_environments(spec_dict("minilm_embed"))
     path = folder / "minilm_embed.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    options = TuneOptions(spec_path=path, cores=bench.cores, concurrency=max(bench.profile.concurrency),
-                          p99_ms=bench.profile.p99_bound_ms, seconds=bench.profile.sweep_seconds + 2,
-                          texts=bench.texts, workdir=folder)
+    options = TuneOptions(
+        spec_path=path,
+        cores=bench.cores,
+        concurrency=max(bench.profile.concurrency),
+        p99_ms=bench.profile.p99_bound_ms,
+        seconds=bench.profile.sweep_seconds + 2,
+        texts=bench.texts,
+        workdir=folder,
+    )
     best = tune(options)
     bench.tune_log = [describe(t) for t in options.trials]
     instances = best.spec.get("instances", {})
     batching = best.spec.get("batching", {})
     pre = best.spec["versions"][0]["preprocessing"]
-    label = (f"tuned: {instances.get('model')}x{instances.get('model_threads')} threads, "
-             f"{pre.get('padding')}{' ' + ','.join(map(str, pre['buckets'])) if pre.get('buckets') else ''}, "
-             f"delay {batching.get('max_queue_delay_us')} us, preferred {batching.get('preferred_batch_sizes')}")
+    label = (
+        f"tuned: {instances.get('model')}x{instances.get('model_threads')} threads, "
+        f"{pre.get('padding')}{' ' + ','.join(map(str, pre['buckets'])) if pre.get('buckets') else ''}, "
+        f"delay {batching.get('max_queue_delay_us')} us, preferred {batching.get('preferred_batch_sizes')}"
+    )
     bench.log(f"tune picked: {label}")
     return label, best.spec
 
@@ -306,8 +366,7 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
     repository = make_repository(bench.workdir / "many", specs, bench.cores)
     rate_limited = make_repository(bench.workdir / "many-rate-limited", limited, bench.cores)
     plain = http_script(bench, "many_plain", lambda n: f"/embed/{n}", loadgen.plain_body, names)
-    kserve = http_script(bench, "many_kserve", lambda n: f"/v2/models/{n}/infer",
-                         loadgen.kserve_body, names)
+    kserve = http_script(bench, "many_kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
     expected = bench.reference[0]  # type: ignore[index]
     rows = []
     starts: list[tuple[str, Callable[[], Running], Path, str]] = []
@@ -316,16 +375,36 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
     if "S3" in systems:
         models = [f"{n}_v1_model" for n in names]
         s3_processes = _s3_processes(bench)
-        starts.append(("S3", lambda: start_s3(bench.workdir, repository, s3_processes, models),
-                       plain, f"/embed/{names[0]}"))
-        starts.append(("S3", lambda: _renamed(start_s3(bench.workdir, rate_limited, s3_processes, models),
-                                              " (instances.rate_limit)"), plain, f"/embed/{names[0]}"))
+        starts.append(
+            ("S3", lambda: start_s3(bench.workdir, repository, s3_processes, models), plain, f"/embed/{names[0]}")
+        )
+        starts.append(
+            (
+                "S3",
+                lambda: _renamed(
+                    start_s3(bench.workdir, rate_limited, s3_processes, models), " (instances.rate_limit)"
+                ),
+                plain,
+                f"/embed/{names[0]}",
+            )
+        )
     if "S4" in systems:
-        starts.append(("S4", lambda: start_s4(bench.workdir, repository, names, f"{count} ensembles"),
-                       kserve, f"/v2/models/{names[0]}/infer"))
-        starts.append(("S4", lambda: start_s4(bench.workdir, rate_limited, names,
-                                              f"{count} ensembles, instances.rate_limit"),
-                       kserve, f"/v2/models/{names[0]}/infer"))
+        starts.append(
+            (
+                "S4",
+                lambda: start_s4(bench.workdir, repository, names, f"{count} ensembles"),
+                kserve,
+                f"/v2/models/{names[0]}/infer",
+            )
+        )
+        starts.append(
+            (
+                "S4",
+                lambda: start_s4(bench.workdir, rate_limited, names, f"{count} ensembles, instances.rate_limit"),
+                kserve,
+                f"/v2/models/{names[0]}/infer",
+            )
+        )
     for system, start, script, path in starts:
         body = loadgen.kserve_body(bench.texts[0]) if system == "S4" else loadgen.plain_body(bench.texts[0])
         began = time.monotonic()
@@ -333,10 +412,8 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
         try:
             wait_answering(running.http_url + path, body, expected)  # type: ignore[operator]
             load_s = time.monotonic() - began
-            cell = measure(bench, running, "http", top, bench.profile.seconds,
-                           wrk_load(running, script), record=False)
-            row = {"system": system, "models": count, "setting": running.setting, "load_s": load_s,
-                   **asdict(cell)}
+            cell = measure(bench, running, "http", top, bench.profile.seconds, wrk_load(running, script), record=False)
+            row = {"system": system, "models": count, "setting": running.setting, "load_s": load_s, **asdict(cell)}
             if running.triton is not None:
                 row["queues"] = inference_queues(running.triton.http_url, names)
             rows.append(row)
@@ -387,8 +464,9 @@ def drop_weights(workdir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
-    parser.add_argument("--systems", default="L,S1,S2,S3,S4",
-                        help="comma-separated subset of L,S1,S2,S3,S4 (default: all)")
+    parser.add_argument(
+        "--systems", default="L,S1,S2,S3,S4", help="comma-separated subset of L,S1,S2,S3,S4 (default: all)"
+    )
     parser.add_argument("--no-many", action="store_true", help="skip the many-models scenario")
     parser.add_argument("--no-tune", action="store_true", help="skip the `tritongen tune` S4 variant")
     parser.add_argument("--models", type=int, help="copies in the many-models scenario")
@@ -420,8 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     if "L" in systems:
         limits = limit.measure(onnx, corpus.tokenizer_file(), texts[: profile.limit_texts], cores)
         for result in limits:
-            bench.log(f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size}, {result.setting} "
-                      f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})")
+            bench.log(
+                f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size}, {result.setting} "
+                f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})"
+            )
     chosen = choose_baselines(bench, base, systems)
     variants: list[tuple[str, dict]] = []  # type: ignore[type-arg]
     if "S4" in systems:
@@ -435,20 +515,31 @@ def main(argv: list[str] | None = None) -> int:
     memory = side_by_side(bench, chosen, variants)
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 
-    data = {"profile": asdict(profile), "cores": cores, "host": platform.node(),
-            "load_average": Path("/proc/loadavg").read_text().split()[:3],
-            "limits": [asdict(r) for r in limits], "cells": [asdict(c) for c in bench.cells],
-            "sweeps": bench.sweeps, "many": many, "s4_memory": memory, "notes": bench.notes,
-            "thread_reports": bench.thread_reports, "tune_log": bench.tune_log,
-            "elapsed_s": time.monotonic() - started_at}
+    data = {
+        "profile": asdict(profile),
+        "cores": cores,
+        "host": platform.node(),
+        "load_average": Path("/proc/loadavg").read_text().split()[:3],
+        "limits": [asdict(r) for r in limits],
+        "cells": [asdict(c) for c in bench.cells],
+        "sweeps": bench.sweeps,
+        "many": many,
+        "s4_memory": memory,
+        "notes": bench.notes,
+        "thread_reports": bench.thread_reports,
+        "tune_log": bench.tune_log,
+        "elapsed_s": time.monotonic() - started_at,
+    }
     (output / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     markdown = report.markdown(data)
     (output / "results.md").write_text(markdown, encoding="utf-8")
     report.plot(data, output / "plot.png")
     print(markdown)
     removed = drop_weights(workdir)
-    bench.log(f"results in {output} ({time.monotonic() - started_at:.0f}s; {removed / 2**20:.0f} MiB of "
-              "model copies removed from work/)")
+    bench.log(
+        f"results in {output} ({time.monotonic() - started_at:.0f}s; {removed / 2**20:.0f} MiB of "
+        "model copies removed from work/)"
+    )
     return 0
 
 

@@ -71,8 +71,11 @@ def make_repository(workdir: Path, specs: Sequence[dict], cores: int) -> Path:  
     except Exception as error:  # noqa: BLE001 - any environment build failure
         if not any("environment" in v["preprocessing"] for s in specs for v in s["versions"]):
             raise
-        print(f"[bench] execution environments could not be built ({str(error).splitlines()[0]}); "
-              "serving the preprocessing in the server's own Python instead", flush=True)
+        print(
+            f"[bench] execution environments could not be built ({str(error).splitlines()[0]}); "
+            "serving the preprocessing in the server's own Python instead",
+            flush=True,
+        )
         return make_repository(workdir, [without_environments(s) for s in specs], cores)
     return output
 
@@ -88,42 +91,63 @@ def without_environments(spec: dict) -> dict:  # type: ignore[type-arg]
 
 def _baseline_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    env.update(extra, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=str(PROJECT_ROOT))
+    env.update(extra, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(PROJECT_ROOT))
     return env
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                cwd=PROJECT_ROOT, start_new_session=True)
+        return subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, start_new_session=True
+        )
 
 
-def start_s1(workdir: Path, workers: int, threads: int, torch_threads: int | None,
-             lru: int = 8) -> Running:
+def start_s1(workdir: Path, workers: int, threads: int, torch_threads: int | None, lru: int = 8) -> Running:
     """Gunicorn (gthread workers) + Flask + Transformers."""
     port = free_ports(1)[0]
     extra = {"BENCH_MODEL_DIR": str(model_dir()), "BENCH_LRU": str(lru)}
     if torch_threads:
         extra["BENCH_TORCH_THREADS"] = str(torch_threads)
-    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
-               "--threads", str(threads), "--timeout", "300", "-b", f"127.0.0.1:{port}",
-               "bench.servers.flask_app:app"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "-w",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "300",
+        "-b",
+        f"127.0.0.1:{port}",
+        "bench.servers.flask_app:app",
+    ]
     process = _spawn(command, _baseline_env(extra), workdir / "s1.log")
-    setting = (f"gunicorn {workers} workers x {threads} threads, torch threads "
-               f"{torch_threads or 'default'}")
-    return Running("S1", setting, f"http://127.0.0.1:{port}", roots=[process.pid],
-                   processes=[process])
+    setting = f"gunicorn {workers} workers x {threads} threads, torch threads {torch_threads or 'default'}"
+    return Running("S1", setting, f"http://127.0.0.1:{port}", roots=[process.pid], processes=[process])
 
 
-def start_tornado(workdir: Path, system: str, processes: int, extra_args: list[str],
-                  env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+def start_tornado(
+    workdir: Path, system: str, processes: int, extra_args: list[str], env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_ports(1)[0]
-    command = [sys.executable, "-m", "bench.servers.tornado_app", "--system", system,
-               "--port", str(port), "--processes", str(processes),
-               "--tokenizer", str(tokenizer_file()), *extra_args]
-    process = _spawn(command, _baseline_env(env or {"RAYON_NUM_THREADS": "1"}),
-                     workdir / f"{system}.log")
+    command = [
+        sys.executable,
+        "-m",
+        "bench.servers.tornado_app",
+        "--system",
+        system,
+        "--port",
+        str(port),
+        "--processes",
+        str(processes),
+        "--tokenizer",
+        str(tokenizer_file()),
+        *extra_args,
+    ]
+    process = _spawn(command, _baseline_env(env or {"RAYON_NUM_THREADS": "1"}), workdir / f"{system}.log")
     return f"http://127.0.0.1:{port}", process
 
 
@@ -143,8 +167,9 @@ def start_triton(workdir: Path, repository: Path, models: Sequence[str]) -> Trit
     from generator.pipeline.plan import detected_cores
 
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics),
-                            models=tuple(models), cpu_budget=detected_cores())
+    options = ServerOptions(
+        repository=repository, ports=ServerPorts(http, grpc, metrics), models=tuple(models), cpu_budget=detected_cores()
+    )
     folder = workdir / f"triton-{http}"
     folder.mkdir(parents=True, exist_ok=True)
     server = start_server(options, folder)
@@ -161,16 +186,17 @@ def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[s
     triton = start_triton(workdir, repository, models)
     url, process = start_tornado(workdir, "s3", processes, ["--triton-grpc", triton.grpc_url])
     setting = f"tornado {processes} processes -> triton " + (
-        models[0] if len(models) == 1 else f"{len(models)} inference models")
-    return Running("S3", setting, url, roots=[triton.process.pid, process.pid],
-                   processes=[process], triton=triton)
+        models[0] if len(models) == 1 else f"{len(models)} inference models"
+    )
+    return Running("S3", setting, url, roots=[triton.process.pid, process.pid], processes=[process], triton=triton)
 
 
 def start_s4(workdir: Path, repository: Path, models: Sequence[str], setting: str) -> Running:
     """This project's ensembles on the embedded tritonserver."""
     triton = start_triton(workdir, repository, models)
-    return Running("S4", setting, f"http://{triton.http_url}", grpc_url=triton.grpc_url,
-                   roots=[triton.process.pid], triton=triton)
+    return Running(
+        "S4", setting, f"http://{triton.http_url}", grpc_url=triton.grpc_url, roots=[triton.process.pid], triton=triton
+    )
 
 
 def stop(running: Running) -> None:
@@ -197,8 +223,9 @@ def started(running: Running) -> Iterator[Running]:
 
 
 def post_json(url: str, body: str, timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
-    request = urllib.request.Request(url, data=body.encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
@@ -210,8 +237,9 @@ def embedding_of(answer: dict) -> np.ndarray:  # type: ignore[type-arg]
     return np.asarray(answer["outputs"][0]["data"], dtype=np.float32)
 
 
-def wait_answering(url: str, body: str, expected: np.ndarray, timeout_s: float = 300.0,
-                   process: subprocess.Popen[bytes] | None = None) -> float:
+def wait_answering(
+    url: str, body: str, expected: np.ndarray, timeout_s: float = 300.0, process: subprocess.Popen[bytes] | None = None
+) -> float:
     """Poll until the server answers `body`; check the answer against `expected` (cosine)."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None

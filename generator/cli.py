@@ -54,17 +54,30 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)"
     )
-    parser.add_argument("--target", choices=TARGETS, default="local",
-                        help="local: the embedded tritonserver (Python-based inference backends, written to "
-                             "repository/); ngc: nvcr.io/nvidia/tritonserver:24.10-py3 native onnxruntime/pytorch "
-                             "backends (written to build/ngc/repository/)")
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="local",
+        help="local: the embedded tritonserver (Python-based inference backends, written to "
+        "repository/); ngc: nvcr.io/nvidia/tritonserver:24.10-py3 native onnxruntime/pytorch "
+        "backends (written to build/ngc/repository/)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="repository folder (default: by target)")
-    parser.add_argument("--cores", type=int, default=None,
-                        help="CPU budget used to size instances and threads (default: the budget recorded in the "
-                             "existing repository, else the cores this process may use)")
-    parser.add_argument("--channel", action="append", dest="channels", metavar="URL",
-                        help=f"conda channel for execution environments (repeatable; default ${CHANNELS_VARIABLE}, "
-                             "else conda-forge; `tritongen envs channel` builds an offline one)")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="CPU budget used to size instances and threads (default: the budget recorded in the "
+        "existing repository, else the cores this process may use)",
+    )
+    parser.add_argument(
+        "--channel",
+        action="append",
+        dest="channels",
+        metavar="URL",
+        help=f"conda channel for execution environments (repeatable; default ${CHANNELS_VARIABLE}, "
+        "else conda-forge; `tritongen envs channel` builds an offline one)",
+    )
 
 
 def _options(args: argparse.Namespace) -> GenerateOptions:
@@ -72,9 +85,7 @@ def _options(args: argparse.Namespace) -> GenerateOptions:
     cores = args.cores or recorded_cores(output)
     if cores is not None and cores < 1:
         raise PlanError("--cores must be at least 1")
-    return GenerateOptions(
-        specs_dir=args.specs, target=args.target, output=output, cores=cores, channels=args.channels
-    )
+    return GenerateOptions(specs_dir=args.specs, target=args.target, output=output, cores=cores, channels=args.channels)
 
 
 def recorded_cores(repository: Path) -> int | None:
@@ -98,11 +109,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     diff = check(options, artifacts=not args.configs_only)
     if diff:
         print(diff, end="")
-        print(f"drift: {options.output_dir} differs from a fresh generation; run `tritongen generate`",
-              file=sys.stderr)
+        print(f"drift: {options.output_dir} differs from a fresh generation; run `tritongen generate`", file=sys.stderr)
         return 1
-    print(f"ok: specs valid, configs wired, {options.output_dir} matches a fresh generation"
-          + ("" if args.configs_only else ", artifacts match their configs"))
+    print(
+        f"ok: specs valid, configs wired, {options.output_dir} matches a fresh generation"
+        + ("" if args.configs_only else ", artifacts match their configs")
+    )
     return 0
 
 
@@ -144,14 +156,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"\n!!! {len(failed)} model(s) FAILED to load and are NOT served (the others are):", file=sys.stderr)
             for name, cause in sorted(failed.items()):
                 print(f"!!!   {name}: {cause}", file=sys.stderr)
-            print("!!! fix them, regenerate, then `tritongen update`; `serve --strict` exits instead\n",
-                  file=sys.stderr, flush=True)
+            print(
+                "!!! fix them, regenerate, then `tritongen update`; `serve --strict` exits instead\n",
+                file=sys.stderr,
+                flush=True,
+            )
         record_loaded(repository, url, key, index)
         if args.watchdog:
             watchdog = StubWatchdog(server.process.pid, url, admin_headers(key))
             watchdog.start()
-        print(f"ready: HTTP {args.address}:{args.http_port}  gRPC {args.address}:{args.grpc_port}  "
-              f"metrics {args.address}:{args.metrics_port}  (Ctrl-C stops)", flush=True)
+        print(
+            f"ready: HTTP {args.address}:{args.http_port}  gRPC {args.address}:{args.grpc_port}  "
+            f"metrics {args.address}:{args.metrics_port}  (Ctrl-C stops)",
+            flush=True,
+        )
         while server.process.poll() is None:
             time.sleep(0.5)
         print(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}", file=sys.stderr)
@@ -182,25 +200,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="specs -> repository (builds artifacts, checks, writes atomically)",
-                              description="Load models/*.yaml, build the ONNX/TorchScript artifacts (cached in "
-                                          "build/artifacts), render every config.pbtxt, check everything, then "
-                                          "replace the repository folder in one step.")
+    gen = commands.add_parser(
+        "generate",
+        help="specs -> repository (builds artifacts, checks, writes atomically)",
+        description="Load models/*.yaml, build the ONNX/TorchScript artifacts (cached in "
+        "build/artifacts), render every config.pbtxt, check everything, then "
+        "replace the repository folder in one step.",
+    )
     _add_common(gen)
     gen.set_defaults(func=cmd_generate)
 
-    chk = commands.add_parser("check", help="offline validation and drift check (exit 1 on drift)",
-                              description="Validate the specs, parse every config into Triton's ModelConfig, "
-                                          "check ensemble wiring, compare the repository with a fresh rendering "
-                                          "(printing a diff) and check the artifacts against their configs.")
+    chk = commands.add_parser(
+        "check",
+        help="offline validation and drift check (exit 1 on drift)",
+        description="Validate the specs, parse every config into Triton's ModelConfig, "
+        "check ensemble wiring, compare the repository with a fresh rendering "
+        "(printing a diff) and check the artifacts against their configs.",
+    )
     _add_common(chk)
     chk.add_argument("--configs-only", action="store_true", help="skip the artifact checks (no built files needed)")
     chk.set_defaults(func=cmd_check)
 
-    srv = commands.add_parser("serve", help="serve the repository on the embedded tritonserver",
-                              description="Assemble the backend folder, start the tritonserver of nvidia-pytriton "
-                                          "in explicit model-control mode, wait until every model is ready, serve "
-                                          "until Ctrl-C / SIGTERM.")
+    srv = commands.add_parser(
+        "serve",
+        help="serve the repository on the embedded tritonserver",
+        description="Assemble the backend folder, start the tritonserver of nvidia-pytriton "
+        "in explicit model-control mode, wait until every model is ready, serve "
+        "until Ctrl-C / SIGTERM.",
+    )
     srv.add_argument("--repository", type=Path, default=DEFAULT_OUTPUT["local"])
     srv.add_argument("--address", default="127.0.0.1", help="address to bind HTTP, gRPC and metrics to")
     srv.add_argument("--http-port", type=int, default=8000)
@@ -209,22 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
     srv.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
     srv.add_argument("--log-verbose", type=int, default=0)
-    srv.add_argument("--admin-key", default=None,
-                     help=f"key for the admin APIs (model repository/config, statistics, logging, trace, shared "
-                          f"memory); default ${ADMIN_KEY_VARIABLE}, else a random key written to "
-                          "build/serve/port-<http port>/admin-key")
-    srv.add_argument("--strict", action="store_true",
-                     help="exit with the load errors if any model fails to load (default: serve the models that "
-                          "loaded and list the failed ones; /v2/health/ready is then true, per-model ready is not)")
-    srv.add_argument("--no-watchdog", dest="watchdog", action="store_false",
-                     help="do not reload models whose python stub process died")
+    srv.add_argument(
+        "--admin-key",
+        default=None,
+        help=f"key for the admin APIs (model repository/config, statistics, logging, trace, shared "
+        f"memory); default ${ADMIN_KEY_VARIABLE}, else a random key written to "
+        "build/serve/port-<http port>/admin-key",
+    )
+    srv.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with the load errors if any model fails to load (default: serve the models that "
+        "loaded and list the failed ones; /v2/health/ready is then true, per-model ready is not)",
+    )
+    srv.add_argument(
+        "--no-watchdog",
+        dest="watchdog",
+        action="store_false",
+        help="do not reload models whose python stub process died",
+    )
     srv.set_defaults(func=cmd_serve)
     add_update_subcommand(commands)
     add_envs_subcommands(commands)
     add_tune_subcommand(commands)
-    image = commands.add_parser("image", add_help=False,
-                                help="the local Triton container image: build | tag | dockerfile | lock "
-                                     "(same as python -m generator.containers.image)")
+    image = commands.add_parser(
+        "image",
+        add_help=False,
+        help="the local Triton container image: build | tag | dockerfile | lock "
+        "(same as python -m generator.containers.image)",
+    )
     image.add_argument("arguments", nargs=argparse.REMAINDER)
     image.set_defaults(func=_cmd_image)
     return parser

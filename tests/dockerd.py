@@ -183,7 +183,10 @@ def start_engine(timeout_s: float = 60.0) -> DockerEngine:
     ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     engine = DockerEngine(host=host, pid=process.pid, owned=True, run_dir=run_dir)
@@ -191,9 +194,7 @@ def start_engine(timeout_s: float = 60.0) -> DockerEngine:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise DockerUnavailable(
-                f"dockerd exited with code {process.returncode}; log tail:\n{_tail(log_path)}"
-            )
+            raise DockerUnavailable(f"dockerd exited with code {process.returncode}; log tail:\n{_tail(log_path)}")
         if docker_answers(host, timeout_s=2):
             _state_file().write_text(json.dumps({"host": host, "pid": process.pid}) + "\n")
             return engine

@@ -85,8 +85,7 @@ def render_docker_run(
     else:
         locate = f'REPOSITORY="$(cd "$(dirname "$0")"/{_double_quoted(repository_dir)} && pwd)"'
     options = [
-        f"docker run --rm --name={shlex.quote(f'tritongen-{target}')}"
-        f" --shm-size={shlex.quote(shm_size)}",
+        f"docker run --rm --name={shlex.quote(f'tritongen-{target}')} --shm-size={shlex.quote(shm_size)}",
         *(f"-p {host}:{container}" for host, container in _port_pairs(ports or ServerPorts())),
         f'--mount "type=bind,source=$REPOSITORY,target={CONTAINER_REPOSITORY},readonly"',
         '"$IMAGE"',
@@ -169,13 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("repository", help="repository path as the files should name it")
     parser.add_argument("--target", choices=sorted(DEFAULT_IMAGES), default="local")
     parser.add_argument("--image", default=None, help="image (default: the target's)")
-    parser.add_argument("--ports", type=int, nargs=3, default=[8000, 8001, 8002],
-                        metavar=("HTTP", "GRPC", "METRICS"), help="host ports")
+    parser.add_argument(
+        "--ports", type=int, nargs=3, default=[8000, 8001, 8002], metavar=("HTTP", "GRPC", "METRICS"), help="host ports"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the files here")
     args = parser.parse_args(argv)
-    files = render_deploy_files(
-        args.repository, ServerPorts(*args.ports), args.target, args.image
-    )
+    files = render_deploy_files(args.repository, ServerPorts(*args.ports), args.target, args.image)
     for name, text in files.items():
         if args.out is None:
             print(f"==> {name} <==\n{text}")

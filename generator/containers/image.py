@@ -102,9 +102,7 @@ class BaseSpec:
         return f"{BASE_REPOSITORY}:{self.suite}-{self.digest()}"
 
 
-def container_command(
-    models: Sequence[str] = (), ports: ServerPorts | None = None, log_verbose: int = 0
-) -> list[str]:
+def container_command(models: Sequence[str] = (), ports: ServerPorts | None = None, log_verbose: int = 0) -> list[str]:
     """tritonserver's command line inside a container (local image or NVIDIA's)."""
     options = ServerOptions(
         repository=CONTAINER_REPOSITORY,
@@ -126,7 +124,8 @@ def debian_mirror(sources_dirs: Iterable[Path] = (Path("/etc/apt"),)) -> str:
                 fields = dict(
                     (key.strip(), value.strip())
                     for key, value in (
-                        line.split(":", 1) for line in stanza.splitlines()
+                        line.split(":", 1)
+                        for line in stanza.splitlines()
                         if ":" in line and not line.lstrip().startswith("#")
                     )
                 )
@@ -148,13 +147,11 @@ def _source_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        path for path in folder.rglob("*")
+        path
+        for path in folder.rglob("*")
         if path.is_file()
         and path.suffix != ".pyc"
-        and not any(
-            part in _SKIPPED_PARTS or part.endswith(".egg-info")
-            for part in path.relative_to(folder).parts
-        )
+        and not any(part in _SKIPPED_PARTS or part.endswith(".egg-info") for part in path.relative_to(folder).parts)
     )
 
 
@@ -230,8 +227,17 @@ def lock_requirements(log: Log = print) -> Path:
     report = BUILD_DIR / "pip-report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-        "--only-binary=:all:", "--report", str(report), *_requirement_lines(REQUIREMENTS_IN),
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--only-binary=:all:",
+        "--report",
+        str(report),
+        *_requirement_lines(REQUIREMENTS_IN),
     ]
     log(f"resolving {REQUIREMENTS_IN.name} with pip")
     subprocess.run(command, check=True)
@@ -266,9 +272,7 @@ def _image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
-def ensure_base_image(
-    client: docker.DockerClient, base: BaseSpec | None = None, log: Log = print
-) -> str:
+def ensure_base_image(client: docker.DockerClient, base: BaseSpec | None = None, log: Log = print) -> str:
     """Import the debootstrap rootfs of `base` unless its tag exists; return the tag."""
     base = base or BaseSpec()
     if _image_exists(client, base.tag):
@@ -283,14 +287,20 @@ def ensure_base_image(
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
     command = [
-        debootstrap, f"--variant={base.variant}", f"--include={','.join(base.packages)}",
-        base.suite, str(rootfs), mirror,
+        debootstrap,
+        f"--variant={base.variant}",
+        f"--include={','.join(base.packages)}",
+        base.suite,
+        str(rootfs),
+        mirror,
     ]
     log(f"debootstrap {base.suite} ({base.variant}, {', '.join(base.packages)}) from {mirror}")
     started = time.monotonic()
     with log_path.open("wb") as handle:
         result = subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT,
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
     if result.returncode != 0:
@@ -302,9 +312,7 @@ def ensure_base_image(
             if path.is_file() and path.name != "lock":
                 path.unlink()
     tarball = BUILD_DIR / f"rootfs-{base.digest()}.tar"
-    subprocess.run(
-        ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True
-    )
+    subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
     shutil.rmtree(rootfs)
     repository, tag = base.tag.split(":", 1)
     log(f"importing {tarball.name} as {base.tag}")
@@ -321,8 +329,17 @@ def download_wheels(wheelhouse: Path, log: Log = print) -> None:
     log(f"downloading locked wheels into {wheelhouse}")
     result = subprocess.run(
         [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", str(wheelhouse), "-r", str(REQUIREMENTS_LOCK),
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(wheelhouse),
+            "-r",
+            str(REQUIREMENTS_LOCK),
         ],
         capture_output=True,
         text=True,
@@ -342,7 +359,10 @@ def download_wheels(wheelhouse: Path, log: Log = print) -> None:
 
 
 def prepare_context(
-    context: Path, base: BaseSpec, digest: str, python_backends: Path = PYTHON_BACKENDS_DIR,
+    context: Path,
+    base: BaseSpec,
+    digest: str,
+    python_backends: Path = PYTHON_BACKENDS_DIR,
     log: Log = print,
 ) -> Path:
     """Lay out the build context: Dockerfile, wheels/, packages/, src/ (generator, backends)."""
@@ -406,9 +426,7 @@ def build_image(
         client.close()
 
 
-def remove_old_images(
-    client: docker.DockerClient, keep: Sequence[str], log: Log = print
-) -> None:
+def remove_old_images(client: docker.DockerClient, keep: Sequence[str], log: Log = print) -> None:
     """Untag the project's images other than `keep` (superseded builds); skip ones in use."""
     import docker.errors
 
@@ -426,8 +444,14 @@ def remove_old_images(
 
 def _stream_build(client: docker.DockerClient, context: Path, tag: str, log: Log) -> None:
     chunks: Iterable[dict[str, Any]] = client.api.build(
-        path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="none",
-        decode=True, labels={"tritongen.image": "triton"},
+        path=str(context),
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        network_mode="none",
+        decode=True,
+        labels={"tritongen.image": "triton"},
     )
     for chunk in chunks:
         if "error" in chunk:

@@ -51,9 +51,7 @@ def resolve_source(source: Source) -> Path:
     else:
         spec = importlib.util.find_spec(source.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ArtifactError(
-                f"package {source.package!r} is not installed (needed for {source.path})"
-            )
+            raise ArtifactError(f"package {source.package!r} is not installed (needed for {source.path})")
         path = Path(next(iter(spec.submodule_search_locations))) / source.path
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")

@@ -55,8 +55,7 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
             continue
         if model.max_batch_size < config.max_batch_size:
             problems.append(
-                f"{at}: max_batch_size {model.max_batch_size} is below the ensemble's "
-                f"{config.max_batch_size}"
+                f"{at}: max_batch_size {model.max_batch_size} is below the ensemble's {config.max_batch_size}"
             )
         model_inputs = _tensor_types(model.input)
         for model_input, source in step.input_map.items():
@@ -68,13 +67,11 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
                 want, have = model_inputs[model_input], available[source]
                 if want[0] != have[0]:
                     problems.append(
-                        f"{at}: input {model_input!r} is {_type_name(want[0])} but {source!r} is "
-                        f"{_type_name(have[0])}"
+                        f"{at}: input {model_input!r} is {_type_name(want[0])} but {source!r} is {_type_name(have[0])}"
                     )
                 elif not _dims_agree(want[1], have[1]):
                     problems.append(
-                        f"{at}: input {model_input!r} has dims {list(want[1])} but {source!r} has "
-                        f"{list(have[1])}"
+                        f"{at}: input {model_input!r} has dims {list(want[1])} but {source!r} has {list(have[1])}"
                     )
         missing = set(model_inputs) - set(step.input_map)
         if missing:
@@ -219,11 +216,15 @@ def drift(expected: Mapping[str, str], repository: Path, managed_suffixes: tuple
     Files on disk with a managed suffix that the specs no longer produce count as drift.
     """
     chunks = []
-    on_disk = {
-        str(p.relative_to(repository)): p
-        for p in repository.rglob("*")
-        if p.is_file() and (p.name.endswith(managed_suffixes))
-    } if repository.is_dir() else {}
+    on_disk = (
+        {
+            str(p.relative_to(repository)): p
+            for p in repository.rglob("*")
+            if p.is_file() and (p.name.endswith(managed_suffixes))
+        }
+        if repository.is_dir()
+        else {}
+    )
     for path in sorted(set(expected) | set(on_disk)):
         want = expected.get(path)
         have = on_disk[path].read_text(encoding="utf-8") if path in on_disk else None

@@ -190,8 +190,14 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
 
 
 def _inference_plan(
-    spec: ModelSpec, version: Version, name: str, batching: Batching, instances: int,
-    threads: int, target: TargetName, nice: int = 0,
+    spec: ModelSpec,
+    version: Version,
+    name: str,
+    batching: Batching,
+    instances: int,
+    threads: int,
+    target: TargetName,
+    nice: int = 0,
 ) -> InferencePlan:
     fmt = version.model.format
     if spec.kind == "classifier" and fmt != "onnx":
@@ -203,9 +209,7 @@ def _inference_plan(
         format=fmt,
         backend=INFERENCE_BACKENDS[target][fmt],
         inputs=tuple(TensorPlan(n, "TYPE_INT64", (-1,)) for n in input_names),
-        outputs=tuple(
-            TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)
-        ),
+        outputs=tuple(TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)),
         batching=batching,
         instances=instances,
         threads=threads,
@@ -237,22 +241,38 @@ def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
         inference.append(online)
         outputs = client_outputs(spec, version)
         output_map = tuple((i.name, c.name) for i, c in zip(online.outputs, outputs, strict=True))
-        ensembles.append(
-            EnsemblePlan(base, pre, online, outputs, output_map, f"{spec.name} version {version.version}")
-        )
+        ensembles.append(EnsemblePlan(base, pre, online, outputs, output_map, f"{spec.name} version {version.version}"))
         if version.version == spec.default_version:
             bulk = _inference_plan(
-                spec, version, f"{base}_model_bulk", spec.bulk_batching, 1, cpu.bulk_threads, target,
+                spec,
+                version,
+                f"{base}_model_bulk",
+                spec.bulk_batching,
+                1,
+                cpu.bulk_threads,
+                target,
                 nice=BULK_NICE,
             )
             inference.append(bulk)
             ensembles.append(
-                EnsemblePlan(spec.name, pre, online, outputs, output_map,
-                             f"{spec.name} (default version {version.version}, online)")
+                EnsemblePlan(
+                    spec.name,
+                    pre,
+                    online,
+                    outputs,
+                    output_map,
+                    f"{spec.name} (default version {version.version}, online)",
+                )
             )
             ensembles.append(
-                EnsemblePlan(f"{spec.name}_batch", pre, bulk, outputs, output_map,
-                             f"{spec.name} (default version {version.version}, bulk)")
+                EnsemblePlan(
+                    f"{spec.name}_batch",
+                    pre,
+                    bulk,
+                    outputs,
+                    output_map,
+                    f"{spec.name} (default version {version.version}, bulk)",
+                )
             )
     return ModelPlan(spec, tuple(preprocess), tuple(inference), tuple(ensembles))
 

@@ -154,9 +154,7 @@ class FileBuild(StrictModel):
     source: ProjectFile
 
 
-Build = Annotated[
-    EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")
-]
+Build = Annotated[EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")]
 
 
 class ModelArtifact(StrictModel):
@@ -197,9 +195,7 @@ class Batching(StrictModel):
         if list(sizes) != sorted(set(sizes)) or any(s < 1 for s in sizes):
             raise ValueError("preferred_batch_sizes must be positive and strictly ascending")
         if sizes and sizes[-1] > self.max_batch_size:
-            raise ValueError(
-                f"preferred batch size {sizes[-1]} exceeds max_batch_size {self.max_batch_size}"
-            )
+            raise ValueError(f"preferred batch size {sizes[-1]} exceeds max_batch_size {self.max_batch_size}")
         return self
 
 
@@ -234,9 +230,7 @@ class ModelSpec(StrictModel):
     versions: tuple[Version, ...] = Field(min_length=1)
     batching: Batching = Batching()
     """The online entry point `<name>`: latency first."""
-    bulk_batching: Batching = Batching(
-        max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=20000
-    )
+    bulk_batching: Batching = Batching(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=20000)
     """The bulk entry point `<name>_batch`: throughput first."""
     instances: Instances = Instances()
 
@@ -281,8 +275,7 @@ def _format_location(location: tuple[str | int, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in {"PackageFile", "ProjectFile", "sentence_embedding", "file",
-                      "prototype_classifier"}:
+        elif part in {"PackageFile", "ProjectFile", "sentence_embedding", "file", "prototype_classifier"}:
             continue  # union branch names, not fields
         else:
             text += f".{part}" if text else str(part)

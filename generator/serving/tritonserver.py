@@ -231,9 +231,7 @@ def rate_limited(repository: Path) -> bool:
     return False
 
 
-def server_command(
-    options: ServerOptions, backend_directory: Path, install: TritonInstall | None = None
-) -> list[str]:
+def server_command(options: ServerOptions, backend_directory: Path, install: TritonInstall | None = None) -> list[str]:
     """The tritonserver command line for `options`."""
     install = install or find_triton()
     command = [
@@ -411,8 +409,10 @@ def load_errors(log: str) -> str:
 
 def _startup_finished(log: str) -> bool:
     """True once the server printed its model table (every model has a final state)."""
-    return "Started HTTPService" in log or "Started GRPCInferenceService" in log or (
-        "+-------" in log and "| Model" in log
+    return (
+        "Started HTTPService" in log
+        or "Started GRPCInferenceService" in log
+        or ("+-------" in log and "| Model" in log)
     )
 
 
@@ -449,9 +449,7 @@ def start_server(
 
 
 @contextlib.contextmanager
-def running_server(
-    options: ServerOptions, workdir: Path, ready_timeout_s: float = 180.0
-) -> Iterator[TritonProcess]:
+def running_server(options: ServerOptions, workdir: Path, ready_timeout_s: float = 180.0) -> Iterator[TritonProcess]:
     """Start tritonserver, wait for readiness, yield it, and always stop it."""
     server = start_server(options, workdir)
     try:

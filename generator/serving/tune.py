@@ -183,14 +183,17 @@ def stage_delta(before: dict[str, Any], after: dict[str, Any]) -> StageStats:
         count = int(batch["compute_infer"]["count"]) - (int(previous["compute_infer"]["count"]) if previous else 0)
         if count <= 0:
             continue
-        total = sum(int(batch[k]["ns"]) - (int(previous[k]["ns"]) if previous else 0)
-                    for k in ("compute_input", "compute_infer", "compute_output"))
+        total = sum(
+            int(batch[k]["ns"]) - (int(previous[k]["ns"]) if previous else 0)
+            for k in ("compute_input", "compute_infer", "compute_output")
+        )
         stage.batches[size] = count
         stage.compute_ms_per_batch[size] = total / count / 1e6
     if stage.batches and requests:
         # inference_stats charge each request its whole batch's time; batch_stats do not.
-        stage.compute_ms_per_request = sum(
-            n * stage.compute_ms_per_batch[b] for b, n in stage.batches.items()) / requests
+        stage.compute_ms_per_request = (
+            sum(n * stage.compute_ms_per_batch[b] for b, n in stage.batches.items()) / requests
+        )
     return stage
 
 
@@ -284,16 +287,20 @@ def _ensemble_steps(config_path: Path) -> list[dict[str, Any]]:
 
 
 def describe(trial: Trial) -> str:
-    lines = [f"  {trial.label:<48} {trial.rps:7.1f} req/s  p50 {trial.p50_ms:6.1f} ms  "
-             f"p99 {trial.p99_ms:6.1f} ms  errors {trial.errors}"]
+    lines = [
+        f"  {trial.label:<48} {trial.rps:7.1f} req/s  p50 {trial.p50_ms:6.1f} ms  "
+        f"p99 {trial.p99_ms:6.1f} ms  errors {trial.errors}"
+    ]
     for model, stage in trial.stages.items():
         if model == trial.spec.get("name"):
             lines.append(f"      {model:<30} ensemble: {stage.compute_ms_per_request:6.2f} ms/req inside the server")
             continue
         batches = ", ".join(f"{b}x{n}: {stage.compute_ms_per_batch[b]:.1f}ms" for b, n in sorted(stage.batches.items()))
-        lines.append(f"      {model:<30} queue {stage.queue_ms:6.2f} ms/req  compute "
-                     f"{stage.compute_ms_per_request:6.2f} ms/req  avg batch {stage.average_batch:4.1f}"
-                     + (f"  [{batches}]" if batches else ""))
+        lines.append(
+            f"      {model:<30} queue {stage.queue_ms:6.2f} ms/req  compute "
+            f"{stage.compute_ms_per_request:6.2f} ms/req  avg batch {stage.average_batch:4.1f}"
+            + (f"  [{batches}]" if batches else "")
+        )
     return "\n".join(lines)
 
 
@@ -335,12 +342,18 @@ def tune(options: TuneOptions) -> Trial:
     if not options.texts:
         options.texts = sample_texts(tokenizer_file)
     lengths = token_lengths(tokenizer_file, options.texts, version.preprocessing.max_length)
-    print(f"tune {spec.name}: {options.cores} cores, c={options.concurrency}, p99 bound "
-          f"{options.p99_ms:.0f} ms; {len(options.texts)} texts of {lengths[0]}-{lengths[-1]} tokens "
-          f"(median {lengths[len(lengths) // 2]})", flush=True)
+    print(
+        f"tune {spec.name}: {options.cores} cores, c={options.concurrency}, p99 bound "
+        f"{options.p99_ms:.0f} ms; {len(options.texts)} texts of {lengths[0]}-{lengths[-1]} tokens "
+        f"(median {lengths[len(lengths) // 2]})",
+        flush=True,
+    )
     planned = plan_cpu(spec, options.cores)
-    print(f"generated today: {planned.model_instances} x {planned.model_threads} threads, "
-          f"{planned.preprocess_instances} preprocessing instance(s)", flush=True)
+    print(
+        f"generated today: {planned.model_instances} x {planned.model_threads} threads, "
+        f"{planned.preprocess_instances} preprocessing instance(s)",
+        flush=True,
+    )
 
     print("step 1: instance layout (instances x intra-op threads)", flush=True)
     best: Trial | None = None
@@ -405,12 +418,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
         texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
     with tempfile.TemporaryDirectory(prefix="tritongen-tune-") as workdir:
         options = TuneOptions(
-            spec_path=path, cores=args.cores or detected_cores(), concurrency=args.concurrency,
-            p99_ms=args.p99_ms, seconds=args.seconds, texts=texts, workdir=Path(workdir),
+            spec_path=path,
+            cores=args.cores or detected_cores(),
+            concurrency=args.concurrency,
+            p99_ms=args.p99_ms,
+            seconds=args.seconds,
+            texts=texts,
+            workdir=Path(workdir),
         )
         best = tune(options)
-    summary = (f"{best.rps:.1f} req/s, p99 {best.p99_ms:.0f} ms at c={args.concurrency} on "
-               f"{options.cores} cores ({best.label}), {time.strftime('%Y-%m-%d')}")
+    summary = (
+        f"{best.rps:.1f} req/s, p99 {best.p99_ms:.0f} ms at c={args.concurrency} on "
+        f"{options.cores} cores ({best.label}), {time.strftime('%Y-%m-%d')}"
+    )
     print(f"\nbest: {summary}\nproposed settings:\n" + yaml.safe_dump(proposal(best), sort_keys=False))
     if best.p99_ms > args.p99_ms:
         print(f"note: no candidate met the p99 bound of {args.p99_ms:.0f} ms; this one has the lowest p99")
@@ -423,8 +443,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def add_tune_subcommand(subparsers: Any) -> None:
     """Register `tritongen tune` on the CLI's subparsers."""
     parser = subparsers.add_parser(
-        "tune", help="measure an ensemble on the real server and propose instances, batching, padding",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "tune",
+        help="measure an ensemble on the real server and propose instances, batching, padding",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spec", help="spec name (models/<spec>.yaml)")
     parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec folder (default: models/)")
@@ -432,8 +454,9 @@ def add_tune_subcommand(subparsers: Any) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients of the load (default 32)")
     parser.add_argument("--p99-ms", type=float, default=200.0, help="p99 latency bound of the goal (default 200)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement seconds per candidate")
-    parser.add_argument("--texts", type=Path, default=None,
-                        help="sample texts, one per line (default: seeded 8-40-word sentences)")
+    parser.add_argument(
+        "--texts", type=Path, default=None, help="sample texts, one per line (default: seeded 8-40-word sentences)"
+    )
     parser.add_argument("--write", action="store_true", help="write the best settings into the spec YAML")
     parser.set_defaults(func=cmd_tune)
 

@@ -49,9 +49,7 @@ class Target:
 
 def client(target: Target, protocol: str) -> Any:
     if protocol == "http":
-        return httpclient.InferenceServerClient(
-            target.http_url, connection_timeout=60, network_timeout=120
-        )
+        return httpclient.InferenceServerClient(target.http_url, connection_timeout=60, network_timeout=120)
     return grpcclient.InferenceServerClient(target.grpc_url)
 
 
@@ -88,16 +86,12 @@ def _reference_encoder(lowercase: bool, max_length: int) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def reference_embeddings(
-    texts: list[str], lowercase: bool = True, max_length: int = 128
-) -> np.ndarray:
+def reference_embeddings(texts: list[str], lowercase: bool = True, max_length: int = 128) -> np.ndarray:
     """Mean-pooled, L2-normalized all-MiniLM-L6-v2 embeddings computed with transformers."""
     import torch
 
     tokenizer, model = _reference_encoder(lowercase, max_length)
-    encoded = tokenizer(
-        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     with torch.inference_mode():
         hidden = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])[0]
     mask = encoded["attention_mask"].unsqueeze(-1).float()
@@ -122,9 +116,7 @@ def classifier_versions() -> dict[int, dict[str, Any]]:
 
 def reference_classifier(texts: list[str], version: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
     """Logits and labels a version's own preprocessing and prototype head give."""
-    embed = functools.partial(
-        reference_embeddings, lowercase=version["lowercase"], max_length=version["max_length"]
-    )
+    embed = functools.partial(reference_embeddings, lowercase=version["lowercase"], max_length=version["max_length"])
     prototypes = []
     for examples in version["labels"].values():
         mean = embed(list(examples)).mean(0)
@@ -155,9 +147,7 @@ def check_single_texts_equal_batched(target: Target, protocol: str, model: str) 
         assert float(single @ batched[index]) >= 0.9999
 
 
-def check_batch_sizes(
-    target: Target, protocol: str, model: str, max_batch_size: int, output: str
-) -> None:
+def check_batch_sizes(target: Target, protocol: str, model: str, max_batch_size: int, output: str) -> None:
     """Every batch size 1..max_batch_size returns one row per text."""
     for size in range(1, max_batch_size + 1):
         texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
@@ -189,9 +179,7 @@ def check_classifier(target: Target, protocol: str) -> None:
         labels = [v.decode() for v in got["LABEL"][:, 0]]
         assert labels == want_labels, (number, labels, want_labels)
         logits_by_version[number] = got["LOGITS"]
-    assert not np.allclose(logits_by_version[1], logits_by_version[2], atol=1e-2), (
-        "versions should differ"
-    )
+    assert not np.allclose(logits_by_version[1], logits_by_version[2], atol=1e-2), "versions should differ"
     default = infer_texts(target, protocol, CLASSIFIER, texts, ["LOGITS"])["LOGITS"]
     assert np.allclose(default, logits_by_version[int(versions["default"])], atol=1e-4)
 
@@ -205,9 +193,7 @@ def _raw_request(
     shape: list[int] | None = None,
 ) -> Any:
     module = httpclient if protocol == "http" else grpcclient
-    tensor = module.InferInput(
-        "TEXT", shape or list(data.shape), datatype or np_to_triton_dtype(data.dtype)
-    )
+    tensor = module.InferInput("TEXT", shape or list(data.shape), datatype or np_to_triton_dtype(data.dtype))
     if shape is None:
         tensor.set_data_from_numpy(data)
     return client(target, protocol).infer(model, [tensor])
@@ -234,9 +220,7 @@ def check_bad_requests(target: Target, protocol: str, model: str = "minilm_embed
             _raw_request(target, protocol, model, request["data"])
         except InferenceServerException as error:
             message = str(error)
-            assert any(k.lower() in message.lower() for k in keywords), (
-                f"{label}: unclear error {message!r}"
-            )
+            assert any(k.lower() in message.lower() for k in keywords), f"{label}: unclear error {message!r}"
         else:
             raise AssertionError(f"{label}: the server accepted a bad request")
         assert client(target, protocol).is_server_live()

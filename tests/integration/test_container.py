@@ -55,9 +55,7 @@ globals().update({name: getattr(test_serving, name) for name in _SHARED_TESTS})
 
 
 @pytest.fixture(scope="module")
-def container_repository(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def container_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped specs generated for the container's target (`local` is shared with the
     process-based tests)."""
     target = container_target()
@@ -88,9 +86,7 @@ def server(triton_container: TritonContainer) -> Target:
     return Target(triton_container.http_url, triton_container.grpc_url)
 
 
-def test_every_generated_model_is_ready(
-    triton_container: TritonContainer, container_repository: Path
-) -> None:
+def test_every_generated_model_is_ready(triton_container: TritonContainer, container_repository: Path) -> None:
     """The repository index lists every generated model as READY."""
     request = urllib.request.Request(
         f"http://{triton_container.http_url}/v2/repository/index", data=b"{}", method="POST"
@@ -169,7 +165,9 @@ def test_generated_docker_run_script_serves_the_repository(
     log_path = tmp_path / "docker-run.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["sh", str(script)], stdout=log, stderr=subprocess.STDOUT,
+            ["sh", str(script)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "TRITON_IMAGE": triton_image, **docker_engine.environment()},
         )
     try:

@@ -127,21 +127,35 @@ def test_admin_apis_refuse_requests_without_the_key(served: TritonProcess) -> No
     grpc = grpcclient.InferenceServerClient(served.grpc_url)
     wrong = "wrong-key-0123456789abcdef"
     admin_calls = {
-        "repository index": (lambda h: http.get_model_repository_index(headers=h),
-                             lambda h: grpc.get_model_repository_index(headers=h)),
-        "load": (lambda h: http.load_model("minilm_embed", headers=h),
-                 lambda h: grpc.load_model("minilm_embed", headers=h)),
-        "unload": (lambda h: http.unload_model("minilm_embed_ts", headers=h),
-                   lambda h: grpc.unload_model("minilm_embed_ts", headers=h)),
-        "config": (lambda h: http.get_model_config("minilm_embed", headers=h),
-                   lambda h: grpc.get_model_config("minilm_embed", headers=h)),
-        "statistics": (lambda h: http.get_inference_statistics(headers=h),
-                       lambda h: grpc.get_inference_statistics(headers=h)),
-        "logging": (lambda h: http.update_log_settings({"log_verbose_level": 1}, headers=h),
-                    lambda h: grpc.update_log_settings({"log_verbose_level": 1}, headers=h)),
+        "repository index": (
+            lambda h: http.get_model_repository_index(headers=h),
+            lambda h: grpc.get_model_repository_index(headers=h),
+        ),
+        "load": (
+            lambda h: http.load_model("minilm_embed", headers=h),
+            lambda h: grpc.load_model("minilm_embed", headers=h),
+        ),
+        "unload": (
+            lambda h: http.unload_model("minilm_embed_ts", headers=h),
+            lambda h: grpc.unload_model("minilm_embed_ts", headers=h),
+        ),
+        "config": (
+            lambda h: http.get_model_config("minilm_embed", headers=h),
+            lambda h: grpc.get_model_config("minilm_embed", headers=h),
+        ),
+        "statistics": (
+            lambda h: http.get_inference_statistics(headers=h),
+            lambda h: grpc.get_inference_statistics(headers=h),
+        ),
+        "logging": (
+            lambda h: http.update_log_settings({"log_verbose_level": 1}, headers=h),
+            lambda h: grpc.update_log_settings({"log_verbose_level": 1}, headers=h),
+        ),
         "trace": (lambda h: http.get_trace_settings(headers=h), lambda h: grpc.get_trace_settings(headers=h)),
-        "shared memory": (lambda h: http.get_system_shared_memory_status(headers=h),
-                          lambda h: grpc.get_system_shared_memory_status(headers=h)),
+        "shared memory": (
+            lambda h: http.get_system_shared_memory_status(headers=h),
+            lambda h: grpc.get_system_shared_memory_status(headers=h),
+        ),
     }
     for label, (over_http, over_grpc) in admin_calls.items():
         for headers in ({}, {"admin-key": wrong}):
@@ -188,16 +202,25 @@ def test_update_switches_the_default_version_without_losing_a_request(
     loop_models = [("http", "text_classifier"), ("grpc", "text_classifier"), ("http", "text_classifier_batch")]
     with ClientLoop(served, loop_models) as loop:
         time.sleep(1.0)
-        generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels,
-                                 progress=lambda _m: None))
+        generate(
+            GenerateOptions(
+                specs_dir=specs, output=repository, cores=2, channels=conda_channels, progress=lambda _m: None
+            )
+        )
         result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
         switched = time.monotonic()
         time.sleep(2.0)
     assert result.ok, (result.failed, result.skipped)
-    assert sorted(result.loaded) == sorted([
-        "text_classifier_v3_pre", "text_classifier_v3_model", "text_classifier_v3_model_bulk",
-        "text_classifier_v3", "text_classifier", "text_classifier_batch",
-    ])
+    assert sorted(result.loaded) == sorted(
+        [
+            "text_classifier_v3_pre",
+            "text_classifier_v3_model",
+            "text_classifier_v3_model_bulk",
+            "text_classifier_v3",
+            "text_classifier",
+            "text_classifier_batch",
+        ]
+    )
     assert result.loaded.index("text_classifier") > result.loaded.index("text_classifier_v3")
     assert result.unloaded == ["text_classifier_v2_model_bulk"]
     assert loop.failures() == [], loop.failures()[:3]
@@ -211,8 +234,18 @@ def test_update_switches_the_default_version_without_losing_a_request(
     again = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
     assert again.ok and again.loaded == [] and again.unloaded == []
     # The command line says the same; a wrong key is a clear error.
-    command = [sys.executable, "-m", "generator.cli", "update", "--repository", str(repository),
-               "--url", served.http_url, "--state", str(state_path(served))]
+    command = [
+        sys.executable,
+        "-m",
+        "generator.cli",
+        "update",
+        "--repository",
+        str(repository),
+        "--url",
+        served.http_url,
+        "--state",
+        str(state_path(served)),
+    ]
     done = subprocess.run([*command, "--admin-key", ADMIN_KEY], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "0 to load, 0 to unload" in done.stdout, done.stdout + done.stderr
     done = subprocess.run([*command, "--admin-key", "x" * 20], capture_output=True, text=True, timeout=120)
@@ -294,8 +327,14 @@ def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: Trit
 def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """minilm_embed v1 (healthy) and text_classifier v1 with a corrupted model file."""
     repository = tmp_path_factory.mktemp("broken") / "repository"
-    for name in ("minilm_embed_v1_pre", "minilm_embed_v1_model", "minilm_embed_v1",
-                 "text_classifier_v1_pre", "text_classifier_v1_model", "text_classifier_v1"):
+    for name in (
+        "minilm_embed_v1_pre",
+        "minilm_embed_v1_model",
+        "minilm_embed_v1",
+        "text_classifier_v1_pre",
+        "text_classifier_v1_model",
+        "text_classifier_v1",
+    ):
         hardlink_copy(generated_repository / name, repository / name)
     if (generated_repository / "_envs").is_dir():  # execution environments the pre models name
         hardlink_copy(generated_repository / "_envs", repository / "_envs")
@@ -305,8 +344,21 @@ def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempP
 
 def serve_command(repository: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
     http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "generator.cli", "serve", "--repository", str(repository),
-               "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "generator.cli",
+        "serve",
+        "--repository",
+        str(repository),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        *extra,
+    ]
     return command, {**os.environ, "TRITONGEN_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
 
 
@@ -320,8 +372,9 @@ def test_serve_strict_exits_with_the_load_error(broken_repository: Path) -> None
 def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_repository: Path) -> None:
     command, env = serve_command(broken_repository)
     http_url = f"127.0.0.1:{command[command.index('--http-port') + 1]}"
-    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         lines = []

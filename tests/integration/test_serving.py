@@ -44,9 +44,7 @@ def test_text_result_independent_of_batch(server: Target, model: str) -> None:
         ("text_classifier_v1", 32, "LOGITS", "grpc"),
     ],
 )
-def test_every_batch_size(
-    server: Target, model: str, max_batch_size: int, output: str, protocol: str
-) -> None:
+def test_every_batch_size(server: Target, model: str, max_batch_size: int, output: str, protocol: str) -> None:
     assertions.check_batch_sizes(server, protocol, model, max_batch_size, output)
 
 

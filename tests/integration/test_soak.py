@@ -30,8 +30,9 @@ def soak_server(generated_repository: Path, tmp_path_factory: pytest.TempPathFac
     repository = workdir / "repository"
     shutil.copytree(generated_repository, repository, copy_function=os.link)
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics),
-                            admin_key="soak-admin-key-0123456789")
+    options = ServerOptions(
+        repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key="soak-admin-key-0123456789"
+    )
     server = start_server(options, workdir)
     try:
         server.wait_ready(READY_TIMEOUT_S)
@@ -49,9 +50,14 @@ def test_short_soak_fails_no_valid_request(soak_server: TritonProcess) -> None:
     watchdog.start()
     try:
         report: SoakReport = run_soak(
-            Target(soak_server.http_url, soak_server.grpc_url), soak_server.process.pid,
-            soak_server.options.repository, duration_s=SOAK_SECONDS, rate=15, sample_s=5,
-            warmup_s=SOAK_SECONDS / 3, watchdog=watchdog,
+            Target(soak_server.http_url, soak_server.grpc_url),
+            soak_server.process.pid,
+            soak_server.options.repository,
+            duration_s=SOAK_SECONDS,
+            rate=15,
+            sample_s=5,
+            warmup_s=SOAK_SECONDS / 3,
+            watchdog=watchdog,
         )
     finally:
         watchdog.stop()

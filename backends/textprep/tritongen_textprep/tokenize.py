@@ -88,9 +88,7 @@ def decode_texts(raw: np.ndarray, max_text_bytes: int) -> list[str]:
         if len(data) == 0:
             raise TextError(f"TEXT[{index}] is empty: send a non-empty text")
         if len(data) > max_text_bytes:
-            raise TextError(
-                f"TEXT[{index}] has {len(data)} bytes, over the limit of {max_text_bytes} bytes"
-            )
+            raise TextError(f"TEXT[{index}] has {len(data)} bytes, over the limit of {max_text_bytes} bytes")
         try:
             texts.append(data.decode("utf-8"))
         except UnicodeDecodeError as error:
@@ -109,7 +107,10 @@ def padded_length(longest: int, settings: TokenizerSettings) -> int:
 
 
 def encode(
-    tokenizer, texts: Sequence[str], settings: TokenizerSettings, pad_id: int = 0  # type: ignore[no-untyped-def]
+    tokenizer,
+    texts: Sequence[str],
+    settings: TokenizerSettings,
+    pad_id: int = 0,  # type: ignore[no-untyped-def]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize all texts in one `encode_batch` call; return (input_ids, attention_mask), int64."""
     encodings = tokenizer.encode_batch(list(texts))

@@ -45,18 +45,14 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names]
-            for r in requests
+            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests
         ]
         responses: list[Any] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, arrays in enumerate(inputs):
             groups.setdefault(tuple(a.shape[1:] for a in arrays), []).append(index)
         for members in groups.values():
-            feed = {
-                name: np.concatenate([inputs[i][k] for i in members])
-                for k, name in enumerate(self.input_names)
-            }
+            feed = {name: np.concatenate([inputs[i][k] for i in members]) for k, name in enumerate(self.input_names)}
             try:
                 results = self.session.run(self.output_names, feed)
             except Exception as error:  # onnxruntime raises its own exception types

@@ -49,8 +49,7 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         torch = self.torch
         inputs = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names]
-            for r in requests
+            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests
         ]
         responses: list[Any] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
@@ -58,8 +57,7 @@ class TritonPythonModel:
             groups.setdefault(tuple(a.shape[1:] for a in arrays), []).append(index)
         for members in groups.values():
             batch = [
-                torch.from_numpy(np.concatenate([inputs[i][k] for i in members]))
-                for k in range(len(self.input_names))
+                torch.from_numpy(np.concatenate([inputs[i][k] for i in members])) for k in range(len(self.input_names))
             ]
             try:
                 with torch.inference_mode():

@@ -27,9 +27,7 @@ def test_compose_file(target: str, image: str) -> None:
     assert service["image"] == "${TRITON_IMAGE:-" + image + "}"
     assert service["ports"] == ["9000:8000", "9001:8001", "9002:8002"]
     assert service["shm_size"] == "256m"
-    assert service["volumes"] == [
-        {"type": "bind", "source": "../repository", "target": "/models", "read_only": True}
-    ]
+    assert service["volumes"] == [{"type": "bind", "source": "../repository", "target": "/models", "read_only": True}]
     assert service["command"] == container_command()
     assert "--model-control-mode=explicit" in service["command"]
 

@@ -64,9 +64,7 @@ def test_debian_mirror_from_deb822_and_one_line_lists(tmp_path: Path) -> None:
     assert debian_mirror([deb822]) == "http://mirror.example/debian"
     one_line = tmp_path / "b"
     (one_line / "sources.list.d").mkdir(parents=True)
-    (one_line / "sources.list").write_text(
-        "# x\ndeb [signed-by=/k.gpg] http://other.example/debian bookworm main\n"
-    )
+    (one_line / "sources.list").write_text("# x\ndeb [signed-by=/k.gpg] http://other.example/debian bookworm main\n")
     assert debian_mirror([one_line]) == "http://other.example/debian"
 
 

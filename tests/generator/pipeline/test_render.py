@@ -27,8 +27,14 @@ def configs(target: str = "local", cores: int = 2) -> dict[str, mc.ModelConfig]:
 
 def test_naming_scheme() -> None:
     names = set(configs())
-    assert {"minilm_embed", "minilm_embed_batch", "minilm_embed_v1", "minilm_embed_v1_pre",
-            "minilm_embed_v1_model", "minilm_embed_v1_model_bulk"} <= names
+    assert {
+        "minilm_embed",
+        "minilm_embed_batch",
+        "minilm_embed_v1",
+        "minilm_embed_v1_pre",
+        "minilm_embed_v1_model",
+        "minilm_embed_v1_model_bulk",
+    } <= names
     assert {"text_classifier_v1", "text_classifier_v2", "text_classifier_v1_pre", "text_classifier_v2_pre"} <= names
     assert "text_classifier_v1_model_bulk" not in names  # bulk only for the default version (2)
 
@@ -46,9 +52,12 @@ def test_client_contract() -> None:
     text = parsed["minilm_embed"].input[0]
     assert (text.name, text.data_type, list(text.dims)) == ("TEXT", mc.TYPE_STRING, [1])
     assert [(o.name, o.data_type, list(o.dims)) for o in parsed["minilm_embed"].output] == [
-        ("EMBEDDING", mc.TYPE_FP32, [384])]
+        ("EMBEDDING", mc.TYPE_FP32, [384])
+    ]
     assert [(o.name, o.data_type, list(o.dims)) for o in parsed["text_classifier"].output] == [
-        ("LOGITS", mc.TYPE_FP32, [4]), ("LABEL", mc.TYPE_STRING, [1])]
+        ("LOGITS", mc.TYPE_FP32, [4]),
+        ("LABEL", mc.TYPE_STRING, [1]),
+    ]
 
 
 @pytest.mark.parametrize("cores", [1, 2, 8, 16])

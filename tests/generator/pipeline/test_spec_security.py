@@ -66,8 +66,21 @@ def rejected(data: dict[str, Any], field: str) -> str:
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil", "a/b", "Demo", "1demo", "_demo", "demo-x", "demo.x", "", "de mo", "demo\nx", "démo", "a\x00b",
-     "x" * 49],
+    [
+        "../evil",
+        "a/b",
+        "Demo",
+        "1demo",
+        "_demo",
+        "demo-x",
+        "demo.x",
+        "",
+        "de mo",
+        "demo\nx",
+        "démo",
+        "a\x00b",
+        "x" * 49,
+    ],
 )
 def test_model_names_that_are_not_safe_folder_names_are_rejected(name: str) -> None:
     rejected(spec(name=name), "name")
@@ -109,8 +122,11 @@ def test_environment_names_are_file_names(environment: str) -> None:
 
 @pytest.mark.parametrize("label", ["a/b", "../x", "a b", "a\nb", "", 'a"b'])
 def test_labels_are_plain_words(label: str) -> None:
-    data = spec(kind="classifier", versions__0__model__build={**CLASSIFIER_BUILD, "labels": {label: ["x"], "b": ["y"]}},
-                versions__0__outputs={"labels": [label, "b"]})
+    data = spec(
+        kind="classifier",
+        versions__0__model__build={**CLASSIFIER_BUILD, "labels": {label: ["x"], "b": ["y"]}},
+        versions__0__outputs={"labels": [label, "b"]},
+    )
     rejected(data, "labels")
 
 

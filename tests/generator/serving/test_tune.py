@@ -19,18 +19,24 @@ from tests.generator.pipeline.test_cpu_budget import SPEC
 def _stats(count: int, executions: int, queue_ns: int, infer_ns: int, batches: dict[int, tuple[int, int]]) -> dict:
     zero = {"count": 0, "ns": 0}
     return {
-        "inference_count": count, "execution_count": executions,
-        "inference_stats": {"queue": {"count": count, "ns": queue_ns}, "compute_input": zero,
-                            "compute_infer": {"count": count, "ns": infer_ns}, "compute_output": zero},
-        "batch_stats": [{"batch_size": size, "compute_input": zero, "compute_output": zero,
-                         "compute_infer": {"count": n, "ns": ns}} for size, (n, ns) in batches.items()],
+        "inference_count": count,
+        "execution_count": executions,
+        "inference_stats": {
+            "queue": {"count": count, "ns": queue_ns},
+            "compute_input": zero,
+            "compute_infer": {"count": count, "ns": infer_ns},
+            "compute_output": zero,
+        },
+        "batch_stats": [
+            {"batch_size": size, "compute_input": zero, "compute_output": zero, "compute_infer": {"count": n, "ns": ns}}
+            for size, (n, ns) in batches.items()
+        ],
     }
 
 
 def test_stage_delta_gives_per_request_and_per_batch_costs() -> None:
     before = _stats(10, 10, 10_000_000, 50_000_000, {1: (10, 50_000_000)})
-    after = _stats(30, 15, 50_000_000, 130_000_000, {1: (12, 60_000_000), 4: (3, 30_000_000),
-                                                     8: (1, 40_000_000)})
+    after = _stats(30, 15, 50_000_000, 130_000_000, {1: (12, 60_000_000), 4: (3, 30_000_000), 8: (1, 40_000_000)})
     stage = stage_delta(before, after)
     assert (stage.requests, stage.executions) == (20, 5)
     assert stage.average_batch == 4.0
@@ -64,8 +70,7 @@ def test_settings_make_a_valid_spec() -> None:
     import yaml
 
     base = yaml.safe_load(SPEC)
-    tuned = with_settings(base, instances=(1, 2), padding=("buckets", (16, 32, 128)), delay_us=2000,
-                          preferred=(2, 4))
+    tuned = with_settings(base, instances=(1, 2), padding=("buckets", (16, 32, 128)), delay_us=2000, preferred=(2, 4))
     spec = parse_spec(yaml.safe_dump(tuned), "m.yaml")
     assert (spec.instances.model, spec.instances.model_threads) == (1, 2)
     assert spec.versions[0].preprocessing.buckets == (16, 32, 128)

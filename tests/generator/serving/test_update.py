@@ -111,12 +111,23 @@ def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
         "demo_v2_model": upd.ModelEntry("m2"),
         "demo_v2_model_bulk": upd.ModelEntry("k2"),
     }
-    recorded = {"demo": "old", "demo_batch": "old", "demo_v1": "e1", "demo_v1_pre": "p1", "demo_v1_model": "m1",
-                "demo_v1_model_bulk": "k1"}
+    recorded = {
+        "demo": "old",
+        "demo_batch": "old",
+        "demo_v1": "e1",
+        "demo_v1_pre": "p1",
+        "demo_v1_model": "m1",
+        "demo_v1_model_bulk": "k1",
+    }
     ready = dict.fromkeys([*recorded], "READY")
     plan = upd.plan_update(index, recorded, ready)
     assert [name for name, _ in plan.load] == [
-        "demo_v2_model", "demo_v2_model_bulk", "demo_v2_pre", "demo_v2", "demo", "demo_batch",
+        "demo_v2_model",
+        "demo_v2_model_bulk",
+        "demo_v2_pre",
+        "demo_v2",
+        "demo",
+        "demo_batch",
     ]
     assert dict(plan.load)["demo"] == "changed" and dict(plan.load)["demo_v2_pre"] == "new"
     assert plan.unload == ["demo_v1_model_bulk"]
@@ -169,14 +180,17 @@ def test_server_command_restricts_admin_apis_only_with_a_key(tmp_path: Path) -> 
 
 
 def test_failed_models_names_each_model_and_its_cause() -> None:
-    log = "\n".join([
-        'E1128 14:43:39.286782 1 model_lifecycle.cc:642] "failed to load \'demo_v1_model\' version 1: Internal: '
-        "InvalidProtobuf: Load model from /r/demo_v1_model/1/model.onnx failed:Protobuf parsing failed.\\n\\nAt:\\n"
-        '  x.py(1): f\\n"',
-        'I1128 14:43:39.286809 1 model_lifecycle.cc:777] "failed to load \'demo_v1_model\'"',
-        'E1128 14:43:40.0 1 model_lifecycle.cc:642] "failed to load \'demo_v2_pre\' version 1: Invalid argument: x"',
-        'I1128 14:43:41.0 1 model_lifecycle.cc:839] "successfully loaded \'demo_v2_pre\'"',
-    ])
+    log = "\n".join(
+        [
+            "E1128 14:43:39.286782 1 model_lifecycle.cc:642] \"failed to load 'demo_v1_model' version 1: Internal: "
+            "InvalidProtobuf: Load model from /r/demo_v1_model/1/model.onnx failed:Protobuf parsing failed.\\n\\nAt:\\n"
+            '  x.py(1): f\\n"',
+            "I1128 14:43:39.286809 1 model_lifecycle.cc:777] \"failed to load 'demo_v1_model'\"",
+            "E1128 14:43:40.0 1 model_lifecycle.cc:642] "
+            "\"failed to load 'demo_v2_pre' version 1: Invalid argument: x\"",
+            "I1128 14:43:41.0 1 model_lifecycle.cc:839] \"successfully loaded 'demo_v2_pre'\"",
+        ]
+    )
     assert failed_models(log) == {
         "demo_v1_model": "Internal: InvalidProtobuf: Load model from /r/demo_v1_model/1/model.onnx failed:"
         "Protobuf parsing failed."
