@@ -36,7 +36,6 @@ name, so that a reloading Triton picks it up (Triton issue #4783).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -59,6 +58,7 @@ import yaml
 
 from generator import PROJECT_ROOT  # noqa: E402
 from generator.environments import channel as conda_channel
+from generator.errors import TritongenError
 
 ENVS_DIR = PROJECT_ROOT / "envs"
 BACKENDS_DIR = PROJECT_ROOT / "backends"
@@ -104,11 +104,11 @@ CUDA `ubuntu2204` repositories) and links the stub against `libpython3-dev`, i.e
 to 3.12 (issue #8357)."""
 
 
-class EnvironmentSpecError(ValueError):
+class EnvironmentSpecError(TritongenError, ValueError):
     """An environment spec is invalid or cannot work on the target (names env and cause)."""
 
 
-class EnvironmentBuildError(RuntimeError):
+class EnvironmentBuildError(TritongenError, RuntimeError):
     """An environment could not be built (names the environment and the failing step)."""
 
 
@@ -389,7 +389,7 @@ def _solve(spec: EnvironmentSpec, channels: Sequence[str]) -> list[Any]:
     from rattler.exceptions import SolverError
 
     try:
-        records: list[Any] = asyncio.run(
+        records: list[Any] = conda_channel.run_rattler(
             solve(
                 sources=list(channels),
                 specs=list(spec.conda),
@@ -553,7 +553,7 @@ def _installed_packages(prefix: Path, python_minor: str) -> dict[str, str]:
 def _install_conda(records: list[Any], prefix: Path, package_cache: Path) -> None:
     from rattler import install
 
-    asyncio.run(install(records, target_prefix=prefix, cache_dir=package_cache, show_progress=False))
+    conda_channel.run_rattler(install(records, target_prefix=prefix, cache_dir=package_cache, show_progress=False))
 
 
 def _remove_conda_packages(records: list[Any], prefix: Path, names: set[str], package_cache: Path) -> None:
@@ -562,7 +562,7 @@ def _remove_conda_packages(records: list[Any], prefix: Path, names: set[str], pa
 
     installed = [PrefixRecord.from_path(p) for p in sorted((prefix / "conda-meta").glob("*.json"))]
     kept = [r for r in records if r.name.normalized not in names]
-    asyncio.run(
+    conda_channel.run_rattler(
         install(
             kept, target_prefix=prefix, cache_dir=package_cache, installed_packages=installed,
             show_progress=False,

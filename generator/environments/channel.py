@@ -16,6 +16,8 @@ Packages are written in the `.conda` format (zip of zstd tarballs) and indexed w
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import fcntl
 import hashlib
 import io
@@ -28,11 +30,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from generator import PROJECT_ROOT
 
@@ -423,19 +427,61 @@ def build_wheel_package(
 
 def index_channel(channel_dir: Path) -> None:
     """Write `repodata.json` for every subdir of the channel with py-rattler."""
-    import asyncio
-
     from rattler.index import index_fs
 
     (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
-    asyncio.run(_maybe_await(index_fs(channel_dir, force=True, write_zst=False, write_shards=False)))
+    run_rattler(index_fs(channel_dir, force=True, write_zst=False, write_shards=False))
 
 
-async def _maybe_await(value: object) -> None:
-    import inspect
+T = TypeVar("T")
 
-    if inspect.isawaitable(value):
-        await value
+
+class _CallerTrackingLoop(asyncio.SelectorEventLoop):
+    """An event loop that records which threads call `call_soon_threadsafe`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callers: set[int] = set()
+
+    def call_soon_threadsafe(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: object, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        # threading.get_ident, not current_thread(): that would register a _DummyThread.
+        self.callers.add(threading.get_ident())
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+def run_rattler(awaitable: Awaitable[T], timeout_s: float = 30.0) -> T:
+    """`asyncio.run(awaitable)` for py-rattler's coroutines, returning only once rattler's
+    threads have left the interpreter.
+
+    py-rattler (pyo3-async-runtimes) completes a future from a tokio blocking thread that
+    attaches to the interpreter and calls `loop.call_soon_threadsafe`, whose self-pipe write
+    releases the GIL. The main thread can then run the callback, return from `asyncio.run`
+    and finalize the interpreter while that thread still is inside `call_soon_threadsafe`;
+    when it takes the GIL back during finalization, CPython 3.11 ends it with
+    `pthread_exit`, whose unwinding runs pyo3's guard drop -> `PyGILState_Release` on a
+    thread state that is not current -> "Fatal Python error: PyGILState_Release", SIGABRT,
+    exit code 134 after all output was printed (seen in about 1 of 8 `tritongen envs
+    channel` runs). So this waits until no thread that called `call_soon_threadsafe` has a
+    Python frame left. Checked while this thread holds the GIL, "no frame" means that
+    thread returned from Python and released its thread state (pyo3 holds the GIL from the
+    last frame's return to `PyGILState_Release`). The loop object stays referenced here, so
+    its finalizer never runs on the tokio thread.
+    """
+    loop = _CallerTrackingLoop()
+    try:
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            return runner.run(_awaited(awaitable))
+    finally:
+        deadline = time.monotonic() + timeout_s
+        me = threading.get_ident()
+        while (loop.callers - {me}) & sys._current_frames().keys() and time.monotonic() < deadline:
+            time.sleep(0.001)  # hands the GIL to that thread so that it can return from Python
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def build_channel(
