@@ -75,8 +75,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="channels",
         metavar="URL",
-        help=f"conda channel for execution environments (repeatable; default ${CHANNELS_VARIABLE}, "
-        "else conda-forge; `tritongen envs channel` builds an offline one)",
+        help=f"conda channel for execution environments (repeatable; default ${CHANNELS_VARIABLE}, else the "
+        "project's channel recorded in build/tritongen.toml by `tritongen envs channel`, else conda-forge)",
     )
 
 

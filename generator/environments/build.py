@@ -65,7 +65,11 @@ BACKENDS_DIR = PROJECT_ROOT / "backends"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "build" / "envs"
 DEFAULT_CHANNELS: tuple[str, ...] = ("conda-forge",)
 CHANNELS_VARIABLE = "TRITONGEN_CONDA_CHANNELS"
-"""Comma-separated channels overriding the default (CI sets the offline channel's URL)."""
+"""Comma-separated channels overriding the project setting (one-off runs, CI)."""
+SETTINGS_FILE = PROJECT_ROOT / "build" / "tritongen.toml"
+"""The project's local settings: `[environments] channels = [...]`, written by `tritongen envs
+channel`. Machine-specific (a `file://` URL of this checkout), so it lives in the git-ignored
+build/ folder next to the channel it names; deleting build/ forgets both."""
 PLATFORM: str = conda_channel.PLATFORM
 RECIPE_VERSION = "1"
 """Bump when the build recipe (slimming, hook, pip flags) changes: every hash changes."""
@@ -189,11 +193,45 @@ def _source_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def default_channels() -> list[str]:
-    """Channels from $TRITONGEN_CONDA_CHANNELS, else `conda-forge`."""
+def default_channels(settings: Path | None = None) -> list[str]:
+    """Channels when no `--channel` is given: $TRITONGEN_CONDA_CHANNELS, else the project
+    setting (`build/tritongen.toml`, see `remember_channels`), else `conda-forge`."""
     configured = os.environ.get(CHANNELS_VARIABLE, "")
     channels = [c.strip() for c in configured.split(",") if c.strip()]
-    return channels or list(DEFAULT_CHANNELS)
+    return channels or recorded_channels(settings) or list(DEFAULT_CHANNELS)
+
+
+def recorded_channels(settings: Path | None = None) -> list[str]:
+    """The channels of the project setting ([] when none is recorded)."""
+    path = settings or SETTINGS_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise EnvironmentSpecError(f"{path}: unreadable project setting ({error}); fix or delete it") from error
+    channels = data.get("environments", {}).get("channels", [])
+    if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):
+        raise EnvironmentSpecError(f"{path}: [environments] channels must be a list of channel URLs")
+    return list(channels)
+
+
+def remember_channels(channels: Sequence[str], settings: Path | None = None) -> Path:
+    """Record `channels` as the project's channels (read by every later generate, check and
+    `envs build`); written atomically."""
+    path = settings or SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # JSON strings are valid TOML basic strings.
+    listed = ", ".join(json.dumps(c) for c in channels)
+    text = (
+        "# Written by `tritongen envs channel`: conda channels of this checkout's execution\n"
+        f"# environments (overridden by --channel and ${CHANNELS_VARIABLE}).\n"
+        f"[environments]\nchannels = [{listed}]\n"
+    )
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+    return path
 
 
 def spec_path_for(name: str, envs_dir: Path = ENVS_DIR) -> Path:
@@ -406,7 +444,7 @@ def _solve(spec: EnvironmentSpec, channels: Sequence[str]) -> list[Any]:
         raise EnvironmentSpecError(
             f"environment {spec.name!r}: cannot read channels {list(channels)}: "
             f"{type(error).__name__}: {error}\n(offline? build a local channel with "
-            f"`tritongen envs channel` and set {CHANNELS_VARIABLE}=file://<its folder>)"
+            "`tritongen envs channel`: the project then uses it)"
         ) from error
     return records
 
@@ -773,8 +811,19 @@ def add_envs_subcommands(subparsers: Any) -> None:
     envs = subparsers.add_parser("envs", help="build Python execution environments (conda-pack)")
     actions = envs.add_subparsers(dest="envs_command", required=True)
 
-    channel = actions.add_parser("channel", help="build the offline file:// conda channel (pyenv CPythons, pip, numpy)")
+    channel = actions.add_parser(
+        "channel",
+        help="build the offline file:// conda channel (pyenv CPythons, pip, numpy) and make it the project's",
+        description="Build (or complete) the offline channel and record it in build/tritongen.toml: every later "
+        "generate, check and envs build uses it. With --channel, record those channels instead (nothing "
+        f"is built). Precedence: --channel of a command > ${CHANNELS_VARIABLE} > build/tritongen.toml > "
+        "conda-forge.",
+    )
     channel.add_argument("--dir", type=Path, default=conda_channel.DEFAULT_CHANNEL_DIR)
+    channel.add_argument(
+        "--channel", action="append", dest="channels", metavar="URL",
+        help="record this channel (repeatable; e.g. a site mirror) instead of building the offline one",
+    )  # fmt: skip
     channel.add_argument(
         "--python", action="append", dest="pythons", metavar="3.X",
         help=f"CPython minor version to package (repeatable; default "
@@ -788,7 +837,8 @@ def add_envs_subcommands(subparsers: Any) -> None:
     build.add_argument("names", nargs="*", help="environment names or .yml paths (default: all)")
     build.add_argument(
         "--channel", action="append", dest="channels",
-        help=f"conda channel (repeatable; default ${CHANNELS_VARIABLE} or conda-forge)",
+        help=f"conda channel (repeatable; default ${CHANNELS_VARIABLE}, else the project's channel recorded by "
+        "`tritongen envs channel`, else conda-forge)",
     )  # fmt: skip
     build.add_argument("--target", default="local", help="stub target: local, ngc-24.10 or 3.X")
     build.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -802,11 +852,17 @@ def add_envs_subcommands(subparsers: Any) -> None:
 
 
 def _cmd_channel(args: argparse.Namespace) -> int:
-    conda_channel.build_channel(
-        args.dir, pythons=args.pythons or conda_channel.DEFAULT_PYTHONS,
-        numpy_version=args.numpy, pip_version=args.pip,
-    )  # fmt: skip
-    print(f"use it with: export {CHANNELS_VARIABLE}={conda_channel.channel_url(args.dir)}")
+    channels = args.channels
+    if not channels:
+        conda_channel.build_channel(
+            args.dir, pythons=args.pythons or conda_channel.DEFAULT_PYTHONS,
+            numpy_version=args.numpy, pip_version=args.pip,
+        )  # fmt: skip
+        channels = [conda_channel.channel_url(args.dir)]
+    path = remember_channels(channels)
+    print(f"project channels: {', '.join(channels)} (recorded in {path})", flush=True)
+    if os.environ.get(CHANNELS_VARIABLE):
+        print(f"note: ${CHANNELS_VARIABLE} is set and takes precedence over it in this shell", flush=True)
     return 0
 
 
@@ -864,5 +920,7 @@ __all__ = [
     "check_environment_spec",
     "default_channels",
     "parse_environment_spec",
+    "recorded_channels",
+    "remember_channels",
     "unpack_environment",
 ]

@@ -245,11 +245,35 @@ def test_written_conda_package_is_indexed(channel: str) -> None:
     assert record["depends"] == ["python 3.11.*"] and len(record["sha256"]) == 64
 
 
-def test_default_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_channels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """$TRITONGEN_CONDA_CHANNELS > the project setting > conda-forge (--channel is the caller's)."""
+    monkeypatch.setattr(environments, "SETTINGS_FILE", tmp_path / "build" / "tritongen.toml")
     monkeypatch.delenv(environments.CHANNELS_VARIABLE, raising=False)
     assert environments.default_channels() == ["conda-forge"]
+    environments.remember_channels(["file:///project/build/conda-channel", 'file:///odd "name"'])
+    assert environments.recorded_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
+    assert environments.default_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
     monkeypatch.setenv(environments.CHANNELS_VARIABLE, "file:///a, file:///b")
     assert environments.default_channels() == ["file:///a", "file:///b"]
+
+
+def test_a_broken_project_setting_is_reported(tmp_path: Path) -> None:
+    settings = tmp_path / "tritongen.toml"
+    settings.write_text("[environments]\nchannels = 'file:///one'\n")
+    with pytest.raises(EnvironmentSpecError, match="channels must be a list"):
+        environments.recorded_channels(settings)
+    settings.write_text("[environments\n")
+    with pytest.raises(EnvironmentSpecError, match="unreadable project setting"):
+        environments.recorded_channels(settings)
+
+
+def test_envs_channel_records_the_channel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`tritongen envs channel --channel URL` records a channel without building one."""
+    settings = tmp_path / "tritongen.toml"
+    monkeypatch.setattr(environments, "SETTINGS_FILE", settings)
+    monkeypatch.delenv(environments.CHANNELS_VARIABLE, raising=False)
+    assert environments.main(["channel", "--channel", "https://mirror.example/conda-forge"]) == 0
+    assert environments.default_channels() == ["https://mirror.example/conda-forge"]
 
 
 def test_cli_subcommands_are_registered() -> None:
