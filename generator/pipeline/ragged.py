@@ -1,0 +1,310 @@
+"""Unpadded ("ragged") BERT-family sentence encoders for Triton's ragged batching.
+
+Contract of the exported model (ONNX and TorchScript, same names, same order):
+
+| input          | type  | graph shape | config                                                      |
+| -------------- | ----- | ----------- | ----------------------------------------------------------- |
+| `input_ids`    | INT64 | `[-1]`      | dims `[-1]`, `allow_ragged_batch: true`                     |
+| `lengths`      | INT64 | `[-1]`      | dims `[1]`, `allow_ragged_batch: true`                      |
+| `token_offsets`| INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `input_ids` |
+| `text_offsets` | INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `lengths`   |
+
+Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), one row
+per text in request order; Triton splits it back by each request's batch size.
+
+Why two data inputs and two batch inputs (the trap in ../shared/FACTS.md): an element-count
+batch input counts REQUESTS, but a request may carry n texts (`TEXT` of shape `[n, 1]`), and a
+composing model's inputs must all have that request's batch size n as first dimension. So
+the tokenizer emits, per request (`pack_request`):
+
+- `input_ids` of shape `[n, ceil(T / n)]`: the n texts' tokens concatenated (T tokens), then
+  up to n - 1 pad tokens so that the shape is rectangular (none when n == 1, the usual case);
+- `lengths` of shape `[n, 1]`: each text's token count, as data.
+
+Triton concatenates each ragged input over the batch's R requests in request order; the two
+batch inputs ([R + 1] each, starting at 0) give where each request's tokens and texts start.
+Text j of request r then starts at `token_offsets[r] + sum(lengths of r's earlier texts)`.
+
+Inside the graph every token-wise layer (embeddings with per-text position ids, fused QKV,
+attention output projection, feed-forward, layer norms) runs on the flat `[tokens, hidden]`
+tensor: no padding. Only attention (and pooling) gathers tokens into `[texts, max_len]` blocks
+with a key mask, and back. Texts are grouped into length buckets (`DEFAULT_BUCKETS`: <=32,
+<=64, <=128, longer) and each bucket is padded only to its own longest text, so one 250-token
+text in a batch of 40-token sentences no longer pads everyone's attention to 250 (the
+long-tail trap). Empty buckets are zero-sized tensors. ONNX Runtime has no packed attention on
+CPU, so all of this is plain ONNX (Gather, MatMul, Softmax, NonZero, CumSum).
+
+Composing model config (batch inputs must be TYPE_INT32 or TYPE_FP32; this graph takes INT32):
+
+    input [
+      { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] allow_ragged_batch: true },
+      { name: "lengths" data_type: TYPE_INT64 dims: [ 1 ] allow_ragged_batch: true }
+    ]
+    batch_input [
+      { kind: BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO target_name: "token_offsets"
+        data_type: TYPE_INT32 source_input: "input_ids" },
+      { kind: BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO target_name: "text_offsets"
+        data_type: TYPE_INT32 source_input: "lengths" }
+    ]
+    output [ { name: "embedding" data_type: TYPE_FP32 dims: [ 384 ] } ]
+
+The pytorch backend passes inputs by `forward` argument name (`RaggedSentenceEmbedding.forward`
+uses exactly these names). Exports are deterministic (TorchScript archives are normalised
+like the padded ones, see `artifacts._without_random_id`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+INPUT_NAMES = ("input_ids", "lengths", "token_offsets", "text_offsets")
+"""Graph inputs in order (TorchScript: the `forward` argument names)."""
+OUTPUT_NAME = "embedding"
+DEFAULT_BUCKETS = (32, 64, 128)
+"""Upper length bounds of the attention buckets; texts longer than the last form one more."""
+ONNX_OPSET = 17
+_MASKED = -1.0e9
+"""Added to attention scores of padded key positions (exp underflows to exactly 0)."""
+
+
+class RaggedError(ValueError):
+    """A model folder or a request cannot be turned into ragged tensors."""
+
+
+def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The tokenizer's per-request outputs for n texts: (`input_ids` [n, ceil(T/n)], `lengths` [n, 1]).
+
+    The texts' tokens are concatenated; at most n - 1 `pad_id` tokens fill the last row.
+    """
+    if not token_ids:
+        raise RaggedError("a request needs at least one text")
+    count = len(token_ids)
+    lengths = np.array([[len(ids)] for ids in token_ids], dtype=np.int64)
+    if int(lengths.min()) < 1:
+        raise RaggedError("every text needs at least one token")
+    flat = np.fromiter((t for ids in token_ids for t in ids), dtype=np.int64, count=int(lengths.sum()))
+    width = math.ceil(flat.size / count)
+    packed = np.full(count * width, pad_id, dtype=np.int64)
+    packed[: flat.size] = flat
+    return packed.reshape(count, width), lengths
+
+
+class RaggedSentenceEmbedding(torch.nn.Module):
+    """A BERT encoder on concatenated token ids, mean pooling and L2 normalisation per text."""
+
+    def __init__(self, encoder: Any, normalize: bool = True, buckets: Sequence[int] = DEFAULT_BUCKETS) -> None:
+        super().__init__()
+        config = encoder.config
+        if getattr(config, "model_type", "") != "bert":
+            raise RaggedError(f"ragged export supports BERT encoders, got model_type {config.model_type!r}")
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            raise RaggedError("ragged export needs absolute position embeddings")
+        if list(buckets) != sorted(set(buckets)) or (buckets and buckets[0] < 1):
+            raise RaggedError(f"buckets must be increasing positive lengths, got {list(buckets)}")
+        self.embeddings = encoder.embeddings
+        self.layers = encoder.encoder.layer
+        self.heads = int(config.num_attention_heads)
+        self.hidden = int(config.hidden_size)
+        self.head_dim = self.hidden // self.heads
+        self.buckets = tuple(int(b) for b in buckets)
+        self.normalize = normalize
+        # Fused Q/K/V projection (one [hidden, 3 * hidden] matmul per layer on the flat tokens).
+        for index, layer in enumerate(self.layers):
+            attention = layer.attention.self
+            weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]).detach()
+            bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]).detach()
+            self.register_buffer(f"qkv_weight_{index}", weight.t().contiguous())
+            self.register_buffer(f"qkv_bias_{index}", bias.contiguous())
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        token_offsets: torch.Tensor,
+        text_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        token_offsets = token_offsets.to(torch.int64)
+        text_offsets = text_offsets.to(torch.int64)
+        lengths = lengths.to(torch.int64)
+        starts = _text_starts(lengths, token_offsets, text_offsets)
+        tokens = torch.arange(input_ids.shape[0], dtype=torch.int64)
+        # Text of each token (the last text starting at or before it) and its position there.
+        text_of_token = (tokens.unsqueeze(1) >= starts.unsqueeze(0)).to(torch.int64).sum(1) - 1
+        text_of_token = text_of_token.clamp(min=0)
+        position = tokens - starts[text_of_token]
+        real = position < lengths[text_of_token]  # False for the pad tokens that fill a request
+        position = torch.where(real, position, torch.zeros_like(position))
+
+        blocks, slots = self._blocks(starts, lengths)
+        slot = slots[text_of_token] + position
+        back = torch.where(real, slot, torch.zeros_like(slot))  # padded-buffer row of each token
+
+        embeddings = self.embeddings
+        hidden = embeddings.word_embeddings(input_ids) + embeddings.position_embeddings(position)
+        hidden = hidden + embeddings.token_type_embeddings.weight[0]
+        hidden = embeddings.LayerNorm(hidden)
+        for index, layer in enumerate(self.layers):
+            qkv = torch.addmm(getattr(self, f"qkv_bias_{index}"), hidden, getattr(self, f"qkv_weight_{index}"))
+            context = torch.cat([self._attend(qkv, gather, bias) for gather, bias, _ in blocks])[back]
+            attention_output = layer.attention.output
+            hidden = attention_output.LayerNorm(attention_output.dense(context) + hidden)
+            intermediate = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
+            hidden = layer.output.LayerNorm(layer.output.dense(intermediate) + hidden)
+
+        pooled = torch.cat([_mean(hidden, gather, valid) for gather, _, valid in blocks])
+        pooled = pooled[self._pooled_order(lengths)]
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+        return pooled
+
+    def _bucket_of(self, lengths: torch.Tensor) -> torch.Tensor:
+        bucket = torch.zeros_like(lengths)
+        for bound in self.buckets:
+            bucket = bucket + (lengths > bound).to(torch.int64)
+        return bucket
+
+    def _blocks(
+        self, starts: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Per bucket: token rows [texts, len] (pads -> row 0), key bias, valid mask; and each
+        text's first row in the concatenated padded buffer of all buckets."""
+        bucket = self._bucket_of(lengths)
+        blocks = []
+        slots = torch.zeros_like(lengths)
+        base = torch.zeros((), dtype=torch.int64)
+        for index in range(len(self.buckets) + 1):
+            member = bucket == index
+            selected = torch.nonzero(member)[:, 0]
+            member_lengths = lengths[selected]
+            longest = (lengths * member.to(torch.int64)).max().clamp(min=1)
+            columns = torch.arange(longest, dtype=torch.int64)  # type: ignore[call-overload]  # traced: dynamic
+            valid = columns.unsqueeze(0) < member_lengths.unsqueeze(1)
+            rows = starts[selected].unsqueeze(1) + columns.unsqueeze(0)
+            gather = torch.where(valid, rows, torch.zeros_like(rows))
+            bias = torch.where(valid, 0.0, _MASKED).to(torch.float32)
+            blocks.append((gather, bias, valid))
+            rank = torch.cumsum(member.to(torch.int64), 0) - 1
+            slots = torch.where(member, base + rank * longest, slots)
+            base = base + selected.shape[0] * longest
+        return blocks, slots
+
+    def _pooled_order(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Row of each text (input order) among the pooled rows, which come bucket by bucket."""
+        bucket = self._bucket_of(lengths)
+        order = torch.zeros_like(lengths)
+        before = torch.zeros((), dtype=torch.int64)
+        for index in range(len(self.buckets) + 1):
+            member = bucket == index
+            counted = member.to(torch.int64)
+            order = torch.where(member, before + torch.cumsum(counted, 0) - 1, order)
+            before = before + counted.sum()
+        return order
+
+    def _attend(self, qkv: torch.Tensor, gather: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of one bucket: [texts * len, hidden] context rows of its padded block."""
+        block = qkv[gather]  # [texts, len, 3 * hidden]
+        block = block.reshape(gather.shape[0], gather.shape[1], 3, self.heads, self.head_dim)
+        block = block.permute(2, 0, 3, 1, 4)  # [3, texts, heads, len, head_dim]
+        query, key, value = block[0], block[1], block[2]
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        scores = scores + bias.unsqueeze(1).unsqueeze(1)
+        context = torch.matmul(torch.softmax(scores, dim=-1), value)  # [texts, heads, len, head_dim]
+        return context.permute(0, 2, 1, 3).reshape(-1, self.hidden)
+
+
+def _text_starts(lengths: torch.Tensor, token_offsets: torch.Tensor, text_offsets: torch.Tensor) -> torch.Tensor:
+    """First token of each text: its request's first token + lengths of its earlier texts there."""
+    texts = torch.arange(lengths.shape[0], dtype=torch.int64)
+    request = (texts.unsqueeze(1) >= text_offsets[1:].unsqueeze(0)).to(torch.int64).sum(1)
+    before = torch.cumsum(lengths, 0) - lengths  # tokens of all earlier texts of the batch
+    first_text = text_offsets[:-1][request]
+    return token_offsets[:-1][request] + before - before[first_text]
+
+
+def _mean(hidden: torch.Tensor, gather: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over each text's real tokens of one bucket: [texts, hidden]."""
+    weights = valid.to(hidden.dtype)
+    summed = (hidden[gather] * weights.unsqueeze(-1)).sum(1)
+    return summed / weights.sum(1, keepdim=True).clamp(min=1.0)
+
+
+# --- building and exporting -----------------------------------------------------------------
+
+
+def load_ragged_module(
+    model_dir: Path, normalize: bool = True, buckets: Sequence[int] = DEFAULT_BUCKETS
+) -> RaggedSentenceEmbedding:
+    """The ragged module of a transformers model folder (BERT family), in eval mode."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    torch.manual_seed(0)
+    encoder = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    return RaggedSentenceEmbedding(encoder, normalize, buckets).eval()
+
+
+def sample_inputs() -> tuple[torch.Tensor, ...]:
+    """Tracing inputs: two requests, the second with two texts (one pad token), several buckets."""
+    requests = [[[101] + [2000 + i for i in range(40)] + [102]], [[101, 7592, 102], [101, 2023, 1037, 102]]]
+    packed = [pack_request(texts) for texts in requests]
+    ids = np.concatenate([p[0].ravel() for p in packed])
+    lengths = np.concatenate([p[1].ravel() for p in packed])
+    token_offsets = np.cumsum([0] + [p[0].size for p in packed]).astype(np.int32)
+    text_offsets = np.cumsum([0] + [p[1].size for p in packed]).astype(np.int32)
+    return tuple(torch.from_numpy(a) for a in (ids, lengths, token_offsets, text_offsets))
+
+
+def export_onnx(module: RaggedSentenceEmbedding, output: Path) -> None:
+    """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, hidden]`."""
+    import onnx
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            sample_inputs(),
+            str(output),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                **{name: {0: f"{name}_count"} for name in INPUT_NAMES},
+                OUTPUT_NAME: {0: "texts"},
+            },
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    graph_model = onnx.load(str(output))
+    out_dims = graph_model.graph.output[0].type.tensor_type.shape.dim
+    out_dims[1].Clear()
+    out_dims[1].dim_value = module.hidden  # the exporter leaves it symbolic
+    graph_model.producer_name = "tritongen"
+    graph_model.producer_version = ""
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(output))
+
+
+def export_torchscript(module: RaggedSentenceEmbedding, output: Path) -> None:
+    """Traced, frozen TorchScript with byte-identical output for identical weights."""
+    from generator.pipeline.artifacts import _without_random_id
+
+    torch.jit._state._python_cu = torch._C.CompilationUnit()
+    torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, sample_inputs(), check_trace=False, strict=False)
+        frozen = torch.jit.freeze(traced.eval())
+    buffer = io.BytesIO()
+    torch.jit.save(frozen, buffer)
+    output.write_bytes(_without_random_id(buffer.getvalue()))
