@@ -5,7 +5,8 @@ Its own backend folder lacks a stub, so `assemble_backend_directory` builds one 
 ../shared/FACTS.md): `python/` with a *copy* of `libtriton_python.so` (a symlink is refused),
 a *symlink* to the stub of the server's Python (the stub's RPATH is relative to its original
 location) and `triton_python_backend_utils.py`; next to it, every Python-based backend of the
-project's `backends/triton/` folder (`<name>/model.py`).
+project's `backends/triton/` folder (`<name>/model.py`), each with a copy of the modules the
+runners share (`backends/triton/*.py`, e.g. the batching core).
 
 This one function is shared by `tritongen serve`, the integration tests and the container
 image build, so that all three serve the repository with the same backend folder.
@@ -118,9 +119,14 @@ def assemble_backend_directory(
         shutil.copy2(install.stub(), stub_target)
     else:
         stub_target.symlink_to(install.stub())
+    shared_modules = sorted(python_backends.glob("*.py"))
     for backend in sorted(python_backends.iterdir()):
         if (backend / "model.py").is_file():
             shutil.copytree(backend, destination / backend.name, ignore=_ignore_caches)
+            # Modules shared by the runners (tritongen_batching.py): a Python-based backend's
+            # folder is on its stub's sys.path, so each runner gets its own copy.
+            for module in shared_modules:
+                shutil.copy2(module, destination / backend.name / module.name)
     return destination
 
 
