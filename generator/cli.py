@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune_subcommand(commands)
     image = commands.add_parser(
         "image",
-        add_help=False,
+        add_help=False,  # `tritongen image --help` is the image tool's own help (see main)
         help="the local Triton container image: build | tag | dockerfile | lock "
         "(same as python -m generator.containers.image)",
     )
@@ -272,7 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tritongen` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `image` hands its arguments to generator.containers.image, whose parser knows them; a
+    # REMAINDER positional does not take options that come first (`image --help`), so those
+    # arrive here as unknown arguments and go to the image tool too.
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "image":
+        args.arguments = [*unknown, *args.arguments]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except USER_ERRORS as error:
