@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from generator.pipeline.manifest import read_manifest
 from generator.serving.tritonserver import (
     PROJECT_ROOT,
     ServerOptions,
@@ -48,7 +49,7 @@ from generator.serving.tritonserver import (
     free_ports,
     start_server,
 )
-from generator.serving.update import content_index, parse_config
+from generator.serving.update import content_index
 from generator.serving.watchdog import StubWatchdog, rss_kib, stub_processes
 
 SENTENCES = (
@@ -74,12 +75,11 @@ class EntryPoint:
 
 
 def entry_points(repository: Path) -> list[EntryPoint]:
-    """Every ensemble of the repository."""
-    points = []
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        config = parse_config(config_path)
-        if config.platform == "ensemble":
-            points.append(EntryPoint(config.name, config.max_batch_size, config.output[0].name))
+    """Every ensemble of the repository (from its manifest)."""
+    points = [
+        EntryPoint(entry.name, entry.max_batch_size or 1, entry.outputs[0])
+        for entry in read_manifest(repository).ensembles()
+    ]
     if not points:
         raise ValueError(f"{repository} has no ensembles")
     return points

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -14,18 +14,17 @@ from types import FrameType
 
 from generator.environments.build import (
     CHANNELS_VARIABLE,
-    EnvironmentBuildError,
-    EnvironmentSpecError,
     add_envs_subcommands,
 )
-from generator.pipeline.artifacts import ArtifactError
-from generator.pipeline.checks import CheckError
+from generator.errors import TritongenError
+from generator.kinds.targets import TARGETS
 from generator.pipeline.generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
-from generator.pipeline.plan import TARGETS, PlanError
-from generator.pipeline.spec import SpecError
+from generator.pipeline.manifest import find_manifest
+from generator.pipeline.plan import PlanError
 from generator.serving.tritonserver import (
     ServerOptions,
     ServerPorts,
+    TritonProcess,
     TritonServerError,
     admin_headers,
     check_admin_key,
@@ -35,19 +34,17 @@ from generator.serving.tritonserver import (
 from generator.serving.tune import add_tune_subcommand
 from generator.serving.update import (
     ADMIN_KEY_VARIABLE,
-    UpdateError,
+    ModelEntry,
     add_update_subcommand,
     content_index,
     generate_admin_key,
     record_loaded,
+    state_dir,
 )
 from generator.serving.watchdog import StubWatchdog
 
-USER_ERRORS = (
-    SpecError, PlanError, CheckError, ArtifactError, TritonServerError, UpdateError,
-    EnvironmentSpecError, EnvironmentBuildError,
-)  # fmt: skip
-CORES_IN_HEADER = re.compile(r"cpu budget: (\d+) cores")
+USER_ERRORS = (TritongenError,)
+"""Errors reported as one message without a traceback (every user-facing error subclasses it)."""
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -58,9 +55,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--target",
         choices=TARGETS,
         default="local",
-        help="local: the embedded tritonserver (Python-based inference backends, written to "
-        "repository/); ngc: nvcr.io/nvidia/tritonserver:24.10-py3 native onnxruntime/pytorch "
-        "backends (written to build/ngc/repository/)",
+        help="; ".join(f"{name}: {target.description}" for name, target in TARGETS.items())
+        + " (the model files are the same; the deploy files differ)",
     )
     parser.add_argument("--output", type=Path, default=None, help="repository folder (default: by target)")
     parser.add_argument(
@@ -89,12 +85,9 @@ def _options(args: argparse.Namespace) -> GenerateOptions:
 
 
 def recorded_cores(repository: Path) -> int | None:
-    """The CPU budget the repository on disk was generated with (from a config header)."""
-    for config in sorted(repository.glob("*/config.pbtxt")):
-        match = CORES_IN_HEADER.search(config.read_text(encoding="utf-8").split("\n", 1)[0])
-        if match:
-            return int(match.group(1))
-    return None
+    """The CPU budget the repository on disk was generated with (from its manifest)."""
+    manifest = find_manifest(repository)
+    return manifest.cpu_budget if manifest else None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -140,16 +133,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cpu_budget=recorded_cores(repository),
     )
     index = content_index(repository)
-    workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
-    print(f"starting tritonserver on {repository} (log: {workdir / 'tritonserver.log'}) ...", flush=True)
-    server = start_server(options, workdir)
-    watchdog: StubWatchdog | None = None
+    log_path = state_dir(url) / "tritonserver.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Before anything is created: SIGTERM / SIGHUP then unwind like Ctrl-C, through the cleanup.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    # The backend folder the server runs from (1.6 MB): removed when serve ends, however it ends
+    # (only a SIGKILL of serve leaves it; the server then gets SIGTERM through PDEATHSIG).
+    workdir = Path(tempfile.mkdtemp(prefix="tritongen-serve-"))
     try:
+        print(f"starting tritonserver on {repository} (log: {log_path}) ...", flush=True)
+        return _serve(args, options, url, key, index, workdir, log_path)
+    except KeyboardInterrupt:
+        return 0  # interrupted before the server started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _serve(
+    args: argparse.Namespace,
+    options: ServerOptions,
+    url: str,
+    key: str,
+    index: dict[str, ModelEntry],
+    workdir: Path,
+    log_path: Path,
+) -> int:
+    server: TritonProcess | None = None
+    watchdog: StubWatchdog | None = None
+    try:
+        server = start_server(options, workdir, log_path=log_path)
         server.wait_ready(args.timeout, allow_failed=not args.strict, progress=lambda line: print(line, flush=True))
         failed = failed_models(server.log_text())
         if failed:
@@ -161,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        record_loaded(repository, url, key, index)
+        record_loaded(options.repository, url, key, index)
         if args.watchdog:
             watchdog = StubWatchdog(server.process.pid, url, admin_headers(key))
             watchdog.start()
@@ -170,8 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"metrics {args.address}:{args.metrics_port}  (Ctrl-C stops)",
             flush=True,
         )
-        while server.process.poll() is None:
-            time.sleep(0.5)
+        server.process.wait()
         print(f"tritonserver exited with code {server.process.returncode}\n{server.log_tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -179,12 +195,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         # A second Ctrl-C / SIGTERM must not interrupt the shutdown and orphan the server.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if watchdog is not None:
             watchdog.stop()
-        code = server.stop()
-        print(f"tritonserver stopped (exit code {code})", flush=True)
+        if server is not None:
+            code = server.stop()
+            print(f"tritonserver stopped (exit code {code}); log: {log_path}", flush=True)
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

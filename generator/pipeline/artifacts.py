@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT  # noqa: E402
+from generator.errors import TritongenError
+from generator.pipeline.source_model import (
+    SentenceTransformerConfig,
+    SourceModelError,
+    package_path,
+    read_sentence_transformer_config,
+)
 from generator.pipeline.spec import (
     EmbeddingBuild,
     FileBuild,
@@ -34,13 +40,13 @@ from generator.pipeline.spec import (
 
 DEFAULT_CACHE = PROJECT_ROOT / "build" / "artifacts"
 ONNX_OPSET = 17
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 """Bump when the export code changes: every artifact key changes, so nothing stale is reused."""
 
 Progress = Callable[[str], None]
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(TritongenError, RuntimeError):
     """An artifact cannot be built; the message names the source and the cause."""
 
 
@@ -49,10 +55,10 @@ def resolve_source(source: Source) -> Path:
     if isinstance(source, ProjectFile):
         path = PROJECT_ROOT / source.file
     else:
-        spec = importlib.util.find_spec(source.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ArtifactError(f"package {source.package!r} is not installed (needed for {source.path})")
-        path = Path(next(iter(spec.submodule_search_locations))) / source.path
+        try:
+            path = package_path(source.package, source.path)
+        except SourceModelError as error:
+            raise ArtifactError(str(error)) from None
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")
     return path
@@ -152,7 +158,15 @@ def _quiet_exporters() -> Iterator[None]:
 # --- torch modules -------------------------------------------------------------------------
 
 
-def _load_encoder(source: PackageFile) -> Any:
+def sentence_transformer_config(source: PackageFile) -> SentenceTransformerConfig:
+    """The source model's sentence-transformers definition (length, pooling, normalization)."""
+    try:
+        return read_sentence_transformer_config(resolve_source(source))
+    except SourceModelError as error:
+        raise ArtifactError(f"{source.package}/{source.path}: {error}") from None
+
+
+def _load_encoder(config: SentenceTransformerConfig) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
@@ -161,26 +175,50 @@ def _load_encoder(source: PackageFile) -> Any:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     torch.manual_seed(0)
-    folder = resolve_source(source)
-    model = AutoModel.from_pretrained(str(folder), attn_implementation="eager")
+    model = AutoModel.from_pretrained(str(config.encoder_folder), attn_implementation="eager")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < config.max_seq_length:
+        raise ArtifactError(
+            f"{config.encoder_folder}: max_seq_length {config.max_seq_length} exceeds the model's "
+            f"{positions} position embeddings"
+        )
     return model.eval()
+
+
+def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
+    """sentence-transformers' `Pooling` of token embeddings [batch, tokens, dim] (padded forward)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":  # the first unmasked token ([CLS] with right padding)
+        first = attention_mask.to(torch.int32).argmax(dim=1)
+        return torch.gather(hidden, 1, first.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+    if mode == "max":
+        return hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    count = mask.sum(dim=1).clamp(min=1e-9)
+    total = (hidden * mask).sum(dim=1)
+    if mode == "mean":
+        return total / count
+    if mode == "mean_sqrt_len_tokens":
+        return total / torch.sqrt(count)
+    raise ArtifactError(f"pooling mode {mode!r} is not supported")
 
 
 def _make_module(build: EmbeddingBuild | PrototypeClassifierBuild, preprocessing: Preprocessing) -> Any:
     import torch
 
     class SentenceEmbedding(torch.nn.Module):
-        """Encoder -> mean pooling over the attention mask -> optional L2 normalization."""
+        """Encoder -> the model's pooling over the attention mask -> L2 normalization if the model has it."""
 
-        def __init__(self, encoder: Any, normalize: bool) -> None:
+        def __init__(self, encoder: Any, pooling: str, normalize: bool) -> None:
             super().__init__()
             self.encoder = encoder
+            self.pooling = pooling
             self.normalize = normalize
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = pool(hidden, attention_mask, self.pooling)
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
             return pooled
@@ -197,10 +235,16 @@ def _make_module(build: EmbeddingBuild | PrototypeClassifierBuild, preprocessing
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.scale * self.embedding(input_ids, attention_mask) @ self.prototypes.T
 
-    encoder = _load_encoder(build.source)
+    config = sentence_transformer_config(build.source)
+    if preprocessing.max_length > config.max_seq_length:
+        raise ArtifactError(
+            f"max_length {preprocessing.max_length} exceeds the model's max_seq_length {config.max_seq_length}"
+        )
+    encoder = _load_encoder(config)
     if isinstance(build, EmbeddingBuild):
-        return SentenceEmbedding(encoder, build.normalize).eval()
-    embedding = SentenceEmbedding(encoder, normalize=True).eval()
+        return SentenceEmbedding(encoder, config.pooling, config.normalize).eval()
+    # Prototypes and inputs are compared by cosine: the classifier always normalizes.
+    embedding = SentenceEmbedding(encoder, config.pooling, normalize=True).eval()
     prototypes = []
     for examples in build.labels.values():
         ids, mask = tokenize_like_server(list(examples), preprocessing)
@@ -212,13 +256,18 @@ def _make_module(build: EmbeddingBuild | PrototypeClassifierBuild, preprocessing
 
 def tokenize_like_server(texts: list[str], preprocessing: Preprocessing) -> tuple[Any, Any]:
     """Tokenize with the same code and settings as the version's preprocessing model."""
-    from tritongen_textprep.tokenize import TokenizerSettings, encode, load_tokenizer
+    from dataclasses import replace
 
-    settings = TokenizerSettings(
+    from tritongen_textprep.tokenize import Padding, encode, load_tokenizer
+
+    from generator.kinds.preprocessing.textprep import settings_for
+
+    # Padding does not change masked mean pooling: the prototypes are embedded unbucketed.
+    settings = replace(
+        settings_for(preprocessing),
         tokenizer_file=str(resolve_source(preprocessing.tokenizer)),
-        max_length=preprocessing.max_length,
-        truncation=preprocessing.truncation,
-        lowercase=None if preprocessing.casing.value == "keep" else preprocessing.casing.value == "lowercase",
+        padding=Padding.BATCH_LONGEST,
+        buckets=(),
     )
     tokenizer, pad_id = load_tokenizer(settings)
     return encode(tokenizer, texts, settings, pad_id)

@@ -15,8 +15,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator.errors import TritongenError
+from generator.kinds.formats import format_for_file
+from generator.kinds.targets import NATIVE_BACKENDS
 
-class CheckError(ValueError):
+
+class CheckError(TritongenError, ValueError):
     """The repository is invalid; the message lists every problem found."""
 
 
@@ -34,11 +38,11 @@ def _tensor_types(tensors: object) -> dict[str, tuple[int, tuple[int, ...]]]:
     return {t.name: (t.data_type, tuple(t.dims)) for t in tensors}  # type: ignore[attr-defined]
 
 
-def _dims_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+def dims_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b, strict=True))
 
 
-def _type_name(data_type: int) -> str:
+def type_name(data_type: int) -> str:
     return str(mc.DataType.Name(data_type))
 
 
@@ -67,9 +71,9 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
                 want, have = model_inputs[model_input], available[source]
                 if want[0] != have[0]:
                     problems.append(
-                        f"{at}: input {model_input!r} is {_type_name(want[0])} but {source!r} is {_type_name(have[0])}"
+                        f"{at}: input {model_input!r} is {type_name(want[0])} but {source!r} is {type_name(have[0])}"
                     )
-                elif not _dims_agree(want[1], have[1]):
+                elif not dims_agree(want[1], have[1]):
                     problems.append(
                         f"{at}: input {model_input!r} has dims {list(want[1])} but {source!r} has {list(have[1])}"
                     )
@@ -87,10 +91,10 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
             problems.append(f"{where}: output {output.name!r} is produced by no step")
         else:
             have = available[output.name]
-            if have[0] != output.data_type or not _dims_agree(have[1], tuple(output.dims)):
+            if have[0] != output.data_type or not dims_agree(have[1], tuple(output.dims)):
                 problems.append(
-                    f"{where}: output {output.name!r} is declared {_type_name(output.data_type)} "
-                    f"{list(output.dims)} but its step produces {_type_name(have[0])} {list(have[1])}"
+                    f"{where}: output {output.name!r} is declared {type_name(output.data_type)} "
+                    f"{list(output.dims)} but its step produces {type_name(have[0])} {list(have[1])}"
                 )
     return problems
 
@@ -124,68 +128,43 @@ def check_configs(files: Mapping[str, str]) -> dict[str, mc.ModelConfig]:
     return models
 
 
-ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 8: "TYPE_STRING", 6: "TYPE_INT32", 11: "TYPE_FP64"}
+def check_native_rules(models: Mapping[str, mc.ModelConfig]) -> None:
+    """Reject configs that would fail to load, abort or be misconfigured on NVIDIA's image.
 
-
-def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
-    """Problems between an ONNX graph's inputs/outputs and the model config."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
+    Facts of tritonserver 24.10 with NVIDIA's native backends (../shared/FACTS.md): only
+    NVIDIA's backends exist there; the pytorch backend calls `at::set_num_interop_threads` for
+    INTER_OP_THREAD_COUNT at every load, and a second call in the process aborts the server;
+    INTRA_OP_THREAD_COUNT calls `at::set_num_threads`, process-wide (the last loaded wins).
+    """
     problems = []
-    for kind, declared, actual in (
-        ("input", config.input, [i for i in graph.input if i.name not in initializers]),
-        ("output", config.output, list(graph.output)),
-    ):
-        graph_tensors = {t.name: t for t in actual}
-        if set(graph_tensors) != {t.name for t in declared}:
-            problems.append(
-                f"{config.name}: config {kind}s {sorted(t.name for t in declared)} differ from the "
-                f"ONNX graph's {sorted(graph_tensors)} ({path})"
-            )
+    interop = []
+    intra: dict[str, list[str]] = {}
+    for name, config in sorted(models.items()):
+        if config.platform == "ensemble":
             continue
-        for tensor in declared:
-            info = graph_tensors[tensor.name].type.tensor_type
-            onnx_type = ONNX_TYPES.get(info.elem_type, f"onnx type {info.elem_type}")
-            if onnx_type != _type_name(tensor.data_type):
-                problems.append(
-                    f"{config.name}: {kind} {tensor.name!r} is {_type_name(tensor.data_type)} in "
-                    f"the config but {onnx_type} in the ONNX graph"
-                )
-            graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.shape.dim]
-            expected = [-1] + list(tensor.dims) if config.max_batch_size > 0 else list(tensor.dims)
-            if not _dims_agree(tuple(graph_dims), tuple(expected)):
-                problems.append(
-                    f"{config.name}: {kind} {tensor.name!r} has dims {expected} (with batch) in "
-                    f"the config but {graph_dims} in the ONNX graph"
-                )
-    return problems
-
-
-def check_torchscript(path: Path, config: mc.ModelConfig) -> list[str]:
-    """Load the TorchScript file and run a sample batch; check output count and dims."""
-    import torch
-
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-        ids = torch.tensor([[101, 2023, 2003, 102], [101, 7592, 102, 0]], dtype=torch.int64)
-        sample = [ids, (ids != 0).to(torch.int64)][: len(config.input)]
-        with torch.inference_mode():
-            result = module(*sample)
-    except Exception as error:  # torch raises many error types on load/run
-        return [f"{config.name}: TorchScript file {path} does not load and run: {error}"]
-    results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
-    if len(results) != len(config.output):
-        return [f"{config.name}: TorchScript returns {len(results)} outputs, config declares {len(config.output)}"]
-    problems = []
-    for tensor, output in zip(config.output, results, strict=True):
-        if not _dims_agree(tuple(output.shape[1:]), tuple(tensor.dims)) or output.shape[0] != 2:
+        if config.backend not in NATIVE_BACKENDS:
             problems.append(
-                f"{config.name}: output {tensor.name!r} has shape {list(output.shape)} for a batch "
-                f"of 2, config declares {list(tensor.dims)}"
+                f"{name}: backend {config.backend!r} is not in NVIDIA's image ({', '.join(sorted(NATIVE_BACKENDS))}): "
+                "it would fail to load with `unable to find backend library`"
             )
-    return problems
+        if config.backend == "pytorch":
+            if "INTER_OP_THREAD_COUNT" in config.parameters:
+                interop.append(name)
+            if "INTRA_OP_THREAD_COUNT" in config.parameters:
+                intra.setdefault(config.parameters["INTRA_OP_THREAD_COUNT"].string_value, []).append(name)
+    if len(interop) > 1:
+        problems.append(
+            f"pytorch models {', '.join(interop)} each set INTER_OP_THREAD_COUNT: NVIDIA's r24.10 pytorch backend "
+            "calls at::set_num_interop_threads at every load and the second call aborts the whole server"
+        )
+    if len(intra) > 1:
+        detail = "; ".join(f"{value}: {', '.join(names)}" for value, names in sorted(intra.items()))
+        problems.append(
+            f"pytorch models set different INTRA_OP_THREAD_COUNT ({detail}): it is process-wide on NVIDIA's "
+            "backend (the last loaded model wins), so the CPU plan would not hold"
+        )
+    if problems:
+        raise CheckError("\n".join(problems))
 
 
 def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> None:
@@ -197,12 +176,13 @@ def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> N
         version_dir = repository / name / "1"
         if config.default_model_filename:
             path = version_dir / config.default_model_filename
+            kind = format_for_file(config.default_model_filename)
             if not path.is_file():
                 problems.append(f"{name}: model file {path} is missing (run `tritongen generate`)")
-            elif path.suffix == ".onnx":
-                problems += check_onnx(path, config)
-            elif path.suffix == ".pt":
-                problems += check_torchscript(path, config)
+            elif kind is None:
+                problems.append(f"{name}: no inference format uses the file name {config.default_model_filename!r}")
+            else:
+                problems += kind.check(path, config)
         tokenizer = config.parameters.get("tokenizer_file")
         if tokenizer is not None and not (version_dir / tokenizer.string_value).is_file():
             problems.append(f"{name}: tokenizer file {version_dir / tokenizer.string_value} is missing")

@@ -15,18 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT  # noqa: E402
+from generator.kinds.targets import PRODUCTION, TARGETS
 from generator.pipeline.artifacts import DEFAULT_CACHE, build_artifact, link_or_copy, resolve_source
-from generator.pipeline.checks import CheckError, check_artifacts, check_configs, drift
-from generator.pipeline.plan import RepositoryPlan, TargetName, detected_cores, plan_repository
-from generator.pipeline.render import TRITON_VERSION_DIR, RenderedFile, render_repository
+from generator.pipeline.checks import CheckError, check_artifacts, check_configs, check_native_rules, drift
+from generator.pipeline.plan import (
+    ENVS_FOLDER,
+    MANIFEST_FILE,
+    TRITON_VERSION_DIR,
+    BuiltEnvironmentPlan,
+    PlanError,
+    RepositoryPlan,
+    detected_cores,
+    plan_repository,
+)
+from generator.pipeline.render import RenderedFile, render_repository
 from generator.pipeline.spec import ModelSpec, load_specs
 
 DEFAULT_SPECS = PROJECT_ROOT / "models"
-DEFAULT_OUTPUT: dict[TargetName, Path] = {
-    "local": PROJECT_ROOT / "repository",
-    "ngc": PROJECT_ROOT / "build" / "ngc" / "repository",
-}
-MANAGED_SUFFIXES = ("config.pbtxt", ".keep", "docker-compose.yml", "docker-run.sh")
+DEFAULT_OUTPUT: dict[str, Path] = {name: PROJECT_ROOT / target.output for name, target in TARGETS.items()}
+MANAGED_SUFFIXES = ("config.pbtxt", ".keep", "model.py", MANIFEST_FILE, "docker-compose.yml", "docker-run.sh")
 """Generated text files that are committed and compared by the drift check."""
 
 Progress = Callable[[str], None]
@@ -37,7 +44,7 @@ class GenerateOptions:
     """Inputs of one generation run."""
 
     specs_dir: Path = DEFAULT_SPECS
-    target: TargetName = "local"
+    target: str = "local"
     output: Path | None = None
     cores: int | None = None
     """CPU budget; None detects the cores this process may use."""
@@ -67,21 +74,19 @@ class Generated:
         return {f.path: f.text for f in self.files}
 
 
-ENVS_FOLDER = "_envs"
-"""Repository folder holding the packed environments, shared by the models that use them."""
-
-
 def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = None) -> Generated:
     """Load specs, plan, build (or reuse) the environments, render and check the configs.
 
-    Environments are built here because their content hash is part of the config text.
+    Environments are built here because their content hash is part of the plan (and the
+    config text); render then reads the completed plan only.
     """
     specs = specs if specs is not None else load_specs(options.specs_dir)
     plan = plan_repository(specs, options.target, options.cores or detected_cores())
-    generated = Generated(plan, [])
-    environment_paths = build_environments(generated, options)
-    generated.files = render_repository(plan, environment_paths) + deploy_files(plan)
-    check_configs(generated.texts())
+    plan = build_environments(plan, options)
+    generated = Generated(plan, render_repository(plan) + deploy_files(plan))
+    configs = check_configs(generated.texts())
+    check_native_rules(configs)
+    _environment_files(generated)
     return generated
 
 
@@ -90,81 +95,95 @@ def deploy_files(plan: RepositoryPlan) -> list[RenderedFile]:
     there): they serve the folder they are in, read-only, with the target's image."""
     from generator.containers.deploy import render_deploy_files
 
-    files = render_deploy_files(".", target=plan.target, models=plan.model_names())
+    files = render_deploy_files(".", target=plan.target.name, models=plan.model_names())  # type: ignore[arg-type]
     return [RenderedFile(name, text) for name, text in sorted(files.items())]
 
 
-def build_environments(generated: Generated, options: GenerateOptions) -> dict[str, str]:
-    """Build each execution environment once; return pre model name -> EXECUTION_ENV_PATH."""
-    uses = [
-        (pre, pre.version.preprocessing)
-        for model in generated.plan.models
-        for pre in model.preprocess
-        if pre.version.preprocessing.environment is not None
-    ]
+def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> RepositoryPlan:
+    """Build each execution environment once; return the plan with every environment resolved.
+
+    Environments are built for the production server's stub whatever the target, so both
+    targets get the same files (an environment whose Python differs ships its own stub).
+    """
+    uses = [pre for pre in plan.preprocess_models() if pre.environment is not None]
     if not uses:
-        return {}
+        return plan
     from generator.environments.build import (
         build_environment,
         default_channels,
-        resolve_target_python,
         spec_path_for,
         unpack_environment,
     )
     from generator.serving.tritonserver import find_triton
 
     channels = list(options.channels or default_channels())
-    stub_python = resolve_target_python(generated.plan.target).python
     built: dict[tuple[str, bool], Any] = {}
-    paths = {}
-    for pre, settings in uses:
-        assert settings.environment is not None
-        key = (settings.environment, settings.ship_stub)
+    resolved: dict[str, BuiltEnvironmentPlan] = {}
+    for pre in uses:
+        environment = pre.environment
+        assert environment is not None
+        key = (environment.name, environment.ship_stub)
         if key not in built:
-            options.progress(f"environment {settings.environment}:")
+            options.progress(f"environment {environment.name}:")
             built[key] = build_environment(
-                spec_path_for(settings.environment),
+                spec_path_for(environment.name),
                 channels=channels,
-                target_python=generated.plan.target,
+                target_python=PRODUCTION.name,
                 cache_dir=options.env_cache_dir,
                 progress=lambda line: options.progress(f"  {line}"),
-                ship_stub=settings.ship_stub,
+                ship_stub=environment.ship_stub,
             )
-        environment = built[key]
-        if settings.environment_format == "folder":
-            name = environment.tarball.name.removesuffix(".tar.gz")
-            folder = environment.tarball.with_name(name + ".unpacked")
-            if not folder.is_dir():
-                unpack_environment(environment.tarball, folder)
-            relative = f"{ENVS_FOLDER}/{name}"
-            generated.folders[relative] = folder
+        result = built[key]
+        pinned = result.packages.get(pre.kind.package)
+        wanted = pre.version.preprocessing.package_version
+        if pinned is not None and pinned != wanted:
+            raise PlanError(
+                f"models/{pre.spec_name}.yaml: versions[{pre.version.version}].preprocessing.package_version "
+                f"is {wanted}, but environment {environment.name} pins {pre.kind.package}=={pinned}"
+            )
+        name = result.tarball.name.removesuffix(".tar.gz")
+        source = result.tarball
+        path = f"{ENVS_FOLDER}/{result.tarball.name}"
+        if environment.folder:
+            source = result.tarball.with_name(name + ".unpacked")
+            if not source.is_dir():
+                unpack_environment(result.tarball, source)
+            path = f"{ENVS_FOLDER}/{name}"
+        python = ".".join(result.python_version.split(".")[:2])
+        stub = find_triton().stub(python) if environment.ship_stub and python != PRODUCTION.server_stub_python else None
+        resolved[pre.name] = BuiltEnvironmentPlan(path, source, python, stub)
+    return plan.with_environments(resolved)
+
+
+def _environment_files(generated: Generated) -> None:
+    """Link every resolved environment (and shipped stub) into the repository."""
+    for pre in generated.plan.preprocess_models():
+        if pre.environment is None or pre.environment.built is None:
+            continue
+        built = pre.environment.built
+        if pre.environment.folder:
+            generated.folders[built.path] = built.source
         else:
-            relative = f"{ENVS_FOLDER}/{environment.tarball.name}"
-            generated.artifacts[relative] = environment.tarball
-        environment_python = ".".join(environment.python_version.split(".")[:2])
-        if settings.ship_stub and environment_python != stub_python:
-            stub = find_triton().stub(environment_python)
-            generated.artifacts[f"{pre.name}/triton_python_backend_stub"] = stub
-        paths[pre.name] = f"$$TRITON_MODEL_DIRECTORY/../{relative}"
-    return paths
+            generated.artifacts[built.path] = built.source
+        if built.stub is not None:
+            generated.artifacts[f"{pre.name}/triton_python_backend_stub"] = built.stub
 
 
 def build_artifacts(generated: Generated, options: GenerateOptions) -> None:
-    """Build (or take from the cache) every model file and tokenizer file of the plan."""
-    for model in generated.plan.models:
-        for pre in model.preprocess:
-            tokenizer = resolve_source(pre.version.preprocessing.tokenizer)
-            generated.artifacts[f"{pre.name}/{TRITON_VERSION_DIR}/tokenizer.json"] = tokenizer
-        built = {}
-        for version in model.spec.versions:
-            label = f"{model.spec.name} v{version.version}"
-            built[version.version] = build_artifact(
+    """Build (or take from the cache) every model file and preprocessing file of the plan."""
+    for pre in generated.plan.preprocess_models():
+        for filename, source in pre.files.items():
+            generated.artifacts[f"{pre.name}/{TRITON_VERSION_DIR}/{filename}"] = resolve_source(source)  # type: ignore[arg-type]
+    built: dict[tuple[str, int], Path] = {}
+    for inference in generated.plan.inference_models():
+        version = inference.version
+        key = (inference.spec_name, version.version)
+        if key not in built:
+            label = f"{inference.spec_name} v{version.version}"
+            built[key] = build_artifact(
                 version.model, version.preprocessing, options.cache_dir, options.progress, label
-            )
-        for plan in model.inference:
-            version_number = int(plan.name.removeprefix(model.spec.name + "_v").split("_")[0])
-            path = f"{plan.name}/{TRITON_VERSION_DIR}/{plan.artifact_file}"
-            generated.artifacts[path] = built[version_number].path
+            ).path
+        generated.artifacts[f"{inference.name}/{TRITON_VERSION_DIR}/{inference.artifact_file}"] = built[key]
 
 
 def assemble(generated: Generated, destination: Path) -> None:

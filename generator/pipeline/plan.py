@@ -7,7 +7,7 @@ execution environment):
     <name>                  ensemble, default version, online entry point (latency first)
     <name>_batch            ensemble, default version, bulk entry point (throughput first)
     <name>_v<N>             ensemble of version N (pin a version)
-    <name>_v<N>_pre         preprocessing of version N (python backend, tokenization)
+    <name>_v<N>_pre         preprocessing of version N (python backend, its own environment)
     <name>_v<N>_model       inference model of version N, online batching
     <name>_v<N>_model_bulk  inference model of the default version, bulk batching
 
@@ -19,7 +19,8 @@ under 0.1 core per 100 req/s); the online inference model gets I instances x T i
 threads with I x T <= C - P, so that one busy ensemble stays within the budget (below 8
 cores, where P would take a whole core from inference for a twentieth of one, the
 preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. The bulk
-model gets one instance with C // 2 threads at niceness 10 (only busy during bulk jobs, and
+model gets one instance with C // 2 threads at niceness 10 (formats whose native backend
+sets threads process-wide, TorchScript, keep the online count instead) (only busy during bulk jobs, and
 then yielding the CPU to online instances under contention). Every other thread
 pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is set to 1
 explicitly (`tritonserver.server_environment`, the backends' config parameters) instead of
@@ -33,29 +34,34 @@ repository of models, not only for one busy ensemble.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
-from generator.pipeline.spec import Batching, ModelSpec, Padding, Preprocessing, Version
+from generator.errors import TritongenError
+from generator.kinds.formats import InferenceFormat, get_format
+from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
+from generator.kinds.targets import Target, get_target
+from generator.pipeline.spec import Batching, ModelSpec, Source, Version
 
-TargetName = Literal["local", "ngc"]
-TARGETS: tuple[TargetName, ...] = ("local", "ngc")
-
-INFERENCE_BACKENDS: dict[TargetName, dict[str, str]] = {
-    "local": {"onnx": "tritongen_onnxruntime", "torchscript": "tritongen_torchscript"},
-    "ngc": {"onnx": "onnxruntime", "torchscript": "pytorch"},
-}
-"""Backend per target and format. `local` uses this project's Python-based backends."""
-
-
+TRITON_VERSION_DIR = "1"
+"""Every Triton model has the single version `1` (one Triton model per spec version)."""
+ENVS_FOLDER = "_envs"
+"""Repository folder holding the environments, shared by the models that use them."""
 BULK_NICE = 10
 """Niceness of the bulk model's instances: under contention the kernel gives online instances
 the CPU first (honoured by the local Python-based backends; Triton's native backends have no
 such setting)."""
+MANIFEST_FILE = "tritongen-manifest.json"
+"""The plan's facts for the tools that operate a generated repository (serve, update, tune)."""
+
+Role = Literal["online", "bulk", "pinned"]
+"""An ensemble's role: `<name>` (online), `<name>_batch` (bulk) or `<name>_v<N>` (pinned)."""
 
 
-class PlanError(ValueError):
+class PlanError(TritongenError, ValueError):
     """The specs cannot be turned into one consistent repository."""
 
 
@@ -79,34 +85,93 @@ class CpuPlan:
 
 
 @dataclass(frozen=True)
+class EnvironmentPlan:
+    """The execution environment of a preprocessing model; `path` etc. are known once built."""
+
+    name: str
+    """`envs/<name>.yml`."""
+    ship_stub: bool
+    folder: bool
+    """Shipped unpacked (a folder) instead of as the conda-pack tarball."""
+    built: BuiltEnvironmentPlan | None = None
+
+
+@dataclass(frozen=True)
+class BuiltEnvironmentPlan:
+    """Where a built environment goes in the repository and what comes with it."""
+
+    path: str
+    """Repository-relative path (`_envs/<name>-<hash>.tar.gz` or a folder)."""
+    source: Path
+    """The built tarball or unpacked folder in the build cache."""
+    python: str
+    """The environment's Python minor version."""
+    stub: Path | None
+    """Python backend stub to place in the model folder (`ship_stub`), if the server's differs."""
+
+
+@dataclass(frozen=True)
 class PreprocessPlan:
     name: str
+    spec_name: str
     version: Version
+    kind: PreprocessingKind
     instances: int
     max_batch_size: int
+    inputs: tuple[TensorPlan, ...]
     outputs: tuple[TensorPlan, ...]
+    parameters: dict[str, str]
+    """Config parameters of the preprocessing kind (EXECUTION_ENV_PATH is added from `environment`)."""
+    files: dict[str, Source]
+    """Version-folder artifacts: file name -> spec source."""
+    environment: EnvironmentPlan | None
+
+    @property
+    def environment_parameter(self) -> str | None:
+        """EXECUTION_ENV_PATH, relative to the model folder as Triton substitutes it."""
+        if self.environment is None:
+            return None
+        if self.environment.built is None:
+            raise PlanError(f"{self.name}: environment {self.environment.name} is not built yet")
+        return f"$$TRITON_MODEL_DIRECTORY/../{self.environment.built.path}"
 
 
 @dataclass(frozen=True)
 class InferencePlan:
     name: str
-    format: Literal["onnx", "torchscript"]
-    backend: str
+    spec_name: str
+    version: Version
+    format: InferenceFormat
     inputs: tuple[TensorPlan, ...]
     outputs: tuple[TensorPlan, ...]
     batching: Batching
     instances: int
     threads: int
-    artifact_file: str
     nice: int = 0
     """Scheduling niceness of the instance processes (the bulk model yields CPU to online)."""
     rate_limit: bool = False
     """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
 
+    @property
+    def backend(self) -> str:
+        return self.format.backend
+
+    @property
+    def artifact_file(self) -> str:
+        return self.format.filename
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        values = self.format.parameters(self.threads)
+        if self.nice:
+            values["process_nice"] = str(self.nice)
+        return values
+
 
 @dataclass(frozen=True)
 class EnsemblePlan:
     name: str
+    role: Role
     preprocess: PreprocessPlan
     inference: InferencePlan
     outputs: tuple[TensorPlan, ...]
@@ -130,24 +195,91 @@ class ModelPlan:
 class RepositoryPlan:
     """Everything generated for all specs, for one target."""
 
-    target: TargetName
+    target: Target
     cores: int
+    """The CPU budget every model was sized for."""
     models: tuple[ModelPlan, ...] = field(default=())
+
+    @property
+    def rate_limit_cores(self) -> int | None:
+        """Cores of the rate limiter's `cpu` resource the server needs; None: no model uses it."""
+        uses = any(i.rate_limit for model in self.models for i in model.inference)
+        return self.cores if uses else None
+
+    def preprocess_models(self) -> list[PreprocessPlan]:
+        return [p for model in self.models for p in model.preprocess]
+
+    def inference_models(self) -> list[InferencePlan]:
+        return [i for model in self.models for i in model.inference]
+
+    def ensembles(self) -> list[EnsemblePlan]:
+        return [e for model in self.models for e in model.ensembles]
 
     def model_names(self) -> list[str]:
         """Every Triton model name, sorted."""
-        names = []
+        names = [p.name for p in self.preprocess_models()] + [i.name for i in self.inference_models()]
+        return sorted(names + [e.name for e in self.ensembles()])
+
+    def with_environments(self, built: dict[str, BuiltEnvironmentPlan]) -> RepositoryPlan:
+        """The plan with every preprocessing environment resolved (`built`: pre model -> facts)."""
+
+        def resolve(pre: PreprocessPlan) -> PreprocessPlan:
+            if pre.environment is None:
+                return pre
+            return replace(pre, environment=replace(pre.environment, built=built[pre.name]))
+
+        models = []
         for model in self.models:
-            names += [p.name for p in model.preprocess] + [i.name for i in model.inference]
-            names += [e.name for e in model.ensembles]
-        return sorted(names)
+            pres = {p.name: resolve(p) for p in model.preprocess}
+            ensembles = tuple(replace(e, preprocess=pres[e.preprocess.name]) for e in model.ensembles)
+            models.append(replace(model, preprocess=tuple(pres.values()), ensembles=ensembles))
+        return replace(self, models=tuple(models))
 
+    def manifest(self) -> dict[str, Any]:
+        """The plan's facts for serve, update, tune and soak (MANIFEST_FILE; the same for every target)."""
+        models: dict[str, dict[str, Any]] = {}
+        for pre in self.preprocess_models():
+            environment = pre.environment.built.path if pre.environment and pre.environment.built else None
+            models[pre.name] = {
+                "role": "preprocess",
+                "spec": pre.spec_name,
+                "version": pre.version.version,
+                "backend": pre.kind.backend,
+                "instances": pre.instances,
+                "environment": environment,
+                "depends_on": [],
+            }
+        for inference in self.inference_models():
+            models[inference.name] = {
+                "role": "inference",
+                "spec": inference.spec_name,
+                "version": inference.version.version,
+                "backend": inference.backend,
+                "format": inference.format.name,
+                "instances": inference.instances,
+                "threads": inference.threads,
+                "depends_on": [],
+            }
+        for ensemble in self.ensembles():
+            models[ensemble.name] = {
+                "role": ensemble.role,
+                "spec": ensemble.preprocess.spec_name,
+                "version": ensemble.preprocess.version.version,
+                "backend": "ensemble",
+                "depends_on": [ensemble.preprocess.name, ensemble.inference.name],
+                "max_batch_size": ensemble.inference.batching.max_batch_size,
+                "inputs": [tensor.name for tensor in ensemble.preprocess.inputs],
+                "outputs": [tensor.name for tensor in ensemble.outputs],
+            }
+        return {
+            "generator": "tritongen",
+            "cpu_budget": self.cores,
+            "rate_limit_cores": self.rate_limit_cores,
+            "models": dict(sorted(models.items())),
+        }
 
-TEXT_INPUT = TensorPlan("TEXT", "TYPE_STRING", (1,))
-TOKEN_OUTPUTS = (
-    TensorPlan("INPUT_IDS", "TYPE_INT64", (-1,)),
-    TensorPlan("ATTENTION_MASK", "TYPE_INT64", (-1,)),
-)
+    def manifest_text(self) -> str:
+        return json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
 
 
 def detected_cores() -> int:
@@ -168,15 +300,6 @@ def plan_cpu(spec: ModelSpec, cores: int) -> CpuPlan:
     return CpuPlan(preprocess, model, threads, bulk_threads=max(1, cores // 2))
 
 
-def tensor_names(fmt: str, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Input and output tensor names inside the artifact, by format and model kind."""
-    if fmt == "onnx":
-        outputs = ("logits", "label") if kind == "classifier" else ("embedding",)
-        return ("input_ids", "attention_mask"), outputs
-    # TorchScript follows the native pytorch backend's `<name>__<index>` convention.
-    return ("INPUT_IDS__0", "ATTENTION_MASK__1"), ("EMBEDDING__0",)
-
-
 def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
     """The client contract: EMBEDDING [dim], or LOGITS [num_labels] and LABEL [1]."""
     if spec.kind == "embedding":
@@ -190,36 +313,52 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
 
 
 def _inference_plan(
-    spec: ModelSpec,
-    version: Version,
-    name: str,
-    batching: Batching,
-    instances: int,
-    threads: int,
-    target: TargetName,
-    nice: int = 0,
+    spec: ModelSpec, version: Version, name: str, batching: Batching, instances: int, threads: int, nice: int = 0
 ) -> InferencePlan:
-    fmt = version.model.format
-    if spec.kind == "classifier" and fmt != "onnx":
-        raise PlanError(f"{spec.name} v{version.version}: classifiers are served from onnx only")
-    input_names, output_names = tensor_names(fmt, spec.kind)
+    kind = get_format(version.model.format)
+    if spec.kind == "classifier" and not kind.classifiers:
+        raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {kind.name}")
+    input_names, output_names = kind.tensor_names(spec.kind)
     contract = client_outputs(spec, version)
     return InferencePlan(
         name=name,
-        format=fmt,
-        backend=INFERENCE_BACKENDS[target][fmt],
+        spec_name=spec.name,
+        version=version,
+        format=kind,
         inputs=tuple(TensorPlan(n, "TYPE_INT64", (-1,)) for n in input_names),
         outputs=tuple(TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)),
         batching=batching,
         instances=instances,
         threads=threads,
-        artifact_file="model.onnx" if fmt == "onnx" else "model.pt",
         nice=nice,
         rate_limit=spec.instances.rate_limit,
     )
 
 
-def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
+def _preprocess_plan(spec: ModelSpec, version: Version, name: str, instances: int) -> PreprocessPlan:
+    settings = version.preprocessing
+    kind = PREPROCESSORS[settings.kind]
+    environment = (
+        EnvironmentPlan(settings.environment, settings.ship_stub, settings.environment_format == "folder")
+        if settings.environment
+        else None
+    )
+    return PreprocessPlan(
+        name=name,
+        spec_name=spec.name,
+        version=version,
+        kind=kind,
+        instances=instances,
+        max_batch_size=max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size),
+        inputs=kind.inputs(),
+        outputs=kind.outputs(),
+        parameters=kind.parameters(settings),
+        files=dict(kind.version_files(settings)),  # type: ignore[arg-type]
+        environment=environment,
+    )
+
+
+def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
     """Plan every Triton model of one spec."""
     cpu = plan_cpu(spec, cores)
     preprocess: list[PreprocessPlan] = []
@@ -227,36 +366,26 @@ def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
     ensembles: list[EnsemblePlan] = []
     for version in sorted(spec.versions, key=lambda v: v.version):
         base = f"{spec.name}_v{version.version}"
-        pre = PreprocessPlan(
-            name=f"{base}_pre",
-            version=version,
-            instances=cpu.preprocess_instances,
-            max_batch_size=max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size),
-            outputs=TOKEN_OUTPUTS,
-        )
-        online = _inference_plan(
-            spec, version, f"{base}_model", spec.batching, cpu.model_instances, cpu.model_threads, target
-        )
+        pre = _preprocess_plan(spec, version, f"{base}_pre", cpu.preprocess_instances)
+        online = _inference_plan(spec, version, f"{base}_model", spec.batching, cpu.model_instances, cpu.model_threads)
         preprocess.append(pre)
         inference.append(online)
         outputs = client_outputs(spec, version)
         output_map = tuple((i.name, c.name) for i, c in zip(online.outputs, outputs, strict=True))
-        ensembles.append(EnsemblePlan(base, pre, online, outputs, output_map, f"{spec.name} version {version.version}"))
+        ensembles.append(
+            EnsemblePlan(base, "pinned", pre, online, outputs, output_map, f"{spec.name} version {version.version}")
+        )
         if version.version == spec.default_version:
+            # Process-wide thread settings (TorchScript): the bulk model must not change them.
+            bulk_threads = cpu.model_threads if online.format.process_wide_threads else cpu.bulk_threads
             bulk = _inference_plan(
-                spec,
-                version,
-                f"{base}_model_bulk",
-                spec.bulk_batching,
-                1,
-                cpu.bulk_threads,
-                target,
-                nice=BULK_NICE,
+                spec, version, f"{base}_model_bulk", spec.bulk_batching, 1, bulk_threads, nice=BULK_NICE
             )
             inference.append(bulk)
             ensembles.append(
                 EnsemblePlan(
                     spec.name,
+                    "online",
                     pre,
                     online,
                     outputs,
@@ -267,6 +396,7 @@ def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
             ensembles.append(
                 EnsemblePlan(
                     f"{spec.name}_batch",
+                    "bulk",
                     pre,
                     bulk,
                     outputs,
@@ -277,9 +407,10 @@ def plan_model(spec: ModelSpec, target: TargetName, cores: int) -> ModelPlan:
     return ModelPlan(spec, tuple(preprocess), tuple(inference), tuple(ensembles))
 
 
-def plan_repository(specs: list[ModelSpec], target: TargetName, cores: int) -> RepositoryPlan:
+def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) -> RepositoryPlan:
     """Plan all specs; Triton model names must be unique across specs."""
-    plan = RepositoryPlan(target, cores, tuple(plan_model(s, target, cores) for s in specs))
+    resolved = target if isinstance(target, Target) else get_target(target)
+    plan = RepositoryPlan(resolved, cores, tuple(plan_model(s, cores) for s in specs))
     owners: dict[str, str] = {}
     for model in plan.models:
         names = [p.name for p in model.preprocess] + [i.name for i in model.inference]
@@ -290,20 +421,22 @@ def plan_repository(specs: list[ModelSpec], target: TargetName, cores: int) -> R
                     f"{model.spec.name}: rename one of the specs"
                 )
             owners[name] = model.spec.name
+    _check_process_wide_threads(plan)
     return plan
 
 
-def preprocessing_parameters(pre: Preprocessing) -> dict[str, str]:
-    """Model-config parameters read by the `tritongen_textprep` package."""
-    casing = {"keep": "keep", "lowercase": "true", "cased": "false"}[pre.casing.value]
-    return {
-        "tokenizer_file": "tokenizer.json",
-        "max_length": str(pre.max_length),
-        "truncation": "true" if pre.truncation else "false",
-        "lowercase": casing,
-        "padding": pre.padding.value,
-        "buckets": ",".join(str(b) for b in pre.buckets) if pre.padding is Padding.BUCKETS else "",
-        "max_text_bytes": str(pre.max_text_bytes),
-        "package_version": pre.package_version,
-        "tokenizer_threads": "1",
-    }
+def _check_process_wide_threads(plan: RepositoryPlan) -> None:
+    """Formats with process-wide thread settings need one thread count per repository."""
+    counts: dict[str, dict[int, list[str]]] = {}
+    for inference in plan.inference_models():
+        if inference.format.process_wide_threads:
+            counts.setdefault(inference.format.name, {}).setdefault(inference.threads, []).append(inference.name)
+    for name, by_threads in counts.items():
+        if len(by_threads) > 1:
+            detail = "; ".join(
+                f"{threads} threads: {', '.join(models)}" for threads, models in sorted(by_threads.items())
+            )
+            raise PlanError(
+                f"{name} models set intra-op threads process-wide on Triton's native backend (the last "
+                f"loaded model wins), but these differ ({detail}): give them the same instances.model_threads"
+            )

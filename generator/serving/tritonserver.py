@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator import PROJECT_ROOT  # noqa: E402
+from generator.errors import TritongenError
 
 PYTHON_BACKENDS_DIR = PROJECT_ROOT / "backends" / "triton"
 PREPROCESSING_PACKAGES = (PROJECT_ROOT / "backends" / "textprep",)
@@ -43,10 +44,12 @@ ADMIN_HEADER = "admin-key"
 """HTTP header carrying the admin key."""
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 """gRPC metadata key carrying the admin key (Triton prefixes the configured key)."""
+MANIFEST_FILE = "tritongen-manifest.json"
+"""generator.pipeline.plan.MANIFEST_FILE (this module is also run alone, in image builds)."""
 ADMIN_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
 
 
-class TritonServerError(RuntimeError):
+class TritonServerError(TritongenError, RuntimeError):
     """The server could not be found, started, or did not become ready."""
 
 
@@ -99,12 +102,17 @@ def assemble_backend_directory(
     install: TritonInstall | None = None,
     python_backends: Path = PYTHON_BACKENDS_DIR,
     copy_stub: bool = False,
+    backends: Sequence[str] | None = None,
+    stub: Path | None = None,
 ) -> Path:
     """Create a `--backend-directory` for the embedded server at `destination`.
 
     `copy_stub=True` copies the stub instead of linking it; the copy then only works when
     placed at the same folder depth relative to `nvidia_pytriton.libs` (container images
-    that install the wheel at the same layout do not need this).
+    that install the wheel at the same layout do not need this). `backends` names the
+    Python-based backends to include (default: every `<python_backends>/<name>/model.py`);
+    `stub` is a file installed as `python/triton_python_backend_stub` instead of the server's
+    stub (the container image's stub dispatcher).
     """
     install = install or find_triton()
     python_dir = destination / "python"
@@ -115,13 +123,20 @@ def assemble_backend_directory(
     if install.python_backend_utils.exists():
         shutil.copy2(install.python_backend_utils, python_dir / "triton_python_backend_utils.py")
     stub_target = python_dir / "triton_python_backend_stub"
-    if copy_stub:
+    if stub is not None:
+        shutil.copyfile(stub, stub_target)
+        stub_target.chmod(0o755)
+    elif copy_stub:
         shutil.copy2(install.stub(), stub_target)
     else:
         stub_target.symlink_to(install.stub())
     shared_modules = sorted(python_backends.glob("*.py"))
+    if backends is not None:
+        missing = [name for name in backends if not (python_backends / name / "model.py").is_file()]
+        if missing:
+            raise TritonServerError(f"no Python-based backend {missing} in {python_backends}")
     for backend in sorted(python_backends.iterdir()):
-        if (backend / "model.py").is_file():
+        if (backend / "model.py").is_file() and (backends is None or backend.name in backends):
             shutil.copytree(backend, destination / backend.name, ignore=_ignore_caches)
             # Modules shared by the runners (tritongen_batching.py): a Python-based backend's
             # folder is on its stub's sys.path, so each runner gets its own copy.
@@ -231,9 +246,12 @@ def repository_models(repository: Path) -> list[str]:
 
 
 def rate_limited(repository: Path) -> bool:
-    """True if a model config of the repository declares rate-limiter resources."""
-    with contextlib.suppress(OSError):
-        return any("rate_limiter" in c.read_text(encoding="utf-8") for c in repository.glob("*/config.pbtxt"))
+    """True if the repository's manifest says models use the rate limiter's `cpu` resource."""
+    import json
+
+    with contextlib.suppress(OSError, ValueError):
+        manifest = json.loads((repository / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return manifest.get("rate_limit_cores") is not None
     return False
 
 
@@ -436,11 +454,13 @@ def start_server(
     workdir: Path,
     python_backends: Path = PYTHON_BACKENDS_DIR,
     extra_pythonpath: Sequence[Path] = PREPROCESSING_PACKAGES,
+    log_path: Path | None = None,
 ) -> TritonProcess:
-    """Assemble a backend folder in `workdir` and start tritonserver (not yet ready)."""
+    """Assemble a backend folder in `workdir` and start tritonserver (not yet ready); the log
+    goes to `log_path` (default `<workdir>/tritonserver.log`)."""
     install = find_triton()
     backend_directory = assemble_backend_directory(workdir / "backends", install, python_backends)
-    log_path = workdir / "tritonserver.log"
+    log_path = log_path or workdir / "tritonserver.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         server_command(options, backend_directory, install),
@@ -473,8 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=["assemble"])
     parser.add_argument("destination", type=Path)
     parser.add_argument("--copy-stub", action="store_true", help="copy the stub, don't link it")
+    parser.add_argument("--backend", action="append", help="include only these Python-based backends")
+    parser.add_argument("--stub", type=Path, help="a file to install as python/triton_python_backend_stub")
     args = parser.parse_args(argv)
-    assemble_backend_directory(args.destination, copy_stub=args.copy_stub)
+    assemble_backend_directory(args.destination, copy_stub=args.copy_stub, backends=args.backend, stub=args.stub)
     print(f"backend folder assembled at {args.destination}")
     return 0
 

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
 from generator.pipeline.spec import parse_spec
 from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, running_server
@@ -263,7 +264,7 @@ def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
     server_options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), models=(name,))
     trial = Trial(label, spec)
     with running_server(server_options, folder, ready_timeout_s=300) as server:
-        steps = [s["model_name"] for s in _ensemble_steps(repository / name / "config.pbtxt")]
+        steps = list(read_manifest(repository).models[name].depends_on)
         drive(server.grpc_url, name, options.texts, options.concurrency, options.warmup_s)
         before = {m: model_stats(server.http_url, m) for m in [name, *steps]}
         trial.rps, trial.p50_ms, trial.p99_ms, trial.errors = drive(
@@ -274,16 +275,6 @@ def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
     options.trials.append(trial)
     print(describe(trial), flush=True)
     return trial
-
-
-def _ensemble_steps(config_path: Path) -> list[dict[str, Any]]:
-    from google.protobuf import json_format, text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    config = text_format.Parse(config_path.read_text(encoding="utf-8"), mc.ModelConfig())
-    scheduling = json_format.MessageToDict(config.ensemble_scheduling, preserving_proto_field_name=True)
-    steps: list[dict[str, Any]] = scheduling["step"]
-    return steps
 
 
 def describe(trial: Trial) -> str:

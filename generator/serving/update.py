@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import secrets
 import sys
 import time
@@ -38,19 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import text_format
-
+from generator.errors import TritongenError
+from generator.pipeline.manifest import ModelEntry as ManifestEntry
+from generator.pipeline.manifest import read_manifest
 from generator.serving.tritonserver import PROJECT_ROOT, admin_headers
 
 STATE_ROOT = PROJECT_ROOT / "build" / "serve"
 ADMIN_KEY_VARIABLE = "TRITONGEN_ADMIN_KEY"
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
 MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
-VERSION_ENSEMBLE = re.compile(r"_v\d+$")
 Progress = Callable[[str], None]
 
 
-class UpdateError(RuntimeError):
+class UpdateError(TritongenError, RuntimeError):
     """The update could not be planned or applied."""
 
 
@@ -62,6 +61,8 @@ class ModelEntry:
     ensemble: bool = False
     steps: tuple[str, ...] = ()
     """Composing models (ensembles only)."""
+    role: str = ""
+    """The manifest's role (`pinned` ensembles load before the `online`/`bulk` entry points)."""
 
 
 _FILE_DIGESTS: dict[tuple[int, int, int, int], str] = {}
@@ -81,49 +82,35 @@ def file_digest(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def parse_config(path: Path) -> Any:
-    from tritonclient.grpc import model_config_pb2
-
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(path.read_text(encoding="utf-8"), config)
-    except text_format.ParseError as error:
-        raise UpdateError(f"{path}: not a valid model config: {error}") from error
-    return config
-
-
-def model_entry(folder: Path) -> ModelEntry:
-    """Content digest and dependencies of one Triton model folder."""
+def model_entry(folder: Path, planned: ManifestEntry) -> ModelEntry:
+    """Content digest and dependencies of one Triton model folder (facts from the manifest)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
-    config = parse_config(folder / "config.pbtxt")
-    environment = config.parameters[ENV_PARAMETER].string_value if ENV_PARAMETER in config.parameters else ""
-    if environment:
-        resolved = Path(environment.replace(MODEL_DIRECTORY_VARIABLE, str(folder), 1))
-        if resolved.is_file() and folder not in resolved.resolve().parents:
-            digest.update(f"{ENV_PARAMETER}\0{file_digest(resolved)}\n".encode())
-    ensemble = config.platform == "ensemble"
-    steps = tuple(step.model_name for step in config.ensemble_scheduling.step) if ensemble else ()
-    return ModelEntry(digest.hexdigest(), ensemble, steps)
+    if planned.environment:
+        environment = folder.parent / planned.environment
+        if environment.is_file():
+            digest.update(f"{ENV_PARAMETER}\0{file_digest(environment)}\n".encode())
+    steps = planned.depends_on if planned.is_ensemble else ()
+    return ModelEntry(digest.hexdigest(), planned.is_ensemble, steps, planned.role)
 
 
 def content_index(repository: Path) -> dict[str, ModelEntry]:
-    """Model name -> entry, for every folder of `repository` that holds a config.pbtxt."""
+    """Model name -> entry, for every model of the repository's manifest."""
     if not repository.is_dir():
         raise UpdateError(f"{repository} is not a folder: run `tritongen generate` first")
-    return {
-        folder.name: model_entry(folder)
-        for folder in sorted(repository.iterdir())
-        if (folder / "config.pbtxt").is_file()
-    }
+    manifest = read_manifest(repository)
+    missing = [name for name in manifest.names() if not (repository / name / "config.pbtxt").is_file()]
+    if missing:
+        raise UpdateError(f"{repository}: models {missing} of the manifest have no config.pbtxt: regenerate it")
+    return {name: model_entry(repository / name, manifest.models[name]) for name in manifest.names()}
 
 
 def load_rank(name: str, entry: ModelEntry) -> tuple[int, str]:
     """Sort key: dependencies first, version ensembles before the default entry points."""
     if not entry.ensemble:
         return (0, name)
-    return (1 if VERSION_ENSEMBLE.search(name) else 2, name)
+    return (1 if entry.role == "pinned" else 2, name)
 
 
 # --- state -------------------------------------------------------------------------------

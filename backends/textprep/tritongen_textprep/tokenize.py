@@ -3,53 +3,108 @@
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 
 class TextError(ValueError):
-    """A text of a request cannot be tokenized; the message is sent to the client."""
+    """The request's TEXT cannot be tokenized: the client's mistake, answered as INVALID_ARG
+    (HTTP 400, gRPC INVALID_ARGUMENT); the message, naming input, item and problem, is sent."""
+
+
+class Casing(str, Enum):
+    """Whether texts are lowercased before tokenization."""
+
+    KEEP = "keep"
+    """The tokenizer file's own normalizer."""
+    LOWERCASE = "lowercase"
+    """BERT normalizer, lowercasing (uncased vocabularies)."""
+    CASED = "cased"
+    """BERT normalizer, keeping case (cased vocabularies)."""
+
+
+class Padding(str, Enum):
+    """How the texts of one execute call are padded (decides which requests batch together)."""
+
+    BATCH_LONGEST = "batch_longest"
+    """Pad to the longest text of the execute call."""
+    BUCKETS = "buckets"
+    """Round that length up to the next bucket, so requests from different calls share shapes."""
+
+
+TOKENIZER_FILE = "tokenizer.json"
+"""The tokenizer file's name in the model's version folder."""
 
 
 @dataclass(frozen=True)
 class TokenizerSettings:
-    """How texts are turned into tensors; read from the preprocessing model's parameters."""
+    """How texts are turned into tensors: the parameter contract of a preprocessing model.
 
-    tokenizer_file: str
+    The generator renders it with `to_parameters`, the model parses it with `from_parameters`:
+    the keys, the value syntax and the defaults live here only.
+    """
+
+    tokenizer_file: str = TOKENIZER_FILE
     max_length: int = 128
     truncation: bool = True
-    lowercase: bool | None = None
-    """None keeps the tokenizer's own normalizer; True/False forces (un)cased BERT normalizing."""
-    padding: str = "batch_longest"
-    """`batch_longest`: pad to the longest text of the execute call; `buckets`: round that up
-    to the next bucket, so requests from different calls share shapes and batch together."""
-    buckets: tuple[int, ...] = ()
+    casing: Casing = Casing.KEEP
+    padding: Padding = Padding.BATCH_LONGEST
+    buckets: Tuple[int, ...] = ()
     max_text_bytes: int = 65536
+    """Longer texts are rejected (not silently cut)."""
+    package_version: str = ""
+    """The tritongen-textprep version the model version was made with (checked at load)."""
+    threads: int = 1
+    """Tokenizer (Rayon) threads of one model instance."""
+
+    @property
+    def lowercase(self) -> Optional[bool]:
+        """None keeps the tokenizer's normalizer; True/False forces (un)cased BERT normalizing."""
+        return None if self.casing is Casing.KEEP else self.casing is Casing.LOWERCASE
+
+    def to_parameters(self) -> Dict[str, str]:
+        """The model config's `parameters` (string values), keys sorted by the renderer."""
+        return {
+            "tokenizer_file": self.tokenizer_file,
+            "max_length": str(self.max_length),
+            "truncation": "true" if self.truncation else "false",
+            "casing": self.casing.value,
+            "padding": self.padding.value,
+            "buckets": ",".join(str(b) for b in self.buckets),
+            "max_text_bytes": str(self.max_text_bytes),
+            "package_version": self.package_version,
+            "tokenizer_threads": str(self.threads),
+        }
 
     @staticmethod
-    def from_parameters(parameters: dict, model_dir: str) -> TokenizerSettings:
-        """Build settings from a Triton model config's `parameters` (string values)."""
+    def from_parameters(parameters: Dict[str, Any], model_dir: str) -> "TokenizerSettings":
+        """Parse a Triton model config's `parameters`; unknown enum values are errors."""
+        defaults = TokenizerSettings()
+        values = {key: entry.get("string_value", "") for key, entry in parameters.items()}
 
-        def value(key: str, default: str | None = None) -> str | None:
-            entry = parameters.get(key)
-            return entry["string_value"] if entry is not None else default
+        def value(key: str, default: object) -> str:
+            text = values.get(key, "")
+            return text if text != "" else str(default)
 
-        tokenizer_file = value("tokenizer_file")
-        if not tokenizer_file:
-            raise ValueError("parameter `tokenizer_file` is required")
-        lowercase = value("lowercase", "keep")
-        buckets = value("buckets", "") or ""
-        return TokenizerSettings(
-            tokenizer_file=f"{model_dir}/{tokenizer_file}",
-            max_length=int(value("max_length", "128") or 128),
-            truncation=(value("truncation", "true") == "true"),
-            lowercase=None if lowercase == "keep" else lowercase == "true",
-            padding=value("padding", "batch_longest") or "batch_longest",
-            buckets=tuple(int(b) for b in buckets.split(",") if b),
-            max_text_bytes=int(value("max_text_bytes", "65536") or 65536),
-        )
+        try:
+            return TokenizerSettings(
+                tokenizer_file=os.path.join(model_dir, value("tokenizer_file", defaults.tokenizer_file)),
+                max_length=int(value("max_length", defaults.max_length)),
+                truncation=value("truncation", "true") == "true",
+                casing=Casing(value("casing", defaults.casing.value)),
+                padding=Padding(value("padding", defaults.padding.value)),
+                buckets=tuple(int(b) for b in values.get("buckets", "").split(",") if b),
+                max_text_bytes=int(value("max_text_bytes", defaults.max_text_bytes)),
+                package_version=values.get("package_version", ""),
+                threads=int(value("tokenizer_threads", defaults.threads)),
+            )
+        except ValueError as error:
+            raise ValueError(f"invalid preprocessing parameters: {error}") from None
 
 
 def load_tokenizer(settings: TokenizerSettings):  # type: ignore[no-untyped-def]
@@ -76,17 +131,22 @@ def load_tokenizer(settings: TokenizerSettings):  # type: ignore[no-untyped-def]
     return tokenizer, pad_id
 
 
-def decode_texts(raw: np.ndarray, max_text_bytes: int) -> list[str]:
+def decode_texts(raw: Optional[np.ndarray], max_text_bytes: int) -> List[str]:
     """Decode a [batch, 1] BYTES array into strings, rejecting empty, oversized or non-UTF-8 ones."""
+    if raw is None:
+        raise TextError("input TEXT is missing: send TEXT, BYTES of shape [batch, 1]")
     if raw.ndim != 2 or raw.shape[1] != 1:
-        raise TextError(f"TEXT must have shape [batch, 1], got {list(raw.shape)}")
+        raise TextError(f"input TEXT must have shape [batch, 1], got {list(raw.shape)}")
     if raw.shape[0] == 0:
-        raise TextError("TEXT is an empty batch: send at least one text")
+        raise TextError("input TEXT is an empty batch: send at least one text")
     texts = []
     for index, item in enumerate(raw[:, 0]):
         data = item if isinstance(item, bytes) else str(item).encode()
         if len(data) == 0:
-            raise TextError(f"TEXT[{index}] is empty: send a non-empty text")
+            # Triton turns an HTTP request without a body into a "raw binary" request: one
+            # TEXT element holding the (empty) body, which the model cannot tell from "".
+            hint = " (an HTTP request without body arrives as one empty TEXT)" if raw.shape[0] == 1 else ""
+            raise TextError(f"TEXT[{index}] is empty{hint}: send a non-empty text")
         if len(data) > max_text_bytes:
             raise TextError(f"TEXT[{index}] has {len(data)} bytes, over the limit of {max_text_bytes} bytes")
         try:
@@ -96,10 +156,35 @@ def decode_texts(raw: np.ndarray, max_text_bytes: int) -> list[str]:
     return texts
 
 
+@dataclass(frozen=True)
+class CallTexts:
+    """The texts of all requests of one execute call, and where each request's rows are."""
+
+    texts: List[str]
+    """Every valid request's texts, in request order (tokenized together)."""
+    rows: List[Union[Tuple[int, int], TextError]]
+    """Per request: its (start, stop) rows in `texts`, or why it was rejected."""
+
+
+def gather_texts(inputs: Sequence[Optional[np.ndarray]], max_text_bytes: int) -> CallTexts:
+    """Decode each request's TEXT (None: the request has none); a bad request does not stop the others."""
+    texts: List[str] = []
+    rows: List[Union[Tuple[int, int], TextError]] = []
+    for raw in inputs:
+        try:
+            decoded = decode_texts(raw, max_text_bytes)
+        except TextError as error:
+            rows.append(error)
+            continue
+        rows.append((len(texts), len(texts) + len(decoded)))
+        texts.extend(decoded)
+    return CallTexts(texts, rows)
+
+
 def padded_length(longest: int, settings: TokenizerSettings) -> int:
     """The sequence length every row of one execute call is padded to."""
     longest = max(longest, 1)
-    if settings.padding == "buckets" and settings.buckets:
+    if settings.padding is Padding.BUCKETS and settings.buckets:
         position = bisect.bisect_left(settings.buckets, longest)
         if position < len(settings.buckets):
             return settings.buckets[position]

@@ -3,7 +3,8 @@
 All texts of all requests handed to one `execute` call are tokenized in ONE `encode_batch`
 call and padded to one length, so that the inference model's dynamic batcher can merge the
 requests again (it only merges tensors of identical shape). A request with a bad text gets
-its own error; the other requests of the call are answered normally.
+its own error, INVALID_ARG (HTTP 400, gRPC INVALID_ARGUMENT: the client's mistake); the other
+requests of the call are answered normally. A tokenizer failure is INTERNAL (the server's).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .tokenize import TextError, TokenizerSettings, decode_texts, encode, load_tokenizer
+from .tokenize import TextError, TokenizerSettings, encode, gather_texts, load_tokenizer
 
 OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK")
 
@@ -36,49 +37,41 @@ class TritonPythonModel:
         self._pb = pb_utils
         model_dir = os.path.join(args["model_repository"], args["model_version"])
         self.settings = TokenizerSettings.from_parameters(parameters, model_dir)
+        if self.settings.package_version and self.settings.package_version != __version__:
+            raise ValueError(
+                f"{args['model_name']}: made with tritongen-textprep {self.settings.package_version}, but the "
+                f"model's environment has {__version__}: rebuild the environment (tritongen generate)"
+            )
         self.tokenizer, self.pad_id = load_tokenizer(self.settings)
         self.model_name = args["model_name"]
         pb_utils.Logger.log_info(
             f"tritongen_textprep {__version__} model={self.model_name} "
             f"tokenizers={tokenizers.__version__} tokenizers_file={tokenizers.__file__} "
             f"numpy={np.__version__} max_length={self.settings.max_length} "
-            f"padding={self.settings.padding} lowercase={self.settings.lowercase}"
+            f"padding={self.settings.padding.value} casing={self.settings.casing.value}"
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self._pb
-        texts: list[str] = []
-        spans: list[tuple | None] = []
-        errors: list[str | None] = []
-        for request in requests:
-            tensor = pb.get_input_tensor_by_name(request, "TEXT")
+        tensors = [pb.get_input_tensor_by_name(request, "TEXT") for request in requests]
+        call = gather_texts([None if t is None else t.as_numpy() for t in tensors], self.settings.max_text_bytes)
+        encoded = failure = None
+        if call.texts:
             try:
-                if tensor is None:
-                    raise TextError("input TEXT is missing")
-                decoded = decode_texts(tensor.as_numpy(), self.settings.max_text_bytes)
-            except TextError as error:
-                spans.append(None)
-                errors.append(f"{self.model_name}: {error}")
-                continue
-            spans.append((len(texts), len(texts) + len(decoded)))
-            errors.append(None)
-            texts.extend(decoded)
-
-        input_ids = attention_mask = np.zeros((0, 0), dtype=np.int64)
-        if texts:
-            input_ids, attention_mask = encode(self.tokenizer, texts, self.settings, self.pad_id)
-
+                encoded = encode(self.tokenizer, call.texts, self.settings, self.pad_id)
+            except Exception as error:  # the tokenizer's own failure: the server's fault
+                failure = pb.TritonError(f"{self.model_name}: tokenization failed: {error}", pb.TritonError.INTERNAL)
         responses = []
-        for span, error in zip(spans, errors):
-            if span is None:
-                responses.append(pb.InferenceResponse(error=pb.TritonError(error)))
-                continue
-            start, stop = span
-            outputs = [
-                pb.Tensor(OUTPUT_NAMES[0], input_ids[start:stop]),
-                pb.Tensor(OUTPUT_NAMES[1], attention_mask[start:stop]),
-            ]
-            responses.append(pb.InferenceResponse(output_tensors=outputs))
+        for rows in call.rows:
+            if isinstance(rows, TextError):
+                rejected = pb.TritonError(f"{self.model_name}: {rows}", pb.TritonError.INVALID_ARG)
+                responses.append(pb.InferenceResponse(error=rejected))
+            elif encoded is None:
+                responses.append(pb.InferenceResponse(error=failure))
+            else:
+                start, stop = rows
+                outputs = [pb.Tensor(name, array[start:stop]) for name, array in zip(OUTPUT_NAMES, encoded)]
+                responses.append(pb.InferenceResponse(output_tensors=outputs))
         return responses
 
     def finalize(self) -> None:

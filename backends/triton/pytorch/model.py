@@ -1,10 +1,12 @@
-"""Python-based Triton backend `tritongen_torchscript`: runs a model's `model.pt` with torch.jit.
+"""Python-based Triton backend `pytorch`: runs a model's `model.pt` with torch.jit.
 
 For the `local` target only: the embedded tritonserver (nvidia-pytriton) has no native
 `pytorch` backend. It reads the same file (`<version>/model.pt`), follows the native
-backend's conventions (inputs `<NAME>__<i>` passed positionally, outputs `<NAME>__<i>` taken
-from the returned tuple in order) and its thread parameters (`INTRA_OP_THREAD_COUNT`,
-`INTER_OP_THREAD_COUNT`). Requests with equal shapes are concatenated and run as one batch.
+backend's input naming (config inputs and batch-input targets named like the `forward`
+arguments are passed to them by name; otherwise `<NAME>__<i>` by index, else config order),
+takes the outputs from the returned tuple in config order, reads its thread parameters
+(`INTRA_OP_THREAD_COUNT`, `INTER_OP_THREAD_COUNT`) and batches requests as it does, ragged
+inputs and `batch_input` included (`tritongen_batching`).
 """
 
 import json
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from tritongen_batching import BatchingConfig, argument_order, respond
 
 
 def _parameter(config: dict[str, Any], key: str, default: str) -> str:
@@ -29,55 +32,32 @@ class TritonPythonModel:
         nice = int(_parameter(config, "process_nice", "0"))
         if nice:
             os.nice(nice)  # a bulk instance yields the CPU to online instances under contention
-        self.input_names = [tensor["name"] for tensor in config["input"]]
-        self.output_names = [tensor["name"] for tensor in config["output"]]
+        self.batching = BatchingConfig.from_model_config(config)
         intra = int(_parameter(config, "INTRA_OP_THREAD_COUNT", "1"))
-        inter = int(_parameter(config, "INTER_OP_THREAD_COUNT", "1"))
         torch.set_num_threads(intra)
-        try:
-            torch.set_num_interop_threads(inter)
-        except RuntimeError:  # already set in this process
-            pass
+        # As NVIDIA's backend: set inter-op threads only when configured (tritongen never does:
+        # a second call in one process aborts the native server; `tritongen check` rejects it).
+        inter_value = _parameter(config, "INTER_OP_THREAD_COUNT", "")
+        if inter_value:
+            torch.set_num_interop_threads(int(inter_value))
+        inter = torch.get_num_interop_threads()
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.torch = torch
         self.module = torch.jit.load(path, map_location="cpu").eval()
+        arguments = [a.name for a in self.module.forward.schema.arguments[1:]]
+        self.arguments = argument_order(self.batching.feed_names, arguments)
         pb_utils.Logger.log_info(
-            f"tritongen_torchscript model={args['model_name']} torch={torch.__version__} "
-            f"intra_op={intra} inter_op={inter}"
+            f"pytorch (Python-based) model={args['model_name']} torch={torch.__version__} "
+            f"intra_op={intra} inter_op={inter} arguments={self.arguments}"
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        return respond(pb_utils, self.batching, requests, self._run, "torchscript")
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
-        inputs = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names] for r in requests
-        ]
-        responses: list[Any] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for index, arrays in enumerate(inputs):
-            groups.setdefault(tuple(a.shape[1:] for a in arrays), []).append(index)
-        for members in groups.values():
-            batch = [
-                torch.from_numpy(np.concatenate([inputs[i][k] for i in members])) for k in range(len(self.input_names))
-            ]
-            try:
-                with torch.inference_mode():
-                    results = self.module(*batch)
-            except Exception as error:  # TorchScript raises torch.jit errors
-                for i in members:
-                    responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"torchscript failed: {error}")
-                    )
-                continue
-            if isinstance(results, torch.Tensor):
-                results = (results,)
-            arrays = [result.numpy() for result in results]
-            start = 0
-            for i in members:
-                stop = start + inputs[i][0].shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, np.ascontiguousarray(array[start:stop]))
-                    for name, array in zip(self.output_names, arrays)
-                ]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
-        return responses
+        with torch.inference_mode():
+            results = self.module(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.arguments])
+        if isinstance(results, torch.Tensor):
+            results = (results,)
+        return [np.ascontiguousarray(result.numpy()) for result in results]

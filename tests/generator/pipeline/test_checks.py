@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from generator.pipeline.checks import CheckError, check_configs, check_onnx, drift
-from generator.pipeline.plan import plan_repository
+from generator.kinds.formats.onnx import check_onnx
+from generator.pipeline.checks import CheckError, check_configs, check_native_rules, drift
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import load_specs
+from tests.generator.pipeline.planning import planned
 
 PROJECT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()
 def files() -> dict[str, str]:
-    plan = plan_repository(load_specs(PROJECT / "models"), "local", 2)
+    plan = planned(load_specs(PROJECT / "models"), "local", 2)
     return {f.path: f.text for f in render_repository(plan)}
 
 
@@ -114,3 +115,52 @@ def test_onnx_graph_must_match_config(tmp_path: Path, files: dict[str, str]) -> 
         "config inputs ['attention_mask', 'input_ids'] differ from the ONNX graph's ['input_ids']" in p
         for p in problems
     ), problems
+
+
+def _pytorch_config(name: str, parameters: dict[str, str], backend: str = "pytorch") -> str:
+    lines = [f'name: "{name}"', f'backend: "{backend}"', "max_batch_size: 4"]
+    lines += [f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}' for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_native_rules_pass_on_the_shipped_repository(files: dict[str, str]) -> None:
+    check_native_rules(check_configs(files))
+
+
+def test_two_interop_thread_counts_would_abort_nvidias_server() -> None:
+    files = {
+        f"{name}/config.pbtxt": _pytorch_config(name, {"INTER_OP_THREAD_COUNT": "1", "INTRA_OP_THREAD_COUNT": "1"})
+        for name in ("a_model", "a_model_bulk")
+    }
+    with pytest.raises(CheckError, match=r"a_model, a_model_bulk each set INTER_OP_THREAD_COUNT.*aborts"):
+        check_native_rules(check_configs(files))
+
+
+def test_different_intra_op_threads_are_process_wide_on_pytorch() -> None:
+    files = {
+        "a/config.pbtxt": _pytorch_config("a", {"INTRA_OP_THREAD_COUNT": "1"}),
+        "b/config.pbtxt": _pytorch_config("b", {"INTRA_OP_THREAD_COUNT": "4"}),
+    }
+    with pytest.raises(CheckError, match="process-wide"):
+        check_native_rules(check_configs(files))
+
+
+def test_a_backend_nvidias_image_lacks_fails_the_check() -> None:
+    files = {"a/config.pbtxt": _pytorch_config("a", {}, backend="tritongen_textprep")}
+    with pytest.raises(CheckError, match="not in NVIDIA's image"):
+        check_native_rules(check_configs(files))
+
+
+def test_the_plan_keeps_process_wide_threads_equal() -> None:
+    from generator.kinds.formats import FORMATS
+
+    plan = planned(load_specs(PROJECT / "models"), "local", 8)
+    threads = {i.threads for i in plan.inference_models() if FORMATS["torchscript"] is i.format}
+    assert len(threads) == 1
+
+
+def test_the_server_module_names_the_manifest_like_the_plan() -> None:
+    from generator.pipeline.plan import MANIFEST_FILE
+    from generator.serving import tritonserver
+
+    assert tritonserver.MANIFEST_FILE == MANIFEST_FILE

@@ -9,6 +9,7 @@ import pytest
 from generator.pipeline.plan import plan_cpu
 from generator.pipeline.spec import parse_spec
 from generator.serving.tritonserver import THREAD_VARIABLES, server_environment
+from tests.generator.pipeline.planning import planned
 
 SPEC = """
 name: m
@@ -51,12 +52,11 @@ def test_thread_pools_are_set_explicitly(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path) -> None:
-    from generator.pipeline.plan import plan_repository
     from generator.pipeline.render import render_repository
     from generator.serving.tritonserver import ServerOptions, server_command
 
     spec = parse_spec(SPEC + "instances: {model: 2, model_threads: 1, rate_limit: true}\n", "m.yaml")
-    files = {f.path: f.text for f in render_repository(plan_repository([spec], "local", 2))}
+    files = {f.path: f.text for f in render_repository(planned([spec], "local", 2))}
     online = files["m_v1_model/config.pbtxt"]
     assert 'rate_limiter {\n    resources {\n      name: "cpu"\n      count: 1' in online
     assert "rate_limiter" not in files["m_v1_pre/config.pbtxt"]  # tokenization is not limited
@@ -66,5 +66,5 @@ def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path)
     command = server_command(ServerOptions(tmp_path, models=("m",), cpu_budget=2), tmp_path / "backends")
     assert "--rate-limit=execution_count" in command and "--rate-limit-resource=cpu:2" in command
     plain = parse_spec(SPEC, "m.yaml")
-    files = {f.path: f.text for f in render_repository(plan_repository([plain], "local", 2))}
+    files = {f.path: f.text for f in render_repository(planned([plain], "local", 2))}
     assert all("rate_limiter" not in text for text in files.values())

@@ -11,13 +11,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 from generator.pipeline.plan import PlanError, plan_repository
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import load_specs, parse_spec
+from tests.generator.pipeline.planning import planned
 
 PROJECT = Path(__file__).resolve().parents[3]
 SPECS = load_specs(PROJECT / "models")
 
 
 def configs(target: str = "local", cores: int = 2) -> dict[str, mc.ModelConfig]:
-    files = render_repository(plan_repository(SPECS, target, cores))  # type: ignore[arg-type]
+    files = render_repository(planned(SPECS, target, cores))  # type: ignore[arg-type]
     parsed = {}
     for f in files:
         if f.path.endswith("config.pbtxt"):
@@ -71,27 +72,20 @@ def test_instances_times_threads_fit_the_budget(cores: int) -> None:
         assert config.dynamic_batching.max_queue_delay_microseconds > 0
 
 
-def test_targets_differ_only_in_backend_line() -> None:
-    local = render_repository(plan_repository(SPECS, "local", 2))
-    ngc = render_repository(plan_repository(SPECS, "ngc", 2))
-    assert [f.path for f in local] == [f.path for f in ngc]
-    backends = set()
-    for a, b in zip(local, ngc, strict=True):
-        diff = [(x, y) for x, y in zip(a.text.splitlines(), b.text.splitlines(), strict=True) if x != y]
-        for x, y in diff:
-            if x.startswith("# Generated"):
-                continue
-            assert x.startswith("backend:") and y.startswith("backend:"), (a.path, x, y)
-            backends.add((x, y))
-    assert backends == {
-        ('backend: "tritongen_onnxruntime"', 'backend: "onnxruntime"'),
-        ('backend: "tritongen_torchscript"', 'backend: "pytorch"'),
-    }
+def test_targets_get_the_same_model_files() -> None:
+    """What the tests serve (local) is what users deploy (ngc): identical model files."""
+    local = render_repository(planned(SPECS, "local", 2))
+    ngc = render_repository(planned(SPECS, "ngc", 2))
+    assert [(f.path, f.text) for f in local] == [(f.path, f.text) for f in ngc]
+    backends = {line for f in local for line in f.text.splitlines() if line.startswith("backend:")}
+    assert backends == {'backend: "python"', 'backend: "onnxruntime"', 'backend: "pytorch"'}
+    models = {f.path.split("/")[0] for f in local if f.path.endswith("_pre/1/model.py")}
+    assert models == {p.name for p in planned(SPECS).preprocess_models()}
 
 
 def test_rendering_is_deterministic() -> None:
-    first = render_repository(plan_repository(SPECS, "local", 2))
-    second = render_repository(plan_repository(load_specs(PROJECT / "models"), "local", 2))
+    first = render_repository(planned(SPECS, "local", 2))
+    second = render_repository(planned(load_specs(PROJECT / "models"), "local", 2))
     assert first == second
 
 
@@ -106,6 +100,6 @@ def test_preprocessing_parameters_per_version() -> None:
     parsed = configs()
     v1 = parsed["text_classifier_v1_pre"].parameters
     v2 = parsed["text_classifier_v2_pre"].parameters
-    assert (v1["max_length"].string_value, v1["lowercase"].string_value) == ("128", "keep")
-    assert (v2["max_length"].string_value, v2["lowercase"].string_value) == ("32", "true")
+    assert (v1["max_length"].string_value, v1["casing"].string_value) == ("128", "keep")
+    assert (v2["max_length"].string_value, v2["casing"].string_value) == ("32", "lowercase")
     assert v2["padding"].string_value == "buckets" and v2["buckets"].string_value == "8,16,32"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.soak import memory_growth
+from generator.pipeline.manifest import ManifestError
+from generator.pipeline.plan import MANIFEST_FILE
 from generator.serving import update as upd
 from generator.serving.tritonserver import (
     RESTRICTED_APIS,
@@ -44,7 +47,20 @@ def make_repository(root: Path) -> Path:
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / ".keep").write_text("")
         (root / name / "config.pbtxt").write_text(ENSEMBLE.format(name=name, pre="demo_v1_pre", model="demo_v1_model"))
+    write_manifest(root)
     return root
+
+
+def write_manifest(root: Path, environment: str | None = None) -> None:
+    """The manifest `tritongen generate` would write for make_repository's models."""
+    common = {"spec": "demo", "version": 1}
+    models = {
+        "demo_v1_pre": {**common, "role": "preprocess", "backend": "python", "environment": environment},
+        "demo_v1_model": {**common, "role": "inference", "backend": "onnxruntime"},
+        "demo_v1": {**common, "role": "pinned", "backend": "ensemble", "depends_on": ["demo_v1_pre", "demo_v1_model"]},
+        "demo": {**common, "role": "online", "backend": "ensemble", "depends_on": ["demo_v1_pre", "demo_v1_model"]},
+    }
+    (root / MANIFEST_FILE).write_text(json.dumps({"cpu_budget": 2, "rate_limit_cores": None, "models": models}))
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -83,6 +99,7 @@ def test_content_index_covers_an_environment_outside_the_model_folder(tmp_path: 
     value = "$$TRITON_MODEL_DIRECTORY/../_envs/env.tar.gz"
     extra = f'parameters {{ key: "EXECUTION_ENV_PATH" value {{ string_value: "{value}" }} }}'
     (repository / "demo_v1_pre" / "config.pbtxt").write_text(PYTHON_MODEL.format(name="demo_v1_pre", extra=extra))
+    write_manifest(repository, environment="_envs/env.tar.gz")
     before = digests(repository)
     assert "_envs" not in before
     tarball.unlink()
@@ -92,8 +109,11 @@ def test_content_index_covers_an_environment_outside_the_model_folder(tmp_path: 
 
 def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
     repository = make_repository(tmp_path / "repo")
-    (repository / "demo" / "config.pbtxt").write_text("name: [")
-    with pytest.raises(upd.UpdateError, match="demo/config.pbtxt: not a valid model config"):
+    (repository / "demo" / "config.pbtxt").unlink()
+    with pytest.raises(upd.UpdateError, match=r"models \['demo'\] of the manifest have no config.pbtxt"):
+        upd.content_index(repository)
+    (repository / MANIFEST_FILE).write_text("{}")
+    with pytest.raises(ManifestError, match="not a tritongen manifest"):
         upd.content_index(repository)
     with pytest.raises(upd.UpdateError, match="run `tritongen generate`"):
         upd.content_index(tmp_path / "missing")
@@ -101,10 +121,10 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
     index = {
-        "demo": upd.ModelEntry("d0", True, ("demo_v2_pre", "demo_v2_model")),
-        "demo_batch": upd.ModelEntry("b0", True, ("demo_v2_pre", "demo_v2_model_bulk")),
-        "demo_v1": upd.ModelEntry("e1", True, ("demo_v1_pre", "demo_v1_model")),
-        "demo_v2": upd.ModelEntry("e2", True, ("demo_v2_pre", "demo_v2_model")),
+        "demo": upd.ModelEntry("d0", True, ("demo_v2_pre", "demo_v2_model"), "online"),
+        "demo_batch": upd.ModelEntry("b0", True, ("demo_v2_pre", "demo_v2_model_bulk"), "bulk"),
+        "demo_v1": upd.ModelEntry("e1", True, ("demo_v1_pre", "demo_v1_model"), "pinned"),
+        "demo_v2": upd.ModelEntry("e2", True, ("demo_v2_pre", "demo_v2_model"), "pinned"),
         "demo_v1_pre": upd.ModelEntry("p1"),
         "demo_v1_model": upd.ModelEntry("m1"),
         "demo_v2_pre": upd.ModelEntry("p2"),

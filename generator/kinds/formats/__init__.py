@@ -1,0 +1,75 @@
+"""Inference formats: how a model version's network is stored and served.
+
+An `InferenceFormat` owns everything that depends on the format: the file name in the version
+folder, the tensor names inside the file, the Triton backend (NVIDIA's name, on every target),
+the backend's config parameters for a thread count, and the check of a built file against
+its config. Adding a format is one module with one `InferenceFormat` subclass and an entry
+in `FORMATS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from generator.errors import TritongenError
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+
+class UnknownFormatError(TritongenError, KeyError):
+    """A format name that is not in FORMATS."""
+
+
+class InferenceFormat(ABC):
+    """One inference format (subclasses are stateless singletons)."""
+
+    name: ClassVar[str]
+    """The spec's `model.format` value."""
+    filename: ClassVar[str]
+    """`default_model_filename`: the file in the version folder."""
+    backend: ClassVar[str]
+    """Triton backend serving it (the name in NVIDIA's image; local stand-ins use the same)."""
+    process_wide_threads: ClassVar[bool] = False
+    """The native backend's thread settings are process-wide (last loaded model wins): every
+    model of this format in one repository must use the same thread count."""
+    classifiers: ClassVar[bool] = True
+    """Whether classifier artifacts (logits and a string label) can be built in this format."""
+
+    @abstractmethod
+    def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Input and output tensor names inside the file for a model kind (embedding, classifier)."""
+
+    @abstractmethod
+    def parameters(self, threads: int) -> dict[str, str]:
+        """The backend's config parameters for `threads` intra-op threads per instance."""
+
+    @abstractmethod
+    def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
+        """Problems between a built file and its config (empty when they agree)."""
+
+
+def _registry() -> dict[str, InferenceFormat]:
+    from generator.kinds.formats.onnx import Onnx
+    from generator.kinds.formats.torchscript import TorchScript
+
+    return {kind.name: kind for kind in (Onnx(), TorchScript())}
+
+
+FORMATS: dict[str, InferenceFormat] = _registry()
+"""Every inference format by its spec name."""
+
+
+def get_format(name: str) -> InferenceFormat:
+    """The format called `name`, or an error listing the known ones."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UnknownFormatError(f"unknown model format {name!r}: use one of {', '.join(FORMATS)}") from None
+
+
+def format_for_file(filename: str) -> InferenceFormat | None:
+    """The format whose file is `filename` (a config's `default_model_filename`)."""
+    return next((kind for kind in FORMATS.values() if kind.filename == filename), None)

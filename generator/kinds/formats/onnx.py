@@ -1,0 +1,69 @@
+"""ONNX, served by Triton's `onnxruntime` backend (local: the Python-based stand-in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from generator.kinds.formats import InferenceFormat
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 8: "TYPE_STRING", 6: "TYPE_INT32", 11: "TYPE_FP64"}
+"""ONNX element types -> Triton data types."""
+
+
+class Onnx(InferenceFormat):
+    name = "onnx"
+    filename = "model.onnx"
+    backend = "onnxruntime"
+
+    def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        outputs = ("logits", "label") if model_kind == "classifier" else ("embedding",)
+        return ("input_ids", "attention_mask"), outputs
+
+    def parameters(self, threads: int) -> dict[str, str]:
+        # Per session (per instance) on the native backend; inter-op 1: the graphs are sequential.
+        return {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
+
+    def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
+        return check_onnx(path, config)
+
+
+def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
+    """Problems between an ONNX graph's inputs/outputs and the model config."""
+    import onnx
+
+    from generator.pipeline.checks import dims_agree, type_name
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    problems = []
+    for kind, declared, actual in (
+        ("input", config.input, [i for i in graph.input if i.name not in initializers]),
+        ("output", config.output, list(graph.output)),
+    ):
+        graph_tensors = {t.name: t for t in actual}
+        if set(graph_tensors) != {t.name for t in declared}:
+            problems.append(
+                f"{config.name}: config {kind}s {sorted(t.name for t in declared)} differ from the "
+                f"ONNX graph's {sorted(graph_tensors)} ({path})"
+            )
+            continue
+        for tensor in declared:
+            info = graph_tensors[tensor.name].type.tensor_type
+            onnx_type = ONNX_TYPES.get(info.elem_type, f"onnx type {info.elem_type}")
+            if onnx_type != type_name(tensor.data_type):
+                problems.append(
+                    f"{config.name}: {kind} {tensor.name!r} is {type_name(tensor.data_type)} in "
+                    f"the config but {onnx_type} in the ONNX graph"
+                )
+            graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.shape.dim]
+            expected = [-1] + list(tensor.dims) if config.max_batch_size > 0 else list(tensor.dims)
+            if not dims_agree(tuple(graph_dims), tuple(expected)):
+                problems.append(
+                    f"{config.name}: {kind} {tensor.name!r} has dims {expected} (with batch) in "
+                    f"the config but {graph_dims} in the ONNX graph"
+                )
+    return problems
