@@ -124,7 +124,6 @@ class StubWatchdog(threading.Thread):
         self._stop_event = threading.Event()
         self._seen: dict[str, set[int]] = {}
         self._suspect: dict[str, int] = {}
-        self._instances: dict[str, int] = {}
         self.leftover_grace_s = leftover_grace_s
         self._leftovers: list[tuple[float, str, set[int]]] = []
         """(when, model, pids): surviving stubs of replaced model objects, to kill after the grace."""
@@ -159,8 +158,9 @@ class StubWatchdog(threading.Thread):
             if not dead and model not in self._suspect:
                 self._seen[model] = pids
                 continue
-            if len(pids) >= self._expected(client, model) or not client.is_model_ready(model):
-                self._suspect.pop(model, None)  # replaced by a reload, or unloaded
+            expected = self._expected(client, model)
+            if expected is None or len(pids) >= expected:
+                self._suspect.pop(model, None)  # unloaded (by `tritongen update`), or replaced by a reload
                 self._seen[model] = pids
                 continue
             # Two rounds in a row below the instance count: not a reload or unload in progress.
@@ -187,10 +187,18 @@ class StubWatchdog(threading.Thread):
                 self.progress(f"watchdog: {model}: killed {len(live)} stub(s) of the replaced model object")
             self._seen[model] = self._seen.get(model, set()) - live
 
-    def _expected(self, client: Any, model: str) -> int:
-        if model not in self._instances:
-            self._instances[model] = instance_count(client.get_model_config(model, headers=self.headers))
-        return self._instances[model]
+    def _expected(self, client: Any, model: str) -> int | None:
+        """Instances of the loaded `model`; None when it is not loaded (an update unloaded it, or
+        is replacing it): asked only then, so not a config request for a model that is gone (404)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            if not client.is_model_ready(model):
+                return None
+            # Asked again each time: an update may have changed the instance count.
+            return instance_count(client.get_model_config(model, headers=self.headers))
+        except InferenceServerException:
+            return None  # unloaded between the two requests
 
     def _recovered(self, client: Any, model: str, dead: list[int]) -> bool:
         now = time.monotonic()
@@ -209,6 +217,5 @@ class StubWatchdog(threading.Thread):
             self.restarts.append((now, model, -1.0))
             return False
         self.restarts.append((now, model, time.monotonic() - now))
-        self._instances.pop(model, None)
         self.progress(f"watchdog: {model} reloaded in {time.monotonic() - now:.1f}s")
         return True

@@ -207,9 +207,18 @@ def test_update_switches_the_default_version_without_losing_a_request(
                 specs_dir=specs, output=repository, cores=2, channels=conda_channels, progress=lambda _m: None
             )
         )
-        result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
-        switched = time.monotonic()
-        time.sleep(2.0)
+        # A watchdog watches the update: models it unloads or replaces are no stub deaths (no
+        # reload, no "check failed: ... 404" for the config of a model that is gone).
+        messages: list[str] = []
+        watchdog = StubWatchdog(served.process.pid, served.http_url, served.admin_headers(), progress=messages.append)
+        watchdog.start()
+        try:
+            result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
+            switched = time.monotonic()
+            time.sleep(2.0)
+        finally:
+            watchdog.stop()
+    assert messages == [] and watchdog.restarts == [], messages
     assert result.ok, (result.failed, result.skipped)
     assert sorted(result.loaded) == sorted(
         [
@@ -342,7 +351,7 @@ def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempP
     return repository
 
 
-def serve_command(repository: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+def serve_command(repository: Path, *extra: str, tmp: Path | None = None) -> tuple[list[str], dict[str, str]]:
     http, grpc, metrics = free_ports(3)
     command = [
         sys.executable,
@@ -359,7 +368,10 @@ def serve_command(repository: Path, *extra: str) -> tuple[list[str], dict[str, s
         str(metrics),
         *extra,
     ]
-    return command, {**os.environ, "TRITONGEN_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TRITONGEN_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)  # where serve makes its temporary backend folder
+    return command, env
 
 
 def test_serve_strict_exits_with_the_load_error(broken_repository: Path) -> None:
@@ -369,8 +381,10 @@ def test_serve_strict_exits_with_the_load_error(broken_repository: Path) -> None
     assert "text_classifier_v1_model" in done.stderr and "Protobuf parsing failed" in done.stderr, done.stderr
 
 
-def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_repository: Path) -> None:
-    command, env = serve_command(broken_repository)
+def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_repository: Path, tmp_path: Path) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command, env = serve_command(broken_repository, tmp=temporary)
     http_url = f"127.0.0.1:{command[command.index('--http-port') + 1]}"
     process = subprocess.Popen(
         command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -388,8 +402,10 @@ def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_rep
         http = httpclient.InferenceServerClient(http_url)
         assert infer(http, httpclient, "minilm_embed_v1", output="EMBEDDING").shape == (384,)
         assert not http.is_model_ready("text_classifier_v1_model")
+        assert list(temporary.glob("tritongen-serve-*")), "serve's backend folder is not under $TMPDIR"
     finally:
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=120)
     assert "FAILED to load" in err and "text_classifier_v1_model: " in err and "Protobuf" in err, err
     assert process.returncode == 0
+    assert list(temporary.glob("tritongen-serve-*")) == [], "serve left its temporary folder behind"
