@@ -117,6 +117,11 @@ def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> Reposi
     from generator.serving.tritonserver import find_triton
 
     channels = list(options.channels or default_channels())
+    owners: dict[tuple[str, bool], str] = {}
+    for pre in uses:
+        assert pre.environment is not None
+        key = (pre.environment.name, pre.environment.ship_stub)
+        owners[key] = min(owners.get(key, pre.name), pre.name)
     built: dict[tuple[str, bool], Any] = {}
     resolved: dict[str, BuiltEnvironmentPlan] = {}
     for pre in uses:
@@ -143,12 +148,15 @@ def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> Reposi
             )
         name = result.tarball.name.removesuffix(".tar.gz")
         source = result.tarball
-        path = f"{ENVS_FOLDER}/{result.tarball.name}"
+        # Shared by every model that uses it, kept in the folder of the first one: a folder
+        # of its own at the repository root would show up in Triton's model index.
+        shelf = f"{owners[key]}/{ENVS_FOLDER}"
+        path = f"{shelf}/{result.tarball.name}"
         if environment.folder:
             source = result.tarball.with_name(name + ".unpacked")
             if not source.is_dir():
                 unpack_environment(result.tarball, source)
-            path = f"{ENVS_FOLDER}/{name}"
+            path = f"{shelf}/{name}"
         python = ".".join(result.python_version.split(".")[:2])
         stub = find_triton().stub(python) if environment.ship_stub and python != PRODUCTION.server_stub_python else None
         resolved[pre.name] = BuiltEnvironmentPlan(path, source, python, stub)

@@ -49,7 +49,8 @@ from generator.pipeline.spec import Batching, ModelSpec, Source, Version
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
 ENVS_FOLDER = "_envs"
-"""Repository folder holding the environments, shared by the models that use them."""
+"""Folder, inside the model folder of the first model that uses them, holding the environments
+shared by all their users (Triton ignores non-numeric folders of a model)."""
 BULK_NICE = 10
 """Niceness of the bulk model's instances: under contention the kernel gives online instances
 the CPU first (honoured by the local Python-based backends; Triton's native backends have no
@@ -101,7 +102,7 @@ class BuiltEnvironmentPlan:
     """Where a built environment goes in the repository and what comes with it."""
 
     path: str
-    """Repository-relative path (`_envs/<name>-<hash>.tar.gz` or a folder)."""
+    """Repository-relative path (`<first user>/_envs/<name>-<hash>.tar.gz`, or a folder)."""
     source: Path
     """The built tarball or unpacked folder in the build cache."""
     python: str
