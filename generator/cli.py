@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -14,12 +15,13 @@ from types import FrameType
 
 from generator.environments.build import (
     CHANNELS_VARIABLE,
+    HASH_LENGTH,
     add_envs_subcommands,
 )
 from generator.errors import TritongenError
 from generator.kinds.targets import TARGETS
 from generator.pipeline.generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
-from generator.pipeline.manifest import find_manifest
+from generator.pipeline.manifest import Manifest, find_manifest
 from generator.pipeline.plan import PlanError
 from generator.serving.tritonserver import (
     ServerOptions,
@@ -99,16 +101,86 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     options = _options(args)
-    diff = check(options, artifacts=not args.configs_only)
+    diff = check_configs_offline(options) if args.configs_only else check(options)
     if diff:
         print(diff, end="")
         print(f"drift: {options.output_dir} differs from a fresh generation; run `tritongen generate`", file=sys.stderr)
         return 1
     print(
         f"ok: specs valid, configs wired, {options.output_dir} matches a fresh generation"
-        + ("" if args.configs_only else ", artifacts match their configs")
+        + (
+            " (environments not solved: their names are the repository's)"
+            if args.configs_only
+            else ", artifacts match their configs"
+        )
     )
     return 0
+
+
+ENVIRONMENT_PATH = re.compile(r'\$\$TRITON_MODEL_DIRECTORY/\.\./([^"\s]+)')
+
+
+def _recorded_environment(repository: Path, manifest: Manifest | None, model: str) -> str | None:
+    """The environment path the repository records for a preprocessing model (None: none)."""
+    if manifest is not None:
+        entry = manifest.models.get(model)
+        return entry.environment if entry else None
+    config = repository / model / "config.pbtxt"
+    found = ENVIRONMENT_PATH.search(config.read_text(encoding="utf-8")) if config.is_file() else None
+    return found.group(1) if found else None
+
+
+def check_configs_offline(options: GenerateOptions) -> str:
+    """`check --configs-only`: specs, plan, rendered configs and their wiring against the
+    repository on disk, with no channel and no environment solve; returns the drift diff.
+
+    An environment's name carries a content hash of its solved packages, which only a solve
+    can compute. So each preprocessing model's environment hash is taken from the repository:
+    from its manifest, else (a repository generated before the manifest existed) from the
+    EXECUTION_ENV_PATH of the model's config on disk, by any model using the same environment
+    (`<environment>-<hash>`); the path around it follows the plan (owner folder, tarball or
+    folder), so a model that switched environment or format shows as drift, and an environment
+    no model records is rendered with a name no build makes (drift too). Whether a hash is still
+    current (the solved packages) is left to `check` and `generate`.
+    """
+    from generator.pipeline.checks import check_configs, check_native_rules, drift
+    from generator.pipeline.generate import MANAGED_SUFFIXES, deploy_files
+    from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, detected_cores, plan_repository
+    from generator.pipeline.render import render_repository
+    from generator.pipeline.spec import load_specs
+
+    repository = options.output_dir
+    plan = plan_repository(load_specs(options.specs_dir), options.target, options.cores or detected_cores())
+    manifest = find_manifest(repository)
+    uses = [pre for pre in plan.preprocess_models() if pre.environment is not None]
+    # As generate.build_environments places them: in the folder of the first model using them.
+    owners: dict[tuple[str, bool], str] = {}
+    for pre in uses:
+        assert pre.environment is not None
+        key = (pre.environment.name, pre.environment.ship_stub)
+        owners[key] = min(owners.get(key, pre.name), pre.name)
+    # The hash of each environment as any of its users recorded it (tarball or unpacked folder).
+    hashes: dict[tuple[str, bool], str] = {}
+    for pre in uses:
+        environment = pre.environment
+        assert environment is not None
+        pattern = rf"(?:^|/){re.escape(environment.name)}-([0-9a-f]{{{HASH_LENGTH}}})(?:\.tar\.gz)?$"
+        match = re.search(pattern, _recorded_environment(repository, manifest, pre.name) or "")
+        if match:
+            hashes.setdefault((environment.name, environment.ship_stub), match.group(1))
+    resolved: dict[str, BuiltEnvironmentPlan] = {}
+    for pre in uses:
+        environment = pre.environment
+        assert environment is not None
+        digest = hashes.get((environment.name, environment.ship_stub))
+        built = f"{environment.name}-{digest or '<not built: run tritongen generate>'}"
+        suffix = "" if environment.folder else ".tar.gz"
+        path = f"{owners[(environment.name, environment.ship_stub)]}/{ENVS_FOLDER}/{built}{suffix}"
+        resolved[pre.name] = BuiltEnvironmentPlan(path, repository / path, "", None)
+    plan = plan.with_environments(resolved)
+    texts = {f.path: f.text for f in render_repository(plan) + deploy_files(plan)}
+    check_native_rules(check_configs(texts))
+    return drift(texts, repository, MANAGED_SUFFIXES)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

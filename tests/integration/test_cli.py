@@ -72,3 +72,37 @@ def test_drift_is_reported_with_a_diff(
     captured = capsys.readouterr()
     assert "-max_batch_size: 8" in captured.out and "+max_batch_size: 32" in captured.out
     assert "drift:" in captured.err
+
+
+def test_configs_only_check_solves_nothing(
+    generated_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check --configs-only` works with no reachable channel: it never solves an environment."""
+    from generator.environments import build
+
+    def no_solve(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("check --configs-only solved an environment")
+
+    monkeypatch.setattr(build, "_solve", no_solve)
+    monkeypatch.setattr(build, "SETTINGS_FILE", tmp_path / "no-settings.toml")
+    monkeypatch.setenv(build.CHANNELS_VARIABLE, (tmp_path / "no-such-channel").as_uri())
+    assert main(["check", "--configs-only", "--output", str(generated_repository)]) == 0
+    assert "environments not solved" in capsys.readouterr().out
+
+
+def test_configs_only_check_reports_another_environment_as_drift(
+    generated_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spec that names another environment than the repository's is drift, found offline."""
+    specs = tmp_path / "models"
+    shutil.copytree(PROJECT_ROOT / "models", specs)
+    spec = specs / "text_classifier.yaml"
+    assert "environment: textprep-tok020" in spec.read_text()
+    spec.write_text(spec.read_text().replace("environment: textprep-tok020", "environment: textprep-tok023"))
+    assert main(["check", "--configs-only", "--specs", str(specs), "--output", str(generated_repository)]) == 1
+    changed = [line for line in capsys.readouterr().out.splitlines() if "EXECUTION_ENV" not in line]
+    removed = [line for line in changed if line.startswith("-    string_value:") and "/_envs/" in line]
+    added = [line for line in changed if line.startswith("+    string_value:") and "/_envs/" in line]
+    assert len(removed) == len(added) == 1, changed
+    assert "/_envs/textprep-tok020-" in removed[0] and "/_envs/textprep-tok023-" in added[0]
+    assert "not built" not in added[0], "the hash other models of textprep-tok023 record"
