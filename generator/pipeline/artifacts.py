@@ -21,6 +21,7 @@ from typing import Any
 
 from generator import PROJECT_ROOT  # noqa: E402
 from generator.errors import TritongenError
+from generator.kinds.formats import get_format
 from generator.pipeline.source_model import (
     SentenceTransformerConfig,
     SourceModelError,
@@ -91,13 +92,15 @@ def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
         digest.update(preprocessing.model_dump_json().encode())
         _hash_path(digest, resolve_source(preprocessing.tokenizer))
     _hash_path(digest, resolve_source(build.source))
+    if get_format(artifact.format).ragged:  # the ragged graph is this project's own code
+        _hash_path(digest, Path(__file__).with_name("ragged.py"))
     digest.update(json.dumps(_library_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
 def artifact_filename(artifact: ModelArtifact) -> str:
     """The file name Triton's backends expect in a version folder."""
-    return "model.onnx" if artifact.format == "onnx" else "model.pt"
+    return get_format(artifact.format).filename
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,13 @@ def build_artifact(
             shutil.copyfile(resolve_source(build.source), output)
         else:
             with _quiet_exporters():
-                module = _make_module(build, preprocessing)
-                if artifact.format == "onnx":
-                    _export_onnx(module, output, build)
-                else:
-                    _export_torchscript(module, output)
+                kind = get_format(artifact.format)
+                if not kind.export(artifact, preprocessing, output):
+                    module = _make_module(build, preprocessing)
+                    if kind.name == "onnx":
+                        _export_onnx(module, output, build)
+                    else:
+                        _export_torchscript(module, output)
         if not target_dir.exists():
             os.replace(work, target_dir)
     finally:

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from generator.errors import TritongenError
-from generator.kinds.formats import format_for_file
+from generator.kinds.formats import format_for_config
 from generator.kinds.targets import NATIVE_BACKENDS
 
 
@@ -147,6 +147,12 @@ def check_native_rules(models: Mapping[str, mc.ModelConfig]) -> None:
                 f"{name}: backend {config.backend!r} is not in NVIDIA's image ({', '.join(sorted(NATIVE_BACKENDS))}): "
                 "it would fail to load with `unable to find backend library`"
             )
+        for batch_input in config.batch_input:
+            if batch_input.data_type not in (mc.TYPE_INT32, mc.TYPE_FP32):
+                problems.append(
+                    f"{name}: batch input {list(batch_input.target_name)} is {type_name(batch_input.data_type)}: "
+                    "NVIDIA's backends refuse it (`batch input data type must be TYPE_INT32 or TYPE_FP32`)"
+                )
         if config.backend == "pytorch":
             if "INTER_OP_THREAD_COUNT" in config.parameters:
                 interop.append(name)
@@ -176,11 +182,11 @@ def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> N
         version_dir = repository / name / "1"
         if config.default_model_filename:
             path = version_dir / config.default_model_filename
-            kind = format_for_file(config.default_model_filename)
+            kind = format_for_config(config)
             if not path.is_file():
                 problems.append(f"{name}: model file {path} is missing (run `tritongen generate`)")
             elif kind is None:
-                problems.append(f"{name}: no inference format uses the file name {config.default_model_filename!r}")
+                problems.append(f"{name}: no inference format is served by {config.backend!r} from {path.name}")
             else:
                 problems += kind.check(path, config)
         tokenizer = config.parameters.get("tokenizer_file")

@@ -73,6 +73,20 @@ class TensorPlan:
     name: str
     data_type: str
     dims: tuple[int, ...]
+    ragged: bool = False
+    """`allow_ragged_batch`: requests of any shape batch, concatenated into one flat tensor."""
+
+
+@dataclass(frozen=True)
+class BatchInputPlan:
+    """A tensor the backend computes from the batch (Triton's `batch_input`)."""
+
+    kind: str
+    """`BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO`, ... (`ModelConfig.BatchInput.Kind`)."""
+    target: str
+    data_type: str
+    source: str
+    """The ragged input it counts."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,7 @@ class InferencePlan:
     """Scheduling niceness of the instance processes (the bulk model yields CPU to online)."""
     rate_limit: bool = False
     """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
+    batch_inputs: tuple[BatchInputPlan, ...] = ()
 
     @property
     def backend(self) -> str:
@@ -319,14 +334,15 @@ def _inference_plan(
     kind = get_format(version.model.format)
     if spec.kind == "classifier" and not kind.classifiers:
         raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {kind.name}")
-    input_names, output_names = kind.tensor_names(spec.kind)
+    output_names = kind.tensor_names(spec.kind)[1]
     contract = client_outputs(spec, version)
     return InferencePlan(
         name=name,
         spec_name=spec.name,
         version=version,
         format=kind,
-        inputs=tuple(TensorPlan(n, "TYPE_INT64", (-1,)) for n in input_names),
+        inputs=kind.inputs(spec.kind),
+        batch_inputs=kind.batch_inputs(),
         outputs=tuple(TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)),
         batching=batching,
         instances=instances,
@@ -352,7 +368,7 @@ def _preprocess_plan(spec: ModelSpec, version: Version, name: str, instances: in
         instances=instances,
         max_batch_size=max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size),
         inputs=kind.inputs(),
-        outputs=kind.outputs(),
+        outputs=kind.outputs(settings),
         parameters=kind.parameters(settings),
         files=dict(kind.version_files(settings)),  # type: ignore[arg-type]
         environment=environment,

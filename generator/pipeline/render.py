@@ -39,6 +39,9 @@ def _tensor(message: mc.ModelInput | mc.ModelOutput, tensor: TensorPlan) -> None
     message.name = tensor.name
     message.data_type = mc.DataType.Value(tensor.data_type)
     message.dims.extend(tensor.dims)
+    if tensor.ragged:
+        assert isinstance(message, mc.ModelInput)
+        message.allow_ragged_batch = True
 
 
 def _parameters(config: mc.ModelConfig, values: dict[str, str]) -> None:
@@ -71,6 +74,12 @@ def inference_config(plan: InferencePlan) -> mc.ModelConfig:
     config.max_batch_size = plan.batching.max_batch_size
     for tensor in plan.inputs:
         _tensor(config.input.add(), tensor)
+    for batch_input in plan.batch_inputs:
+        message = config.batch_input.add(
+            kind=mc.BatchInput.Kind.Value(batch_input.kind), data_type=mc.DataType.Value(batch_input.data_type)
+        )
+        message.target_name.append(batch_input.target)
+        message.source_input.append(batch_input.source)
     for tensor in plan.outputs:
         _tensor(config.output.add(), tensor)
     group = config.instance_group.add(count=plan.instances, kind=mc.ModelInstanceGroup.KIND_CPU)

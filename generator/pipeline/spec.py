@@ -323,6 +323,21 @@ class ModelSpec(StrictModel):
                         raise ValueError(
                             f"{where}.model.format: prototype_classifier builds {', '.join(classifier_formats)}"
                         )
+        for index, version in enumerate(self.versions):
+            ragged = FORMATS[version.model.format].ragged
+            where = f"versions[{index}]"
+            if ragged and not isinstance(version.model.build, EmbeddingBuild):
+                raise ValueError(f"{where}.model.build: format {version.model.format} is built by sentence_embedding")
+            if ragged != (version.preprocessing.padding is Padding.NONE):
+                if ragged:
+                    raise ValueError(
+                        f"{where}.preprocessing.padding: format {version.model.format} takes unpadded "
+                        f"tokens: set `padding: none`"
+                    )
+                raise ValueError(
+                    f"{where}.preprocessing.padding: `none` (unpadded tokens) needs a ragged format "
+                    f"({', '.join(name for name, kind in FORMATS.items() if kind.ragged)})"
+                )
         return self
 
     def version(self, number: int) -> Version:

@@ -35,6 +35,8 @@ class Padding(str, Enum):
     """Pad to the longest text of the execute call."""
     BUCKETS = "buckets"
     """Round that length up to the next bucket, so requests from different calls share shapes."""
+    NONE = "none"
+    """No padding, for ragged inference models (`pack_request`): outputs `input_ids` and `lengths`."""
 
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -207,3 +209,26 @@ def encode(
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+def encode_unpadded(tokenizer, texts: Sequence[str]) -> List[List[int]]:  # type: ignore[no-untyped-def]
+    """Token ids of each text (truncated as configured, no padding), in one `encode_batch` call."""
+    return [list(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
+
+
+def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """One request's unpadded outputs for its n texts: `input_ids` [n, ceil(T/n)] and `lengths` [n, 1].
+
+    Triton's ragged batching concatenates each input over the requests of a batch, and every
+    input of a request must have the request's batch size n as first dimension: the n texts'
+    T tokens are therefore concatenated and reshaped to n rows, the last row filled up with at
+    most n - 1 `pad_id` tokens (none for a single text); `lengths` says where each text ends.
+    """
+    if not token_ids:
+        raise TextError("a request needs at least one text")
+    lengths = np.array([[len(ids)] for ids in token_ids], dtype=np.int64)
+    flat = np.fromiter((t for ids in token_ids for t in ids), dtype=np.int64, count=int(lengths.sum()))
+    width = -(-flat.size // len(token_ids))
+    packed = np.full(len(token_ids) * width, pad_id, dtype=np.int64)
+    packed[: flat.size] = flat
+    return packed.reshape(len(token_ids), width), lengths

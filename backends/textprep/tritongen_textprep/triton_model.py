@@ -16,7 +16,17 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .tokenize import TextError, TokenizerSettings, encode, gather_texts, load_tokenizer
+from .tokenize import (
+    CallTexts,
+    Padding,
+    TextError,
+    TokenizerSettings,
+    encode,
+    encode_unpadded,
+    gather_texts,
+    load_tokenizer,
+    pack_request,
+)
 
 OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK")
 
@@ -55,6 +65,8 @@ class TritonPythonModel:
         pb = self._pb
         tensors = [pb.get_input_tensor_by_name(request, "TEXT") for request in requests]
         call = gather_texts([None if t is None else t.as_numpy() for t in tensors], self.settings.max_text_bytes)
+        if self.settings.padding is Padding.NONE:
+            return self._execute_unpadded(call)
         encoded = failure = None
         if call.texts:
             try:
@@ -71,6 +83,29 @@ class TritonPythonModel:
             else:
                 start, stop = rows
                 outputs = [pb.Tensor(name, array[start:stop]) for name, array in zip(OUTPUT_NAMES, encoded)]
+                responses.append(pb.InferenceResponse(output_tensors=outputs))
+        return responses
+
+    def _execute_unpadded(self, call: CallTexts) -> list[Any]:
+        """Ragged models: each request's tokens unpadded (`pack_request`), as INPUT_IDS and LENGTHS."""
+        pb = self._pb
+        token_ids: list[list[int]] = []
+        failure = None
+        if call.texts:
+            try:
+                token_ids = encode_unpadded(self.tokenizer, call.texts)
+            except Exception as error:  # the tokenizer's own failure: the server's fault
+                failure = pb.TritonError(f"{self.model_name}: tokenization failed: {error}", pb.TritonError.INTERNAL)
+        responses = []
+        for rows in call.rows:
+            if isinstance(rows, TextError):
+                rejected = pb.TritonError(f"{self.model_name}: {rows}", pb.TritonError.INVALID_ARG)
+                responses.append(pb.InferenceResponse(error=rejected))
+            elif failure is not None:
+                responses.append(pb.InferenceResponse(error=failure))
+            else:
+                input_ids, lengths = pack_request(token_ids[rows[0] : rows[1]], self.pad_id)
+                outputs = [pb.Tensor("INPUT_IDS", input_ids), pb.Tensor("LENGTHS", lengths)]
                 responses.append(pb.InferenceResponse(output_tensors=outputs))
         return responses
 

@@ -18,6 +18,9 @@ from generator.errors import TritongenError
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
+    from generator.pipeline.plan import BatchInputPlan, TensorPlan
+    from generator.pipeline.spec import ModelArtifact, Preprocessing
+
 
 class UnknownFormatError(TritongenError, KeyError):
     """A format name that is not in FORMATS."""
@@ -37,10 +40,27 @@ class InferenceFormat(ABC):
     model of this format in one repository must use the same thread count."""
     classifiers: ClassVar[bool] = True
     """Whether classifier artifacts (logits and a string label) can be built in this format."""
+    ragged: ClassVar[bool] = False
+    """Inputs are unpadded token streams (Triton's ragged batching): the preprocessing must not
+    pad (`padding: none`), every request of any length batches with every other."""
 
     @abstractmethod
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Input and output tensor names inside the file for a model kind (embedding, classifier)."""
+
+    def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
+        """The model's inputs in the config (default: padded INT64 token tensors, dims [-1])."""
+        from generator.pipeline.plan import TensorPlan
+
+        return tuple(TensorPlan(name, "TYPE_INT64", (-1,)) for name in self.tensor_names(model_kind)[0])
+
+    def batch_inputs(self) -> tuple[BatchInputPlan, ...]:
+        """Tensors the backend computes from the batch (`batch_input`), none by default."""
+        return ()
+
+    def export(self, artifact: ModelArtifact, preprocessing: Preprocessing, output: Path) -> bool:
+        """Write the file for a builder, or return False to use the padded builders of `artifacts`."""
+        return False
 
     @abstractmethod
     def parameters(self, threads: int) -> dict[str, str]:
@@ -53,9 +73,10 @@ class InferenceFormat(ABC):
 
 def _registry() -> dict[str, InferenceFormat]:
     from generator.kinds.formats.onnx import Onnx
+    from generator.kinds.formats.ragged import OnnxRagged, TorchScriptRagged
     from generator.kinds.formats.torchscript import TorchScript
 
-    return {kind.name: kind for kind in (Onnx(), TorchScript())}
+    return {kind.name: kind for kind in (Onnx(), TorchScript(), OnnxRagged(), TorchScriptRagged())}
 
 
 FORMATS: dict[str, InferenceFormat] = _registry()
@@ -70,6 +91,10 @@ def get_format(name: str) -> InferenceFormat:
         raise UnknownFormatError(f"unknown model format {name!r}: use one of {', '.join(FORMATS)}") from None
 
 
-def format_for_file(filename: str) -> InferenceFormat | None:
-    """The format whose file is `filename` (a config's `default_model_filename`)."""
-    return next((kind for kind in FORMATS.values() if kind.filename == filename), None)
+def format_for_config(config: mc.ModelConfig) -> InferenceFormat | None:
+    """The format of an inference model's config (backend, file name, ragged inputs)."""
+    ragged = any(tensor.allow_ragged_batch for tensor in config.input)
+    for kind in FORMATS.values():
+        if (kind.backend, kind.filename, kind.ragged) == (config.backend, config.default_model_filename, ragged):
+            return kind
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,15 @@ class Onnx(InferenceFormat):
         return check_onnx(path, config)
 
 
+@dataclass(frozen=True)
+class _ComputedInput:
+    """A `batch_input` seen as a graph input."""
+
+    name: str
+    data_type: int
+    dims: tuple[int, ...] = (-1,)
+
+
 def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
     """Problems between an ONNX graph's inputs/outputs and the model config."""
     import onnx
@@ -40,8 +50,13 @@ def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     problems = []
+    # Batch inputs are graph inputs of shape [-1] computed by the backend (ragged batching).
+    computed = [
+        _ComputedInput(target, batch_input.data_type) for batch_input in config.batch_input
+        for target in batch_input.target_name
+    ]  # fmt: skip
     for kind, declared, actual in (
-        ("input", config.input, [i for i in graph.input if i.name not in initializers]),
+        ("input", [*config.input, *computed], [i for i in graph.input if i.name not in initializers]),
         ("output", config.output, list(graph.output)),
     ):
         graph_tensors = {t.name: t for t in actual}
@@ -60,7 +75,12 @@ def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
                     f"the config but {onnx_type} in the ONNX graph"
                 )
             graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.shape.dim]
-            expected = [-1] + list(tensor.dims) if config.max_batch_size > 0 else list(tensor.dims)
+            if isinstance(tensor, _ComputedInput) or getattr(tensor, "allow_ragged_batch", False):
+                expected = [-1]  # one flat tensor for the whole batch (FACTS: exactly [-1])
+            elif config.max_batch_size > 0:
+                expected = [-1] + list(tensor.dims)
+            else:
+                expected = list(tensor.dims)
             if not dims_agree(tuple(graph_dims), tuple(expected)):
                 problems.append(
                     f"{config.name}: {kind} {tensor.name!r} has dims {expected} (with batch) in "

@@ -32,7 +32,7 @@ class PreprocessingKind(ABC):
         """The client-facing inputs (the ensemble's inputs)."""
 
     @abstractmethod
-    def outputs(self) -> tuple[TensorPlan, ...]:
+    def outputs(self, settings: Preprocessing) -> tuple[TensorPlan, ...]:
         """Tensors handed to the inference model, in the order of its inputs."""
 
     @abstractmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from tritongen_textprep.tokenize import TOKENIZER_FILE, TokenizerSettings
+from tritongen_textprep.tokenize import TOKENIZER_FILE, Padding, TokenizerSettings
 
 from generator.kinds.preprocessing import PreprocessingKind
 
@@ -55,9 +55,11 @@ class TextPrep(PreprocessingKind):
 
         return (TensorPlan("TEXT", "TYPE_STRING", (1,)),)
 
-    def outputs(self) -> tuple[TensorPlan, ...]:
+    def outputs(self, settings: Preprocessing) -> tuple[TensorPlan, ...]:
         from generator.pipeline.plan import TensorPlan
 
+        if settings.padding is Padding.NONE:  # ragged models: each request's tokens, unpadded
+            return (TensorPlan("INPUT_IDS", "TYPE_INT64", (-1,)), TensorPlan("LENGTHS", "TYPE_INT64", (1,)))
         return (TensorPlan("INPUT_IDS", "TYPE_INT64", (-1,)), TensorPlan("ATTENTION_MASK", "TYPE_INT64", (-1,)))
 
     def parameters(self, settings: Preprocessing) -> dict[str, str]:

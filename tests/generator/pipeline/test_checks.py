@@ -23,7 +23,7 @@ def files() -> dict[str, str]:
 
 def test_generated_configs_pass(files: dict[str, str]) -> None:
     models = check_configs(files)
-    assert len(models) == 21
+    assert len(models) == 27
 
 
 def test_unparseable_config_named(files: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from generator.pipeline.plan import PlanError, plan_repository
 from generator.pipeline.render import render_repository
-from generator.pipeline.spec import load_specs, parse_spec
+from generator.pipeline.spec import SpecError, load_specs, parse_spec
 from tests.generator.pipeline.planning import planned
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -103,3 +104,37 @@ def test_preprocessing_parameters_per_version() -> None:
     assert (v1["max_length"].string_value, v1["casing"].string_value) == ("128", "keep")
     assert (v2["max_length"].string_value, v2["casing"].string_value) == ("32", "lowercase")
     assert v2["padding"].string_value == "buckets" and v2["buckets"].string_value == "8,16,32"
+
+
+def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:
+    files = {f.path: f.text for f in render_repository(planned(SPECS, "local", 2))}
+    model = text_format.Parse(files["minilm_embed_ragged_v1_model/config.pbtxt"], mc.ModelConfig())
+    assert [(i.name, list(i.dims), i.allow_ragged_batch) for i in model.input] == [
+        ("input_ids", [-1], True),
+        ("lengths", [1], True),
+    ]
+    assert [(list(b.target_name), mc.BatchInput.Kind.Name(b.kind), b.data_type, list(b.source_input))
+            for b in model.batch_input] == [
+        (["token_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["input_ids"]),
+        (["text_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["lengths"]),
+    ]  # fmt: skip
+    pre = text_format.Parse(files["minilm_embed_ragged_v1_pre/config.pbtxt"], mc.ModelConfig())
+    assert [o.name for o in pre.output] == ["INPUT_IDS", "LENGTHS"]
+    assert pre.parameters["padding"].string_value == "none"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "padding", "message"),
+    [
+        ("onnx_ragged", "batch_longest", "takes unpadded tokens: set `padding: none`"),
+        ("onnx", "none", "`none` (unpadded tokens) needs a ragged format"),
+    ],
+)
+def test_ragged_formats_and_unpadded_preprocessing_go_together(fmt: str, padding: str, message: str) -> None:
+    import yaml
+
+    data = yaml.safe_load((PROJECT / "models" / "minilm_embed_ragged.yaml").read_text())
+    data["versions"][0]["model"]["format"] = fmt
+    data["versions"][0]["preprocessing"]["padding"] = padding
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(yaml.safe_dump(data), "models/minilm_embed_ragged.yaml")

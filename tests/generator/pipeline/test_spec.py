@@ -47,8 +47,8 @@ def parse(data: dict) -> ModelSpec:
 
 def test_shipped_specs_load() -> None:
     specs = load_specs(PROJECT / "models")
-    assert [s.name for s in specs] == ["minilm_embed", "minilm_embed_ts", "text_classifier"]
-    classifier = specs[2]
+    assert [s.name for s in specs] == ["minilm_embed", "minilm_embed_ragged", "minilm_embed_ts", "text_classifier"]
+    classifier = specs[3]
     assert {v.version for v in classifier.versions} == {1, 2}
     assert classifier.version(1).preprocessing != classifier.version(2).preprocessing
 
