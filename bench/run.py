@@ -316,7 +316,12 @@ def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-ar
     base = spec_dict("minilm_embed")
     buckets = copy.deepcopy(base)
     buckets["versions"][0]["preprocessing"].update(padding="buckets", buckets=[16, 32, 48, 64, 128])
-    return [("padding batch_longest (models/minilm_embed.yaml)", base), ("padding buckets 16,32,48,64,128", buckets)]
+    ragged = {**spec_dict("minilm_embed_ragged"), "name": "minilm_embed"}  # served under the same name
+    return [
+        ("padding batch_longest (models/minilm_embed.yaml)", base),
+        ("padding buckets 16,32,48,64,128", buckets),
+        ("ragged, unpadded (models/minilm_embed_ragged.yaml)", ragged),
+    ]
 
 
 def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
