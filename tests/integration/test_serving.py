@@ -56,3 +56,12 @@ def test_classifier_versions_follow_their_own_preprocessing(server: Target, prot
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_requests_get_clear_errors(server: Target, protocol: str) -> None:
     assertions.check_bad_requests(server, protocol)
+
+
+def test_requests_without_body_or_text_say_so(server: Target) -> None:
+    assertions.check_bad_http_bodies(server)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_requests_do_not_fail_valid_ones_of_the_same_call(server: Target, protocol: str) -> None:
+    assertions.check_valid_requests_answered_next_to_bad_ones(server, protocol)
