@@ -33,7 +33,7 @@ from generator.pipeline.spec import ModelSpec, load_specs
 
 DEFAULT_SPECS = PROJECT_ROOT / "models"
 DEFAULT_OUTPUT: dict[str, Path] = {name: PROJECT_ROOT / target.output for name, target in TARGETS.items()}
-MANAGED_SUFFIXES = ("config.pbtxt", ".keep", "model.py", MANIFEST_FILE, "docker-compose.yml", "docker-run.sh")
+MANAGED_SUFFIXES = ("config.pbtxt", ".keep", "model.py", MANIFEST_FILE, "docker-compose.yml", "docker-run.sh", ".yaml")
 """Generated text files that are committed and compared by the drift check."""
 
 Progress = Callable[[str], None]
@@ -92,10 +92,13 @@ def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = No
 
 def deploy_files(plan: RepositoryPlan) -> list[RenderedFile]:
     """`docker-compose.yml` and `docker-run.sh` at the repository root (Triton ignores files
-    there): they serve the folder they are in, read-only, with the target's image."""
+    there): they serve the folder they are in, read-only, with the target's image; and the
+    Kubernetes manifests in `deploy/k8s/` (no config.pbtxt there: models are loaded by name)."""
     from generator.containers.deploy import render_deploy_files
+    from generator.containers.k8s import render_manifests
 
     files = render_deploy_files(".", target=plan.target.name, models=plan.model_names())  # type: ignore[arg-type]
+    files.update(render_manifests(plan, {f.path: f.text for f in render_repository(plan)}))
     return [RenderedFile(name, text) for name, text in sorted(files.items())]
 
 

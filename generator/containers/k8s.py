@@ -1,0 +1,635 @@
+"""Kubernetes manifests for a generated repository, from its plan: `deploy/k8s/` in the repository.
+
+Everything Kubernetes needs to know about a repository lives here and is derived from the
+`RepositoryPlan` (models, instances, CPU budget, target) and the repository's generated files
+(their digest names the image generation), never from generated text:
+
+    deploy/k8s/base/                kustomize base: Deployment, Service, PodDisruptionBudget, HPA
+    deploy/k8s/overlays/example/    namespace, registry, replica bounds (copy it OUTSIDE the
+                                    repository to make your own: `generate` replaces this folder)
+    deploy/k8s/overlays/volume/     the server image with the repository from a volume (PVC)
+    deploy/k8s/kserve/              KServe ServingRuntime + InferenceService
+    deploy/k8s/prometheus-adapter-values.yaml   the HPA's queue-time metric (Helm values)
+
+The pod runs the image with the repository baked in (`tritongen-repository:<generation>`, built
+by `generator.containers.bake`), with the same command line as the deploy files (the admin-key
+launcher, explicit model control loading every model), the admin key from a Secret
+(`secretKeyRef`), Guaranteed QoS with CPU = the plan's core budget, memory from the footprint
+measured on the local image (MEASURED, with headroom), `/dev/shm` and `/tmp` as emptyDirs under a
+read-only root filesystem, non-root, no privilege escalation, no capabilities, seccomp
+RuntimeDefault, probes on `/v2/health/ready` and `/v2/health/live` timed from the measured load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from generator.containers.bake import GENERATION_ANNOTATION, SERVER_IMAGE_ANNOTATION
+from generator.containers.deploy import CONTAINER_PORTS, LAUNCH_COMMAND, launch_arguments
+from generator.containers.image import CONTAINER_TRITON_ROOT, NGC_IMAGE, image_tag
+from generator.pipeline.plan import RepositoryPlan
+from generator.serving.tritonserver import (
+    THREAD_VARIABLES,
+    ServerOptions,
+    ServerPorts,
+    TritonInstall,
+    server_command,
+)
+from generator.serving.update import ADMIN_KEY_VARIABLE
+
+K8S_DIR = "deploy/k8s"
+"""Where the manifests go, relative to the repository root (a folder without config.pbtxt:
+`serve` and the deploy files load models by name, so Triton never looks at it)."""
+APP = "tritongen"
+BAKED_IMAGE = "tritongen-repository"
+"""Name of the image with the repository baked in; its tag is the repository's generation."""
+SECRET_NAME = "tritongen-admin-key"
+SECRET_KEY = "admin-key"
+RUN_AS = 1000
+"""uid = gid = fsGroup of the pod (NVIDIA's image has `triton-server` with uid 1000)."""
+KSERVE_REPOSITORY = "/mnt/models"
+"""Where KServe's storage initializer puts the repository."""
+KSERVE_PORTS = ServerPorts(http=8080, grpc=9000, metrics=8002)
+"""KServe's ports for the Triton runtime (HTTP 8080, gRPC 9000)."""
+PVC_NAME = "tritongen-repository"
+"""PersistentVolumeClaim holding a copy of the repository (volume variant and KServe)."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Footprint and load time of the local image serving the shipped repository, measured by
+    tests/integration/test_k8s_pod.py (which fails when a new measurement exceeds what the
+    manifests allow) on a 2-core machine, CPU limit 2, cgroup v2.
+
+    Memory is the container cgroup's peak (`memory.peak`: every process, the /dev/shm tmpfs
+    and page cache of the model files) after loading and serving every entry point, split per
+    process by proportional set size (PSS, `/proc/<pid>/smaps_rollup`) to scale with the plan.
+    """
+
+    server_mib: float = 300.0
+    """tritonserver itself (HTTP/gRPC frontends, ensembles, the python backend)."""
+    preprocess_mib: float = 110.0
+    """One preprocessing instance: a python stub with numpy and tokenizers in its environment."""
+    inference_mib: Mapping[str, float] | None = None
+    """One inference instance by format (a Python-based runner's stub with onnxruntime or torch
+    and its own copy of the weights); NVIDIA's native backends need less (in-process)."""
+    shm_mib_per_process: float = 4.0
+    """/dev/shm used per stub process (the python backend's region; grows with tensors)."""
+    environment_mib: float = 160.0
+    """One packed environment extracted into /tmp (its unpacked size)."""
+    load_seconds: float = 60.0
+    """Start to `/v2/health/ready` with every model loaded (2 shared cores)."""
+    processes: int = 16
+    """Stub processes of the repository measured (the shipped specs at 2 cores)."""
+
+    def inference(self, fmt: str) -> float:
+        default = {"onnx": 230.0, "torchscript": 420.0}
+        return float((self.inference_mib or default).get(fmt, max(default.values())))
+
+
+MEASURED = Measured()
+MEMORY_HEADROOM = 1.5
+"""Memory limit = 1.5 x the measured footprint: batches of long texts, allocator fragmentation."""
+STARTUP_HEADROOM = 4.0
+"""The startup probe allows 4x the measured load time (a busy node, a cold page cache)."""
+SHM_MIN_MIB = 256
+"""/dev/shm size floor: the python backend needs headroom for large batches (as the deploy files)."""
+TMP_MIN_MIB = 64
+PROBE_PERIOD_S = 5
+QUEUE_TARGET_US = 5000
+"""HPA target: average queue time per online request (µs) above which a pod counts as saturated."""
+CPU_TARGET_PERCENT = 75
+MIN_REPLICAS = 2
+MAX_REPLICAS = 8
+PRESTOP_SLEEP_S = 10
+"""Seconds a terminating pod keeps serving while endpoints and load balancers drop it."""
+SHUTDOWN_S = 30
+"""Seconds Triton gets after SIGTERM to finish in-flight requests (its --exit-timeout-secs default)."""
+
+
+def _target_name(plan: RepositoryPlan) -> str:
+    target: Any = plan.target
+    return str(getattr(target, "name", target))
+
+
+def server_image(plan: RepositoryPlan) -> str:
+    """The server image the target runs: the local stand-in by its content tag, or NVIDIA's."""
+    return image_tag() if _target_name(plan) == "local" else NGC_IMAGE
+
+
+def generation(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> str:
+    """Digest of the repository's generated files and the server image: the baked image's tag
+    (a new generation gets a new tag, so a rolling update replaces every pod)."""
+    digest = hashlib.sha256()
+    digest.update(f"server-image\0{server_image(plan)}\0".encode())
+    for path in sorted(repository_files):
+        if path.startswith(f"{K8S_DIR}/") or path.startswith("docker-"):
+            continue
+        data = repository_files[path].encode()
+        digest.update(f"{path}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+# --- sizing from the plan ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """Resources of one pod, from the plan and MEASURED."""
+
+    cpu: int
+    memory_mib: int
+    shm_mib: int
+    tmp_mib: int
+    startup_failure_threshold: int
+    processes: int
+    load_seconds: float
+    """Expected start-up time: the measured one, scaled by the number of processes."""
+
+
+def _round_up(value: float, step: int) -> int:
+    return int(math.ceil(value / step) * step)
+
+
+def sizing(plan: RepositoryPlan, measured: Measured = MEASURED) -> Sizing:
+    """CPU = the plan's core budget; memory = headroom x (server + every instance's measured
+    footprint + shared memory); /tmp fits every packed environment; startup fits the load time."""
+    pre = [p.instances for p in plan.preprocess_models()]
+    inference = [(i.format.name, i.instances) for i in plan.inference_models()]
+    processes = sum(pre) + sum(count for _, count in inference)
+    shm = max(SHM_MIN_MIB, _round_up(2 * processes * measured.shm_mib_per_process, 64))
+    footprint = (
+        measured.server_mib
+        + sum(pre) * measured.preprocess_mib
+        + sum(count * measured.inference(fmt) for fmt, count in inference)
+        + processes * measured.shm_mib_per_process
+    )
+    packed = {
+        p.environment.name
+        for p in plan.preprocess_models()
+        if p.environment is not None and not getattr(p.environment, "folder", False)
+    }
+    tmp = max(TMP_MIN_MIB, _round_up(2 * len(packed) * measured.environment_mib, 64))
+    expected_load = measured.load_seconds * max(1.0, processes / max(1, measured.processes))
+    return Sizing(
+        cpu=plan.cores,
+        memory_mib=_round_up(footprint * MEMORY_HEADROOM, 64),
+        shm_mib=shm,
+        tmp_mib=tmp,
+        startup_failure_threshold=max(12, math.ceil(expected_load * STARTUP_HEADROOM / PROBE_PERIOD_S)),
+        processes=processes,
+        load_seconds=expected_load,
+    )
+
+
+# --- objects -----------------------------------------------------------------------------------
+
+
+def _labels(component: str = "server") -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
+
+
+def _selector() -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP}
+
+
+def _probe(path: str, port: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _environment() -> list[dict[str, Any]]:
+    """The admin key from the Secret (never a value); thread pools of every process at 1, as
+    `tritongen serve` sets them (the backends size their own pools from the configs)."""
+    key = {"name": ADMIN_KEY_VARIABLE, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": SECRET_KEY}}}
+    return [key, *({"name": name, "value": "1"} for name in THREAD_VARIABLES)]
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(size: Sizing) -> dict[str, Any]:
+    amounts = {"cpu": str(size.cpu), "memory": f"{size.memory_mib}Mi"}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _volumes(size: Sizing) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): /dev/shm in memory for the python backend's tensors, /tmp on disk for
+    the packed environments the python backend extracts; nothing else is writable."""
+    volumes = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{size.shm_mib}Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": f"{size.tmp_mib}Mi"}},
+    ]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+    return volumes, mounts
+
+
+def _ports(ports: ServerPorts) -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "containerPort": ports.http, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": ports.grpc, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": ports.metrics, "protocol": "TCP"},
+    ]
+
+
+def _server_container(
+    plan: RepositoryPlan, size: Sizing, image: str, arguments: list[str], ports: ServerPorts, name: str
+) -> dict[str, Any]:
+    _, mounts = _volumes(size)
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": arguments,
+        "env": _environment(),
+        "ports": _ports(ports),
+        "resources": _resources(size),
+        "startupProbe": _probe("/v2/health/ready", "http", PROBE_PERIOD_S, size.startup_failure_threshold),
+        "readinessProbe": _probe("/v2/health/ready", "http", PROBE_PERIOD_S, 2),
+        "livenessProbe": _probe("/v2/health/live", "http", 10, 3, timeout=5),
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", f"sleep {PRESTOP_SLEEP_S}"]}}},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+
+
+def deployment(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dict[str, Any]:
+    """The Deployment: the baked image, one Triton container, rolling updates without a gap."""
+    size = sizing(plan)
+    volumes, _ = _volumes(size)
+    tag = generation(plan, repository_files)
+    image = f"{BAKED_IMAGE}:{tag}"
+    container = _server_container(plan, size, image, launch_arguments(plan.model_names()), CONTAINER_PORTS, "triton")
+    startup_budget = size.startup_failure_threshold * PROBE_PERIOD_S
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(CONTAINER_PORTS.metrics),
+        "prometheus.io/path": "/metrics",
+        GENERATION_ANNOTATION: tag,
+        SERVER_IMAGE_ANNOTATION: server_image(plan),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": APP, "labels": _labels()},
+        "spec": {
+            "selector": {"matchLabels": _selector()},
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": startup_budget + 120,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": _labels(), "annotations": annotations},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": PRESTOP_SLEEP_S + SHUTDOWN_S,
+                    "securityContext": _pod_security(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service() -> dict[str, Any]:
+    ports = [
+        {"name": "http", "port": CONTAINER_PORTS.http, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        {
+            "name": "grpc",
+            "port": CONTAINER_PORTS.grpc,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {
+            "name": "metrics",
+            "port": CONTAINER_PORTS.metrics,
+            "targetPort": "metrics",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": APP, "labels": _labels()},
+        "spec": {"type": "ClusterIP", "selector": _selector(), "ports": ports},
+    }
+
+
+def pod_disruption_budget() -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": APP, "labels": _labels()},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": _selector()}},
+    }
+
+
+QUEUE_METRIC = "tritongen_queue_us_per_request"
+"""The HPA's pod metric, served by the Prometheus adapter (prometheus-adapter-values.yaml)."""
+
+
+def horizontal_pod_autoscaler(plan: RepositoryPlan) -> dict[str, Any]:
+    """autoscaling/v2 on the average queue time per online request, CPU utilisation as fallback
+    (the HPA takes the larger proposal and still scales on CPU when the custom metric is missing)."""
+    size = sizing(plan)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": APP, "labels": _labels()},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
+            "minReplicas": MIN_REPLICAS,
+            "maxReplicas": MAX_REPLICAS,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": QUEUE_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": str(QUEUE_TARGET_US)},
+                    },
+                },
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": CPU_TARGET_PERCENT},
+                    },
+                },
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": max(60, math.ceil(size.load_seconds))}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+                },
+            },
+        },
+    }
+
+
+def _online_models(plan: RepositoryPlan) -> tuple[list[str], list[str]]:
+    """(models whose queues an online request waits in, the online entry points): the
+    preprocessing and online inference models, and the `<name>` / `<name>_v<N>` ensembles
+    (bulk traffic waits in its queues on purpose and does not count)."""
+    queued = sorted(
+        {e.preprocess.name for e in plan.ensembles() if e.role != "bulk"}
+        | {e.inference.name for e in plan.ensembles() if e.role != "bulk"}
+    )
+    entries = sorted(e.name for e in plan.ensembles() if e.role != "bulk")
+    return queued, entries
+
+
+def prometheus_adapter_values(plan: RepositoryPlan) -> dict[str, Any]:
+    """Helm values of prometheus-community/prometheus-adapter exposing QUEUE_METRIC per pod:
+    sum of the queue time of the online models over the requests of the online entry points."""
+    queued, entries = _online_models(plan)
+    numerator = (
+        "sum by (<<.GroupBy>>) (rate(nv_inference_queue_duration_us{<<.LabelMatchers>>,"
+        f'model=~"{"|".join(queued)}"}}[2m]))'
+    )
+    denominator = (
+        "clamp_min(sum by (<<.GroupBy>>) (rate(nv_inference_request_success{<<.LabelMatchers>>,"
+        f'model=~"{"|".join(entries)}"}}[2m])), 0.001)'
+    )
+    return {
+        "rules": {
+            "default": False,
+            "custom": [
+                {
+                    "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
+                    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+                    "name": {"matches": "^nv_inference_queue_duration_us$", "as": QUEUE_METRIC},
+                    "metricsQuery": f"{numerator} / {denominator}",
+                }
+            ],
+        }
+    }
+
+
+def kustomization(resources: list[str], **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources, **extra}
+
+
+def _image_parts(reference: str) -> tuple[str, str]:
+    name, _, tag = reference.rpartition(":")
+    return name, tag
+
+
+def volume_patch(plan: RepositoryPlan) -> dict[str, Any]:
+    """Strategic-merge patch of the volume variant: the repository from PVC_NAME, read-only."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": APP},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "triton",
+                            "volumeMounts": [{"name": "repository", "mountPath": "/models", "readOnly": True}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "repository", "persistentVolumeClaim": {"claimName": PVC_NAME, "readOnly": True}}
+                    ],
+                }
+            }
+        },
+    }
+
+
+def serving_runtime(plan: RepositoryPlan) -> dict[str, Any]:
+    """A KServe ServingRuntime: the server image (not the baked one: KServe brings the repository
+    to /mnt/models), the same launcher, security, resources and probes as the Deployment."""
+    size = sizing(plan)
+    options = ServerOptions(
+        repository=Path(KSERVE_REPOSITORY),
+        ports=KSERVE_PORTS,
+        address="0.0.0.0",
+        models=tuple(plan.model_names()),
+    )
+    command = server_command(options, CONTAINER_TRITON_ROOT / "backends", TritonInstall(CONTAINER_TRITON_ROOT))
+    container = _server_container(
+        plan, size, server_image(plan), [*LAUNCH_COMMAND, *command], KSERVE_PORTS, "kserve-container"
+    )
+    container["ports"] = [{"name": "http", "containerPort": KSERVE_PORTS.http, "protocol": "TCP"}]
+    container["startupProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
+    container["readinessProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
+    container["livenessProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
+    volumes, _ = _volumes(size)
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": f"{APP}-triton", "labels": _labels()},
+        "spec": {
+            "annotations": {
+                "prometheus.kserve.io/port": str(KSERVE_PORTS.metrics),
+                "prometheus.kserve.io/path": "/metrics",
+            },
+            "supportedModelFormats": [{"name": "triton", "version": "2", "autoSelect": False}],
+            "protocolVersions": ["v2", "grpc-v2"],
+            "securityContext": _pod_security(),
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+
+
+def inference_service(plan: RepositoryPlan) -> dict[str, Any]:
+    """A KServe InferenceService serving the repository from PVC_NAME with the runtime above."""
+    size = sizing(plan)
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": APP,
+            "labels": _labels(),
+            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": MIN_REPLICAS,
+                "maxReplicas": MAX_REPLICAS,
+                "model": {
+                    "modelFormat": {"name": "triton", "version": "2"},
+                    "runtime": f"{APP}-triton",
+                    "storageUri": f"pvc://{PVC_NAME}/",
+                    "resources": _resources(size),
+                },
+            }
+        },
+    }
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style; multi-line strings (the launcher) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump(*documents: Mapping[str, Any], header: str) -> str:
+    """YAML documents (key order kept) with a comment header."""
+    body = "---\n".join(
+        yaml.dump(
+            dict(document), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True
+        )
+        for document in documents
+    )
+    return "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines()) + body
+
+
+def render_manifests(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dict[str, str]:
+    """Repository-relative path -> text of every Kubernetes file for `plan`.
+
+    `repository_files` are the repository's other generated files (path -> text): their digest
+    is the baked image's tag.
+    """
+    target = _target_name(plan)
+    header = (
+        f"Generated by tritongen from the repository plan (target {target}, {plan.cores} cores, "
+        f"{len(plan.model_names())} models).\n"
+        "Do not edit: patch it from a kustomize overlay outside the repository (`generate` replaces it)."
+    )
+    tag = generation(plan, repository_files)
+    server_name, server_tag = _image_parts(server_image(plan))
+    base = f"{K8S_DIR}/base"
+    files = {
+        f"{base}/deployment.yaml": dump(deployment(plan, repository_files), header=header),
+        f"{base}/service.yaml": dump(service(), header=header),
+        f"{base}/pdb.yaml": dump(pod_disruption_budget(), header=header),
+        f"{base}/hpa.yaml": dump(
+            horizontal_pod_autoscaler(plan),
+            header=header + f"\nThe pod metric {QUEUE_METRIC} comes from prometheus-adapter-values.yaml.",
+        ),
+        f"{base}/kustomization.yaml": dump(
+            kustomization(
+                ["deployment.yaml", "service.yaml", "pdb.yaml", "hpa.yaml"],
+                labels=[{"pairs": {"app.kubernetes.io/part-of": APP}, "includeSelectors": False}],
+            ),
+            header=header
+            + f"\nNeeds the Secret {SECRET_NAME} (key {SECRET_KEY}) in the namespace and the image {BAKED_IMAGE}:{tag}"
+            + "\n(python -m generator.containers.bake). See the README, 'Kubernetes'.",
+        ),
+        f"{K8S_DIR}/overlays/example/kustomization.yaml": dump(
+            kustomization(
+                ["../../base"],
+                namespace=APP,
+                images=[{"name": BAKED_IMAGE, "newName": f"registry.example.com/{APP}/{BAKED_IMAGE}", "newTag": tag}],
+                patches=[
+                    {
+                        "target": {"kind": "HorizontalPodAutoscaler", "name": APP},
+                        "patch": '[{"op": "replace", "path": "/spec/maxReplicas", "value": 4}]',
+                    }
+                ],
+            ),
+            header=header + "\nAn example: copy this folder outside the repository, point `resources` at the base.",
+        ),
+        f"{K8S_DIR}/overlays/volume/kustomization.yaml": dump(
+            kustomization(
+                ["../../base"],
+                images=[{"name": BAKED_IMAGE, "newName": server_name, "newTag": server_tag}],
+                patches=[{"path": "repository-volume.yaml"}],
+            ),
+            header=header + f"\nThe server image without the repository; the repository from the PVC {PVC_NAME}.",
+        ),
+        f"{K8S_DIR}/overlays/volume/repository-volume.yaml": dump(volume_patch(plan), header=header),
+        f"{K8S_DIR}/kserve/servingruntime.yaml": dump(serving_runtime(plan), header=header),
+        f"{K8S_DIR}/kserve/inferenceservice.yaml": dump(inference_service(plan), header=header),
+        f"{K8S_DIR}/kserve/kustomization.yaml": dump(
+            kustomization(["servingruntime.yaml", "inferenceservice.yaml"]),
+            header=header + f"\nKServe: the repository from the PVC {PVC_NAME}, the Secret {SECRET_NAME} as above.",
+        ),
+        f"{K8S_DIR}/prometheus-adapter-values.yaml": dump(
+            prometheus_adapter_values(plan),
+            header=header
+            + "\nHelm values for prometheus-community/prometheus-adapter: the HPA's queue-time metric per pod."
+            + "\nAssumes Prometheus scrapes the pods (prometheus.io/* annotations) with `namespace` and `pod` labels.",
+        ),
+    }
+    return dict(sorted(files.items()))
