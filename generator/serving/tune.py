@@ -14,7 +14,8 @@ over, in order:
 
 keeping at each step the candidate with the highest throughput whose p99 meets the bound
 (else the lowest p99); a candidate replaces the current best only when more than 5% better.
-`--write` puts the winner into the spec YAML.
+`--write` puts the winner into the spec YAML, changing only the lines of the tuned keys
+(comments stay).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
 from generator.pipeline.spec import parse_spec
 from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, running_server
+from generator.serving.yaml_edit import apply_changes, changes_between
 
 DELAYS_US = (0, 500, 2000)
 
@@ -395,9 +397,18 @@ def proposal(best: Trial) -> dict[str, Any]:
     return result
 
 
+TUNED_HEADER = "# Tuned by `tritongen tune`: "
+
+
 def write_spec(path: Path, best: Trial, summary: str) -> None:
-    """Rewrite the spec YAML with the tuned settings (validated before writing)."""
-    text = f"# Tuned by `tritongen tune`: {summary}\n" + yaml.safe_dump(best.spec, sort_keys=False)
+    """Write the tuned settings into the spec YAML, editing only the lines of the keys that
+    change (comments and layout stay), under a `# Tuned by` first line; validated first."""
+    original = path.read_text(encoding="utf-8")
+    edited = apply_changes(original, changes_between(yaml.safe_load(original), best.spec))
+    lines = edited.splitlines(keepends=True)
+    if lines and lines[0].startswith(TUNED_HEADER):
+        lines = lines[1:]  # the previous run's summary
+    text = f"{TUNED_HEADER}{summary}\n" + "".join(lines)
     parse_spec(text, str(path))
     path.write_text(text, encoding="utf-8")
 
