@@ -10,18 +10,24 @@ Import the fixtures into a test module (or a conftest):
   TESTCONTAINERS_CONNECTION_MODE=docker_host. It skips the tests, saying why, only when no
   engine answers and none can be started.
 - `triton_image` is `$TRITONGEN_TEST_IMAGE` as is (e.g. `nvcr.io/nvidia/tritonserver:24.10-py3`
-  for users with registry access; pair it with `TRITONGEN_TEST_TARGET=ngc`), otherwise the
-  local image, built by `generator.containers.image.build_image` when its inputs changed.
+  for users with registry access), otherwise the project's stand-in of that image, built by
+  `generator.containers.image.build_image` when its inputs changed.
+- `deploy_command(repository, image)` is what the generated `docker-run.sh` of a repository
+  passes to `docker run` (the script is run with a `docker` that records its arguments).
 - `run_triton_container(image, repository)` starts tritonserver with the repository mounted
   read-only at /models, shared memory of 256 MB and ports 8000-8002 published, and waits for
-  `/v2/health/ready` (the container log is printed when it does not get ready).
+  `/v2/health/ready` (the container log is printed when it does not get ready); `command`
+  and `shm_size` take a deploy command's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from generator.containers.image import CONTAINER_REPOSITORY, NGC_IMAGE, build_image, container_command
+from generator.containers.image import CONTAINER_REPOSITORY, build_image, container_command
 from generator.serving.tritonserver import load_errors, repository_models
 from tests.dockerd import DockerEngine, DockerUnavailable, ensure_engine
 
@@ -50,9 +56,14 @@ TESTCONTAINERS_SETTINGS = {
 
 
 def container_target() -> str:
-    """The generator target the container tests use: `$TRITONGEN_TEST_TARGET`, else `ngc` for
-    NVIDIA's image and `local` for the rest."""
-    return os.environ.get(TARGET_VARIABLE) or ("ngc" if user_image() == NGC_IMAGE else "local")
+    """The generator target the container tests use: `$TRITONGEN_TEST_TARGET`, else `ngc`, the
+    repository users deploy (served unmodified by NVIDIA's image and by its stand-in)."""
+    return os.environ.get(TARGET_VARIABLE) or "ngc"
+
+
+def stand_in_image() -> bool:
+    """True when the tests run the project's stand-in, not an image named by the user."""
+    return user_image() is None
 
 
 def user_image() -> str | None:
@@ -103,6 +114,73 @@ def triton_image(docker_engine: DockerEngine) -> str:
     tag = build_image(docker_engine.host, log=lambda line: print(f"[image] {line}", flush=True))
     print(f"local image {tag} ready in {time.monotonic() - started:.0f}s")
     return tag
+
+
+@dataclass(frozen=True)
+class DeployCommand:
+    """What a generated `docker-run.sh` passes to `docker run`."""
+
+    arguments: list[str]
+    """Every argument of `docker`, from `run` on."""
+    image: str
+    command: list[str]
+    """The container's command line (after the image)."""
+    script_environment: dict[str, str]
+    """The environment the script ran with (bare `--env NAME` options take their value here)."""
+
+    def option(self, name: str) -> list[str]:
+        """Values of `--name=V` / `--name V` options before the image."""
+        options = self.arguments[: self.arguments.index(self.image)]
+        values = []
+        for index, argument in enumerate(options):
+            if argument.startswith(f"{name}="):
+                values.append(argument.split("=", 1)[1])
+            elif argument == name and index + 1 < len(options):
+                values.append(options[index + 1])
+        return values
+
+    def environment(self) -> dict[str, str]:
+        """The container's environment variables (`-e`/`--env`; a bare name takes the caller's)."""
+        found: dict[str, str] = {}
+        for value in self.option("-e") + self.option("--env"):
+            name, _, given = value.partition("=")
+            if "=" in value:
+                found[name] = given
+            elif name in self.script_environment:
+                found[name] = self.script_environment[name]
+        return found
+
+
+_RECORDING_DOCKER = """#!{python}
+import json, os, sys
+with open(os.environ["TRITONGEN_DOCKER_ARGS"], "w") as handle:
+    json.dump(sys.argv[1:], handle)
+"""
+
+
+def deploy_command(repository: Path, image: str, environment: dict[str, str] | None = None) -> DeployCommand:
+    """Run `<repository>/docker-run.sh` with `TRITON_IMAGE=image` and a `docker` that records its
+    arguments instead of running anything; return them."""
+    script = repository / "docker-run.sh"
+    with tempfile.TemporaryDirectory(prefix="tritongen-docker-") as folder:
+        recorder = Path(folder) / "docker"
+        recorder.write_text(_RECORDING_DOCKER.format(python=sys.executable))
+        recorder.chmod(0o755)
+        recorded = Path(folder) / "arguments.json"
+        env = {
+            **os.environ,
+            **(environment or {}),
+            "PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TRITON_IMAGE": image,
+            "TRITONGEN_DOCKER_ARGS": str(recorded),
+        }
+        result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0 or not recorded.exists():
+            raise RuntimeError(f"{script} did not run docker ({result.returncode}): {result.stderr.strip()}")
+        arguments: list[str] = json.loads(recorded.read_text())
+    if arguments[:1] != ["run"] or image not in arguments:
+        raise RuntimeError(f"{script} does not `docker run {image}`: {arguments}")
+    return DeployCommand(arguments, image, arguments[arguments.index(image) + 1 :], env)
 
 
 @dataclass
@@ -167,19 +245,26 @@ def run_triton_container(
     ready_timeout_s: float = READY_TIMEOUT_S,
     shm_size: str = SHM_SIZE,
     log_verbose: int = 0,
+    command: Sequence[str] | None = None,
+    environment: dict[str, str] | None = None,
+    read_only: bool = True,
 ) -> Iterator[TritonContainer]:
     """Serve `repository` (mounted read-only at /models) in `image` until the block ends.
 
-    Needs the environment `docker_engine` sets up. The command is the one the deploy files
-    use (`generator.containers.image.container_command`), valid for the local image and NVIDIA's.
+    Needs the environment `docker_engine` sets up. The command is `command` (e.g. a
+    `deploy_command`'s), else the one the deploy files use
+    (`generator.containers.image.container_command`), valid for the stand-in and NVIDIA's image.
+    `read_only=False` mounts the repository writable (the deploy files never do).
     """
     from testcontainers.core.container import DockerContainer
 
+    # The model folders of the host's copy: `*` would also try the shared `_envs/` folder.
+    command = list(command or container_command(models or repository_models(repository), log_verbose=log_verbose))
     container = (
         DockerContainer(image)
-        # The model folders of the host's copy: `*` would also try the shared `_envs/` folder.
-        .with_command(container_command(models or repository_models(repository), log_verbose=log_verbose))
-        .with_volume_mapping(str(repository.resolve()), str(CONTAINER_REPOSITORY), "ro")
+        .with_command(command)
+        .with_envs(**(environment or {}))
+        .with_volume_mapping(str(repository.resolve()), str(CONTAINER_REPOSITORY), "ro" if read_only else "rw")
         .with_exposed_ports(8000, 8001, 8002)
         .with_kwargs(shm_size=shm_size, labels={"tritongen.test": "container"})
     )

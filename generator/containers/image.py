@@ -1,27 +1,42 @@
-"""The local Triton image: Debian bookworm + tritonserver 2.51 from the nvidia-pytriton wheel.
+"""tritongen's stand-in of NVIDIA's `nvcr.io/nvidia/tritonserver:24.10-py3`, built locally.
 
-Nothing is pulled. The base is a `debootstrap --variant=minbase` rootfs (with python3.11,
-libpython3.11 for the python backend stub, and pip) imported into Docker and tagged
-`tritongen-base:bookworm-<hash>`. On top of it the engine's classic builder, with no network,
-installs the locked Python packages from a wheelhouse downloaded on the host
-(`build/image/context/wheels`) and the project's own packages (`backends/<name>/pyproject.toml`,
-e.g. `tritongen_textprep`), copies `generator/tritonserver.py` and `backends/triton/` and
-runs `python -m generator.serving.tritonserver assemble /opt/tritonserver/backends`: the same
-function `tritongen serve` uses. `/opt/tritonserver/bin/tritonserver` links to the wheel's
-server, so the image has the layout of NVIDIA's images (`nvcr.io/nvidia/tritonserver`) and one
-command line serves a repository in both.
+NVIDIA's image cannot be pulled here and its native onnxruntime/pytorch backends cannot be
+installed, so this image mirrors it where it matters to a repository (docs/ngc-standin.md lists
+every deviation and why none can hide a failure on NVIDIA's image):
 
-The image tag is a content hash of every input (Dockerfile template, locked packages, base,
-backends and the project's packages they import, `generator/tritonserver.py`); an image that
-exists is not rebuilt. It is also tagged
-`tritongen-triton:latest`, the name the deploy files use.
+- `/opt/tritonserver/bin/tritonserver`: tritonserver 2.51 (r24.10) from the nvidia-pytriton wheel;
+- `/opt/tritonserver/backends/` holds exactly `python`, `onnxruntime` and `pytorch`;
+- `python/` is the python backend with a stub dispatcher as `triton_python_backend_stub`: every
+  model without its own stub gets the Python 3.10 stub (NGC 24.10's system Python is 3.10), only
+  the stand-ins of NVIDIA's native backends (`onnxruntime/model.py`, `pytorch/model.py`, this
+  project's Python runners) get the Python 3.11 stub and the runners' private Python prefix;
+- `python3` is CPython 3.10 with numpy<2 and nothing else; there is no Python 3.11 (and no
+  libpython3.11) outside the runners' prefix, so a model that ships a 3.11 stub needs its own
+  3.11 execution environment, as on NVIDIA's image (and a writable model folder: the python
+  backend chmods a model's own stub at load).
+
+Nothing is pulled. The base is a `debootstrap --variant=minbase` rootfs (its Debian python3.11
+only runs pip during the build and is purged) imported into Docker and tagged
+`tritongen-base:bookworm-<hash>`. Both Pythons are the relocatable CPython prefixes
+`generator.environments.channel.build_python_package` makes from the pyenv CPythons (the ones
+the conda channel ships). The wheels (locked) are downloaded on the host. The backend folder is
+assembled by running `generator.serving.tritonserver assemble` (the function `tritongen serve`
+uses) from the modules listed in `IMAGE_MODULES`, which import only the standard library, each
+other and `pytriton` (tests/generator/containers/test_image.py enforces this).
+
+The image tag is a content hash of every input (templates, locked packages, base, Python
+sources, runners, `IMAGE_MODULES`); an image that exists is not rebuilt. It is also tagged
+`tritongen-triton:latest`, the name the deploy files of the `local` target use.
 
 CLI: `python -m generator.containers.image build [--force]`, `tag`, `dockerfile`, `lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -29,16 +44,18 @@ import shutil
 import string
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generator.environments import channel
 from generator.serving.tritonserver import (
     PROJECT_ROOT,
     PYTHON_BACKENDS_DIR,
-    STUB_PYTHON,
     ServerOptions,
     ServerPorts,
     TritonInstall,
@@ -53,12 +70,31 @@ DOCKERFILE_TEMPLATE = DATA_DIR / "Dockerfile.in"
 REQUIREMENTS_IN = DATA_DIR / "requirements.in"
 REQUIREMENTS_NODEPS_IN = DATA_DIR / "requirements-nodeps.in"
 REQUIREMENTS_LOCK = DATA_DIR / "requirements.lock"
-IMAGE_MODULES = ("generator/__init__.py", "generator/serving/__init__.py", "generator/serving/tritonserver.py")
-"""The project modules the image build runs (`python -m generator.serving.tritonserver assemble`)."""
+STUB_DISPATCHER_TEMPLATE = DATA_DIR / "triton_python_backend_stub.in"
+IMAGE_MODULES = (
+    "generator/__init__.py",
+    "generator/errors.py",
+    "generator/serving/__init__.py",
+    "generator/serving/tritonserver.py",
+)
+"""The project modules copied into the image build, which runs `python -m
+generator.serving.tritonserver assemble` with the runners' Python. They may import only the
+standard library, each other and `IMAGE_THIRD_PARTY_IMPORTS` (a unit test checks it)."""
+IMAGE_THIRD_PARTY_IMPORTS = ("pytriton",)
+"""Installed packages `IMAGE_MODULES` may import (they are in requirements.lock)."""
 BUILD_DIR = PROJECT_ROOT / "build" / "image"
-LOCAL_PACKAGES_DIR = PROJECT_ROOT / "backends"
-"""Holds the project's own packages (`<name>/pyproject.toml`) the backends import."""
 _SKIPPED_PARTS = ("__pycache__", "build", "dist")
+
+SYSTEM_PYTHON = "3.10"
+"""NGC 24.10's system Python (Ubuntu 22.04): the python backend's default stub."""
+SYSTEM_PYTHON_REQUIREMENTS = ("numpy==1.26.4",)
+"""What the system Python has besides its standard library (the python backend needs numpy<2)."""
+RUNNER_PYTHON = "3.11"
+"""The Python of the runners (the torch 2.13 CPU wheel exists for 3.11 only)."""
+RUNNER_BACKENDS = ("onnxruntime", "pytorch")
+"""Stand-ins of NVIDIA's native backends: this project's Python runners under NVIDIA's names."""
+NVIDIA_BACKENDS = ("python", *RUNNER_BACKENDS)
+"""Exactly the folders of the image's `/opt/tritonserver/backends`."""
 
 IMAGE_REPOSITORY = "tritongen-triton"
 LATEST_TAG = f"{IMAGE_REPOSITORY}:latest"
@@ -72,7 +108,11 @@ RECIPE_VERSION = "1"
 CONTAINER_TRITON_ROOT = Path("/opt/tritonserver")
 """Where both the local image and NVIDIA's keep `bin/tritonserver` and `backends/`."""
 CONTAINER_REPOSITORY = Path("/models")
-IMAGE_SITE_PACKAGES = Path(f"/usr/local/lib/python{STUB_PYTHON}/dist-packages")
+SYSTEM_PREFIX = Path(f"/opt/python{SYSTEM_PYTHON}")
+"""The system Python's prefix in the image (`/usr/local/bin/python3` links to it)."""
+RUNNER_PREFIX = Path(f"/opt/tritongen/python{RUNNER_PYTHON}")
+"""The runners' private Python prefix (with tritonserver, numpy, onnxruntime, torch)."""
+IMAGE_SITE_PACKAGES = RUNNER_PREFIX / "lib" / f"python{RUNNER_PYTHON}" / "site-packages"
 IMAGE_PYTRITON_ROOT = IMAGE_SITE_PACKAGES / "pytriton" / "tritonserver"
 
 Log = Callable[[str], None]
@@ -88,7 +128,8 @@ class BaseSpec:
 
     suite: str = "bookworm"
     variant: str = "minbase"
-    packages: tuple[str, ...] = (f"python{STUB_PYTHON}", f"libpython{STUB_PYTHON}", "python3-pip")
+    packages: tuple[str, ...] = ("python3.11", "python3-pip")
+    """Debian's Python, only to run pip during the build (purged from the final image)."""
 
     def digest(self) -> str:
         text = json.dumps(
@@ -155,11 +196,9 @@ def _source_files(folder: Path) -> list[Path]:
     )
 
 
-def local_packages(packages_dir: Path = LOCAL_PACKAGES_DIR) -> list[Path]:
-    """The project's installable packages: `backends/<name>/pyproject.toml`."""
-    if not packages_dir.is_dir():
-        return []
-    return sorted(path.parent for path in packages_dir.glob("*/pyproject.toml"))
+def python_sources() -> dict[str, Path]:
+    """The pyenv CPython prefixes the image's Pythons are made from, by minor version."""
+    return {minor: channel.find_cpython_prefix(minor) for minor in (SYSTEM_PYTHON, RUNNER_PYTHON)}
 
 
 def inputs_hash(base: BaseSpec | None = None, python_backends: Path = PYTHON_BACKENDS_DIR) -> str:
@@ -175,14 +214,15 @@ def inputs_hash(base: BaseSpec | None = None, python_backends: Path = PYTHON_BAC
     add("base", base.tag.encode())
     add("Dockerfile.in", DOCKERFILE_TEMPLATE.read_bytes())
     add("requirements.lock", REQUIREMENTS_LOCK.read_bytes())
+    add("system requirements", "\n".join(SYSTEM_PYTHON_REQUIREMENTS).encode())
+    add("stub dispatcher", STUB_DISPATCHER_TEMPLATE.read_bytes())
+    add("python package recipe", Path(channel.__file__).read_bytes())
+    for minor, prefix in sorted(python_sources().items()):
+        add(f"python {minor}", prefix.name.encode())
     for module in IMAGE_MODULES:
         add(module, (PROJECT_ROOT / module).read_bytes())
     for path in _source_files(python_backends):
         add(f"backends/{path.relative_to(python_backends).as_posix()}", path.read_bytes())
-    for package in local_packages():
-        for path in _source_files(package):
-            name = f"packages/{package.name}/{path.relative_to(package).as_posix()}"
-            add(name, path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -194,13 +234,53 @@ def image_tag(base: BaseSpec | None = None, python_backends: Path = PYTHON_BACKE
 def render_dockerfile(base: BaseSpec, digest: str) -> str:
     """The Dockerfile for `base`; `digest` is recorded as a label."""
     pins = _lock_pins()
+    major, minor = SYSTEM_PYTHON.split(".")
+    assemble = [*(f"--backend={name}" for name in RUNNER_BACKENDS), f"--stub={STUB_DISPATCHER_NAME}"]
     return string.Template(DOCKERFILE_TEMPLATE.read_text()).substitute(
         base_image=base.tag,
         triton_root=str(IMAGE_PYTRITON_ROOT),
         pytriton_version=pins.get("nvidia-pytriton", "?"),
         inputs_hash=digest,
         command=json.dumps(container_command()),
+        system_python=SYSTEM_PYTHON,
+        system_major=major,
+        system_minor=minor,
+        system_prefix=str(SYSTEM_PREFIX),
+        system_site=str(SYSTEM_PREFIX / "lib" / f"python{SYSTEM_PYTHON}" / "site-packages"),
+        system_build_prefix=str(python_sources()[SYSTEM_PYTHON]),
+        runner_python=RUNNER_PYTHON,
+        runner_prefix=str(RUNNER_PREFIX),
+        runner_site=str(IMAGE_SITE_PACKAGES),
+        assemble_options=" ".join(assemble),
+        backend_listing="".join(f"{name} " for name in sorted(NVIDIA_BACKENDS)),
     )
+
+
+STUB_DISPATCHER_NAME = "triton_python_backend_stub"
+"""The dispatcher's name in the build context's `src/` (copied into `python/` by assemble)."""
+
+
+def render_stub_dispatcher(
+    default_stub: Path = IMAGE_PYTRITON_ROOT / "python_backend_stubs" / SYSTEM_PYTHON / "triton_python_backend_stub",
+    runner_stub: Path = IMAGE_PYTRITON_ROOT / "python_backend_stubs" / RUNNER_PYTHON / "triton_python_backend_stub",
+    runner_prefix: Path = RUNNER_PREFIX,
+) -> str:
+    """The image's `python/triton_python_backend_stub`: it execs `default_stub` (Python 3.10),
+    or `runner_stub` (Python 3.11, `runner_prefix` on PATH) for the RUNNER_BACKENDS."""
+    values = {
+        "RUNNER_BACKENDS": " ".join(RUNNER_BACKENDS),
+        "RUNNER_PYTHON": RUNNER_PYTHON,
+        "RUNNER_PREFIX": str(runner_prefix),
+        "RUNNER_STUB": str(runner_stub),
+        "DEFAULT_STUB": str(default_stub),
+    }
+    text = STUB_DISPATCHER_TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    leftover = re.findall(r"@[A-Z_]+@", text)
+    if leftover:
+        raise ImageBuildError(f"{STUB_DISPATCHER_TEMPLATE.name}: no value for {sorted(set(leftover))}")
+    return text
 
 
 def _lock_pins() -> dict[str, str]:
@@ -323,39 +403,81 @@ def ensure_base_image(client: docker.DockerClient, base: BaseSpec | None = None,
     return base.tag
 
 
-def download_wheels(wheelhouse: Path, log: Log = print) -> None:
-    """Download the locked wheels (no dependencies, binaries only) into `wheelhouse`."""
+def _pip_download(arguments: Sequence[str], wheelhouse: Path, log: Log) -> None:
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    log(f"downloading locked wheels into {wheelhouse}")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-            str(wheelhouse),
-            "-r",
-            str(REQUIREMENTS_LOCK),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    result = subprocess.run([*command, "--dest", str(wheelhouse), *arguments], capture_output=True, text=True)
     noise = re.compile(r"WARNING: Location '.*' is ignored")
     for line in (result.stdout + result.stderr).splitlines():
         if line.strip() and not noise.match(line):
             log(line)
     if result.returncode != 0:
         raise ImageBuildError(f"pip download failed ({result.returncode})")
-    wanted = _lock_pins()
+
+
+def _keep_pinned(wheelhouse: Path, pins: dict[str, str]) -> None:
     for wheel in wheelhouse.glob("*.whl"):
         name, version = wheel.name.split("-")[:2]
-        if wanted.get(_normalize(name)) != version.replace("%2B", "+"):
+        if pins.get(_normalize(name)) != version.replace("%2B", "+"):
             wheel.unlink()  # a stale pin
+
+
+def download_wheels(wheelhouse: Path, log: Log = print) -> None:
+    """Download the locked wheels of the runners' Python (no dependencies) into `wheelhouse`."""
+    log(f"downloading locked wheels into {wheelhouse}")
+    _pip_download(["--python-version", RUNNER_PYTHON, "-r", str(REQUIREMENTS_LOCK)], wheelhouse, log)
+    _keep_pinned(wheelhouse, _lock_pins())
     shutil.copy2(REQUIREMENTS_LOCK, wheelhouse / "requirements.lock")
+
+
+def download_system_wheels(wheelhouse: Path, log: Log = print) -> None:
+    """Download `SYSTEM_PYTHON_REQUIREMENTS` for the system Python into `wheelhouse`."""
+    log(f"downloading the system Python's wheels into {wheelhouse}")
+    target = ["--python-version", SYSTEM_PYTHON, "--platform", "manylinux2014_x86_64", "--implementation", "cp"]
+    _pip_download([*target, *SYSTEM_PYTHON_REQUIREMENTS], wheelhouse, log)
+    pins = dict(requirement.split("==", 1) for requirement in SYSTEM_PYTHON_REQUIREMENTS)
+    _keep_pinned(wheelhouse, {_normalize(name): version for name, version in pins.items()})
+    (wheelhouse / "requirements.txt").write_text("".join(f"{r}\n" for r in SYSTEM_PYTHON_REQUIREMENTS))
+
+
+def unpack_python_package(package: Path, destination: Path, prefix: Path) -> Path:
+    """Extract a `python` `.conda` package (channel.build_python_package) into `destination`,
+    a prefix that will live at `prefix`: its placeholder paths are rewritten as conda would."""
+    import zstandard
+
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    placeholders: list[tuple[str, str]] = []
+    with zipfile.ZipFile(package) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".tar.zst"):
+                continue
+            data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(archive.read(member)))
+            with tarfile.open(fileobj=data, mode="r|") as tar:
+                if member.startswith("pkg-"):
+                    tar.extractall(destination, filter="tar")
+                    continue
+                for entry in tar:
+                    if entry.name == "info/has_prefix" and (handle := tar.extractfile(entry)):
+                        for line in handle.read().decode().splitlines():
+                            old, _mode, path = line.split(" ", 2)
+                            placeholders.append((old, path))
+    for old, path in placeholders:
+        target = destination / path
+        target.write_bytes(target.read_bytes().replace(old.encode(), str(prefix).encode()))
+    return destination
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    """`destination` as a copy of `source` made of hard links where possible."""
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file():
+            try:
+                os.link(path, destination / path.name)
+            except OSError:
+                shutil.copy2(path, destination / path.name)
 
 
 def prepare_context(
@@ -365,22 +487,23 @@ def prepare_context(
     python_backends: Path = PYTHON_BACKENDS_DIR,
     log: Log = print,
 ) -> Path:
-    """Lay out the build context: Dockerfile, wheels/, packages/, src/ (generator, backends)."""
+    """Lay out the build context: Dockerfile, wheels/, system-wheels/, pythons/, src/."""
     context.mkdir(parents=True, exist_ok=True)
-    download_wheels(context / "wheels", log)
+    download_wheels(BUILD_DIR / "wheels", log)
+    _link_tree(BUILD_DIR / "wheels", context / "wheels")
+    download_system_wheels(BUILD_DIR / "system-wheels", log)
+    _link_tree(BUILD_DIR / "system-wheels", context / "system-wheels")
+    homes = {SYSTEM_PYTHON: SYSTEM_PREFIX, RUNNER_PYTHON: RUNNER_PREFIX}
+    for minor in sorted(homes):
+        built = channel.build_python_package(minor, BUILD_DIR / "python", progress=log)
+        unpack_python_package(built.path, context / "pythons" / minor, homes[minor])
     src = context / "src"
     shutil.rmtree(src, ignore_errors=True)
     for module in IMAGE_MODULES:
         (src / module).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT_ROOT / module, src / module)
-    backends = src / "backends" / "triton"
-    backends.mkdir(parents=True)
-    _copy_sources(python_backends, backends)
-    packages = context / "packages"
-    shutil.rmtree(packages, ignore_errors=True)
-    packages.mkdir()
-    for package in local_packages():
-        _copy_sources(package, packages / package.name)
+    _copy_sources(python_backends, src / "backends" / "triton")
+    (src / STUB_DISPATCHER_NAME).write_text(render_stub_dispatcher())
     (context / "Dockerfile").write_text(render_dockerfile(base, digest))
     return context
 
@@ -393,6 +516,18 @@ def _copy_sources(source: Path, destination: Path) -> None:
         shutil.copy2(path, target)
 
 
+@contextlib.contextmanager
+def _build_lock(digest: str) -> Iterator[None]:
+    """One build of a tag at a time (test sessions and the CLI may build concurrently)."""
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with (BUILD_DIR / f"build-{digest}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_image(
     docker_host: str | None = None,
     force: bool = False,
@@ -400,7 +535,7 @@ def build_image(
     python_backends: Path = PYTHON_BACKENDS_DIR,
     log: Log = print,
 ) -> str:
-    """Build the local Triton image unless its content-hash tag exists; return the tag.
+    """Build the image unless its content-hash tag exists; return the tag.
 
     `docker_host` defaults to `$DOCKER_HOST` (or the default socket).
     """
@@ -409,17 +544,20 @@ def build_image(
     tag = f"{IMAGE_REPOSITORY}:{digest}"
     client = _client(docker_host)
     try:
-        if not force and _image_exists(client, tag):
-            log(f"image {tag} exists (inputs unchanged)")
+        with _build_lock(digest):
+            if not force and _image_exists(client, tag):
+                log(f"image {tag} exists (inputs unchanged)")
+                client.api.tag(tag, IMAGE_REPOSITORY, "latest")
+                return tag
+            started = time.monotonic()
+            ensure_base_image(client, base, log)
+            context = BUILD_DIR / f"context-{digest}"
+            prepare_context(context, base, digest, python_backends, log)
+            log(f"building {tag}")
+            _stream_build(client, context, tag, log)
             client.api.tag(tag, IMAGE_REPOSITORY, "latest")
-            return tag
-        started = time.monotonic()
-        ensure_base_image(client, base, log)
-        context = prepare_context(BUILD_DIR / "context", base, digest, python_backends, log)
-        log(f"building {tag}")
-        _stream_build(client, context, tag, log)
-        client.api.tag(tag, IMAGE_REPOSITORY, "latest")
-        log(f"built {tag} in {time.monotonic() - started:.0f}s")
+            shutil.rmtree(context, ignore_errors=True)
+            log(f"built {tag} in {time.monotonic() - started:.0f}s")
         remove_old_images(client, keep=(tag, LATEST_TAG, base.tag), log=log)
         return tag
     finally:

@@ -1,19 +1,30 @@
-"""The generated repository served by Triton in a container (testcontainers, real Docker engine).
+"""The `ngc` repository, unmodified, served in a container exactly as its docker-run.sh does.
 
-Every end-to-end test of test_serving.py is imported here and runs again, unchanged, against
-the container: this module's `server` fixture overrides the process-based one. The image is
-the local one (built from a debootstrap base, see generator/image.py) unless
-`TRITONGEN_TEST_IMAGE` names another, e.g. `nvcr.io/nvidia/tritonserver:24.10-py3` (which
-implies `TRITONGEN_TEST_TARGET=ngc`). The tests skip only when no Docker engine can be started.
+The image is the project's stand-in of `nvcr.io/nvidia/tritonserver:24.10-py3` (built locally,
+see generator/containers/image.py and docs/ngc-standin.md) unless `TRITONGEN_TEST_IMAGE` names
+another, e.g. NVIDIA's own image where it can be pulled. The repository is the one
+`tritongen generate --target ngc` writes (build/ngc/repository; `TRITONGEN_TEST_TARGET=local`
+serves the `local` one instead), mounted read-only, with the command line its generated
+`docker-run.sh` passes to `docker run`. Every end-to-end test of test_serving.py (HTTP and gRPC,
+every entry point) runs again against it, unchanged: this module's `server` fixture overrides
+the process-based one; the per-version environment checks read the container's log.
+
+The stand-in's own promises (NVIDIA's backend folder layout, Python 3.10 for python models
+without their own stub, Python 3.11 for the runners only, rejection of what NVIDIA's image
+rejects) are tested on hand-made models too. The tests skip only when no Docker engine can be
+started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +32,28 @@ from pathlib import Path
 import pytest
 
 from generator.containers.deploy import render_deploy_files
-from generator.environments.build import BuiltEnvironment
-from generator.pipeline.generate import GenerateOptions, generate
-from generator.serving.tritonserver import ServerPorts, free_ports
+from generator.containers.image import (
+    CONTAINER_REPOSITORY,
+    CONTAINER_TRITON_ROOT,
+    IMAGE_PYTRITON_ROOT,
+    NVIDIA_BACKENDS,
+    RUNNER_BACKENDS,
+    SYSTEM_PYTHON,
+)
+from generator.environments import build as environments
+from generator.environments.build import CHANNELS_VARIABLE, BuiltEnvironment
+from generator.kinds.targets import PRODUCTION
+from generator.serving.tritonserver import ADMIN_HEADER, ServerPorts, free_ports, repository_models
+from generator.serving.update import ADMIN_KEY_VARIABLE
 from tests.container_fixtures import (  # noqa: F401  (fixtures)
+    SHM_SIZE,
+    DeployCommand,
     TritonContainer,
     container_target,
+    deploy_command,
     docker_engine,
     run_triton_container,
+    stand_in_image,
     triton_image,
 )
 from tests.dockerd import DockerEngine
@@ -40,33 +65,54 @@ from .test_environments import (  # noqa: F401  (fixtures and helpers of the env
     TOKENIZER_VERSIONS,
     _check_answer,
     _infer,
-    _initialize_lines,
     _place_env,
-    _preprocessing_model,
+    _tokenizer_file,
     built_envs,
     channel_url,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
+PROJECT = Path(__file__).resolve().parents[2]
+NGC_REPOSITORY = PROJECT / "build" / "ngc" / "repository"
+"""Where `tritongen generate --target ngc` writes the repository users deploy."""
 
 # Every test of test_serving.py (they take only `server: Target`) runs here too, unchanged.
 _SHARED_TESTS = [name for name in dir(test_serving) if name.startswith("test_")]
 globals().update({name: getattr(test_serving, name) for name in _SHARED_TESTS})
 
 
+def _tritongen(*arguments: str, channels: list[str]) -> None:
+    """Run the `tritongen` command line as a user would."""
+    executable = Path(sys.executable).parent / "tritongen"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "generator.cli"]
+    env = {**os.environ, CHANNELS_VARIABLE: ",".join(channels)}
+    result = subprocess.run([*command, *arguments], cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"tritongen {' '.join(arguments)} failed:\n{result.stdout}\n{result.stderr}"
+
+
 @pytest.fixture(scope="module")
-def container_repository(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped specs generated for the container's target (`local` is shared with the
-    process-based tests)."""
+def container_repository(conda_channels: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tritongen generate --target ngc` (build/ngc/repository), as users deploy it; the
+    `local` target is generated into a temporary folder (repository/ is the committed copy)."""
     target = container_target()
-    if target == "local":
-        repository: Path = request.getfixturevalue("generated_repository")
-        return repository
-    channels: list[str] = request.getfixturevalue("conda_channels")
+    if target == "ngc":
+        _tritongen("generate", "--target", "ngc", channels=conda_channels)
+        return NGC_REPOSITORY
     output = tmp_path_factory.mktemp(f"generated-{target}") / "repository"
-    options = GenerateOptions(output=output, target=target, cores=2, channels=channels)  # type: ignore[arg-type]
-    generate(options)
+    _tritongen("generate", "--target", target, "--output", str(output), channels=conda_channels)
     return output
+
+
+@pytest.fixture(scope="module")
+def admin_key() -> str:
+    """The key the operator gives docker-run.sh (`TRITONGEN_ADMIN_KEY`)."""
+    return secrets.token_hex(24)
+
+
+@pytest.fixture(scope="module")
+def deploy(container_repository: Path, triton_image: str, admin_key: str) -> DeployCommand:  # noqa: F811
+    """What the repository's own docker-run.sh passes to `docker run`, given an admin key."""
+    return deploy_command(container_repository, triton_image, {ADMIN_KEY_VARIABLE: admin_key})
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +120,17 @@ def triton_container(
     docker_engine: DockerEngine,  # noqa: F811
     triton_image: str,  # noqa: F811
     container_repository: Path,
+    deploy: DeployCommand,
 ) -> Iterator[TritonContainer]:
-    """Every generated model served by Triton in a container."""
-    with run_triton_container(triton_image, container_repository) as container:
+    """The repository served by the deploy command line of its docker-run.sh."""
+    shm_size = (deploy.option("--shm-size") or [SHM_SIZE])[-1]
+    with run_triton_container(
+        triton_image,
+        container_repository,
+        shm_size=shm_size,
+        command=deploy.command,
+        environment=deploy.environment(),
+    ) as container:
         yield container
 
 
@@ -86,10 +140,28 @@ def server(triton_container: TritonContainer) -> Target:
     return Target(triton_container.http_url, triton_container.grpc_url)
 
 
-def test_every_generated_model_is_ready(triton_container: TritonContainer, container_repository: Path) -> None:
-    """The repository index lists every generated model as READY."""
+def test_deploy_command_serves_every_model_from_a_read_only_mount(
+    deploy: DeployCommand, container_repository: Path
+) -> None:
+    """The command the tests run is the generated one: NVIDIA's paths, every model folder."""
+    mounts = deploy.option("--mount")
+    assert f"type=bind,source={container_repository.resolve()},target={CONTAINER_REPOSITORY},readonly" in mounts
+    assert str(CONTAINER_TRITON_ROOT / "bin" / "tritonserver") in deploy.command
+    assert f"--model-repository={CONTAINER_REPOSITORY}" in deploy.command
+    assert f"--backend-directory={CONTAINER_TRITON_ROOT / 'backends'}" in deploy.command
+    loaded = [a.removeprefix("--load-model=") for a in deploy.command if a.startswith("--load-model=")]
+    assert loaded == repository_models(container_repository)
+
+
+def test_every_generated_model_is_ready(
+    triton_container: TritonContainer, container_repository: Path, admin_key: str
+) -> None:
+    """The repository index (an admin API: the key is needed) lists every generated model as READY."""
     request = urllib.request.Request(
-        f"http://{triton_container.http_url}/v2/repository/index", data=b"{}", method="POST"
+        f"http://{triton_container.http_url}/v2/repository/index",
+        data=b"{}",
+        method="POST",
+        headers={ADMIN_HEADER: admin_key},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         index = json.loads(response.read())
@@ -113,38 +185,289 @@ def test_metrics_are_served(triton_container: TritonContainer) -> None:
     assert "nv_inference_request_success" in text
 
 
+def test_each_preprocessing_model_runs_in_its_own_environment(triton_container: TritonContainer) -> None:
+    """The per-version environment checks of the process-based suite, on the container's log."""
+    log = triton_container.logs()
+    assertions.check_environments_in_log(log)
+    assert "/opt/tritongen/" not in "\n".join(line for line in log.splitlines() if "tritongen_textprep" in line)
+
+
+def _exec(container: TritonContainer, script: str) -> str:
+    code, output = container.container.exec(["bash", "-c", script])
+    text = output.decode(errors="replace")
+    assert code == 0, text
+    return text
+
+
+_STUB_PROCESSES = r"""
+for proc in /proc/[0-9]*; do
+    exe=$(readlink "$proc/exe" 2>/dev/null) || continue
+    case "$exe" in
+        *triton_python_backend_stub)
+            args=$(tr '\0' ' ' < "$proc/cmdline")
+            python=$(grep -o '[^ ]*libpython3[.0-9]*\.so[.0-9]*' "$proc/maps" | sort -u | head -1)
+            echo "$exe|${args% }|$python";;
+    esac
+done
+"""
+
+
+def test_stand_in_has_nvidias_backend_folder(triton_container: TritonContainer) -> None:
+    """`/opt/tritonserver/backends` holds exactly python, onnxruntime and pytorch; python3 is
+    Python 3.10 and there is no Python 3.11 outside the runners' prefix."""
+    if not stand_in_image():
+        pytest.skip("checks the stand-in's own layout")
+    listing = _exec(triton_container, "ls -R /opt/tritonserver/backends")
+    print(listing)
+    assert _exec(triton_container, "ls /opt/tritonserver/backends").split() == sorted(NVIDIA_BACKENDS)
+    assert _exec(triton_container, "ls /opt/tritonserver/backends/python").split() == [
+        "libtriton_python.so",
+        "triton_python_backend_stub",
+        "triton_python_backend_utils.py",
+    ]
+    for runner in RUNNER_BACKENDS:
+        assert "model.py" in _exec(triton_container, f"ls /opt/tritonserver/backends/{runner}").split()
+    assert _exec(triton_container, "test -x /opt/tritonserver/bin/tritonserver && echo ok").strip() == "ok"
+    assert _exec(triton_container, "python3 --version").startswith(f"Python {SYSTEM_PYTHON}.")
+    assert (
+        _exec(triton_container, "command -v python3.11 || ldconfig -p | grep -c libpython3.11 || true").strip() == "0"
+    )
+
+
+def test_stubs_of_the_served_repository(triton_container: TritonContainer, container_repository: Path) -> None:
+    """In the running container: each preprocessing model runs the 3.11 stub it ships (with its
+    environment's libpython), each runner the runners' 3.11 stub; no stub runs anything else."""
+    if not stand_in_image():
+        pytest.skip("inspects the stand-in's processes")
+    lines = [line.split("|") for line in _exec(triton_container, _STUB_PROCESSES).splitlines() if line]
+    print("\n".join("|".join(line) for line in lines))
+    assert lines
+    runner_dirs = {str(CONTAINER_TRITON_ROOT / "backends" / name) for name in RUNNER_BACKENDS}
+    runner_stub = str(IMAGE_PYTRITON_ROOT / "python_backend_stubs" / "3.11" / "triton_python_backend_stub")
+    seen_runners, seen_models = set(), set()
+    for exe, args, python in lines:
+        runtime_dir = args.split()[-1]
+        if runtime_dir in runner_dirs:
+            assert exe == runner_stub, (exe, args)
+            assert python.startswith("/opt/tritongen/python3.11/lib/libpython3.11.so"), python
+            seen_runners.add(Path(runtime_dir).name)
+        else:
+            model = Path(args.split()[1]).parent.parent.name  # /models/<model>/<version>/model.py
+            assert runtime_dir == "DEFAULT", args
+            assert exe == f"{CONTAINER_REPOSITORY}/{model}/triton_python_backend_stub", (exe, args)
+            assert "libpython3.11.so" in python and not python.startswith("/opt/"), python
+            seen_models.add(model)
+    preprocessing = {m for m in repository_models(container_repository) if m.endswith("_pre")}
+    assert seen_models == preprocessing
+    assert seen_runners == set(RUNNER_BACKENDS)
+
+
+# --- Hand-made models: what the python backend of NVIDIA's image does with them ---------------
+
+PROBE_CODE = """
+import json, sys
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        found = {}
+        for name in ("numpy", "torch", "onnxruntime", "tokenizers", "tritongen_textprep"):
+            try:
+                found[name] = getattr(__import__(name), "__version__", "?")
+            except ImportError:
+                found[name] = None
+        self.info = json.dumps({"python": sys.version.split()[0], "prefix": sys.prefix, "modules": found})
+
+    def execute(self, requests):
+        out = np.array([self.info.encode()], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("INFO", out)]) for _ in requests]
+"""
+
+SHIM_CODE = "from tritongen_textprep.triton_model import TritonPythonModel\n"
+"""What `generate` writes as a preprocessing model's `1/model.py`."""
+
+
+def _python_model(repository: Path, name: str, code: str, parameters: dict[str, str], probe: bool) -> Path:
+    model = repository / name
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(code)
+    if probe:
+        tensors = (
+            'input [{ name: "IN" data_type: TYPE_INT32 dims: [1] }]\n'
+            'output [{ name: "INFO" data_type: TYPE_STRING dims: [1] }]\n'
+        )
+        batch = 0
+    else:
+        shutil.copy2(_tokenizer_file(), model / "1" / "tokenizer.json")
+        tensors = (
+            'input [{ name: "TEXT" data_type: TYPE_STRING dims: [1] }]\n'
+            'output [{ name: "INPUT_IDS" data_type: TYPE_INT64 dims: [-1] },'
+            ' { name: "ATTENTION_MASK" data_type: TYPE_INT64 dims: [-1] }]\n'
+        )
+        parameters = {"tokenizer_file": "tokenizer.json", "max_length": "32", **parameters}
+        batch = 8
+    text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {batch}\n{tensors}'
+    text += "instance_group [{ kind: KIND_CPU count: 1 }]\n"
+    for key, value in parameters.items():
+        text += f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+    (model / "config.pbtxt").write_text(text)
+    return model
+
+
+def _probe(container: TritonContainer, model: str) -> dict[str, object]:
+    body = json.dumps({"inputs": [{"name": "IN", "shape": [1], "datatype": "INT32", "data": [0]}]}).encode()
+    request = urllib.request.Request(f"http://{container.http_url}/v2/models/{model}/infer", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        info: dict[str, object] = json.loads(json.loads(response.read())["outputs"][0]["data"][0])
+    return info
+
+
+def _load(container: TritonContainer, model: str, timeout_s: float = 60.0) -> tuple[int | None, str]:
+    """Ask the server to load `model`; return the HTTP status and the message (None: no
+    answer in time, e.g. a stub that cannot start leaves the load hanging)."""
+    url = f"http://{container.http_url}/v2/repository/models/{model}/load"
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except TimeoutError:
+        return None, f"no answer after {timeout_s:.0f}s"
+
+
+@pytest.fixture(scope="module")
+def shipped_stub_envs(conda_channels: list[str]) -> dict[str, BuiltEnvironment]:
+    """The 3.11 environments made, as `generate` makes them, to run with their own stub."""
+    return {
+        name: environments.build_environment(
+            environments.spec_path_for(name),
+            channels=conda_channels,
+            target_python=PRODUCTION.name,
+            cache_dir=PROJECT / "build" / "envs",
+            progress=print,
+            ship_stub=True,
+        )
+        for name in TOKENIZER_VERSIONS
+    }
+
+
+@pytest.fixture(scope="module")
+def probe_repository(shipped_stub_envs: dict[str, BuiltEnvironment], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python models as a repository may ship them, and ones NVIDIA's image rejects."""
+    repository = tmp_path_factory.mktemp("probe") / "repository"
+    env = shipped_stub_envs["textprep-tok023"]
+    # A model.py without environment or stub; one in a 3.11 environment with its 3.11 stub.
+    _python_model(repository, "plain", PROBE_CODE, {}, probe=True)
+    in_env = _python_model(repository, "in_env", PROBE_CODE, {}, probe=True)
+    _configure_env(in_env, _place_env(repository, "in_env", env, unpacked=True))
+    environments.place_stub(in_env, "3.11")
+    # Rejected on NVIDIA's image: another backend name; a 3.11 environment without its stub
+    # (NGC's default stub is 3.10); a 3.11 stub without an environment (NGC has no libpython3.11).
+    bad_backend = _python_model(repository, "bad_backend", SHIM_CODE, {}, probe=False)
+    config = bad_backend / "config.pbtxt"
+    config.write_text(config.read_text().replace('backend: "python"', 'backend: "tritongen_textprep"'))
+    no_stub = _python_model(repository, "env_without_stub", SHIM_CODE, {}, probe=False)
+    _configure_env(no_stub, _place_env(repository, "env_without_stub", env, unpacked=True))
+    no_env = _python_model(repository, "stub_without_env", PROBE_CODE, {}, probe=True)
+    environments.place_stub(no_env, "3.11")
+    return repository
+
+
+def _configure_env(model: Path, env_path: str) -> None:
+    config = model / "config.pbtxt"
+    value = f"$$TRITON_MODEL_DIRECTORY/{env_path}"
+    config.write_text(
+        config.read_text() + f'parameters {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: "{value}" }} }}\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def probe_container(
+    docker_engine: DockerEngine,  # noqa: F811
+    triton_image: str,  # noqa: F811
+    probe_repository: Path,
+) -> Iterator[TritonContainer]:
+    """The probe repository mounted read-only, as the deploy files mount a repository."""
+    with run_triton_container(triton_image, probe_repository, models=["plain"]) as container:
+        yield container
+
+
+def test_python_model_without_its_own_stub_runs_python_3_10(probe_container: TritonContainer) -> None:
+    """NGC 24.10's default stub embeds its system Python 3.10 (with numpy, nothing of ours)."""
+    info = _probe(probe_container, "plain")
+    print(f"plain: {info}")
+    assert str(info["python"]).startswith(f"{SYSTEM_PYTHON}."), info
+    modules = info["modules"]
+    assert isinstance(modules, dict) and modules["numpy"] is not None
+    assert all(modules[name] is None for name in ("torch", "onnxruntime", "tokenizers", "tritongen_textprep")), info
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        ("bad_backend", "unable to find backend library for backend 'tritongen_textprep'"),
+        ("env_without_stub", ""),
+        ("stub_without_env", ""),
+        # The python backend (r24.10) chmods a model's own stub at every load: on a read-only
+        # mount that fails, whatever the stub's mode already is.
+        ("in_env", "Failed to give execute permission to triton_python_backend_stub"),
+    ],
+)
+def test_what_nvidias_image_rejects_is_rejected(probe_container: TritonContainer, model: str, reason: str) -> None:
+    started = time.monotonic()
+    status, message = _load(probe_container, model)
+    print(f"{model}: HTTP {status} after {time.monotonic() - started:.1f}s: {message[:300]}")
+    assert status == 400, (status, message)
+    assert reason in message, message
+    assert _probe(probe_container, "plain")["python"], "the server stopped serving"
+
+
+def test_model_with_a_311_environment_and_its_stub_runs_it_from_a_writable_folder(
+    docker_engine: DockerEngine,  # noqa: F811
+    triton_image: str,  # noqa: F811
+    probe_repository: Path,
+) -> None:
+    """EXECUTION_ENV_PATH to a 3.11 environment + its 3.11 stub runs Python 3.11 with the
+    environment's packages, where the model folder is writable (see the read-only case above)."""
+    with run_triton_container(triton_image, probe_repository, models=["in_env"], read_only=False) as container:
+        info = _probe(container, "in_env")
+    print(f"in_env: {info}")
+    assert str(info["python"]).startswith("3.11."), info
+    assert "/opt/" not in str(info["prefix"]), info
+    modules = info["modules"]
+    assert isinstance(modules, dict)
+    assert modules["tokenizers"] == TOKENIZER_VERSIONS["textprep-tok023"] and modules["tritongen_textprep"], info
+    assert modules["torch"] is None and modules["onnxruntime"] is None, info
+
+
 def test_two_versions_two_tokenizers_in_a_container(
-    request: pytest.FixtureRequest,
+    shipped_stub_envs: dict[str, BuiltEnvironment],
     docker_engine: DockerEngine,  # noqa: F811
     triton_image: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """Per-version execution environments inside the container: v1 (tokenizers 0.20, tarball)
-    and v2 (tokenizers 0.23, unpacked folder) of one model, in a read-only mounted repository,
-    each run their own library, not the image's (tokenizers 0.23 in dist-packages)."""
-    if container_target() != "local":
-        pytest.skip("needs the project's Python-based backends: NVIDIA's image has none")
-    envs: dict[str, BuiltEnvironment] = request.getfixturevalue("built_envs")
+    """Per-version execution environments as the repository ships them (python backend, the
+    generated shim, a 3.11 environment with its stub): v1 (tokenizers 0.20, tarball) and v2
+    (tokenizers 0.23, unpacked folder) of one model each run their own library. Writable:
+    a shipped stub does not load from a read-only mount (test_what_nvidias_image_rejects)."""
     repository = tmp_path / "repository"
     layout = {"tok_v1_pre": ("textprep-tok020", False), "tok_v2_pre": ("textprep-tok023", True)}
     for model, (env, unpacked) in layout.items():
-        _preprocessing_model(repository, model, "placeholder")
-        env_path = _place_env(repository, model, envs[env], unpacked)
-        config = repository / model / "config.pbtxt"
-        config.write_text(config.read_text().replace("placeholder", env_path))
-    with run_triton_container(triton_image, repository) as container:
+        folder = _python_model(repository, model, SHIM_CODE, {}, probe=False)
+        _configure_env(folder, _place_env(repository, model, shipped_stub_envs[env], unpacked))
+        environments.place_stub(folder, "3.11")
+    with run_triton_container(triton_image, repository, read_only=False) as container:
         answers = {model: _infer(container, model, TEXTS) for model in layout}  # type: ignore[arg-type]
         log = container.logs()
     shutil.rmtree(repository, ignore_errors=True)
     for outputs in answers.values():
         _check_answer(outputs, TEXTS)
-    seen = _initialize_lines(log)
     for model, (env, _) in layout.items():
-        version, file = seen[model]
-        assert version == TOKENIZER_VERSIONS[env], f"{model} ran tokenizers {version}"
-        assert "/dist-packages/" not in file, f"{model} imported the image's tokenizers: {file}"
-        assert "/site-packages/tokenizers/" in file
-    assert seen["tok_v1_pre"][1] != seen["tok_v2_pre"][1]
+        lines = [line for line in log.splitlines() if "tritongen_textprep" in line and f"model={model} " in line]
+        assert lines and all(f"tokenizers={TOKENIZER_VERSIONS[env]} " in line for line in lines), lines
 
 
 def test_generated_docker_run_script_serves_the_repository(
@@ -168,7 +491,12 @@ def test_generated_docker_run_script_serves_the_repository(
             ["sh", str(script)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TRITON_IMAGE": triton_image, **docker_engine.environment()},
+            env={
+                **os.environ,
+                "TRITON_IMAGE": triton_image,
+                ADMIN_KEY_VARIABLE: secrets.token_hex(24),
+                **docker_engine.environment(),
+            },
         )
     try:
         target = Target(f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}")
