@@ -9,8 +9,10 @@ Contract of the exported model (ONNX and TorchScript, same names, same order):
 | `token_offsets`| INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `input_ids` |
 | `text_offsets` | INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `lengths`   |
 
-Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), one row
-per text in request order; Triton splits it back by each request's batch size.
+Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), or `logits`
+`[texts, labels]` for `RaggedPrototypeClassifier`; one row per text in request order, which
+Triton splits back by each request's batch size. `ragged_from_padded` turns the padded builder
+modules of `artifacts._make_module` into these, with the same weights and prototypes.
 
 Why two data inputs and two batch inputs (the trap in ../shared/FACTS.md): an element-count
 batch input counts REQUESTS, but a request may carry n texts (`TEXT` of shape `[n, 1]`), and a
@@ -221,6 +223,39 @@ class RaggedSentenceEmbedding(torch.nn.Module):
         return context.permute(0, 2, 1, 3).reshape(-1, self.hidden)
 
 
+class RaggedPrototypeClassifier(torch.nn.Module):
+    """`scale` x cosine similarity of the ragged embedding to each label's prototype: `logits`."""
+
+    def __init__(self, embedding: RaggedSentenceEmbedding, prototypes: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        if not embedding.normalize:
+            raise RaggedError("a prototype classifier needs normalized embeddings")
+        self.embedding = embedding
+        self.register_buffer("prototypes", prototypes.detach().clone())
+        self.scale = float(scale)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        token_offsets: torch.Tensor,
+        text_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        embedding = self.embedding(input_ids, lengths, token_offsets, text_offsets)
+        return self.scale * embedding @ self.prototypes.T
+
+
+def ragged_from_padded(module: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> torch.nn.Module:
+    """The ragged counterpart, same weights, of a padded builder module of `artifacts._make_module`:
+    `SentenceEmbedding` (`.encoder`, `.normalize`) or `PrototypeClassifier` (`.embedding`,
+    `.prototypes`, `.scale`)."""
+    if hasattr(module, "prototypes"):
+        inner = module.embedding
+        embedding = RaggedSentenceEmbedding(inner.encoder, True, buckets)
+        return RaggedPrototypeClassifier(embedding, module.prototypes, float(module.scale)).eval()
+    return RaggedSentenceEmbedding(module.encoder, bool(module.normalize), buckets).eval()
+
+
 def _text_starts(lengths: torch.Tensor, token_offsets: torch.Tensor, text_offsets: torch.Tensor) -> torch.Tensor:
     """First token of each text: its request's first token + lengths of its earlier texts there."""
     texts = torch.arange(lengths.shape[0], dtype=torch.int64)
@@ -266,8 +301,12 @@ def sample_inputs() -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a) for a in (ids, lengths, token_offsets, text_offsets))
 
 
-def export_onnx(module: RaggedSentenceEmbedding, output: Path) -> None:
-    """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, hidden]`."""
+def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT_NAME) -> None:
+    """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, width]`.
+
+    `output_name`: `embedding`, or `logits` for a classifier (then `artifacts._append_label_lookup`
+    can add `label` as for the padded graph).
+    """
     import onnx
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -277,25 +316,26 @@ def export_onnx(module: RaggedSentenceEmbedding, output: Path) -> None:
             sample_inputs(),
             str(output),
             input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             dynamic_axes={
                 **{name: {0: f"{name}_count"} for name in INPUT_NAMES},
-                OUTPUT_NAME: {0: "texts"},
+                output_name: {0: "texts"},
             },
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
+        width = int(module(*sample_inputs()).shape[1])
     graph_model = onnx.load(str(output))
     out_dims = graph_model.graph.output[0].type.tensor_type.shape.dim
     out_dims[1].Clear()
-    out_dims[1].dim_value = module.hidden  # the exporter leaves it symbolic
+    out_dims[1].dim_value = width  # the exporter leaves it symbolic
     graph_model.producer_name = "tritongen"
     graph_model.producer_version = ""
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, str(output))
 
 
-def export_torchscript(module: RaggedSentenceEmbedding, output: Path) -> None:
+def export_torchscript(module: torch.nn.Module, output: Path) -> None:
     """Traced, frozen TorchScript with byte-identical output for identical weights."""
     from generator.pipeline.artifacts import _without_random_id
 

@@ -233,3 +233,33 @@ def test_refuses_non_bert_encoders() -> None:
 
     with pytest.raises(ragged.RaggedError, match="BERT"):
         ragged.RaggedSentenceEmbedding(Encoder())
+
+
+def test_prototype_classifier_from_the_padded_builder_modules(module: Any, token_ids: list[list[int]]) -> None:
+    """`ragged_from_padded` keeps weights, normalisation, prototypes and scale."""
+
+    class PaddedEmbedding(torch.nn.Module):  # the attributes of artifacts' SentenceEmbedding
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.normalize = module_encoder(), True
+
+    class PaddedClassifier(torch.nn.Module):  # ... and of its PrototypeClassifier
+        def __init__(self, prototypes: Any) -> None:
+            super().__init__()
+            self.embedding, self.scale = PaddedEmbedding(), 20.0
+            self.register_buffer("prototypes", prototypes)
+
+    ids = token_ids[:6]
+    expected = padded_reference(ids)
+    prototypes = torch.nn.functional.normalize(torch.from_numpy(expected[:3].copy()), dim=1)
+    classifier = ragged.ragged_from_padded(PaddedClassifier(prototypes))
+    requests = [{"input_ids": p, "lengths": n} for p, n in (ragged.pack_request([i]) for i in ids)]
+    config = _batching().BatchingConfig.from_model_config(RAGGED_CONFIG)
+    with torch.no_grad():
+        results = config.execute(
+            requests, lambda f: [classifier(*[torch.from_numpy(f[n]) for n in ragged.INPUT_NAMES])]
+        )
+    logits = np.concatenate([r[0] for r in results])
+    np.testing.assert_allclose(logits, 20.0 * expected @ prototypes.numpy().T, atol=5e-5, rtol=0)
+    embedding = ragged.ragged_from_padded(PaddedEmbedding())
+    assert isinstance(embedding, ragged.RaggedSentenceEmbedding) and embedding.normalize

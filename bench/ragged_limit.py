@@ -1,0 +1,228 @@
+"""In-process limit of the unpadded encoder against padded batches (ONNX Runtime, no serving).
+
+`python -m bench.ragged_limit [--size 2000] [--rounds 2] [--threads 2]`: sentences/s of
+all-MiniLM-L6-v2 on the benchmark corpus (11-47 tokens) and on a long-tail copy of it (1% of
+texts replaced by 200-256-token ones), tokenization included, for
+
+- padded-sorted: the corpus tokenized, sorted by length, cut into batches padded to their longest;
+- padded-arrival: batches in corpus order, padded to their longest;
+- ragged: batches in corpus order, unpadded (`generator.pipeline.ragged`, length-bucketed
+  attention), fed exactly as Triton's ragged batching feeds them (one text per request);
+- ragged-1-bucket: the same graph with a single attention bucket (attention padded to the
+  batch's longest, the prototype of ../shared/FACTS.md).
+
+Cells run round-robin, `--rounds` times; reported: the best wall-clock round and the median CPU
+time per sentence of the process (robust when other processes share the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.corpus import SEED, model_dir, sentences, tokenizer_file
+
+MAX_LENGTH = 256
+
+
+def long_tail(texts: list[str], share: float = 0.01, seed: int = SEED) -> list[str]:
+    """`texts` with `share` of them (one per block of 1/share) replaced by 200-256-token texts."""
+    from bench.corpus import _words
+
+    rng = random.Random(seed + 2)
+    words = _words()
+    out = list(texts)
+    block = round(1 / share)
+    for start in range(0, len(out), block):
+        index = start + rng.randrange(min(block, len(out) - start))
+        count = rng.randint(197, 253)  # one token per word, plus the period, CLS and SEP
+        out[index] = " ".join(rng.choice(words) for _ in range(count)).capitalize() + "."
+    return out
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file()))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=MAX_LENGTH)
+    return tokenizer
+
+
+def _padded(encodings: list[Any]) -> dict[str, np.ndarray]:
+    longest = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), longest), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, encoding in enumerate(encodings):
+        ids[row, : len(encoding.ids)] = encoding.ids
+        mask[row, : len(encoding.ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def ragged_feed(encodings: list[Any]) -> dict[str, np.ndarray]:
+    """What Triton's ragged batching hands the model for one text per request."""
+    lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
+    ids = np.fromiter((t for e in encodings for t in e.ids), dtype=np.int64, count=int(lengths.sum()))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return {
+        "input_ids": ids,
+        "lengths": lengths,
+        "token_offsets": offsets,
+        "text_offsets": np.arange(len(encodings) + 1, dtype=np.int32),
+    }
+
+
+def run_padded_arrival(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        session.run(None, _padded(tokenizer.encode_batch(texts[start : start + batch])))
+    return len(texts) / (time.perf_counter() - started)
+
+
+def run_padded_sorted(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    encodings = sorted(tokenizer.encode_batch(texts), key=lambda e: len(e.ids))
+    for start in range(0, len(encodings), batch):
+        session.run(None, _padded(encodings[start : start + batch]))
+    return len(texts) / (time.perf_counter() - started)
+
+
+def run_ragged(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        session.run(None, ragged_feed(tokenizer.encode_batch(texts[start : start + batch])))
+    return len(texts) / (time.perf_counter() - started)
+
+
+def export_models(folder: Path) -> dict[str, Path]:
+    """padded.onnx, ragged.onnx (default buckets) and ragged_1_bucket.onnx of one set of weights."""
+    import torch
+
+    from generator.pipeline import ragged
+
+    module = ragged.load_ragged_module(model_dir())
+    paths = {"ragged": folder / "ragged.onnx", "ragged_1_bucket": folder / "ragged_1_bucket.onnx"}
+    ragged.export_onnx(module, paths["ragged"])
+    single = ragged.load_ragged_module(model_dir(), buckets=())
+    ragged.export_onnx(single, paths["ragged_1_bucket"])
+
+    from transformers import AutoModel
+
+    class Padded(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(str(model_dir()), attn_implementation="eager").eval()
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+
+    ids = torch.tensor([[101, 7592, 102, 0], [101, 2023, 2003, 102]])
+    paths["padded"] = folder / "padded.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            Padded().eval(),
+            (ids, (ids != 0).long()),
+            str(paths["padded"]),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "embedding": {0: "b"}},
+            opset_version=ragged.ONNX_OPSET,
+            dynamo=False,
+        )
+    return paths
+
+
+Cell = tuple[str, str, Callable[[Any, Any, list[str], int], float], int]
+CELLS: list[Cell] = [
+    ("padded-sorted", "padded", run_padded_sorted, 32),
+    ("padded-sorted", "padded", run_padded_sorted, 64),
+    ("padded-arrival", "padded", run_padded_arrival, 32),
+    ("ragged", "ragged", run_ragged, 32),
+    ("ragged", "ragged", run_ragged, 64),
+    ("ragged-1-bucket", "ragged_1_bucket", run_ragged, 64),
+]
+
+
+def max_difference(sessions: dict[str, Any], tokenizer: Any, texts: list[str]) -> float:
+    """Largest |ragged - padded| over `texts` in one batch (a numbers check, not timed)."""
+    encodings = tokenizer.encode_batch(texts)
+    padded = sessions["padded"].run(None, _padded(encodings))[0]
+    return max(
+        float(np.abs(sessions[n].run(None, ragged_feed(encodings))[0] - padded).max())
+        for n in sessions
+        if n != "padded"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ragged_limit")
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    corpora = {"corpus": sentences(args.size), "long-tail": long_tail(sentences(args.size))}
+    tokenizer = _tokenizer()
+    for name, texts in corpora.items():
+        lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+        print(f"{name}: {len(texts)} texts, {min(lengths)}-{max(lengths)} tokens, mean {np.mean(lengths):.1f}")
+    with tempfile.TemporaryDirectory() as folder:
+        paths = export_models(Path(folder))
+        sessions = {name: _session(path, args.threads) for name, path in paths.items()}
+        print(
+            f"max |ragged - padded| on the long-tail corpus's first 64 texts: "
+            f"{max_difference(sessions, tokenizer, corpora['long-tail'][:64]):.2e}"
+        )
+        for _, session_name, runner, batch in CELLS:  # warm-up
+            runner(sessions[session_name], tokenizer, corpora["long-tail"][:128], batch)
+        best: dict[str, float] = {}
+        cpu: dict[str, list[float]] = {}
+        load = os.getloadavg()[0]
+        for round_index in range(args.rounds):
+            for corpus, texts in corpora.items():
+                for label, session_name, runner, batch in CELLS:
+                    key = f"{corpus} | {label} | batch {batch}"
+                    cpu_started = time.process_time()
+                    rate = runner(sessions[session_name], tokenizer, texts, batch)
+                    cpu_ms = (time.process_time() - cpu_started) * 1000 / len(texts)
+                    best[key] = max(best.get(key, 0.0), rate)
+                    cpu.setdefault(key, []).append(cpu_ms)
+                    print(
+                        f"round {round_index + 1}: {key}: {rate:.1f} sentences/s, {cpu_ms:.2f} CPU ms/sentence",
+                        flush=True,
+                    )
+    print(f"\nONNX Runtime {args.threads} threads, load average at start {load:.2f}, end {os.getloadavg()[0]:.2f}")
+    print(f"best wall-clock rate of {args.rounds} rounds | median CPU ms per sentence (all threads of the process):")
+    for key, rate in best.items():
+        print(f"  {key}: {rate:.1f} sentences/s | {float(np.median(cpu[key])):.2f} CPU ms/sentence")
+    if args.out is not None:
+        result = {"threads": args.threads, "size": args.size, "best_rate": best, "cpu_ms": cpu}
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
