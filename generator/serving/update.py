@@ -82,10 +82,16 @@ def file_digest(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
+def _written_by_the_server(path: Path, folder: Path) -> bool:
+    """Bytecode the stubs write next to what they import (the generated `1/model.py`, an
+    unpacked environment): not content, or every model would count as changed once loaded."""
+    return path.suffix == ".pyc" or "__pycache__" in path.relative_to(folder).parts
+
+
 def model_entry(folder: Path, planned: ManifestEntry) -> ModelEntry:
     """Content digest and dependencies of one Triton model folder (facts from the manifest)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _written_by_the_server(p, folder)):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\n".encode())
     if planned.environment:
         environment = folder.parent / planned.environment

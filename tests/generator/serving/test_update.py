@@ -83,6 +83,17 @@ def test_content_index_changes_only_for_the_changed_model(tmp_path: Path) -> Non
     assert digests(repository)["demo_v1_pre"] != after["demo_v1_pre"]
 
 
+def test_content_index_ignores_the_bytecode_stubs_write(tmp_path: Path) -> None:
+    """A loaded python model gets `1/__pycache__/model.cpython-311.pyc`: not a change to reload."""
+    repository = make_repository(tmp_path / "repo")
+    before = digests(repository)
+    cache = repository / "demo_v1_pre" / "1" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"bytecode")
+    (repository / "demo_v1_pre" / "1" / "stray.pyc").write_bytes(b"bytecode")
+    assert digests(repository) == before
+
+
 def test_content_index_is_independent_of_location_links_and_mtimes(tmp_path: Path) -> None:
     repository = make_repository(tmp_path / "repo")
     linked = shutil.copytree(repository, tmp_path / "linked", copy_function=os.link)
