@@ -184,20 +184,91 @@ class ServerPorts:
     metrics: int = 8002
 
 
+PORT_REGISTRY = Path("/tmp/tritongen-ports.json")
+"""Ports handed out by `free_ports` on this machine, with the pid they were handed to (a fixed
+path, not $TMPDIR: every process of the machine must see the same registry)."""
+
+
 def free_ports(count: int = 3) -> list[int]:
-    """Reserve `count` distinct free TCP ports on the loopback interface."""
+    """`count` distinct TCP ports that nothing on this machine uses or is about to use.
+
+    tritonserver cannot bind port 0 and report what it got, so its ports are chosen before it
+    starts; "bind port 0, close, pass the number on" races with every other process. So:
+
+    - ports come from below the kernel's ephemeral range (`ip_local_port_range`), which the
+      kernel never hands out for port-0 binds or outgoing connections (the busiest source of
+      surprise users on a machine running clients and servers);
+    - every port handed out is recorded with the caller's pid in PORT_REGISTRY, under a file
+      lock, and is not handed out again while that process lives: concurrent test sessions,
+      benchmarks and `tune` runs never get the same port;
+    - each port is bound once right before it is handed out (something else already on it).
+
+    No retries: a port that is still taken when the server binds it is reported loudly by
+    `wait_ready` (the server exits before it is ready, with its log).
+    """
+    low = _ephemeral_low()
+    first, last = max(1024, low - 12000), low - 1
+    with _port_registry() as reserved:
+        alive = {port: pid for port, pid in reserved.items() if _pid_alive(pid)}
+        reserved.clear()
+        reserved.update(alive)
+        span = last - first + 1
+        start = first + (os.getpid() * 97) % span
+        chosen: list[int] = []
+        for offset in range(span):
+            port = first + (start - first + offset) % span
+            if port not in reserved and _bindable(port):
+                chosen.append(port)
+                reserved[port] = os.getpid()
+                if len(chosen) == count:
+                    return chosen
+    raise TritonServerError(f"no {count} free ports in {first}-{last} (ports held: {len(reserved)})")
+
+
+def _ephemeral_low() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
+def _bindable(port: int) -> bool:
     import socket
 
-    sockets = []
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _port_registry() -> Iterator[dict[int, int]]:
+    """The registry's port -> pid map, read and written back under an exclusive lock."""
+    import fcntl
+    import json
+
+    with PORT_REGISTRY.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(PORT_REGISTRY.read_text(encoding="utf-8"))
+            reserved = {int(port): int(pid) for port, pid in data.items()}
+        except (OSError, ValueError, AttributeError):
+            reserved = {}
+        yield reserved
+        partial = PORT_REGISTRY.with_name(f".{PORT_REGISTRY.name}.{os.getpid()}")
+        partial.write_text(json.dumps({str(p): pid for p, pid in sorted(reserved.items())}), encoding="utf-8")
+        os.replace(partial, PORT_REGISTRY)
 
 
 @dataclass
@@ -386,25 +457,40 @@ def still_loading(log: str) -> list[str]:
     return sorted(set(started) - finished)
 
 
-def start_ready_server(
-    options: ServerOptions, workdir: Path, ready_timeout_s: float = 300.0, attempts: int = 2
-) -> TritonProcess:
-    """Start tritonserver and wait until it is ready, restarting it once if a load hangs.
+def start_ready_server(options: ServerOptions, workdir: Path, ready_timeout_s: float = 300.0) -> TritonProcess:
+    """Start tritonserver and wait until every model is ready; stop it and raise otherwise.
 
-    On these shared 2-core machines a python stub was seen (once in ~20 starts) never to
-    report its initialize back; a fresh start then loads normally. Load errors are not retried.
+    No restart: a start that hangs is a failure, reported with the models still loading, the
+    state of every stub process (what it waits on) and the log tail.
     """
-    for attempt in range(1, attempts + 1):
-        server = start_server(options, workdir / f"attempt-{attempt}")
+    server = start_server(options, workdir)
+    try:
+        server.wait_ready(ready_timeout_s)
+    except TritonServerError as error:
+        stubs = stub_states(server.process.pid)
+        server.stop()
+        raise TritonServerError(f"{error}\nstub processes when it gave up:\n{stubs or '  none'}") from error
+    return server
+
+
+def stub_states(server_pid: int) -> str:
+    """One line per python-backend stub of a server: pid, model, scheduler state, kernel wait
+    channel (a stub that never reports `initialize` back shows here what it is blocked in)."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            server.wait_ready(ready_timeout_s)
-            return server
-        except TritonServerError:
-            server.stop()
-            if attempt == attempts or not still_loading(server.log_text()):
-                raise
-            print(f"tritonserver start {attempt} hung loading {still_loading(server.log_text())}; restarting")
-    raise AssertionError("unreachable")
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if len(args) <= 8 or not args[0].endswith("triton_python_backend_stub") or args[5] != str(server_pid):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = (entry / "wchan").read_text().strip() or "-"
+            threads = len(list((entry / "task").iterdir()))
+        except OSError:
+            continue
+        lines.append(f"  pid {entry.name} {args[8]} ({args[1]}): state {state}, wchan {wchan}, {threads} threads")
+    return "\n".join(sorted(lines))
 
 
 def failed_models(log: str) -> dict[str, str]:
