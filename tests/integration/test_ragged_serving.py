@@ -44,21 +44,23 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
 PADDED_CONFIG = """
-name: "padded"
-backend: "onnxruntime"
+name: "{name}"
+backend: "{backend}"
 max_batch_size: 64
 input [
-  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
-  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }
+  {{ name: "input_ids{ids}" data_type: TYPE_INT64 dims: [ -1 ] }},
+  {{ name: "attention_mask{mask}" data_type: TYPE_INT64 dims: [ -1 ] }}
 ]
-output [ { name: "embedding" data_type: TYPE_FP32 dims: [ 384 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 50000 }
-instance_group [ { kind: KIND_CPU count: 1 } ]
+output [ {{ name: "embedding{embedding}" data_type: TYPE_FP32 dims: [ 384 ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 50000 }}
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
+PT_NAMES = ("__0", "__1", "__0")
 
 
-def _padded_onnx(path: Path) -> None:
-    """The padded counterpart (same weights): [batch, sequence] ids and attention mask."""
+def _padded_models(folder: Path) -> None:
+    """The padded counterparts (same weights): [batch, sequence] ids and attention mask, as
+    `padded/1/model.onnx` and `padded_ts/1/model.pt` (TorchScript, `<NAME>__<i>` naming)."""
     import torch
     from transformers import AutoModel
 
@@ -76,10 +78,12 @@ def _padded_onnx(path: Path) -> None:
 
     ids = torch.tensor([[101, 7592, 102, 0], [101, 2023, 2003, 102]])
     with torch.no_grad():
+        traced = torch.jit.trace(Padded().eval(), (ids, (ids != 0).long()), check_trace=False, strict=False)
+        torch.jit.save(torch.jit.freeze(traced), str(folder / "padded_ts" / "1" / "model.pt"))
         torch.onnx.export(
             Padded(),
             (ids, (ids != 0).long()),
-            str(path),
+            str(folder / "padded" / "1" / "model.onnx"),
             input_names=["input_ids", "attention_mask"],
             output_names=["embedding"],
             dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "embedding": {0: "b"}},
@@ -101,9 +105,12 @@ def server(module: ragged.RaggedSentenceEmbedding, tmp_path_factory: pytest.Temp
         (repository / name / "config.pbtxt").write_text(RAGGED_CONFIG.format(name=name, backend=backend))
     ragged.export_onnx(module, repository / "ragged_onnx" / "1" / "model.onnx")
     ragged.export_torchscript(module, repository / "ragged_ts" / "1" / "model.pt")
-    (repository / "padded" / "1").mkdir(parents=True)
-    (repository / "padded" / "config.pbtxt").write_text(PADDED_CONFIG)
-    _padded_onnx(repository / "padded" / "1" / "model.onnx")
+    for name, backend, suffixes in (("padded", "onnxruntime", ("", "", "")), ("padded_ts", "pytorch", PT_NAMES)):
+        (repository / name / "1").mkdir(parents=True)
+        ids, mask, embedding = suffixes
+        config = PADDED_CONFIG.format(name=name, backend=backend, ids=ids, mask=mask, embedding=embedding)
+        (repository / name / "config.pbtxt").write_text(config)
+    _padded_models(repository)
     options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports(3)))
     process = start_ready_server(options, tmp_path_factory.mktemp("server"), 240)
     try:
@@ -125,7 +132,9 @@ def _texts() -> list[list[list[int]]]:
     return requests
 
 
-def _infer_all(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+def _infer_all(
+    client: Any, model: str, feeds: list[dict[str, np.ndarray]], output: str = "embedding"
+) -> list[np.ndarray]:
     """Send every request at once (tritonclient's async pool), then collect the answers in order."""
     import tritonclient.http as httpclient
 
@@ -137,7 +146,7 @@ def _infer_all(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> l
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         pending.append(client.async_infer(model, tensors))
-    return [np.asarray(p.get_result(timeout=120).as_numpy("embedding")) for p in pending]
+    return [np.asarray(p.get_result(timeout=120).as_numpy(output)) for p in pending]
 
 
 def _statistics(client: Any, model: str) -> tuple[int, int]:
@@ -175,7 +184,13 @@ def test_padded_inputs_still_batch_by_shape(server: TritonProcess) -> None:
     client = httpclient.InferenceServerClient(server.http_url, concurrency=8)
     ids = np.array([[101, 7592, 2088, 102], [101, 2023, 2003, 102]], dtype=np.int64)
     mask = np.ones_like(ids)
-    answers = _infer_all(client, "padded", [{"input_ids": ids, "attention_mask": mask}] * 8)
-    for answer in answers:
+    onnx = _infer_all(client, "padded", [{"input_ids": ids, "attention_mask": mask}] * 8)
+    torchscript = _infer_all(
+        client, "padded_ts", [{"input_ids__0": ids, "attention_mask__1": mask}] * 8, "embedding__0"
+    )
+    for answer in onnx + torchscript:
         assert answer.shape == (2, 384)
-        np.testing.assert_allclose(answer, answers[0], atol=1e-6)
+        np.testing.assert_allclose(answer, onnx[0], atol=1e-6)
+    for model in ("padded", "padded_ts"):
+        inferences, executions = _statistics(client, model)
+        assert inferences == 16 and executions < 8, (model, executions)
