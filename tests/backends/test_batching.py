@@ -185,3 +185,14 @@ def test_torchscript_inputs_are_passed_by_forward_argument_name() -> None:
     assert batching.argument_order(feed[::-1], forward) == forward
     assert batching.argument_order(("B__1", "A__0"), ["x", "y"]) == ["A__0", "B__1"]
     assert batching.argument_order(("b", "a"), ["x", "y"]) == ["b", "a"]
+
+
+def test_every_runner_folder_gets_the_core(tmp_path: Path) -> None:
+    """A Python-based backend's folder is on its stub's sys.path: the core is copied into each."""
+    from generator.serving.tritonserver import assemble_backend_directory
+
+    assembled = assemble_backend_directory(tmp_path / "backends")
+    for runner in ("onnxruntime", "pytorch"):
+        copy = assembled / runner / "tritongen_batching.py"
+        assert copy.read_bytes() == (BACKENDS / "tritongen_batching.py").read_bytes()
+        assert "from tritongen_batching import" in (assembled / runner / "model.py").read_text()
