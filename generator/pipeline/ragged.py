@@ -139,9 +139,10 @@ class RaggedSentenceEmbedding(torch.nn.Module):
         lengths = lengths.to(torch.int64)
         starts = _text_starts(lengths, token_offsets, text_offsets)
         tokens = torch.arange(input_ids.shape[0], dtype=torch.int64)
-        # Text of each token (the last text starting at or before it) and its position there.
-        text_of_token = (tokens.unsqueeze(1) >= starts.unsqueeze(0)).to(torch.int64).sum(1) - 1
-        text_of_token = text_of_token.clamp(min=0)
+        # Text of each token (the last text starting at or before it: a running count of text
+        # starts, O(tokens) memory) and its position there.
+        marks = torch.zeros_like(tokens).scatter_add(0, starts, torch.ones_like(starts))
+        text_of_token = (torch.cumsum(marks, 0) - 1).clamp(min=0)
         position = tokens - starts[text_of_token]
         real = position < lengths[text_of_token]  # False for the pad tokens that fill a request
         position = torch.where(real, position, torch.zeros_like(position))
