@@ -25,7 +25,9 @@ the tokenizer emits, per request (`pack_request`):
 
 Triton concatenates each ragged input over the batch's R requests in request order; the two
 batch inputs ([R + 1] each, starting at 0) give where each request's tokens and texts start.
-Text j of request r then starts at `token_offsets[r] + sum(lengths of r's earlier texts)`.
+Text j of request r then starts at `token_offsets[r] + sum(lengths of r's earlier texts)`; a
+request's texts must be contiguous from its first token, and whatever follows its last text
+(the pad tokens) is ignored.
 
 Inside the graph every token-wise layer (embeddings with per-text position ids, fused QKV,
 attention output projection, feed-forward, layer norms) runs on the flat `[tokens, hidden]`
