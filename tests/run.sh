@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs everything the tests need on a fresh
-# Debian 12 machine (system packages, a venv with the project), then runs the whole suite.
+# Debian 12 machine (system packages, a venv with the project), runs ruff (check and format)
+# and mypy (any finding fails it), then the whole suite.
 # Usage: bash tests/run.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ fi
 echo "run.sh: installing the project and its test dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]" -e backends/textprep
+
+echo "run.sh: ruff check, ruff format --check, mypy"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 
 set +e
 .venv/bin/python -m pytest "$@"

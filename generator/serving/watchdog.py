@@ -122,6 +122,9 @@ class StubWatchdog(threading.Thread):
         self.restarts: list[tuple[float, str, float]] = []
         """(time, model, seconds the reload took) of every recovery."""
         self._stop_event = threading.Event()
+        self.watching = threading.Event()
+        """Set once a round has recorded the live stubs: a stub that dies after it is noticed (one
+        that died before is not: the watchdog compares rounds)."""
         self._seen: dict[str, set[int]] = {}
         self._suspect: dict[str, int] = {}
         self.leftover_grace_s = leftover_grace_s
@@ -137,11 +140,13 @@ class StubWatchdog(threading.Thread):
 
         client = httpclient.InferenceServerClient(self.url, connection_timeout=300, network_timeout=300)
         try:
-            while not self._stop_event.wait(self.poll_s):
+            while not self._stop_event.is_set():
                 try:
                     self.check(client)
+                    self.watching.set()
                 except Exception as error:  # keep watching: the server may be busy or restarting
                     self.progress(f"watchdog: check failed: {error}")
+                self._stop_event.wait(self.poll_s)
         finally:
             client.close()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,37 @@ from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonPro
 from .assertions import Target
 
 READY_TIMEOUT_S = 240
+INTEGRATION_TIMEOUT_S = 1200
+"""Per-test limit here (pyproject's default, 300 s, is for unit tests): the first test of a
+session also pays for its session fixtures (a fresh generate builds every artifact and
+environment, then a server loads 20 models on 2 shared cores)."""
+CONTAINER_TIMEOUT_S = 3600
+"""Container tests: the first one builds the image (debootstrap) when it is not cached."""
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give the tests of this folder their timeout (an explicit @pytest.mark.timeout wins)."""
+    for item in items:
+        if HERE not in item.path.parents or item.get_closest_marker("timeout") is not None:
+            continue
+        limit = CONTAINER_TIMEOUT_S if item.get_closest_marker("container") else INTEGRATION_TIMEOUT_S
+        item.add_marker(pytest.mark.timeout(limit))
+
+
+def wait_until(
+    condition: Callable[[], object], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.1
+) -> None:
+    """Wait until `condition()` is true (checked every `poll_s`), else fail naming `what`
+    (a callable: evaluated then, e.g. to show what happened meanwhile).
+
+    For conditions nothing signals (process tables, server state); the tests never sleep a
+    fixed time to let something happen."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what() if callable(what) else what}")
+        threading.Event().wait(poll_s)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +72,8 @@ def generated_repository(tmp_path_factory: pytest.TempPathFactory, conda_channel
 
 @pytest.fixture(scope="session")
 def server_process(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
-    """A real tritonserver on free ports serving every generated model."""
+    """A real tritonserver on free ports serving every generated model (a start that hangs
+    fails with the log and the stubs' states: it is not retried)."""
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository=generated_repository, ports=ServerPorts(http, grpc, metrics))
     workdir = tmp_path_factory.mktemp("server")

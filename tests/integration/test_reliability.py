@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.pipeline.plan import MANIFEST_FILE
 from generator.serving.tritonserver import (
     GRPC_ADMIN_HEADER,
     PROJECT_ROOT,
@@ -40,7 +41,7 @@ from generator.serving.tritonserver import (
 from generator.serving.update import content_index, record_loaded, update
 from generator.serving.watchdog import StubWatchdog, stub_processes
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import READY_TIMEOUT_S, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +71,13 @@ class ClientLoop:
         self.server = server
         self.output = output
         self.records: list[tuple[float, str, Any]] = []
+        self.streaks: dict[int, int] = {}
+        """Loop thread -> how many of its latest requests in a row were answered."""
+        self._recorded = threading.Condition()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=pm, daemon=True) for pm in models]
+        self._threads = [threading.Thread(target=self._run, args=(*pm, i), daemon=True) for i, pm in enumerate(models)]
 
-    def _run(self, protocol: str, model: str) -> None:
+    def _run(self, protocol: str, model: str, index: int) -> None:
         module = httpclient if protocol == "http" else grpcclient
         url = self.server.http_url if protocol == "http" else self.server.grpc_url
         client = module.InferenceServerClient(url)
@@ -82,7 +86,10 @@ class ClientLoop:
                 result: Any = infer(client, module, model, output=self.output)
             except InferenceServerException as error:
                 result = error
-            self.records.append((time.monotonic(), model, result))
+            with self._recorded:
+                self.records.append((time.monotonic(), model, result))
+                self.streaks[index] = 0 if isinstance(result, Exception) else self.streaks.get(index, 0) + 1
+                self._recorded.notify_all()
 
     def __enter__(self) -> ClientLoop:
         for thread in self._threads:
@@ -96,6 +103,33 @@ class ClientLoop:
 
     def failures(self) -> list[tuple[float, str, Any]]:
         return [r for r in self.records if isinstance(r[2], Exception)]
+
+    def wait_for_answers(self, count: int, after: float = 0.0, timeout_s: float = 60.0) -> None:
+        """Wait until `count` requests sent after monotonic time `after` were answered."""
+        self.wait_for(
+            lambda records: sum(1 for r in records if r[0] > after and not isinstance(r[2], Exception)) >= count,
+            timeout_s,
+            f"{count} answers",
+        )
+
+    def wait_for_recovery(self, count: int, streak: int = 5, timeout_s: float = 60.0) -> None:
+        """Wait until `count` requests were answered after the last failed one and every loop
+        thread's latest `streak` requests were answered: a request still in flight from before
+        the recovery (queued on the replaced model object) would have failed by then."""
+
+        def recovered(records: list[tuple[float, str, Any]]) -> bool:
+            last_failure = max((r[0] for r in records if isinstance(r[2], Exception)), default=0.0)
+            answered = sum(1 for r in records if r[0] > last_failure and not isinstance(r[2], Exception))
+            streaks = [self.streaks.get(index, 0) for index in range(len(self._threads))]
+            return answered >= count and min(streaks) >= streak
+
+        self.wait_for(recovered, timeout_s, f"{count} answers after the last failure")
+
+    def wait_for(self, condition: Callable[[list[tuple[float, str, Any]]], bool], timeout_s: float, what: str) -> None:
+        """Wait (woken by each recorded request) until `condition(records)` holds."""
+        with self._recorded:
+            if not self._recorded.wait_for(lambda: condition(self.records), timeout_s):
+                raise AssertionError(f"no {what} after {timeout_s:.0f}s; failures: {self.failures()[-3:]}")
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +235,7 @@ def test_update_switches_the_default_version_without_losing_a_request(
     repository = served.options.repository
     loop_models = [("http", "text_classifier"), ("grpc", "text_classifier"), ("http", "text_classifier_batch")]
     with ClientLoop(served, loop_models) as loop:
-        time.sleep(1.0)
+        loop.wait_for_answers(len(loop_models) * 5)
         generate(
             GenerateOptions(
                 specs_dir=specs, output=repository, cores=2, channels=conda_channels, progress=lambda _m: None
@@ -213,9 +247,10 @@ def test_update_switches_the_default_version_without_losing_a_request(
         watchdog = StubWatchdog(served.process.pid, served.http_url, served.admin_headers(), progress=messages.append)
         watchdog.start()
         try:
+            assert watchdog.watching.wait(30), f"the watchdog never completed a round: {messages}"
             result = update(repository, served.http_url, ADMIN_KEY, state_path(served))
             switched = time.monotonic()
-            time.sleep(2.0)
+            loop.wait_for_answers(len(loop_models) * 5, after=switched + 0.5)
         finally:
             watchdog.stop()
     assert messages == [] and watchdog.restarts == [], messages
@@ -277,18 +312,25 @@ def test_killed_stub_recovers_within_bound(served: TritonProcess, victim_model: 
     watchdog = StubWatchdog(served.process.pid, served.http_url, served.admin_headers(), progress=messages.append)
     watchdog.start()
     try:
+        assert watchdog.watching.wait(30), f"the watchdog never completed a round: {messages}"
         loop_models = [("http", "minilm_embed"), ("grpc", "minilm_embed_v1"), ("http", "minilm_embed_v1")]
         with ClientLoop(served, loop_models, "EMBEDDING") as loop:
-            time.sleep(2.0)
+            loop.wait_for_answers(len(loop_models) * 5)
             killed = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
-            deadline = killed + RECOVERY_BOUND_S
-            while time.monotonic() < deadline and not watchdog.restarts:
-                time.sleep(0.2)
-            time.sleep(3.0)
+            # The bound itself is asserted below, on the requests; here only a generous limit.
+            wait_until(
+                lambda: watchdog.restarts,
+                RECOVERY_BOUND_S + 30,
+                lambda: f"the watchdog to reload {victim_model}: {messages}",
+            )
+            loop.wait_for_recovery(10)
         # The replaced object's surviving stubs are killed after the watchdog's grace period.
-        while time.monotonic() < deadline + 15 and len(live_stubs(served, victim_model)) > len(stubs):
-            time.sleep(0.5)
+        wait_until(
+            lambda: len(live_stubs(served, victim_model)) <= len(stubs),
+            watchdog.leftover_grace_s + 15,
+            "the replaced model object's stubs to be killed",
+        )
     finally:
         watchdog.stop()
     assert [r[1] for r in watchdog.restarts] == [victim_model], messages
@@ -336,17 +378,32 @@ def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: Trit
 def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """minilm_embed v1 (healthy) and text_classifier v1 with a corrupted model file."""
     repository = tmp_path_factory.mktemp("broken") / "repository"
-    for name in (
+    models = (
         "minilm_embed_v1_pre",
         "minilm_embed_v1_model",
         "minilm_embed_v1",
         "text_classifier_v1_pre",
         "text_classifier_v1_model",
         "text_classifier_v1",
-    ):
+    )
+    for name in models:
         hardlink_copy(generated_repository / name, repository / name)
     if (generated_repository / "_envs").is_dir():  # execution environments the pre models name
         hardlink_copy(generated_repository / "_envs", repository / "_envs")
+    # The environments live in the folder of their first user, which may not be copied here.
+    manifest = json.loads((generated_repository / MANIFEST_FILE).read_text())
+    for name in models:
+        environment = manifest["models"][name].get("environment")
+        if environment and not (repository / environment).exists():
+            source = generated_repository / environment
+            (repository / environment).parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                hardlink_copy(source, repository / environment)
+            else:
+                os.link(source, repository / environment)
+    # The manifest of the models copied (serve reads it).
+    manifest["models"] = {name: entry for name, entry in manifest["models"].items() if name in models}
+    (repository / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
     return repository
 

@@ -304,7 +304,9 @@ def test_content_hash_is_stable_across_channel_rebuilds(tmp_path: Path, channel:
     another URL): environment names must not change with it."""
     import time
 
-    time.sleep(0.01)  # a later timestamp in every index.json
+    started = int(time.time() * 1000)
+    while int(time.time() * 1000) == started:
+        pass  # the next millisecond: a later timestamp in every index.json
     other = make_channel(tmp_path / "elsewhere")
     spec = parse_environment_spec(write_spec(tmp_path))
     first, second = environments._solve(spec, [channel]), environments._solve(spec, [other])
