@@ -535,6 +535,28 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+LOCAL_STUB_DISPATCHER = """#!/bin/bash
+# tritongen serve: the python backend's default stub for the embedded server. It runs the stub
+# of the Python first on PATH: the model's execution environment (which the python backend
+# activates first: NVIDIA's stub Python 3.10 for the shipped environments), or, without one,
+# the server's own Python (this project's virtual environment: the Python-based runners).
+python="$(command -v python3)"
+for dir in "$(dirname "$python")"/../lib/python3.*; do
+    stub="@STUBS@/${dir##*/python}/triton_python_backend_stub"
+    if [[ -x "$stub" ]]; then
+        exec "$stub" "$@"
+    fi
+done
+exec "@DEFAULT@" "$@"
+"""
+
+
+def local_stub_dispatcher(install: TritonInstall) -> str:
+    """The embedded server's `python/triton_python_backend_stub` (a stub per environment Python)."""
+    stubs = install.root / "python_backend_stubs"
+    return LOCAL_STUB_DISPATCHER.replace("@STUBS@", str(stubs)).replace("@DEFAULT@", str(install.stub()))
+
+
 def start_server(
     options: ServerOptions,
     workdir: Path,
@@ -545,7 +567,10 @@ def start_server(
     """Assemble a backend folder in `workdir` and start tritonserver (not yet ready); the log
     goes to `log_path` (default `<workdir>/tritonserver.log`)."""
     install = find_triton()
-    backend_directory = assemble_backend_directory(workdir / "backends", install, python_backends)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dispatcher = workdir / "triton_python_backend_stub"
+    dispatcher.write_text(local_stub_dispatcher(install))
+    backend_directory = assemble_backend_directory(workdir / "backends", install, python_backends, stub=dispatcher)
     log_path = log_path or workdir / "tritonserver.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
