@@ -359,6 +359,9 @@ def tune(options: TuneOptions) -> Trial:
     print("step 2: padding", flush=True)
     paddings: list[tuple[str, tuple[int, ...]]] = [("batch_longest", ())]
     paddings += [("buckets", b) for b in bucket_choices(lengths, version.preprocessing.max_length)]
+    if _padding_of(best.spec)[0] == "none":
+        print("  skipped: the format takes unpadded tokens (padding: none)", flush=True)
+        paddings = []
     for padding, buckets in paddings:
         if _padding_of(best.spec) == (padding, buckets):
             continue  # measured in step 1 already

@@ -71,6 +71,8 @@ def test_render_writes_flow_values() -> None:
 )
 def test_tune_write_keeps_every_comment_of_the_shipped_specs(spec_path: Path, settings: dict, tmp_path: Path) -> None:
     original = spec_path.read_text(encoding="utf-8")
+    if "padding" in settings and "padding: none" in original:
+        pytest.skip("a ragged format takes unpadded tokens: tune leaves its padding alone")
     tuned = with_settings(yaml.safe_load(original), **settings)
     path = tmp_path / spec_path.name
     path.write_text(original, encoding="utf-8")
