@@ -199,14 +199,17 @@ def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> N
 def drift(expected: Mapping[str, str], repository: Path, managed_suffixes: tuple[str, ...]) -> str:
     """Unified diff between freshly rendered files and the files on disk ('' when equal).
 
-    Files on disk with a managed suffix that the specs no longer produce count as drift.
+    Files on disk with a managed suffix that the specs no longer produce count as drift;
+    built content (environments in `_envs/` folders, stub caches) is not generated text.
     """
     chunks = []
     on_disk = (
         {
             str(p.relative_to(repository)): p
             for p in repository.rglob("*")
-            if p.is_file() and (p.name.endswith(managed_suffixes))
+            if p.is_file()
+            and p.name.endswith(managed_suffixes)
+            and not {"_envs", "__pycache__"} & set(p.relative_to(repository).parts)
         }
         if repository.is_dir()
         else {}

@@ -8,6 +8,7 @@ import pytest
 
 from generator.kinds.formats.onnx import check_onnx
 from generator.pipeline.checks import CheckError, check_configs, check_native_rules, drift
+from generator.pipeline.generate import MANAGED_SUFFIXES
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import load_specs
 from tests.generator.pipeline.planning import planned
@@ -87,12 +88,12 @@ def test_drift_reports_a_diff(tmp_path: Path, files: dict[str, str]) -> None:
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
-    assert drift(files, tmp_path, ("config.pbtxt", ".keep")) == ""
+    assert drift(files, tmp_path, MANAGED_SUFFIXES) == ""
     edited = tmp_path / "minilm_embed/config.pbtxt"
     edited.write_text(edited.read_text().replace("max_batch_size: 32", "max_batch_size: 16"))
     (tmp_path / "stale_model").mkdir()
     (tmp_path / "stale_model/config.pbtxt").write_text('name: "stale_model"\n')
-    diff = drift(files, tmp_path, ("config.pbtxt", ".keep"))
+    diff = drift(files, tmp_path, MANAGED_SUFFIXES)
     assert "-max_batch_size: 16" in diff and "+max_batch_size: 32" in diff
     assert "stale_model/config.pbtxt (not generated)" in diff
 
@@ -164,3 +165,13 @@ def test_the_server_module_names_the_manifest_like_the_plan() -> None:
     from generator.serving import tritonserver
 
     assert tritonserver.MANIFEST_FILE == MANIFEST_FILE
+
+
+def test_drift_ignores_built_environments_and_caches(files: dict[str, str], tmp_path: Path) -> None:
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    for built in ("a_pre/_envs/env/lib/python3.10/site-packages/pkg/model.py", "a_pre/1/__pycache__/x/.keep"):
+        (tmp_path / built).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / built).write_text("not generated")
+    assert drift(files, tmp_path, MANAGED_SUFFIXES) == ""
