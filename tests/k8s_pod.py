@@ -142,6 +142,21 @@ class PodContainer:
     writable: list[str] = field(default_factory=list)
     """Paths the manifest declares writable (its emptyDir and read-write volume mounts)."""
 
+    @property
+    def mount_points(self) -> list[str]:
+        """Every volumeMount path (the engine creates missing mount points in the container's own
+        filesystem, as a node's runtime does; they are not writes of the server)."""
+        return [str(m["mountPath"]) for m in self.spec.get("volumeMounts", [])]
+
+    def written_outside(self) -> list[tuple[str, str]]:
+        """`docker diff` entries outside the writable paths, other than mount points."""
+        writable = [w.rstrip("/") for w in self.writable]
+        return [
+            (kind, path)
+            for kind, path in self.changes()
+            if path not in self.mount_points and not any(path == w or path.startswith(w + "/") for w in writable)
+        ]
+
     def url(self, port: str) -> str:
         return f"127.0.0.1:{self.ports[port]}"
 

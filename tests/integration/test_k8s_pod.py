@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -34,7 +36,7 @@ from generator.containers import k8s
 from generator.containers.bake import DEPLOYMENT_FILE, bake_image, read_bake_plan
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.serving.tritonserver import repository_models
-from tests.container_fixtures import docker_engine, triton_image  # noqa: F401  (fixtures)
+from tests.container_fixtures import docker_engine, triton_image, user_image  # noqa: F401  (fixtures)
 from tests.dockerd import DockerEngine
 from tests.k8s_pod import LoopbackBalancer, PodContainer, quantity_bytes, run_pod_container
 
@@ -186,13 +188,41 @@ def test_the_deployments_pod_runs_as_stated(
         tmp_mib = int(report["du_mib"][report["du_mib"].index("/tmp") - 1])
         estimate = quantity_bytes(pod.spec["resources"]["limits"]["memory"]) / 2**20 / k8s.MEMORY_HEADROOM
         assert report["peak_mib"] - tmp_mib <= 1.25 * estimate, f"the footprint outgrew Measured ({estimate:.0f} MiB)"
-        changes = pod.changes()
-        outside = [(kind, path) for kind, path in changes if not _under(path, pod.writable)]
+        outside = pod.written_outside()
         assert outside == [], f"written outside the declared writable paths {pod.writable}: {outside}"
 
 
-def _under(path: str, folders: list[str]) -> bool:
-    return any(path == folder or path.startswith(folder.rstrip("/") + "/") for folder in folders)
+def test_the_volume_variant_serves_the_repository_from_a_claim(
+    client: Any,
+    triton_image: str,  # noqa: F811
+    generated_repository: Path,
+    admin_key: dict[str, dict[str, str]],
+) -> None:
+    """overlays/volume, as `kubectl kustomize` renders it: the server image without the
+    repository, the repository from the PersistentVolumeClaim (here a read-only bind of the
+    generated folder)."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    command = [str(kubectl) if kubectl.exists() else "kubectl", "kustomize"]
+    rendered = subprocess.run(
+        [*command, str(generated_repository / k8s.K8S_DIR / "overlays/volume")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    if user_image() is None:
+        assert pod_spec["containers"][0]["image"] == triton_image  # the local image the manifests name
+    pod_spec["containers"][0]["image"] = triton_image
+    with run_pod_container(client, pod_spec, admin_key, claims={k8s.PVC_NAME: generated_repository}) as pod:
+        mounts = {m["Destination"]: m["RW"] for m in pod.container.attrs["Mounts"]}
+        assert mounts == {"/models": False}, mounts
+        _start(pod)
+        target = Target(pod.url("http"), pod.url("grpc"))
+        entries = _check_entry_points(target, generated_repository)
+        print(f"volume variant: {len(entries)} entry points answering")
+        assert pod.written_outside() == [], pod.written_outside()
 
 
 # --- rolling update --------------------------------------------------------------------------------
