@@ -7,9 +7,12 @@ pod's non-root user and `CMD` the Deployment's own container arguments (the admi
 launcher, then tritonserver loading every model). Nothing is pulled; the build has no network.
 
 Its name is the one `deploy/k8s/base/deployment.yaml` states (`tritongen-repository:<generation>`,
-a digest of the repository's generated files and the server image, see `k8s.generation`):
-bake reads it there, so the image and the manifests cannot disagree. An image that exists is
-not rebuilt.
+a digest of the repository's generated files and the server image's name, see
+`k8s.generation`): bake reads it there, so the image and the manifests cannot disagree. For the
+`local` target the server image is the local stand-in under a stable name
+(`tritongen-triton:24.10-py3`, LOCAL_SERVER_IMAGE): the CLI builds it
+(`generator.containers.image.build_image`) and gives it that name first. An image that exists
+is not rebuilt unless the image it was built FROM changed (SERVER_ID_LABEL).
 
 CLI: `python -m generator.containers.bake [REPOSITORY] [--server-image IMAGE] [--force]`.
 """
@@ -30,11 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from generator.containers.image import CONTAINER_REPOSITORY, IMAGE_REPOSITORY
+from generator.containers.image import CONTAINER_REPOSITORY, IMAGE_REPOSITORY, NGC_IMAGE
 
 if TYPE_CHECKING:
     import docker
 
+LOCAL_SERVER_IMAGE = f"{IMAGE_REPOSITORY}:{NGC_IMAGE.rpartition(':')[2]}"
+"""The local stand-in under NVIDIA's release tag (`tritongen-triton:24.10-py3`): the name the
+`local` manifests use, stable across machines (the content tag of `image.build_image` depends on
+the machine's Python builds), given to the built image by `tag_local_server`."""
+SERVER_ID_LABEL = "tritongen.server-image-id"
+"""Label of a baked image: the id of the image it was built FROM (a changed one means a rebuild)."""
 DEPLOYMENT_FILE = Path("deploy/k8s/base/deployment.yaml")
 """Where `tritongen generate` writes the Deployment (relative to the repository)."""
 SERVER_IMAGE_ANNOTATION = "tritongen.io/server-image"
@@ -172,21 +181,24 @@ def bake_image(
         plan = BakePlan(plan.image, server_image, plan.arguments, plan.user)
     client = _client(docker_host)
     try:
-        if not force and image_exists(client, plan.image):
-            log(f"image {plan.image} exists (repository generation unchanged)")
-            return plan.image
         if not image_exists(client, plan.server_image):
             hint = (
-                "build it with `python -m generator.containers.image build`"
+                "build it with `python -m generator.containers.bake`, which builds the local image first"
                 if plan.server_image.startswith(f"{IMAGE_REPOSITORY}:")
                 else "pull it first (needs registry access)"
             )
             raise BakeError(f"the server image {plan.server_image} is not in the engine: {hint}")
+        server_id = str(client.images.get(plan.server_image).id)
+        if not force and image_exists(client, plan.image):
+            if client.images.get(plan.image).labels.get(SERVER_ID_LABEL) == server_id:
+                log(f"image {plan.image} exists (same repository generation, same server image)")
+                return plan.image
+            log(f"image {plan.image} was built FROM another {plan.server_image}: rebuilding")
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="bake-", dir=_context_parent(repository)) as folder:
             context = prepare_context(repository, plan, Path(folder) / "context")
             log(f"baking {repository} into {plan.image} (FROM {plan.server_image})")
-            _stream_build(client, context, plan.image, log)
+            _stream_build(client, context, plan.image, log, {SERVER_ID_LABEL: server_id})
         log(f"baked {plan.image} in {time.monotonic() - started:.0f}s")
         return plan.image
     finally:
@@ -198,7 +210,16 @@ def _context_parent(repository: Path) -> Path:
     return repository.resolve().parent
 
 
-def _stream_build(client: docker.DockerClient, context: Path, tag: str, log: Log) -> None:
+def tag_local_server(client: docker.DockerClient, built: str) -> str:
+    """Give the local image `built` (a content tag) the stable name the manifests use."""
+    repository, _, tag = LOCAL_SERVER_IMAGE.rpartition(":")
+    client.api.tag(built, repository, tag)
+    return LOCAL_SERVER_IMAGE
+
+
+def _stream_build(
+    client: docker.DockerClient, context: Path, tag: str, log: Log, labels: dict[str, str] | None = None
+) -> None:
     chunks: Iterable[dict[str, Any]] = client.api.build(
         path=str(context),
         tag=tag,
@@ -207,7 +228,7 @@ def _stream_build(client: docker.DockerClient, context: Path, tag: str, log: Log
         pull=False,
         network_mode="none",
         decode=True,
-        labels={"tritongen.image": "repository"},
+        labels={"tritongen.image": "repository", **(labels or {})},
     )
     for chunk in chunks:
         if "error" in chunk:
@@ -237,15 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(render_dockerfile(plan), end="")
             return 0
         with docker_engine() as engine:
-            if args.server_image is None and plan.server_image.startswith(f"{IMAGE_REPOSITORY}:"):
+            if args.server_image is None and plan.server_image == LOCAL_SERVER_IMAGE:
                 from generator.containers.image import build_image
 
-                built = build_image(engine.host)
-                if built != plan.server_image:
-                    raise BakeError(
-                        f"the manifests were generated for {plan.server_image}, but the local image is now "
-                        f"{built}: run `tritongen generate` again"
-                    )
+                client = _client(engine.host)
+                try:
+                    tag_local_server(client, build_image(engine.host))
+                finally:
+                    client.close()
             print(bake_image(args.repository, engine.host, args.server_image, args.force))
     except (BakeError, DockerUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)

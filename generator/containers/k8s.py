@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
-from generator.containers.bake import GENERATION_ANNOTATION, SERVER_IMAGE_ANNOTATION
+from generator.containers.bake import GENERATION_ANNOTATION, LOCAL_SERVER_IMAGE, SERVER_IMAGE_ANNOTATION
 from generator.containers.deploy import CONTAINER_PORTS, LAUNCH_COMMAND, launch_arguments
-from generator.containers.image import CONTAINER_TRITON_ROOT, NGC_IMAGE, image_tag
+from generator.containers.image import CONTAINER_TRITON_ROOT, NGC_IMAGE
 from generator.pipeline.plan import RepositoryPlan
 from generator.serving.tritonserver import (
     THREAD_VARIABLES,
@@ -126,13 +126,15 @@ def _target_name(plan: RepositoryPlan) -> str:
 
 
 def server_image(plan: RepositoryPlan) -> str:
-    """The server image the target runs: the local stand-in by its content tag, or NVIDIA's."""
-    return image_tag() if _target_name(plan) == "local" else NGC_IMAGE
+    """The server image the target runs: the local stand-in under its stable name (the same on
+    every machine), or NVIDIA's."""
+    return LOCAL_SERVER_IMAGE if _target_name(plan) == "local" else NGC_IMAGE
 
 
 def generation(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> str:
-    """Digest of the repository's generated files and the server image: the baked image's tag
-    (a new generation gets a new tag, so a rolling update replaces every pod)."""
+    """Digest of the repository's generated files and the server image's name: the baked
+    image's tag (a new generation gets a new tag, so a rolling update replaces every pod). Only
+    the name: the output must not depend on the machine that builds the local image."""
     digest = hashlib.sha256()
     digest.update(f"server-image\0{server_image(plan)}\0".encode())
     for path in sorted(repository_files):

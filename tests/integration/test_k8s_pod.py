@@ -33,10 +33,10 @@ import pytest
 import yaml
 
 from generator.containers import k8s
-from generator.containers.bake import DEPLOYMENT_FILE, bake_image, read_bake_plan
+from generator.containers.bake import DEPLOYMENT_FILE, LOCAL_SERVER_IMAGE, bake_image, read_bake_plan
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.serving.tritonserver import repository_models
-from tests.container_fixtures import docker_engine, triton_image, user_image  # noqa: F401  (fixtures)
+from tests.container_fixtures import docker_engine, triton_image  # noqa: F401  (fixtures)
 from tests.dockerd import DockerEngine
 from tests.k8s_pod import LoopbackBalancer, PodContainer, quantity_bytes, run_pod_container
 
@@ -212,9 +212,8 @@ def test_the_volume_variant_serves_the_repository_from_a_claim(
     ).stdout
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     pod_spec = deployment["spec"]["template"]["spec"]
-    if user_image() is None:
-        assert pod_spec["containers"][0]["image"] == triton_image  # the local image the manifests name
-    pod_spec["containers"][0]["image"] = triton_image
+    assert pod_spec["containers"][0]["image"] == LOCAL_SERVER_IMAGE
+    pod_spec["containers"][0]["image"] = triton_image  # the same image under its content tag
     with run_pod_container(client, pod_spec, admin_key, claims={k8s.PVC_NAME: generated_repository}) as pod:
         mounts = {m["Destination"]: m["RW"] for m in pod.container.attrs["Mounts"]}
         assert mounts == {"/models": False}, mounts
