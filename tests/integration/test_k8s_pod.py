@@ -68,10 +68,22 @@ def client(docker_engine: DockerEngine) -> Iterator[Any]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def baked(docker_engine: DockerEngine, triton_image: str, generated_repository: Path) -> str:  # noqa: F811
-    """The generated repository baked into its image (FROM the test's server image)."""
+def baked(docker_engine: DockerEngine, triton_image: str, generated_repository: Path, client: Any) -> Iterator[str]:  # noqa: F811
+    """The generated repository baked into its image (FROM the test's server image); removed at
+    the end (baking takes seconds; each generation's image holds a copy of the repository)."""
     assert (generated_repository / DEPLOYMENT_FILE).is_file(), "generate wrote no Kubernetes manifests"
-    return bake_image(generated_repository, docker_engine.host, server_image=triton_image, log=print)
+    image = bake_image(generated_repository, docker_engine.host, server_image=triton_image, log=print)
+    yield image
+    _remove_image(client, image)
+
+
+def _remove_image(client: Any, image: str) -> None:
+    import docker.errors
+
+    try:
+        client.images.remove(image)
+    except docker.errors.APIError as error:
+        print(f"kept {image}: {error}")
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +321,15 @@ def test_rolling_update_loses_no_request(
     gets SIGTERM: zero failed requests, and the answers switch to the new generation."""
     newer = bake_image(second_generation, docker_engine.host, server_image=triton_image, log=print)
     assert newer != baked and read_bake_plan(second_generation).image == newer
+    try:
+        _roll(client, generated_repository, second_generation, admin_key)
+    finally:
+        _remove_image(client, newer)
+
+
+def _roll(
+    client: Any, generated_repository: Path, second_generation: Path, admin_key: dict[str, dict[str, str]]
+) -> None:
     balancer = LoopbackBalancer()
     events: list[str] = []
 
