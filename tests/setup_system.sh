@@ -7,10 +7,11 @@ needed=()
 command -v dockerd >/dev/null 2>&1 || needed+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || needed+=(debootstrap)
 command -v wrk >/dev/null 2>&1 || needed+=(wrk)
+command -v docker-compose >/dev/null 2>&1 || needed+=(docker-compose)
 dpkg-query -W -f='${Status}' libb64-0d 2>/dev/null | grep -q "install ok installed" || needed+=(libb64-0d)
 
 if ((${#needed[@]} == 0)); then
-    echo "setup_system: docker.io, debootstrap, wrk and libb64-0d already installed"
+    echo "setup_system: docker.io, debootstrap, wrk, docker-compose and libb64-0d already installed"
     exit 0
 fi
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -115,3 +116,43 @@ def test_docker_run_script_refuses_to_start_without_a_key(
     assert "refusing to start: no admin key" in done.stderr, done.stderr
     assert ADMIN_KEY_VARIABLE in done.stderr and f"{ADMIN_OPEN_VARIABLE}=1" in done.stderr
     assert not _ready(f"127.0.0.1:{ports.http}")
+
+
+def test_compose_file_restricts_the_admin_apis_to_the_key_in_the_environment(
+    docker_engine: DockerEngine,  # noqa: F811
+    triton_image: str,  # noqa: F811
+    generated_repository: Path,
+    tmp_path: Path,
+) -> None:
+    """`docker-compose up` on the generated docker-compose.yml (Debian's docker-compose, see
+    tests/setup_system.sh) with the key in the shell's environment."""
+    compose = shutil.which("docker-compose")
+    assert compose is not None, "docker-compose is missing: run tests/setup_system.sh"
+    ports = ServerPorts(*free_ports(3))
+    models = repository_models(generated_repository)
+    text = render_deploy_files(str(generated_repository), ports, "local", models=models)["docker-compose.yml"]
+    (tmp_path / "docker-compose.yml").write_text(text)
+    key = secrets.token_hex(20)
+    environment = {**_environment(docker_engine, triton_image), ADMIN_KEY_VARIABLE: key}
+    command = [
+        compose,
+        "--project-directory",
+        str(tmp_path),
+        "-p",
+        "tritongen-test",
+        "-f",
+        str(tmp_path / "docker-compose.yml"),
+    ]
+    up = subprocess.run([*command, "up", "-d"], env=environment, capture_output=True, text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        target = Target(f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}")
+        deadline = time.monotonic() + 300
+        while not _ready(target.http_url):
+            assert time.monotonic() < deadline, subprocess.run(
+                [*command, "logs"], env=environment, capture_output=True, text=True
+            ).stdout[-5000:]
+            time.sleep(0.5)
+        check_admin_restricted(target.http_url, target.grpc_url, key)
+    finally:
+        subprocess.run([*command, "down", "-t", "30"], env=environment, capture_output=True, timeout=300)
