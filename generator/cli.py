@@ -282,6 +282,12 @@ def _cmd_image(args: argparse.Namespace) -> int:
     return image_main(args.arguments)
 
 
+def _cmd_bake(args: argparse.Namespace) -> int:
+    from generator.containers.bake import main as bake_main
+
+    return bake_main(args.arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritongen",
@@ -356,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     image.add_argument("arguments", nargs=argparse.REMAINDER)
     image.set_defaults(func=_cmd_image)
+    bake = commands.add_parser(
+        "bake",
+        add_help=False,  # `tritongen bake --help` is the bake tool's own help
+        help="bake a generated repository into an image FROM its server image, as its Kubernetes "
+        "manifests name it (same as python -m generator.containers.bake)",
+    )
+    bake.add_argument("arguments", nargs=argparse.REMAINDER)
+    bake.set_defaults(func=_cmd_bake)
     return parser
 
 
@@ -366,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     # REMAINDER positional does not take options that come first (`image --help`), so those
     # arrive here as unknown arguments and go to the image tool too.
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "image":
+    if args.command in ("image", "bake"):
         args.arguments = [*unknown, *args.arguments]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

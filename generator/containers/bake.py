@@ -14,7 +14,8 @@ a digest of the repository's generated files and the server image's name, see
 (`generator.containers.image.build_image`) and gives it that name first. An image that exists
 is not rebuilt unless the image it was built FROM changed (SERVER_ID_LABEL).
 
-CLI: `python -m generator.containers.bake [REPOSITORY] [--server-image IMAGE] [--force]`.
+CLI: `tritongen bake [REPOSITORY] [--server-image IMAGE] [--force] [--print-plan]` (or
+`python -m generator.containers.bake`).
 """
 
 from __future__ import annotations
@@ -250,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     parser.add_argument("--print-plan", action="store_true", help="print the Dockerfile and exit")
     args = parser.parse_args(argv)
+    if str(PROJECT_ROOT) not in sys.path and (PROJECT_ROOT / "tests" / "dockerd.py").is_file():
+        sys.path.append(str(PROJECT_ROOT))  # the console script does not see the checkout's tests/
     from tests.dockerd import DockerUnavailable, docker_engine
 
     try:

@@ -57,3 +57,10 @@ def test_context_has_the_models_readable_by_the_pod_user_and_no_manifests(reposi
 def test_a_repository_without_manifests_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BakeError, match="tritongen generate"):
         read_bake_plan(tmp_path)
+
+
+def test_cli_prints_the_dockerfile(repository: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from generator.cli import main
+
+    assert main(["bake", "--print-plan", str(repository)]) == 0
+    assert capsys.readouterr().out == render_dockerfile(read_bake_plan(repository))
