@@ -61,6 +61,7 @@ from generator.serving.tritonserver import (
     TritonInstall,
     server_command,
 )
+from generator.sources import source_files
 
 if TYPE_CHECKING:
     import docker
@@ -83,7 +84,6 @@ standard library, each other and `IMAGE_THIRD_PARTY_IMPORTS` (a unit test checks
 IMAGE_THIRD_PARTY_IMPORTS = ("pytriton",)
 """Installed packages `IMAGE_MODULES` may import (they are in requirements.lock)."""
 BUILD_DIR = PROJECT_ROOT / "build" / "image"
-_SKIPPED_PARTS = ("__pycache__", "build", "dist")
 
 SYSTEM_PYTHON = "3.10"
 """NGC 24.10's system Python (Ubuntu 22.04): the python backend's default stub."""
@@ -183,19 +183,6 @@ def debian_mirror(sources_dirs: Iterable[Path] = (Path("/etc/apt"),)) -> str:
     return "http://deb.debian.org/debian"
 
 
-def _source_files(folder: Path) -> list[Path]:
-    """Files under `folder` that are sources (no caches, build outputs or egg-info)."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and path.suffix != ".pyc"
-        and not any(part in _SKIPPED_PARTS or part.endswith(".egg-info") for part in path.relative_to(folder).parts)
-    )
-
-
 def python_sources() -> dict[str, Path]:
     """The pyenv CPython prefixes the image's Pythons are made from, by minor version."""
     return {minor: channel.find_cpython_prefix(minor) for minor in (SYSTEM_PYTHON, RUNNER_PYTHON)}
@@ -221,7 +208,7 @@ def inputs_hash(base: BaseSpec | None = None, python_backends: Path = PYTHON_BAC
         add(f"python {minor}", prefix.name.encode())
     for module in IMAGE_MODULES:
         add(module, (PROJECT_ROOT / module).read_bytes())
-    for path in _source_files(python_backends):
+    for path in source_files(python_backends):
         add(f"backends/{path.relative_to(python_backends).as_posix()}", path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -510,7 +497,7 @@ def prepare_context(
 
 def _copy_sources(source: Path, destination: Path) -> None:
     destination.mkdir(parents=True, exist_ok=True)
-    for path in _source_files(source):
+    for path in source_files(source):
         target = destination / path.relative_to(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)

@@ -59,6 +59,7 @@ import yaml
 from generator import PROJECT_ROOT  # noqa: E402
 from generator.environments import channel as conda_channel
 from generator.errors import TritongenError
+from generator.sources import source_files
 
 ENVS_DIR = PROJECT_ROOT / "envs"
 BACKENDS_DIR = PROJECT_ROOT / "backends"
@@ -156,7 +157,7 @@ class LocalPackage:
     def source_digest(self) -> str:
         """sha256 over the package's source files (names and contents)."""
         digest = hashlib.sha256()
-        for file in sorted(_source_files(self.path)):
+        for file in sorted(source_files(self.path)):
             digest.update(file.relative_to(self.path).as_posix().encode() + b"\0")
             digest.update(file.read_bytes() + b"\0")
         return digest.hexdigest()
@@ -181,16 +182,6 @@ class BuiltEnvironment:
 def normalize_name(name: str) -> str:
     """PEP 503 normalized project name."""
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _source_files(root: Path) -> Iterator[Path]:
-    skipped = {"__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
-    for path in root.rglob("*"):
-        parts = path.relative_to(root).parts
-        if any(p in skipped or p.endswith(".egg-info") for p in parts):
-            continue
-        if path.is_file() and not path.name.endswith(".pyc"):
-            yield path
 
 
 def default_channels(settings: Path | None = None) -> list[str]:
