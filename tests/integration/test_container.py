@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -67,8 +68,6 @@ from .test_environments import (  # noqa: F401  (fixtures and helpers of the env
     _infer,
     _place_env,
     _tokenizer_file,
-    built_envs,
-    channel_url,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
@@ -220,7 +219,8 @@ def test_stand_in_has_nvidias_backend_folder(triton_container: TritonContainer) 
     listing = _exec(triton_container, "ls -R /opt/tritonserver/backends")
     print(listing)
     assert _exec(triton_container, "ls /opt/tritonserver/backends").split() == sorted(NVIDIA_BACKENDS)
-    assert _exec(triton_container, "ls /opt/tritonserver/backends/python").split() == [
+    # (the stubs' imports leave a __pycache__ in python/, as on NVIDIA's image)
+    assert _exec(triton_container, "ls -I __pycache__ /opt/tritonserver/backends/python").split() == [
         "libtriton_python.so",
         "triton_python_backend_stub",
         "triton_python_backend_utils.py",
@@ -235,15 +235,18 @@ def test_stand_in_has_nvidias_backend_folder(triton_container: TritonContainer) 
 
 
 def test_stubs_of_the_served_repository(triton_container: TritonContainer, container_repository: Path) -> None:
-    """In the running container: each preprocessing model runs the 3.11 stub it ships (with its
-    environment's libpython), each runner the runners' 3.11 stub; no stub runs anything else."""
+    """In the running container: each preprocessing model runs the stub it ships, else NVIDIA's
+    default 3.10 stub (never the runners'), with its environment's libpython; each runner runs
+    the runners' 3.11 stub with the runners' libpython; no other stub runs."""
     if not stand_in_image():
         pytest.skip("inspects the stand-in's processes")
     lines = [line.split("|") for line in _exec(triton_container, _STUB_PROCESSES).splitlines() if line]
     print("\n".join("|".join(line) for line in lines))
     assert lines
     runner_dirs = {str(CONTAINER_TRITON_ROOT / "backends" / name) for name in RUNNER_BACKENDS}
-    runner_stub = str(IMAGE_PYTRITON_ROOT / "python_backend_stubs" / "3.11" / "triton_python_backend_stub")
+    stubs = IMAGE_PYTRITON_ROOT / "python_backend_stubs"
+    runner_stub = str(stubs / "3.11" / "triton_python_backend_stub")
+    default_stub = str(stubs / SYSTEM_PYTHON / "triton_python_backend_stub")
     seen_runners, seen_models = set(), set()
     for exe, args, python in lines:
         runtime_dir = args.split()[-1]
@@ -251,12 +254,16 @@ def test_stubs_of_the_served_repository(triton_container: TritonContainer, conta
             assert exe == runner_stub, (exe, args)
             assert python.startswith("/opt/tritongen/python3.11/lib/libpython3.11.so"), python
             seen_runners.add(Path(runtime_dir).name)
-        else:
-            model = Path(args.split()[1]).parent.parent.name  # /models/<model>/<version>/model.py
-            assert runtime_dir == "DEFAULT", args
+            continue
+        model = Path(args.split()[1]).parent.parent.name  # /models/<model>/<version>/model.py
+        assert runtime_dir == "DEFAULT", args
+        if (container_repository / model / "triton_python_backend_stub").exists():
             assert exe == f"{CONTAINER_REPOSITORY}/{model}/triton_python_backend_stub", (exe, args)
-            assert "libpython3.11.so" in python and not python.startswith("/opt/"), python
-            seen_models.add(model)
+        else:
+            assert exe == default_stub, (exe, args)
+            assert f"libpython{SYSTEM_PYTHON}.so" in python, python
+        assert not python.startswith("/opt/"), f"{model} runs the image's Python, not its environment's: {python}"
+        seen_models.add(model)
     preprocessing = {m for m in repository_models(container_repository) if m.endswith("_pre")}
     assert seen_models == preprocessing
     assert seen_runners == set(RUNNER_BACKENDS)
@@ -338,39 +345,68 @@ def _load(container: TritonContainer, model: str, timeout_s: float = 60.0) -> tu
         return None, f"no answer after {timeout_s:.0f}s"
 
 
-@pytest.fixture(scope="module")
-def shipped_stub_envs(conda_channels: list[str]) -> dict[str, BuiltEnvironment]:
-    """The 3.11 environments made, as `generate` makes them, to run with their own stub."""
-    return {
-        name: environments.build_environment(
-            environments.spec_path_for(name),
-            channels=conda_channels,
-            target_python=PRODUCTION.name,
-            cache_dir=PROJECT / "build" / "envs",
-            progress=print,
-            ship_stub=True,
-        )
-        for name in TOKENIZER_VERSIONS
-    }
+def _needs_stub(env: BuiltEnvironment) -> bool:
+    """True when the environment's Python is not the one of NVIDIA's default stub."""
+    return not env.python_version.startswith(f"{SYSTEM_PYTHON}.")
+
+
+def _build_env(spec: Path, channels: list[str]) -> BuiltEnvironment:
+    """Build an environment as `generate` does for the `ngc` target (with what its own stub
+    needs when its Python is not the default stub's)."""
+    python = environments.parse_environment_spec(spec).python
+    return environments.build_environment(
+        spec,
+        channels=channels,
+        target_python=PRODUCTION.name,
+        cache_dir=PROJECT / "build" / "envs",
+        progress=print,
+        ship_stub=not python.startswith(SYSTEM_PYTHON),
+    )
 
 
 @pytest.fixture(scope="module")
-def probe_repository(shipped_stub_envs: dict[str, BuiltEnvironment], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repository_envs(conda_channels: list[str]) -> dict[str, BuiltEnvironment]:
+    """The preprocessing environments the repository ships (envs/*.yml), as `generate` builds them."""
+    return {name: _build_env(environments.spec_path_for(name), conda_channels) for name in TOKENIZER_VERSIONS}
+
+
+@pytest.fixture(scope="module")
+def env_311(conda_channels: list[str], tmp_path_factory: pytest.TempPathFactory) -> BuiltEnvironment:
+    """textprep-tok023 on Python 3.11 (not NGC's stub Python), made to run with its own stub."""
+    text = environments.spec_path_for("textprep-tok023").read_text()
+    spec = tmp_path_factory.mktemp("spec") / "textprep-tok023-py311.yml"
+    spec.write_text(
+        re.sub(r"(?m)^name: .*$", "name: textprep-tok023-py311", re.sub(r"python=3\.\d+", "python=3.11", text))
+    )
+    built = _build_env(spec, conda_channels)
+    assert built.python_version.startswith("3.11."), built
+    return built
+
+
+@pytest.fixture(scope="module")
+def probe_repository(
+    repository_envs: dict[str, BuiltEnvironment], env_311: BuiltEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Python models as a repository may ship them, and ones NVIDIA's image rejects."""
     repository = tmp_path_factory.mktemp("probe") / "repository"
-    env = shipped_stub_envs["textprep-tok023"]
-    # A model.py without environment or stub; one in a 3.11 environment with its 3.11 stub.
+    shipped = repository_envs["textprep-tok023"]
+    # A model.py without environment or stub; one in the repository's environment, with its
+    # stub only if the environment needs one; one in a 3.11 environment with its 3.11 stub.
     _python_model(repository, "plain", PROBE_CODE, {}, probe=True)
     in_env = _python_model(repository, "in_env", PROBE_CODE, {}, probe=True)
-    _configure_env(in_env, _place_env(repository, "in_env", env, unpacked=True))
-    environments.place_stub(in_env, "3.11")
+    _configure_env(in_env, _place_env(repository, "in_env", shipped, unpacked=False))
+    if _needs_stub(shipped):
+        environments.place_stub(in_env, shipped.python_version.rsplit(".", 1)[0])
+    in_env_311 = _python_model(repository, "in_env_311", PROBE_CODE, {}, probe=True)
+    _configure_env(in_env_311, _place_env(repository, "in_env_311", env_311, unpacked=True))
+    environments.place_stub(in_env_311, "3.11")
     # Rejected on NVIDIA's image: another backend name; a 3.11 environment without its stub
     # (NGC's default stub is 3.10); a 3.11 stub without an environment (NGC has no libpython3.11).
     bad_backend = _python_model(repository, "bad_backend", SHIM_CODE, {}, probe=False)
     config = bad_backend / "config.pbtxt"
     config.write_text(config.read_text().replace('backend: "python"', 'backend: "tritongen_textprep"'))
     no_stub = _python_model(repository, "env_without_stub", SHIM_CODE, {}, probe=False)
-    _configure_env(no_stub, _place_env(repository, "env_without_stub", env, unpacked=True))
+    _configure_env(no_stub, _place_env(repository, "env_without_stub", env_311, unpacked=True))
     no_env = _python_model(repository, "stub_without_env", PROBE_CODE, {}, probe=True)
     environments.place_stub(no_env, "3.11")
     return repository
@@ -405,15 +441,36 @@ def test_python_model_without_its_own_stub_runs_python_3_10(probe_container: Tri
     assert all(modules[name] is None for name in ("torch", "onnxruntime", "tokenizers", "tritongen_textprep")), info
 
 
+def test_model_in_the_repositorys_environment_runs_it(
+    probe_container: TritonContainer, repository_envs: dict[str, BuiltEnvironment]
+) -> None:
+    """A model in the environment the repository ships, from the read-only mount (when the
+    environment needs its own stub, a read-only mount rejects it: see the next test)."""
+    env = repository_envs["textprep-tok023"]
+    status, message = _load(probe_container, "in_env")
+    if _needs_stub(env):
+        assert status == 400 and "Failed to give execute permission" in message, message
+        pytest.fail(f"the repository's environment is Python {env.python_version}: it needs its own stub")
+    assert status == 200, message
+    info = _probe(probe_container, "in_env")
+    print(f"in_env: {info}")
+    assert info["python"] == env.python_version, info
+    modules = info["modules"]
+    assert isinstance(modules, dict)
+    assert modules["tokenizers"] == TOKENIZER_VERSIONS["textprep-tok023"] and modules["tritongen_textprep"], info
+    assert modules["torch"] is None and modules["onnxruntime"] is None, info
+
+
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
         ("bad_backend", "unable to find backend library for backend 'tritongen_textprep'"),
-        ("env_without_stub", ""),
-        ("stub_without_env", ""),
+        # NGC's 3.10 stub starts with its own standard library; the 3.11 packages are not found.
+        ("env_without_stub", "No module named 'tritongen_textprep'"),
         # The python backend (r24.10) chmods a model's own stub at every load: on a read-only
         # mount that fails, whatever the stub's mode already is.
-        ("in_env", "Failed to give execute permission to triton_python_backend_stub"),
+        ("in_env_311", "Failed to give execute permission to triton_python_backend_stub"),
+        ("stub_without_env", "Failed to give execute permission to triton_python_backend_stub"),
     ],
 )
 def test_what_nvidias_image_rejects_is_rejected(probe_container: TritonContainer, model: str, reason: str) -> None:
@@ -432,9 +489,17 @@ def test_model_with_a_311_environment_and_its_stub_runs_it_from_a_writable_folde
 ) -> None:
     """EXECUTION_ENV_PATH to a 3.11 environment + its 3.11 stub runs Python 3.11 with the
     environment's packages, where the model folder is writable (see the read-only case above)."""
-    with run_triton_container(triton_image, probe_repository, models=["in_env"], read_only=False) as container:
-        info = _probe(container, "in_env")
-    print(f"in_env: {info}")
+    models = ["in_env_311"]
+    with run_triton_container(triton_image, probe_repository, models=models, read_only=False) as container:
+        info = _probe(container, "in_env_311")
+        # Writable, a 3.11 stub without an environment still cannot start (the libraries it
+        # needs, libcudart of the wheel and libpython3.11, come only with an environment made
+        # for it); the python backend then waits for it, as on NVIDIA's image.
+        status, message = _load(container, "stub_without_env", timeout_s=60)
+        print(f"stub_without_env (writable): HTTP {status}: {message[:300]}")
+        assert status != 200, message
+        assert "triton_python_backend_stub: error while loading shared libraries" in container.logs()
+    print(f"in_env_311: {info}")
     assert str(info["python"]).startswith("3.11."), info
     assert "/opt/" not in str(info["prefix"]), info
     modules = info["modules"]
@@ -444,30 +509,34 @@ def test_model_with_a_311_environment_and_its_stub_runs_it_from_a_writable_folde
 
 
 def test_two_versions_two_tokenizers_in_a_container(
-    shipped_stub_envs: dict[str, BuiltEnvironment],
+    repository_envs: dict[str, BuiltEnvironment],
     docker_engine: DockerEngine,  # noqa: F811
     triton_image: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """Per-version execution environments as the repository ships them (python backend, the
-    generated shim, a 3.11 environment with its stub): v1 (tokenizers 0.20, tarball) and v2
-    (tokenizers 0.23, unpacked folder) of one model each run their own library. Writable:
-    a shipped stub does not load from a read-only mount (test_what_nvidias_image_rejects)."""
+    generated shim, its environments and stubs): v1 (tokenizers 0.20, tarball) and v2
+    (tokenizers 0.23, unpacked folder) of one model each run their own library, read-only
+    unless an environment needs its own stub (which a read-only mount rejects)."""
     repository = tmp_path / "repository"
     layout = {"tok_v1_pre": ("textprep-tok020", False), "tok_v2_pre": ("textprep-tok023", True)}
-    for model, (env, unpacked) in layout.items():
+    stubs = False
+    for model, (name, unpacked) in layout.items():
+        env = repository_envs[name]
         folder = _python_model(repository, model, SHIM_CODE, {}, probe=False)
-        _configure_env(folder, _place_env(repository, model, shipped_stub_envs[env], unpacked))
-        environments.place_stub(folder, "3.11")
-    with run_triton_container(triton_image, repository, read_only=False) as container:
+        _configure_env(folder, _place_env(repository, model, env, unpacked))
+        if _needs_stub(env):
+            environments.place_stub(folder, env.python_version.rsplit(".", 1)[0])
+            stubs = True
+    with run_triton_container(triton_image, repository, read_only=not stubs) as container:
         answers = {model: _infer(container, model, TEXTS) for model in layout}  # type: ignore[arg-type]
         log = container.logs()
     shutil.rmtree(repository, ignore_errors=True)
     for outputs in answers.values():
         _check_answer(outputs, TEXTS)
-    for model, (env, _) in layout.items():
+    for model, (name, _) in layout.items():
         lines = [line for line in log.splitlines() if "tritongen_textprep" in line and f"model={model} " in line]
-        assert lines and all(f"tokenizers={TOKENIZER_VERSIONS[env]} " in line for line in lines), lines
+        assert lines and all(f"tokenizers={TOKENIZER_VERSIONS[name]} " in line for line in lines), lines
 
 
 def test_generated_docker_run_script_serves_the_repository(
