@@ -58,7 +58,7 @@ def conda_channels() -> list[str]:
     configured = [c for c in os.environ.get(CHANNELS_VARIABLE, "").split(",") if c]
     if configured:
         return configured
-    conda_channel.build_channel(pythons=["3.11"], progress=print)
+    conda_channel.build_channel(pythons=["3.10", "3.11"], progress=print)
     return [conda_channel.channel_url(conda_channel.DEFAULT_CHANNEL_DIR)]
 
 
