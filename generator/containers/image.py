@@ -539,11 +539,13 @@ def build_image(
             started = time.monotonic()
             ensure_base_image(client, base, log)
             context = BUILD_DIR / f"context-{digest}"
-            prepare_context(context, base, digest, python_backends, log)
-            log(f"building {tag}")
-            _stream_build(client, context, tag, log)
+            try:
+                prepare_context(context, base, digest, python_backends, log)
+                log(f"building {tag}")
+                _stream_build(client, context, tag, log)
+            finally:
+                shutil.rmtree(context, ignore_errors=True)  # ~0.5 GB; `dockerfile` shows the recipe
             client.api.tag(tag, IMAGE_REPOSITORY, "latest")
-            shutil.rmtree(context, ignore_errors=True)
             log(f"built {tag} in {time.monotonic() - started:.0f}s")
         remove_old_images(client, keep=(tag, LATEST_TAG, base.tag), log=log)
         return tag

@@ -2,7 +2,7 @@
 
 The image is the project's stand-in of `nvcr.io/nvidia/tritonserver:24.10-py3` (built locally,
 see generator/containers/image.py and docs/ngc-standin.md) unless `TRITONGEN_TEST_IMAGE` names
-another, e.g. NVIDIA's own image where it can be pulled. The repository is the one
+another, e.g. NVIDIA's own image where it can be pulled. The repository is (a checked copy of) the one
 `tritongen generate --target ngc` writes (build/ngc/repository; `TRITONGEN_TEST_TARGET=local`
 serves the `local` one instead), mounted read-only, with the command line its generated
 `docker-run.sh` passes to `docker run`. Every end-to-end test of test_serving.py (HTTP and gRPC,
@@ -91,15 +91,19 @@ def _tritongen(*arguments: str, channels: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def container_repository(conda_channels: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`tritongen generate --target ngc` (build/ngc/repository), as users deploy it; the
+    """`tritongen generate --target ngc` (build/ngc/repository), as users deploy it, served from
+    a private copy that `tritongen check` proves identical to a fresh generation (another
+    `generate` on a shared machine replaces build/ngc/repository under a running server). The
     `local` target is generated into a temporary folder (repository/ is the committed copy)."""
     target = container_target()
+    snapshot = tmp_path_factory.mktemp(f"generated-{target}") / "repository"
     if target == "ngc":
         _tritongen("generate", "--target", "ngc", channels=conda_channels)
-        return NGC_REPOSITORY
-    output = tmp_path_factory.mktemp(f"generated-{target}") / "repository"
-    _tritongen("generate", "--target", target, "--output", str(output), channels=conda_channels)
-    return output
+        shutil.copytree(NGC_REPOSITORY, snapshot, symlinks=True)
+    else:
+        _tritongen("generate", "--target", target, "--output", str(snapshot), channels=conda_channels)
+    _tritongen("check", "--target", target, "--output", str(snapshot), channels=conda_channels)
+    return snapshot
 
 
 @pytest.fixture(scope="module")
