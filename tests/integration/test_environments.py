@@ -29,6 +29,7 @@ from generator.serving.tritonserver import (
     assemble_backend_directory,
     find_triton,
     free_ports,
+    local_stub_dispatcher,
     running_server,
     server_command,
     server_environment,
@@ -235,8 +236,11 @@ def test_packed_environment_is_self_contained(built_envs: dict[str, BuiltEnviron
     _preprocessing_model(repository, "tok_pre", built.tarball.name)
     shutil.copy2(built.tarball, repository / "tok_pre" / built.tarball.name)
     install = find_triton()
-    # The backend folder must be assembled before the prefix is hidden (it copies files).
-    backends = assemble_backend_directory(tmp_path / "backends", install)
+    # The backend folder must be assembled before the prefix is hidden (it copies files), with
+    # serve's stub dispatcher (each model gets the stub of its environment's Python).
+    dispatcher = tmp_path / "triton_python_backend_stub"
+    dispatcher.write_text(local_stub_dispatcher(install))
+    backends = assemble_backend_directory(tmp_path / "backends", install, stub=dispatcher)
     options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
     log_path = tmp_path / "tritonserver.log"
     with log_path.open("wb") as log_file:
