@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -92,8 +93,10 @@ def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
         digest.update(preprocessing.model_dump_json().encode())
         _hash_path(digest, resolve_source(preprocessing.tokenizer))
     _hash_path(digest, resolve_source(build.source))
-    if get_format(artifact.format).ragged:  # the ragged graph is this project's own code
+    kind = get_format(artifact.format)
+    if kind.ragged:  # the ragged graph and its exporter are this project's own code
         _hash_path(digest, Path(__file__).with_name("ragged.py"))
+        _hash_path(digest, Path(inspect.getfile(type(kind))))
     digest.update(json.dumps(_library_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -137,7 +140,7 @@ def build_artifact(
             with _quiet_exporters():
                 kind = get_format(artifact.format)
                 if not kind.export(artifact, preprocessing, output):
-                    module = _make_module(build, preprocessing)
+                    module = make_module(build, preprocessing)
                     if kind.name == "onnx":
                         _export_onnx(module, output, build)
                     else:
@@ -209,7 +212,9 @@ def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
     raise ArtifactError(f"pooling mode {mode!r} is not supported")
 
 
-def _make_module(build: EmbeddingBuild | PrototypeClassifierBuild, preprocessing: Preprocessing) -> Any:
+def make_module(build: EmbeddingBuild | PrototypeClassifierBuild, preprocessing: Preprocessing) -> Any:
+    """The padded torch module of a builder, in eval mode (classifiers: prototypes embedded
+    with `preprocessing`); the padded formats export it, the ragged ones convert it."""
     import torch
 
     class SentenceEmbedding(torch.nn.Module):
@@ -317,14 +322,14 @@ def _export_onnx(module: Any, output: Path, build: EmbeddingBuild | PrototypeCla
         dim.Clear()
         dim.dim_value = int(size)
     if isinstance(build, PrototypeClassifierBuild):
-        _append_label_lookup(graph_model, list(build.labels))
+        append_label_lookup(graph_model, list(build.labels))
     graph_model.producer_name = "tritongen"
     graph_model.producer_version = ""
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, str(output))
 
 
-def _append_label_lookup(graph_model: Any, labels: list[str]) -> None:
+def append_label_lookup(graph_model: Any, labels: list[str]) -> None:
     """Add `label` (string [batch, 1]) = labels[argmax(logits)] to the graph."""
     from onnx import TensorProto, helper
 

@@ -12,7 +12,7 @@ Contract of the exported model (ONNX and TorchScript, same names, same order):
 Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), or `logits`
 `[texts, labels]` for `RaggedPrototypeClassifier`; one row per text in request order, which
 Triton splits back by each request's batch size. `ragged_from_padded` turns the padded builder
-modules of `artifacts._make_module` into these, with the same weights and prototypes.
+modules of `artifacts.make_module` into these, with the same weights and prototypes.
 
 Why two data inputs and two batch inputs (the trap in ../shared/FACTS.md): an element-count
 batch input counts REQUESTS, but a request may carry n texts (`TEXT` of shape `[n, 1]`), and a
@@ -249,7 +249,7 @@ class RaggedPrototypeClassifier(torch.nn.Module):
 
 
 def ragged_from_padded(module: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> torch.nn.Module:
-    """The ragged counterpart, same weights, of a padded builder module of `artifacts._make_module`:
+    """The ragged counterpart, same weights, of a padded builder module of `artifacts.make_module`:
     `SentenceEmbedding` (`.encoder`, `.normalize`) or `PrototypeClassifier` (`.embedding`,
     `.prototypes`, `.scale`)."""
     if hasattr(module, "prototypes"):
@@ -307,7 +307,7 @@ def sample_inputs() -> tuple[torch.Tensor, ...]:
 def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT_NAME) -> None:
     """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, width]`.
 
-    `output_name`: `embedding`, or `logits` for a classifier (then `artifacts._append_label_lookup`
+    `output_name`: `embedding`, or `logits` for a classifier (then `artifacts.append_label_lookup`
     can add `label` as for the padded graph).
     """
     import onnx

@@ -326,8 +326,11 @@ class ModelSpec(StrictModel):
         for index, version in enumerate(self.versions):
             ragged = FORMATS[version.model.format].ragged
             where = f"versions[{index}]"
-            if ragged and not isinstance(version.model.build, EmbeddingBuild):
-                raise ValueError(f"{where}.model.build: format {version.model.format} is built by sentence_embedding")
+            if ragged and isinstance(version.model.build, FileBuild):
+                raise ValueError(
+                    f"{where}.model.build: format {version.model.format} is built by sentence_embedding"
+                    + (" or prototype_classifier" if FORMATS[version.model.format].classifiers else "")
+                )
             if ragged != (version.preprocessing.padding is Padding.NONE):
                 if ragged:
                     raise ValueError(

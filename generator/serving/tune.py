@@ -9,6 +9,9 @@ over, in order:
 
 1. instance layout: inference instances x intra-op threads using the CPU budget,
 2. padding: `batch_longest` or length buckets derived from the sample texts' token lengths,
+   and, when the default version's model is built by an encoder builder (`sentence_embedding`,
+   `prototype_classifier`) in a padded format, the ragged variant of that format (an
+   unpadded encoder with `padding: none`, requests of every length batched together),
 3. batching: max queue delay x preferred batch sizes (none, or the powers of two up to the
    largest batch the model formed under load),
 
@@ -35,10 +38,11 @@ from typing import Any
 
 import yaml
 
+from generator.kinds.formats import FORMATS
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
-from generator.pipeline.spec import parse_spec
+from generator.pipeline.spec import SENTENCE_TRANSFORMER_BUILDERS, SpecError, parse_spec
 from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, running_server
 from generator.serving.yaml_edit import apply_changes, changes_between
 
@@ -215,8 +219,10 @@ def with_settings(spec: dict[str, Any], **settings: Any) -> dict[str, Any]:
     if "instances" in settings:
         model, threads = settings["instances"]
         spec.setdefault("instances", {}).update(model=model, model_threads=threads)
+    default = _default_version(spec)
+    if "format" in settings:
+        default["model"]["format"] = settings["format"]
     if "padding" in settings:
-        default = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
         padding, buckets = settings["padding"]
         default["preprocessing"]["padding"] = padding
         if buckets:
@@ -228,6 +234,29 @@ def with_settings(spec: dict[str, Any], **settings: Any) -> dict[str, Any]:
     if "preferred" in settings:
         spec.setdefault("batching", {})["preferred_batch_sizes"] = list(settings["preferred"])
     return spec
+
+
+def ragged_candidate(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec with its default version served by the ragged variant of its format and
+    `padding: none`, when its model is built by an encoder builder in a padded format (and the
+    result is a valid spec); else None."""
+    model = _default_version(spec).get("model", {})
+    kind = FORMATS.get(model.get("format", ""))
+    if kind is None or kind.ragged_variant is None:
+        return None
+    if model.get("build", {}).get("builder") not in SENTENCE_TRANSFORMER_BUILDERS:
+        return None
+    candidate = with_settings(spec, format=kind.ragged_variant, padding=("none", ()))
+    try:
+        parse_spec(yaml.safe_dump(candidate, sort_keys=False), f"{spec.get('name')}.yaml")
+    except SpecError:
+        return None
+    return candidate
+
+
+def ragged_label(spec: dict[str, Any]) -> str:
+    """How the report names a ragged candidate."""
+    return f"ragged: {_default_version(spec)['model']['format']}, padding none"
 
 
 def strip_environments(spec: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +385,7 @@ def tune(options: TuneOptions) -> Trial:
         best = trial if best is None else better(best, trial, options.p99_ms)
     assert best is not None
 
-    print("step 2: padding", flush=True)
+    print("step 2: padding (and the ragged variant)", flush=True)
     paddings: list[tuple[str, tuple[int, ...]]] = [("batch_longest", ())]
     paddings += [("buckets", b) for b in bucket_choices(lengths, version.preprocessing.max_length)]
     if _padding_of(best.spec)[0] == "none":
@@ -368,6 +397,9 @@ def tune(options: TuneOptions) -> Trial:
         candidate = with_settings(best.spec, padding=(padding, buckets))
         label = padding + (f" {','.join(map(str, buckets))}" if buckets else "")
         best = better(best, measure(options, label, candidate), options.p99_ms)
+    ragged = ragged_candidate(best.spec)  # step 1's layout, unpadded
+    if ragged is not None:
+        best = better(best, measure(options, ragged_label(ragged), ragged), options.p99_ms)
 
     print("step 3: batching (max queue delay, preferred batch sizes)", flush=True)
     model_stage = next((s for m, s in best.stages.items() if m.endswith("_model")), StageStats())
@@ -380,19 +412,24 @@ def tune(options: TuneOptions) -> Trial:
     return best
 
 
+def _default_version(spec: dict[str, Any]) -> dict[str, Any]:
+    version: dict[str, Any] = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
+    return version
+
+
 def _padding_of(spec: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
-    default = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
-    pre = default["preprocessing"]
+    pre = _default_version(spec)["preprocessing"]
     return pre.get("padding", "batch_longest"), tuple(pre.get("buckets", ()))
 
 
 def proposal(best: Trial) -> dict[str, Any]:
     """The tuned keys of the spec (what `--write` changes)."""
-    default = next(v for v in best.spec["versions"] if v["version"] == best.spec["default_version"])
+    default = _default_version(best.spec)
     pre = default["preprocessing"]
     result: dict[str, Any] = {
         "instances": best.spec.get("instances", {}),
         "batching": best.spec.get("batching", {}),
+        "format": default["model"]["format"],
         "padding": pre.get("padding", "batch_longest"),
     }
     if pre.get("buckets"):

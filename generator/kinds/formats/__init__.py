@@ -43,6 +43,8 @@ class InferenceFormat(ABC):
     ragged: ClassVar[bool] = False
     """Inputs are unpadded token streams (Triton's ragged batching): the preprocessing must not
     pad (`padding: none`), every request of any length batches with every other."""
+    ragged_variant: ClassVar[str | None] = None
+    """The ragged format that serves this format's builders unpadded (`tune` measures it)."""
 
     @abstractmethod
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

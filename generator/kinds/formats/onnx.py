@@ -19,6 +19,7 @@ class Onnx(InferenceFormat):
     name = "onnx"
     filename = "model.onnx"
     backend = "onnxruntime"
+    ragged_variant = "onnx_ragged"
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         outputs = ("logits", "label") if model_kind == "classifier" else ("embedding",)

@@ -8,6 +8,13 @@ request starts (`BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO`, TYPE_INT32). The gr
 layer on the flat token stream and pads only inside attention, per length bucket.
 Served by NVIDIA's `onnxruntime` and `pytorch` backends, and by the local stand-ins, which
 compute ragged inputs and batch inputs as those do (`backends/triton/tritongen_batching.py`).
+
+Builders: `sentence_embedding` (`embedding` [texts, dim]) and, in ONNX, `prototype_classifier`:
+the padded builder module (`artifacts.make_module`: the same prototypes, embedded with the
+version's preprocessing) turned ragged (`ragged.ragged_from_padded`), `logits` [texts, labels],
+and `label` [texts, 1] looked up in the graph as for the padded ONNX classifier. TorchScript
+cannot return the string `label` to the pytorch backend, so `torchscript_ragged` serves
+embeddings only (like `torchscript`).
 """
 
 from __future__ import annotations
@@ -31,10 +38,9 @@ OFFSETS = (("token_offsets", "input_ids"), ("text_offsets", "lengths"))
 
 class _Ragged(InferenceFormat):
     ragged = True
-    classifiers = False
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return RAGGED_INPUTS, ("embedding",)
+        return RAGGED_INPUTS, (("logits", "label") if model_kind == "classifier" else ("embedding",))
 
     def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
         from generator.pipeline.plan import TensorPlan
@@ -55,19 +61,31 @@ class _Ragged(InferenceFormat):
     def export(self, artifact: ModelArtifact, preprocessing: Preprocessing, output: Path) -> bool:
         from generator.pipeline import ragged
         from generator.pipeline.source_model import package_path, read_sentence_transformer_config
-        from generator.pipeline.spec import EmbeddingBuild
+        from generator.pipeline.spec import EmbeddingBuild, PrototypeClassifierBuild
 
         build = artifact.build
-        if not isinstance(build, EmbeddingBuild):
-            raise ValueError(f"{self.name} is built by the sentence_embedding builder only")
+        builders = "sentence_embedding or prototype_classifier" if self.classifiers else "sentence_embedding"
+        if not isinstance(build, EmbeddingBuild | PrototypeClassifierBuild) or (
+            isinstance(build, PrototypeClassifierBuild) and not self.classifiers
+        ):
+            raise ValueError(f"{self.name} is built by the {builders} builder only")
         model = read_sentence_transformer_config(package_path(build.source.package, build.source.path))
         if model.pooling != "mean":
             raise ValueError(f"{self.name}: the ragged encoder pools by mean only, {model.folder} uses {model.pooling}")
-        module = ragged.load_ragged_module(model.encoder_folder, normalize=model.normalize)
-        self._write(module, output)
+        if isinstance(build, EmbeddingBuild):
+            module = ragged.load_ragged_module(model.encoder_folder, normalize=model.normalize)
+            self._write(module, output)
+            return True
+        from generator.pipeline.artifacts import make_module
+
+        classifier = ragged.ragged_from_padded(make_module(build, preprocessing))
+        self._write_classifier(classifier, list(build.labels), output)
         return True
 
     def _write(self, module: object, output: Path) -> None:
+        raise NotImplementedError
+
+    def _write_classifier(self, module: object, labels: list[str], output: Path) -> None:
         raise NotImplementedError
 
 
@@ -87,12 +105,26 @@ class OnnxRagged(_Ragged):
 
         ragged.export_onnx(module, output)  # type: ignore[arg-type]
 
+    def _write_classifier(self, module: object, labels: list[str], output: Path) -> None:
+        """`logits` as exported, then `label` = labels[argmax] in the graph (the padded recipe)."""
+        import onnx
+
+        from generator.pipeline import ragged
+        from generator.pipeline.artifacts import append_label_lookup
+
+        ragged.export_onnx(module, output, output_name="logits")  # type: ignore[arg-type]
+        graph_model = onnx.load(str(output))
+        append_label_lookup(graph_model, labels)
+        onnx.checker.check_model(graph_model)
+        onnx.save(graph_model, str(output))
+
 
 class TorchScriptRagged(_Ragged):
     name = "torchscript_ragged"
     filename = "model.pt"
     backend = "pytorch"
     process_wide_threads = True
+    classifiers = False
 
     def parameters(self, threads: int) -> dict[str, str]:
         return {"INTRA_OP_THREAD_COUNT": str(threads), "DISABLE_OPTIMIZED_EXECUTION": "false"}

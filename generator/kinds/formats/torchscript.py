@@ -24,6 +24,7 @@ class TorchScript(InferenceFormat):
     backend = "pytorch"
     process_wide_threads = True
     classifiers = False
+    ragged_variant = "torchscript_ragged"
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         # The native pytorch backend's `<name>__<index>` convention.

@@ -103,7 +103,26 @@ def test_preprocessing_parameters_per_version() -> None:
     v2 = parsed["text_classifier_v2_pre"].parameters
     assert (v1["max_length"].string_value, v1["casing"].string_value) == ("128", "keep")
     assert (v2["max_length"].string_value, v2["casing"].string_value) == ("32", "lowercase")
-    assert v2["padding"].string_value == "buckets" and v2["buckets"].string_value == "8,16,32"
+    assert v1["padding"].string_value == "batch_longest" and v2["padding"].string_value == "none"
+
+
+def test_the_ragged_classifier_version_renders_ragged_and_keeps_the_client_contract() -> None:
+    parsed = configs()
+    v1, v2 = parsed["text_classifier_v1_model"], parsed["text_classifier_v2_model"]
+    assert not any(i.allow_ragged_batch for i in v1.input) and not v1.batch_input
+    assert [(i.name, list(i.dims), i.allow_ragged_batch) for i in v2.input] == [
+        ("input_ids", [-1], True),
+        ("lengths", [1], True),
+    ]
+    assert [list(b.target_name) for b in v2.batch_input] == [["token_offsets"], ["text_offsets"]]
+    for model in (v1, v2, parsed["text_classifier_v2_model_bulk"]):
+        assert [(o.name, o.data_type, list(o.dims)) for o in model.output] == [
+            ("logits", mc.TYPE_FP32, [4]),
+            ("label", mc.TYPE_STRING, [1]),
+        ]
+    assert [o.name for o in parsed["text_classifier_v2_pre"].output] == ["INPUT_IDS", "LENGTHS"]
+    for ensemble in ("text_classifier", "text_classifier_v1", "text_classifier_v2"):
+        assert [o.name for o in parsed[ensemble].output] == ["LOGITS", "LABEL"]
 
 
 def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:

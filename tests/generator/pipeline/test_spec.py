@@ -167,3 +167,29 @@ def test_missing_files_and_packages_name_the_file_and_field(tmp_path: Path) -> N
     message = str(error.value)
     assert f"{path}: versions[0].preprocessing.tokenizer: 'model/nope.json' is not in package" in message
     assert f"{path}: versions[0].model.build.source: package 'not_a_pkg' is not installed" in message
+
+
+def _classifier(fmt: str, padding: str = "none") -> dict:
+    data = spec_with(kind="classifier")
+    version = data["versions"][0]
+    version["outputs"] = {"labels": ["a", "b"]}
+    version["preprocessing"]["padding"] = padding
+    version["model"] = {
+        "format": fmt,
+        "build": {"builder": "prototype_classifier", "source": MODEL, "labels": {"a": ["x"], "b": ["y"]}},
+    }
+    return data
+
+
+def test_ragged_classifiers_are_onnx_ragged_only() -> None:
+    assert parse(_classifier("onnx_ragged")).version(1).model.format == "onnx_ragged"
+    # TorchScript cannot return the string LABEL: the padded rule holds for the ragged kind too.
+    with pytest.raises(SpecError, match=r"model\.format: prototype_classifier builds onnx, onnx_ragged"):
+        parse(_classifier("torchscript_ragged"))
+    with pytest.raises(SpecError, match=r"takes unpadded tokens: set `padding: none`"):
+        parse(_classifier("onnx_ragged", padding="batch_longest"))
+    file_build = _classifier("onnx_ragged")
+    file_build["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
+    file_build["versions"][0]["preprocessing"]["max_length"] = 32
+    with pytest.raises(SpecError, match="built by sentence_embedding or prototype_classifier"):
+        parse(file_build)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from generator.pipeline.generate import DEFAULT_SPECS
 from generator.pipeline.spec import parse_spec
 from generator.serving.tune import (
     StageStats,
@@ -10,6 +11,9 @@ from generator.serving.tune import (
     bucket_choices,
     layouts,
     preferred_sizes,
+    proposal,
+    ragged_candidate,
+    ragged_label,
     stage_delta,
     with_settings,
 )
@@ -76,3 +80,47 @@ def test_settings_make_a_valid_spec() -> None:
     assert spec.versions[0].preprocessing.buckets == (16, 32, 128)
     assert spec.batching.max_queue_delay_us == 2000 and spec.batching.preferred_batch_sizes == (2, 4)
     assert "instances" not in base  # the input is not modified
+
+
+def _shipped(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((DEFAULT_SPECS / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def test_padded_encoders_get_a_ragged_candidate() -> None:
+    import yaml
+
+    for name, padded, expected in (
+        ("minilm_embed", "onnx", "onnx_ragged"),
+        ("minilm_embed_ts", "torchscript", "torchscript_ragged"),
+    ):
+        base = _shipped(name)
+        candidate = ragged_candidate(base)
+        assert candidate is not None, name
+        version = parse_spec(yaml.safe_dump(candidate, sort_keys=False), f"{name}.yaml").version(1)
+        assert (version.model.format, version.preprocessing.padding.value) == (expected, "none")
+        assert ragged_label(candidate) == f"ragged: {expected}, padding none"
+        assert base["versions"][0]["model"]["format"] == padded  # the input is not modified
+    # The classifier's padded version 1 as default: its ragged variant is a valid spec too.
+    classifier = {**_shipped("text_classifier"), "default_version": 1}
+    candidate = ragged_candidate(classifier)
+    assert candidate is not None
+    spec = parse_spec(yaml.safe_dump(candidate, sort_keys=False), "text_classifier.yaml")
+    assert spec.version(1).model.format == "onnx_ragged" and spec.version(2).model.format == "onnx_ragged"
+    assert "buckets" not in candidate["versions"][0]["preprocessing"]
+
+
+def test_ragged_or_file_built_models_get_no_ragged_candidate() -> None:
+    assert ragged_candidate(_shipped("minilm_embed_ragged")) is None
+    assert ragged_candidate(_shipped("text_classifier")) is None  # its default version 2 is ragged
+    file_built = _shipped("minilm_embed")
+    file_built["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
+    assert ragged_candidate(file_built) is None
+
+
+def test_the_proposal_names_the_format() -> None:
+    candidate = ragged_candidate(_shipped("minilm_embed"))
+    assert candidate is not None
+    proposed = proposal(Trial(ragged_label(candidate), candidate))
+    assert (proposed["format"], proposed["padding"]) == ("onnx_ragged", "none") and "buckets" not in proposed

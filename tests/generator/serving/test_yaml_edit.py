@@ -10,7 +10,7 @@ import yaml
 
 from generator.pipeline.generate import DEFAULT_SPECS
 from generator.pipeline.spec import parse_spec
-from generator.serving.tune import TUNED_HEADER, Trial, with_settings, write_spec
+from generator.serving.tune import TUNED_HEADER, Trial, ragged_candidate, with_settings, write_spec
 from generator.serving.yaml_edit import DELETE, Change, YamlEditError, apply_changes, changes_between, render
 
 SHIPPED = sorted(DEFAULT_SPECS.glob("*.yaml"))
@@ -63,20 +63,35 @@ TUNED_SETTINGS = {
     "layout-batching": {"instances": (1, 2), "delay_us": 2000, "preferred": (2, 4)},
     "buckets": {"padding": ("buckets", (8, 16, 32)), "preferred": ()},
     "batch-longest": {"padding": ("batch_longest", ()), "delay_us": 0},
+    "ragged": {"ragged": True},
 }
-"""What tune may write; padding edits only where tune tunes padding (not for ragged formats)."""
+"""What tune may write; padding edits only where tune tunes padding (not for ragged formats),
+the ragged variant where tune measures it (`ragged_candidate`: padded encoder formats)."""
+
+
+def tuned_spec(spec: dict, settings: dict) -> dict | None:
+    """What tune would write for `settings` (None: tune never proposes it for this spec)."""
+    if settings.get("ragged"):
+        return ragged_candidate(spec)
+    default = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
+    if "padding" in settings and default["preprocessing"].get("padding") == "none":
+        return None
+    return with_settings(spec, **settings)
+
+
 CASES = [
     pytest.param(path, settings, id=f"{label}-{path.stem}")
     for path in SHIPPED
     for label, settings in TUNED_SETTINGS.items()
-    if not ("padding" in settings and "padding: none" in path.read_text(encoding="utf-8"))
+    if tuned_spec(yaml.safe_load(path.read_text(encoding="utf-8")), settings) is not None
 ]
 
 
 @pytest.mark.parametrize(("spec_path", "settings"), CASES)
 def test_tune_write_keeps_every_comment_of_the_shipped_specs(spec_path: Path, settings: dict, tmp_path: Path) -> None:
     original = spec_path.read_text(encoding="utf-8")
-    tuned = with_settings(yaml.safe_load(original), **settings)
+    tuned = tuned_spec(yaml.safe_load(original), settings)
+    assert tuned is not None
     path = tmp_path / spec_path.name
     path.write_text(original, encoding="utf-8")
     write_spec(path, Trial("best", copy.deepcopy(tuned)), "120 req/s")
