@@ -1,0 +1,803 @@
+"""`python -m bench.many [--models 100]`: a catalogue of N fine-tuned classifiers on one server.
+
+Issue 12, item 6. N classifier specs (builder `prototype_classifier`, each with its own label
+set, example texts and scale, so that every model file has its own head and no two are
+byte-identical), all with the same preprocessing (tokenizer, parameters, environment), as in
+a catalogue of models fine-tuned from one encoder. The same harness runs twice in one
+invocation: one model (the first of the catalogue), then all N, each generated with
+`tritongen generate` and served like `tritongen serve` on the `local` target (admin key,
+CPU budget from the manifest, stub watchdog, update state). Per run: time from server start to
+every model ready, server PSS/RSS, threads and processes under load, and a Zipf (s=1) mix at
+concurrency 32 over the N online entry points (wrk, KServe v2 JSON, the bench corpus). Then,
+under that load, one model's spec is changed (its head "retrained": another scale),
+the repository regenerated, and `tritongen update` loads it: every request of the load
+counts, failed ones must be 0. Prints the table and the issue's targets, writes
+bench/results/many-<timestamp>/{results.json,results.md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from generator.pipeline.generate import GenerateOptions, generate
+from generator.pipeline.manifest import read_manifest
+from generator.pipeline.plan import detected_cores
+from generator.serving.tritonserver import (
+    ServerOptions,
+    ServerPorts,
+    TritonProcess,
+    admin_headers,
+    free_ports,
+    load_errors,
+    start_server,
+)
+from generator.serving.update import content_index, file_digest, record_loaded
+from generator.serving.watchdog import StubWatchdog, stub_processes
+
+from . import corpus, loadgen, procstat
+from .run import Bench, Profile, http_script, measure, wrk_load
+from .systems import PROJECT_ROOT, BenchError, Running, post_json, spec_dict, without_environments
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ARTIFACT_CACHE = RESULTS / "many-artifacts"
+"""The catalogue's model files (~90 MB each), kept between runs (git-ignored; delete to free)."""
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The issue's targets (benchmark on the `local` target, same run)."""
+
+    ready_s: float = 180.0
+    """All models ready (for N = 100)."""
+    pss_per_extra_mib: float = 130.0
+    threads_per_model: float = 10.0
+    zipf_rps_ratio: float = 0.9
+    zipf_p99_ratio: float = 1.5
+    update_failed: int = 0
+
+
+@dataclass
+class Options:
+    models: int = 100
+    concurrency: int = 32
+    seconds: float = 20.0
+    warmup_s: float = 5.0
+    update_chunk_s: float = 10.0
+    """The load during the update runs in wrk runs of this length until the update is done."""
+    ready_timeout_s: float = 900.0
+    min_available_mib: float = 2048.0
+    """Stop the server while loading if the machine's available memory falls below this."""
+    cores: int = 1
+    update: bool = True
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+
+def catalogue_spec(index: int, words: Sequence[str], quantize: str | None = None) -> dict[str, Any]:
+    """Classifier `index` of the catalogue: its own labels, examples and scale; shared preprocessing.
+
+    The preprocessing section is `models/minilm_embed.yaml`'s (same tokenizer file, parameters
+    and environment) for every index, so that the models differ only in their weights.
+    `quantize` (e.g. `dynamic_int8`) is the spec's `model.quantize`.
+    """
+    rng = random.Random(f"bench.many:{index}")
+    labels: dict[str, list[str]] = {}
+    for label in rng.sample(list(words), 2 + index % 5):
+        labels[label] = [
+            f"{label} " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 14))) + "."
+            for _ in range(rng.randint(2, 4))
+        ]
+    base = spec_dict("minilm_embed")
+    model: dict[str, Any] = {"format": "onnx"}
+    if quantize:
+        model["quantize"] = quantize
+    preprocessing = copy.deepcopy(base["versions"][0]["preprocessing"])
+    source = base["versions"][0]["model"]["build"]["source"]
+    return {
+        "name": f"clf{index:03d}",
+        "kind": "classifier",
+        "description": f"catalogue classifier {index} of bench/many.py ({len(labels)} labels)",
+        "default_version": 1,
+        "batching": copy.deepcopy(base["batching"]),
+        "bulk_batching": copy.deepcopy(base["bulk_batching"]),
+        "versions": [
+            {
+                "version": 1,
+                "preprocessing": preprocessing,
+                "model": {
+                    **model,
+                    "build": {
+                        "builder": "prototype_classifier",
+                        "source": dict(source),
+                        "scale": round(10.0 + (index * 37 % 200) / 10, 1),
+                        "labels": labels,
+                    },
+                },
+                "outputs": {"labels": list(labels)},
+            }
+        ],
+    }
+
+
+def catalogue(count: int, quantize: str | None = None) -> list[dict[str, Any]]:
+    """The first `count` classifiers of the catalogue (the same for every run)."""
+    words = corpus._words()
+    return [catalogue_spec(index, words, quantize) for index in range(count)]
+
+
+def retrained(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with a "retrained" head: the same labels and examples, 1.5 x the scale."""
+    spec = copy.deepcopy(spec)
+    build = spec["versions"][0]["model"]["build"]
+    build["scale"] = round(build["scale"] * 1.5, 2)
+    return spec
+
+
+def write_specs(folder: Path, specs: Sequence[dict[str, Any]]) -> Path:
+    """Write the specs to `folder/specs` (replacing what was there)."""
+    specs_dir = folder / "specs"
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    for old in specs_dir.glob("*.yaml"):
+        old.unlink()
+    for spec in specs:
+        (specs_dir / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return specs_dir
+
+
+def generate_repository(
+    folder: Path, specs: Sequence[dict[str, Any]], cores: int, log: Callable[[str], None]
+) -> tuple[Path, float]:
+    """`tritongen generate` of the specs into `folder/repository`; (repository, seconds).
+
+    Like `bench.systems.make_repository`, with the catalogue's own artifact cache; without a
+    conda channel the preprocessing runs in the server's own Python (the run says so)."""
+    specs_dir = write_specs(folder, specs)
+    output = folder / "repository"
+    began = time.monotonic()
+
+    def progress(line: str) -> None:
+        if "building" in line or line.startswith(("planned", "wrote")):
+            log(line.strip().split(" (target ")[0])
+
+    try:
+        generate(
+            GenerateOptions(
+                specs_dir=specs_dir, output=output, cores=cores, cache_dir=ARTIFACT_CACHE, progress=progress
+            )
+        )
+    except Exception as error:  # noqa: BLE001 - any environment build failure
+        if not any("environment" in v["preprocessing"] for s in specs for v in s["versions"]):
+            raise
+        log(f"execution environments could not be built ({str(error).splitlines()[0]}): preprocessing in-server")
+        return generate_repository(folder, [without_environments(s) for s in specs], cores, log)
+    return output, time.monotonic() - began
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A server started like `tritongen serve` (admin key, budget, watchdog, update state)."""
+
+    server: TritonProcess
+    key: str
+    state: Path
+    watchdog: StubWatchdog | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.http_url
+
+    def running(self, setting: str) -> Running:
+        return Running(
+            "S4", setting, f"http://{self.url}", self.server.grpc_url, [self.server.process.pid], triton=self.server
+        )
+
+    def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self.server.stop()
+
+
+@dataclass
+class Loading:
+    """How the server came up."""
+
+    ready_s: float
+    index_s: float
+    """`content_index` before start (what `tritongen serve` hashes for `update`)."""
+    triton_models: int
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    """Samples while loading: t (s), models loaded, server tree PSS (MiB), machine MemAvailable (MiB)."""
+    loaded_at: dict[str, float] = field(default_factory=dict)
+    """Triton model -> seconds after the server's first log line at which it was loaded (log times)."""
+
+
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _log_seconds(stamp: str) -> float:
+    hours, minutes, seconds = stamp.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def load_completions(log: str) -> dict[str, float]:
+    """Model -> seconds from the server's first log line to its `successfully loaded` line."""
+    stamps = re.findall(r"^[IWE]\d{4} (\d\d:\d\d:\d\d\.\d+)", log, re.MULTILINE)
+    if not stamps:
+        return {}
+    start = _log_seconds(stamps[0])
+    found = re.findall(
+        r"^[IWE]\d{4} (\d\d:\d\d:\d\d\.\d+) .*successfully loaded '([A-Za-z0-9_.-]+)'", log, re.MULTILINE
+    )
+    return {name: (_log_seconds(stamp) - start) % 86400 for stamp, name in found}
+
+
+def serve(repository: Path, workdir: Path, options: Options, log: Callable[[str], None]) -> tuple[Served, Loading]:
+    """Start tritonserver on `repository` as `tritongen serve` does and wait for every model."""
+    manifest = read_manifest(repository)
+    began = time.monotonic()
+    index = content_index(repository)
+    index_s = time.monotonic() - began
+    key = secrets.token_urlsafe(24)
+    http, grpc, metrics = free_ports(3)
+    server_options = ServerOptions(
+        repository=repository,
+        ports=ServerPorts(http, grpc, metrics),
+        admin_key=key,
+        cpu_budget=manifest.cpu_budget,
+    )
+    folder = workdir / f"triton-{http}"
+    started = time.monotonic()
+    server = start_server(server_options, folder)
+    served = Served(server, key, folder / "loaded.json")
+    loading = Loading(0.0, index_s, len(index))
+    try:
+        _wait_ready(served, loading, started, options, log)
+        record_loaded(repository, served.url, key, index, served.state)
+        served.watchdog = StubWatchdog(server.process.pid, served.url, admin_headers(key), progress=log)
+        served.watchdog.start()
+    except BaseException:
+        served.stop()
+        raise
+    loading.loaded_at = load_completions(server.log_text())
+    return served, loading
+
+
+def _wait_ready(served: Served, loading: Loading, started: float, options: Options, log: Callable[[str], None]) -> None:
+    """Poll readiness; sample progress and memory; stop before the machine runs out of memory."""
+    server = served.server
+    next_sample = started
+    while True:
+        now = time.monotonic()
+        if server.process.poll() is not None:
+            raise BenchError(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}")
+        if server.is_ready():
+            loading.ready_s = time.monotonic() - started
+            return
+        if now - started > options.ready_timeout_s:
+            raise BenchError(f"not ready after {options.ready_timeout_s:.0f}s:\n{server.log_tail()}")
+        available = mem_available_mib()
+        text = server.log_text()
+        loaded = text.count("successfully loaded '")
+        if available < options.min_available_mib:
+            pss = procstat.pss_bytes(procstat.tree(server.process.pid)) / MIB
+            raise BenchError(
+                f"stopped while loading: the machine had {available:.0f} MiB available after "
+                f"{now - started:.0f}s, {loaded}/{loading.triton_models} Triton models loaded, server "
+                f"PSS {pss:.0f} MiB ({pss / max(loaded, 1):.0f} MiB per loaded Triton model)"
+            )
+        errors = load_errors(text)
+        if errors:
+            raise BenchError(f"models failed to load:\n{errors}")
+        if now >= next_sample:
+            pss = procstat.pss_bytes(procstat.tree(server.process.pid)) / MIB
+            loading.timeline.append(
+                {
+                    "t": round(now - started, 1),
+                    "loaded": loaded,
+                    "pss_mib": round(pss),
+                    "available_mib": round(available),
+                }
+            )
+            log(
+                f"  loading: {loaded}/{loading.triton_models} Triton models after {now - started:.0f}s, "
+                f"PSS {pss:.0f} MiB"
+            )
+            next_sample = now + 10
+        time.sleep(0.5)
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+def infer(url: str, model: str, text: str) -> dict[str, Any]:
+    """One text to an entry point: output name -> data."""
+    answer = post_json(f"http://{url}/v2/models/{model}/infer", loadgen.kserve_body(text))
+    return {output["name"]: output["data"] for output in answer["outputs"]}
+
+
+def reference_logits(repository: Path, spec: dict[str, Any], text: str) -> np.ndarray:
+    """LOGITS of the spec's model file in this process (onnxruntime), tokenized like the server."""
+    import onnxruntime as ort
+
+    from generator.pipeline.artifacts import tokenize_like_server
+    from generator.pipeline.spec import ModelSpec
+
+    validated = ModelSpec.model_validate(spec)
+    manifest = read_manifest(repository)
+    inference = next(m for m in manifest.models[spec["name"]].depends_on if manifest.models[m].role == "inference")
+    model_file = next((repository / inference / "1").glob("*.onnx"))
+    ids, mask = tokenize_like_server([text], validated.versions[0].preprocessing)
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    feeds = {i.name: (ids if "ids" in i.name else mask) for i in session.get_inputs()}
+    logits = next(o.name for o in session.get_outputs() if "logit" in o.name.lower())
+    return np.asarray(session.run([logits], feeds)[0][0], dtype=np.float32)
+
+
+def close_to(got: Sequence[float], expected: np.ndarray) -> bool:
+    values = np.asarray(got, dtype=np.float32)
+    return values.shape == expected.shape and bool(np.allclose(values, expected, rtol=1e-3, atol=1e-3))
+
+
+def check_answers(url: str, repository: Path, specs: Sequence[dict[str, Any]], texts: Sequence[str]) -> dict[str, Any]:
+    """One request to every entry point (also warms every model): LOGITS per label, LABEL one of
+    the spec's labels; the first model's LOGITS equal its model file's in this process."""
+    distinct: set[tuple[float, ...]] = set()
+    for index, spec in enumerate(specs):
+        labels = spec["versions"][0]["outputs"]["labels"]
+        answer = infer(url, spec["name"], texts[0])
+        logits, label = answer["LOGITS"], answer["LABEL"][0]
+        if len(logits) != len(labels) or label not in labels:
+            raise BenchError(f"{spec['name']}: answered {answer}, labels {labels}")
+        distinct.add(tuple(round(v, 4) for v in logits))
+        if index == 0:
+            expected = reference_logits(repository, spec, texts[0])
+            if not close_to(logits, expected):
+                raise BenchError(f"{spec['name']}: LOGITS {logits} differ from the model file's {expected.tolist()}")
+    return {"answered": len(specs), "distinct_logits": len(distinct)}
+
+
+def weight_files(repository: Path) -> dict[str, set[str]]:
+    """Spec -> sha256 of the model files its inference models serve (cached by inode)."""
+    manifest = read_manifest(repository)
+    files: dict[str, set[str]] = {}
+    for name, entry in manifest.models.items():
+        if entry.role == "inference":
+            for path in sorted((repository / name / "1").glob("*")):
+                if path.is_file() and path.suffix in {".onnx", ".pt"}:
+                    files.setdefault(entry.spec, set()).add(file_digest(path))
+    return files
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def process_breakdown(server_pid: int, repository: Path) -> list[dict[str, Any]]:
+    """Processes, threads, PSS and RSS of the server's tree by kind (server, preprocessing, inference)."""
+    manifest = read_manifest(repository)
+    stubs = {stub.pid: stub.model for stub in stub_processes(server_pid)}
+    groups: dict[str, dict[str, Any]] = {}
+    for pid in procstat.tree(server_pid):
+        model = stubs.get(pid)
+        if pid == server_pid:
+            kind = "tritonserver"
+        elif model is None:
+            kind = "other"
+        else:
+            entry = manifest.models.get(model)
+            role = entry.role if entry else "unknown"
+            kind = f"{role} stubs" + (" (bulk)" if role == "inference" and model.endswith("_bulk") else "")
+        group = groups.setdefault(kind, {"kind": kind, "processes": 0, "threads": 0, "pss_mib": 0.0, "rss_mib": 0.0})
+        counts = procstat.threads([pid])
+        group["processes"] += 1
+        group["threads"] += sum(c for _, c in counts.values())
+        group["pss_mib"] += procstat.pss_bytes([pid]) / MIB
+        group["rss_mib"] += procstat.rss_bytes([pid]) / MIB
+    for group in groups.values():
+        group["pss_per_process_mib"] = group["pss_mib"] / max(group["processes"], 1)
+    return sorted(groups.values(), key=lambda g: -g["pss_mib"])
+
+
+def tree_memory(server_pid: int) -> dict[str, float]:
+    pids = procstat.tree(server_pid)
+    counts = procstat.threads(pids)
+    return {
+        "pss_mib": procstat.pss_bytes(pids) / MIB,
+        "rss_mib": procstat.rss_bytes(pids) / MIB,
+        "threads": sum(c for _, c in counts.values()),
+        "processes": len(counts),
+    }
+
+
+def run_once(
+    bench: Bench, label: str, specs: list[dict[str, Any]], options: Options
+) -> tuple[dict[str, Any], Served | None, Path]:
+    """Generate, serve, check and measure the Zipf mix over `specs`; the server stays up for the update."""
+    folder = bench.workdir / label
+    repository, generate_s = generate_repository(folder, specs, bench.cores, bench.log)
+    files = weight_files(repository)
+    bench.log(f"{label}: generated {len(specs)} specs in {generate_s:.0f}s; starting the server")
+    row: dict[str, Any] = {"run": label, "models": len(specs), "generate_s": generate_s}
+    try:
+        served, loading = serve(repository, bench.workdir, options, bench.log)
+    except BenchError as error:
+        row["failed"] = str(error)
+        bench.log(f"{label}: {error}")
+        return row, None, repository
+    try:
+        row["loading"] = asdict(loading)
+        row["ready_s"] = loading.ready_s
+        row["triton_models"] = loading.triton_models
+        digests = [digest for spec_files in files.values() for digest in spec_files]
+        row["weight_files"] = len(digests)
+        row["distinct_weight_files"] = len(set(digests))
+        bench.log(
+            f"{label}: {len(specs)} models ({loading.triton_models} Triton models) ready in {loading.ready_s:.1f}s; "
+            f"{len(set(digests))} distinct model files over {len(files)} specs ({len(digests)} spec-file pairs)"
+        )
+        row["answers"] = check_answers(served.url, repository, specs, bench.texts)
+        row["idle"] = tree_memory(served.server.process.pid)
+        names = [spec["name"] for spec in specs]
+        script = http_script(bench, f"zipf-{label}", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
+        running = served.running(label)
+        cell = measure(bench, running, "http", options.concurrency, options.seconds, wrk_load(running, script))
+        row["load"] = asdict(cell)
+        row["breakdown"] = process_breakdown(served.server.process.pid, repository)
+        row["script"] = str(script)
+    except BaseException:
+        served.stop()
+        raise
+    return row, served, repository
+
+
+def update_under_load(
+    bench: Bench, served: Served, folder: Path, specs: list[dict[str, Any]], options: Options, script: Path
+) -> dict[str, Any]:
+    """Retrain model 0 (the hottest), regenerate, `tritongen update` while the Zipf load runs."""
+    changed = [retrained(specs[0]), *specs[1:]]
+    repository, generate_s = generate_repository(folder, changed, bench.cores, bench.log)
+    bench.log(f"update: regenerated with {specs[0]['name']} retrained in {generate_s:.0f}s")
+    command = [
+        sys.executable,
+        "-m",
+        "generator.cli",
+        "update",
+        "--repository",
+        str(repository),
+        "--url",
+        served.url,
+        "--admin-key",
+        served.key,
+        "--state",
+        str(served.state),
+    ]
+    outcome: dict[str, Any] = {}
+
+    def run_update() -> None:
+        began = time.monotonic()
+        process = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, check=False)
+        outcome.update(
+            seconds=time.monotonic() - began, returncode=process.returncode, output=process.stdout + process.stderr
+        )
+
+    updater = threading.Thread(target=run_update, name="tritongen-update")
+    url = f"http://{served.url}/"
+    chunks: list[loadgen.LoadResult] = []
+    while not chunks or updater.is_alive() or not outcome:
+        start = updater.start if not chunks else None
+        chunks.append(loadgen.wrk(url, script, options.concurrency, options.update_chunk_s, start))
+        bench.log(
+            f"update: load {len(chunks)}: {chunks[-1].rps:.1f} req/s, p99 {chunks[-1].p99_ms:.0f} ms, "
+            f"{chunks[-1].errors} failed{'' if updater.is_alive() else ' (update done)'}"
+        )
+        if len(chunks) > 60:
+            break
+    updater.join()
+    chunks.append(loadgen.wrk(url, script, options.concurrency, options.update_chunk_s))  # after the swap
+    summary = re.search(r"update done in .*", outcome.get("output", ""))
+    loaded = re.findall(r"^loaded (\S+)", outcome.get("output", ""), re.MULTILINE)
+    new = infer(served.url, specs[0]["name"], bench.texts[0])["LOGITS"]
+    expected = reference_logits(repository, changed[0], bench.texts[0])
+    requests = sum(c.requests for c in chunks)
+    return {
+        "model": specs[0]["name"],
+        "change": f"scale {specs[0]['versions'][0]['model']['build']['scale']} -> "
+        f"{changed[0]['versions'][0]['model']['build']['scale']}",
+        "generate_s": generate_s,
+        "update_s": outcome.get("seconds", 0.0),
+        "returncode": outcome.get("returncode"),
+        "summary": summary.group(0) if summary else outcome.get("output", "")[-500:],
+        "loaded": loaded,
+        "requests": requests,
+        "failed": sum(c.errors for c in chunks),
+        "rps": requests / (len(chunks) * options.update_chunk_s),
+        "p99_ms_max": max(c.p99_ms for c in chunks),
+        "chunks": [asdict(c) for c in chunks],
+        "serves_new_head": close_to(new, expected),
+    }
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def evaluate(single: dict[str, Any], many: dict[str, Any], targets: Targets = Targets()) -> list[dict[str, Any]]:
+    """The issue's targets on this run: (name, value, limit, met)."""
+    out: list[dict[str, Any]] = []
+    count = many["models"]
+
+    def add(name: str, value: float | None, limit: float, met: bool | None, detail: str) -> None:
+        out.append({"target": name, "value": value, "limit": limit, "met": met, "detail": detail})
+
+    if "failed" in many:
+        add(f"{count} models ready <= {targets.ready_s:.0f} s", None, targets.ready_s, False, many["failed"])
+        return out
+    ready = many["ready_s"]
+    note = "" if count == 100 else f" (the target is for 100 models; this run has {count})"
+    add(
+        f"{count} models ready <= {targets.ready_s:.0f} s",
+        ready,
+        targets.ready_s,
+        ready <= targets.ready_s,
+        f"{ready:.1f} s{note}",
+    )
+    if "load" in single and "load" in many and count > 1:
+        extra = (many["load"]["pss_mb"] - single["load"]["pss_mb"]) / (count - 1)
+        add(
+            f"PSS <= {targets.pss_per_extra_mib:.0f} MiB per extra model",
+            extra,
+            targets.pss_per_extra_mib,
+            extra <= targets.pss_per_extra_mib,
+            f"({many['load']['pss_mb']:.0f} - {single['load']['pss_mb']:.0f}) / {count - 1} = {extra:.1f} MiB",
+        )
+    if "load" in many:
+        per_model = many["load"]["threads"] / count
+        add(
+            f"<= {targets.threads_per_model:.0f} threads per model",
+            per_model,
+            targets.threads_per_model,
+            per_model <= targets.threads_per_model,
+            f"{many['load']['threads']} / {count} = {per_model:.1f}",
+        )
+    if "load" in single and "load" in many:
+        ratio = many["load"]["rps"] / single["load"]["rps"]
+        add(
+            f"Zipf throughput >= {targets.zipf_rps_ratio} x single",
+            ratio,
+            targets.zipf_rps_ratio,
+            ratio >= targets.zipf_rps_ratio,
+            f"{many['load']['rps']:.1f} vs {single['load']['rps']:.1f} req/s = {ratio:.2f}",
+        )
+        ratio = many["load"]["p99_ms"] / single["load"]["p99_ms"]
+        add(
+            f"Zipf p99 <= {targets.zipf_p99_ratio} x single",
+            ratio,
+            targets.zipf_p99_ratio,
+            ratio <= targets.zipf_p99_ratio,
+            f"{many['load']['p99_ms']:.0f} vs {single['load']['p99_ms']:.0f} ms = {ratio:.2f}",
+        )
+    update = many.get("update")
+    if update:
+        ok = update["failed"] == targets.update_failed and update["returncode"] == 0 and update["serves_new_head"]
+        add(
+            "one model updated under load: 0 failed",
+            update["failed"],
+            targets.update_failed,
+            ok,
+            f"{update['failed']} failed of {update['requests']} requests; update exit {update['returncode']} in "
+            f"{update['update_s']:.1f}s; new head served: {update['serves_new_head']}",
+        )
+    return out
+
+
+def _kind(row: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((g for g in row.get("breakdown", []) if g["kind"] == kind), None)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """Results table, targets, process breakdown, loading and update details."""
+    runs = data["runs"]
+    single = runs[0]
+    lines = [
+        f"# bench.many: {runs[-1]['models']} classifiers"
+        + (f" ({data['quantize']})" if data.get("quantize") else "")
+        + f" on one `local` server ({data['cores']} cores, "
+        f"{data['host']}, load average at start {' '.join(data['load_average'])})",
+        "",
+        "| run | models | Triton models | ready s | PSS MiB | RSS MiB | PSS / extra model | threads | "
+        "threads / model | processes | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in runs:
+        if "load" not in row:
+            lines.append(f"| {row['run']} | {row['models']} | - | FAILED: {row.get('failed', '?')[:200]} |")
+            continue
+        load = row["load"]
+        extra = "-"
+        if row is not single and "load" in single and row["models"] > 1:
+            extra = f"{(load['pss_mb'] - single['load']['pss_mb']) / (row['models'] - 1):.1f}"
+        lines.append(
+            f"| {row['run']} | {row['models']} | {row['triton_models']} | {row['ready_s']:.1f} | "
+            f"{load['pss_mb']:.0f} | {load['rss_mb']:.0f} | {extra} | {load['threads']} | "
+            f"{load['threads'] / row['models']:.1f} | {load['processes']} | {load['rps']:.1f} | "
+            f"{load['p50_ms']:.0f} | {load['p99_ms']:.0f} | {load['errors']} |"
+        )
+    lines += [
+        "",
+        f"Zipf (s=1) mix at c={data['concurrency']}, {data['seconds']:.0f} s after {data['warmup_s']:.0f} s "
+        "of warm-up (wrk, KServe v2 JSON, bench corpus); memory, threads, processes of the server's "
+        "process tree at the end of the measurement.",
+        "",
+        "## Targets",
+        "",
+    ]
+    for target in data["targets"]:
+        verdict = {True: "MET", False: "MISSED", None: "-"}[target["met"]]
+        lines.append(f"- {target['target']}: **{verdict}** ({target['detail']})")
+    for row in runs:
+        if "breakdown" not in row:
+            continue
+        lines += [
+            "",
+            f"## {row['run']}: server process tree by kind (under load)",
+            "",
+            "| kind | processes | threads | PSS MiB | PSS / process | RSS MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for group in row["breakdown"]:
+            lines.append(
+                f"| {group['kind']} | {group['processes']} | {group['threads']} | {group['pss_mib']:.0f} | "
+                f"{group['pss_per_process_mib']:.1f} | {group['rss_mib']:.0f} |"
+            )
+        server_threads = _kind(row, "tritonserver")
+        if row is not single and server_threads and _kind(single, "tritonserver"):
+            base = _kind(single, "tritonserver")
+            assert base is not None
+            per = (server_threads["threads"] - base["threads"]) / max(row["triton_models"] - single["triton_models"], 1)
+            lines += [
+                "",
+                f"tritonserver's own threads: {base['threads']} with {single['triton_models']} Triton models, "
+                f"{server_threads['threads']} with {row['triton_models']}: {per:.1f} per extra Triton model.",
+            ]
+        loading = row["loading"]
+        done = sorted(loading["loaded_at"].values())
+        if done:
+            quartiles = ", ".join(f"{q}%: {done[max(0, int(len(done) * q / 100) - 1)]:.0f}s" for q in (25, 50, 75, 100))
+            lines += [
+                "",
+                f"Loading: {loading['triton_models']} Triton models, all loaded (server log) at {quartiles}; "
+                f"ready {loading['ready_s']:.1f} s after start; content index before start {loading['index_s']:.1f} s; "
+                f"generate {row['generate_s']:.0f} s; {row['distinct_weight_files']} distinct model files "
+                f"(sha256) for {row['models']} models; {row['answers']['distinct_logits']} distinct LOGITS "
+                f"for one text over {row['answers']['answered']} models.",
+            ]
+        update = row.get("update")
+        if update:
+            lines += [
+                "",
+                f"Update under load: {update['model']} ({update['change']}), regenerated in "
+                f"{update['generate_s']:.0f} s, `tritongen update` {update['update_s']:.1f} s "
+                f"(exit {update['returncode']}: {update['summary']}; loaded {', '.join(update['loaded'])}); "
+                f"load meanwhile {update['rps']:.1f} req/s, worst p99 {update['p99_ms_max']:.0f} ms, "
+                f"**{update['failed']} failed** of {update['requests']}; new head served: {update['serves_new_head']}.",
+            ]
+    lines += ["", *(f"- note: {n}" for n in data["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.many", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=100, help="classifiers in the catalogue (default 100)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement seconds (default 20)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds before each measurement")
+    parser.add_argument("--no-update", action="store_true", help="skip the update under load")
+    parser.add_argument(
+        "--prepare", action="store_true", help="only generate the N-model repository (builds the models)"
+    )
+    parser.add_argument("--quantize", default=None, help="model.quantize of every classifier (e.g. dynamic_int8)")
+    parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
+    parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--min-available", type=float, default=2048.0, help="MiB of free memory below which loading is stopped"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="results folder")
+    args = parser.parse_args(argv)
+    if args.models < 2:
+        parser.error("--models must be at least 2 (the single-model run is always part of the run)")
+    options = Options(
+        models=args.models,
+        concurrency=args.concurrency,
+        seconds=args.seconds,
+        warmup_s=args.warmup,
+        ready_timeout_s=args.ready_timeout,
+        min_available_mib=args.min_available,
+        cores=args.cores or detected_cores(),
+        update=not args.no_update,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS / f"many-{stamp}"
+    workdir = output / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    profile = Profile(concurrency=(options.concurrency,), warmup_s=options.warmup_s, seconds=options.seconds)
+    bench = Bench(profile, workdir, options.cores, corpus.sentences())
+    started = time.monotonic()
+    load_average = Path("/proc/loadavg").read_text().split()[:3]
+    bench.log(
+        f"{platform.node()}: {options.cores} cores, load average {load_average}, {options.models} models"
+        + (f", quantize {args.quantize}" if args.quantize else "")
+    )
+    specs = catalogue(options.models, args.quantize)
+    if args.prepare:
+        _, seconds = generate_repository(workdir / f"{options.models}-models", specs, options.cores, bench.log)
+        bench.log(f"generated {options.models} models in {seconds:.0f}s")
+        return 0
+    notes: list[str] = []
+    runs: list[dict[str, Any]] = []
+    single, served, _ = run_once(bench, "1-model", specs[:1], options)
+    if served is not None:
+        served.stop()
+    runs.append(single)
+    many, served, _ = run_once(bench, f"{options.models}-models", specs, options)
+    try:
+        if served is not None and options.update and "script" in many:
+            many["update"] = update_under_load(
+                bench, served, workdir / f"{options.models}-models", specs, options, Path(many["script"])
+            )
+        if served is not None:
+            many["after"] = tree_memory(served.server.process.pid)
+    finally:
+        if served is not None:
+            served.stop()
+    runs.append(many)
+    notes.append(
+        f"machine MemAvailable at the end {mem_available_mib():.0f} MiB; load average at the end "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (a shared 2-core machine: compare within a run)"
+    )
+    data: dict[str, Any] = {
+        "host": platform.node(),
+        "cores": options.cores,
+        "load_average": load_average,
+        "quantize": args.quantize,
+        "concurrency": options.concurrency,
+        "seconds": options.seconds,
+        "warmup_s": options.warmup_s,
+        "runs": runs,
+        "targets": evaluate(single, many),
+        "notes": notes,
+        "elapsed_s": time.monotonic() - started,
+    }
+    (output / "results.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    text = markdown(data)
+    (output / "results.md").write_text(text, encoding="utf-8")
+    print(text)
+    bench.log(f"results in {output} ({time.monotonic() - started:.0f}s)")
+    return 0 if all(t["met"] for t in data["targets"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

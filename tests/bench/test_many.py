@@ -1,0 +1,79 @@
+"""bench.many: the catalogue's specs, the server-log parsing and the targets (no server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import many
+from generator.pipeline.spec import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def specs() -> list[dict[str, Any]]:
+    return many.catalogue(12)
+
+
+def test_catalogue_specs_are_valid_classifiers_with_their_own_heads(specs: list[dict[str, Any]]) -> None:
+    validated = [ModelSpec.model_validate(spec) for spec in specs]
+    assert len({spec.name for spec in validated}) == 12
+    heads = {
+        (tuple(spec.versions[0].model.build.labels.items()), spec.versions[0].model.build.scale)  # type: ignore[union-attr]
+        for spec in validated
+    }
+    assert len(heads) == 12
+    assert {len(spec.versions[0].outputs.labels or ()) for spec in validated} == {2, 3, 4, 5, 6}
+
+
+def test_catalogue_preprocessing_is_identical_and_the_shipped_ones(specs: list[dict[str, Any]]) -> None:
+    shipped = many.spec_dict("minilm_embed")["versions"][0]["preprocessing"]
+    assert all(spec["versions"][0]["preprocessing"] == shipped for spec in specs)
+    assert len({ModelSpec.model_validate(spec).versions[0].preprocessing for spec in specs}) == 1
+
+
+def test_catalogue_is_deterministic_and_retraining_changes_the_scale_only(specs: list[dict[str, Any]]) -> None:
+    assert many.catalogue(3) == specs[:3]
+    changed = many.retrained(specs[0])
+    build, new = specs[0]["versions"][0]["model"]["build"], changed["versions"][0]["model"]["build"]
+    assert new["scale"] == pytest.approx(build["scale"] * 1.5)
+    assert {**new, "scale": build["scale"]} == build
+    assert {k: v for k, v in changed.items() if k != "versions"} == {
+        k: v for k, v in specs[0].items() if k != "versions"
+    }
+
+
+def test_load_completions_from_the_server_log() -> None:
+    log = (
+        'I1201 23:59:59.500000 5066 server.cc:1] "start"\n'
+        'I1201 23:59:59.900000 5066 model_lifecycle.cc:472] "loading: clf000_v1_model:1"\n'
+        "I1202 00:00:02.000000 5066 model_lifecycle.cc:838] \"successfully loaded 'clf000_v1_model'\"\n"
+        "I1202 00:00:03.250000 5066 model_lifecycle.cc:838] \"successfully loaded 'clf000'\"\n"
+    )
+    assert many.load_completions(log) == {"clf000_v1_model": pytest.approx(2.5), "clf000": pytest.approx(3.75)}
+
+
+def _row(models: int, ready: float, pss: float, threads: int, rps: float, p99: float) -> dict[str, Any]:
+    return {"models": models, "ready_s": ready, "load": {"pss_mb": pss, "threads": threads, "rps": rps, "p99_ms": p99}}
+
+
+def test_targets_are_evaluated_against_the_single_model_run() -> None:
+    single = _row(1, 10.0, 1000.0, 60, 100.0, 400.0)
+    crowd = _row(100, 170.0, 1000.0 + 99 * 131.0, 900, 95.0, 500.0)
+    crowd["update"] = {"failed": 0, "requests": 900, "returncode": 0, "update_s": 12.0, "serves_new_head": True}
+    verdicts = {t["target"]: t["met"] for t in many.evaluate(single, crowd)}
+    assert verdicts == {
+        "100 models ready <= 180 s": True,
+        "PSS <= 130 MiB per extra model": False,
+        "<= 10 threads per model": True,
+        "Zipf throughput >= 0.9 x single": True,
+        "Zipf p99 <= 1.5 x single": True,
+        "one model updated under load: 0 failed": True,
+    }
+    crowd["update"]["failed"] = 1
+    assert not many.evaluate(single, crowd)[-1]["met"]
+
+
+def test_a_run_that_did_not_load_misses_the_ready_target() -> None:
+    verdicts = many.evaluate(_row(1, 10.0, 1.0, 1, 1.0, 1.0), {"models": 100, "failed": "stopped while loading"})
+    assert [t["met"] for t in verdicts] == [False]
