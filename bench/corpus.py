@@ -1,4 +1,5 @@
-"""The seeded benchmark corpus: short English-like sentences of 8-40 words, one per request."""
+"""The seeded benchmark corpora: short English-like sentences of 8-40 words, one per request, and
+a long-tail copy of them (1% of texts at 200-256 tokens)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ def sentences(size: int = SIZE, seed: int = SEED) -> list[str]:
         count = rng.randint(MIN_WORDS, MAX_WORDS)
         text = " ".join(rng.choice(words) for _ in range(count))
         out.append(text[0].upper() + text[1:] + ".")
+    return out
+
+
+def long_tail(texts: list[str], share: float = 0.01, seed: int = SEED) -> list[str]:
+    """`texts` with `share` of them (one per block of 1/share) replaced by 200-256-token texts."""
+    rng = random.Random(seed + 2)
+    words = _words()
+    out = list(texts)
+    block = round(1 / share)
+    for start in range(0, len(out), block):
+        index = start + rng.randrange(min(block, len(out) - start))
+        count = rng.randint(197, 253)  # one token per word, plus the period, CLS and SEP
+        out[index] = " ".join(rng.choice(words) for _ in range(count)).capitalize() + "."
     return out
 
 

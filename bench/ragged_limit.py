@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,24 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.corpus import SEED, model_dir, sentences, tokenizer_file
+from bench.corpus import long_tail, model_dir, sentences, tokenizer_file
 
 MAX_LENGTH = 256
-
-
-def long_tail(texts: list[str], share: float = 0.01, seed: int = SEED) -> list[str]:
-    """`texts` with `share` of them (one per block of 1/share) replaced by 200-256-token texts."""
-    from bench.corpus import _words
-
-    rng = random.Random(seed + 2)
-    words = _words()
-    out = list(texts)
-    block = round(1 / share)
-    for start in range(0, len(out), block):
-        index = start + rng.randrange(min(block, len(out) - start))
-        count = rng.randint(197, 253)  # one token per word, plus the period, CLS and SEP
-        out[index] = " ".join(rng.choice(words) for _ in range(count)).capitalize() + "."
-    return out
 
 
 def _session(path: Path, threads: int) -> Any:

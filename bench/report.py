@@ -10,9 +10,32 @@ def _limit(data: dict[str, Any], name: str) -> float:
     return next((r["rps"] for r in data["limits"] if r["name"] == name), 0.0)
 
 
+def corpus_of(cell: dict[str, Any]) -> str:
+    """The cell's corpus (`corpus` in results written before the long-tail corpus existed)."""
+    return str(cell.get("corpus", "corpus"))
+
+
+def variant_of(cell: dict[str, Any]) -> str:
+    """The S4 cell's spec variant (`padded`, `buckets`, `ragged`, `tuned`; from the label in older results)."""
+    if cell.get("variant"):
+        return str(cell["variant"])
+    if cell["system"] != "S4":
+        return ""
+    setting = str(cell["setting"])
+    for prefix, variant in (("padding batch_longest", "padded"), ("padding buckets", "buckets"), ("ragged", "ragged")):
+        if setting.startswith(prefix):
+            return variant
+    return "tuned" if setting.startswith("tuned") else ""
+
+
+def cpu_ms(cell: dict[str, Any]) -> float:
+    """Server CPU ms per request."""
+    return float(cell.get("cpu_ms") or (cell["cpu_cores"] / cell["rps"] * 1000 if cell["rps"] else 0.0))
+
+
 def s4_choice(data: dict[str, Any]) -> str | None:
     """The S4 variant compared with the baselines: the fastest over HTTP at the top concurrency."""
-    cells = [c for c in data["cells"] if c["system"] == "S4" and c["protocol"] == "http"]
+    cells = [c for c in data["cells"] if c["system"] == "S4" and c["protocol"] == "http" and corpus_of(c) == "corpus"]
     if not cells:
         return None
     top = max(c["concurrency"] for c in cells)
@@ -20,8 +43,8 @@ def s4_choice(data: dict[str, Any]) -> str | None:
 
 
 def targets(data: dict[str, Any]) -> list[str]:
-    """The issue's targets, evaluated on this run's cells (S4: one variant, over HTTP like S1-S3)."""
-    cells = data["cells"]
+    """The first issue's targets, evaluated on this run's cells (S4: one variant, over HTTP like S1-S3)."""
+    cells = [c for c in data["cells"] if corpus_of(c) == "corpus"]
     choice = s4_choice(data)
     if choice is None:
         return []
@@ -87,6 +110,94 @@ def targets(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def ragged_targets(data: dict[str, Any]) -> list[str]:
+    """Issue 11's targets: ragged S4 against L_sorted, padded S4 and S3 at the top concurrency, its
+    average batch, its p99, and ragged against padded S4 on the long-tail corpus (all over HTTP)."""
+    http = [c for c in data["cells"] if c["protocol"] == "http"]
+    measured = [c for c in http if c["system"] == "S4" and corpus_of(c) == "corpus"]
+    if not measured:
+        return ["- not measured: no S4 cells on the corpus"]
+    top = max(c["concurrency"] for c in measured)
+
+    def cell(system: str, variant: str = "", corpus: str = "corpus") -> dict[str, Any] | None:
+        return next(
+            (
+                c
+                for c in http
+                if c["system"] == system
+                and c["concurrency"] == top
+                and corpus_of(c) == corpus
+                and (not variant or variant_of(c) == variant)
+            ),
+            None,
+        )
+
+    ragged, padded, s3 = cell("S4", "ragged"), cell("S4", "padded"), cell("S3")
+    lines = [
+        f"ragged S4 = `models/minilm_embed_ragged.yaml`, padded S4 = `models/minilm_embed.yaml` "
+        f"(batch_longest), both served as `minilm_embed`, over HTTP (wrk) at c={top}"
+        + ("" if top == 32 else " (this run's top concurrency; the targets name c=32)")
+        + ".",
+        "",
+    ]
+    if ragged is None:
+        return [*lines, "- not measured: no ragged S4 cell (run with `--s4 ...,ragged`)"]
+    sorted_limit = _limit(data, "L_sorted")
+    if sorted_limit:
+        ratio = ragged["rps"] / sorted_limit
+        lines.append(
+            f"- ragged S4 >= 0.75 x L_sorted: {_verdict(ratio >= 0.75)} "
+            f"({ratio:.2f}: {ragged['rps']:.1f} vs {sorted_limit:.1f} req/s)"
+        )
+    else:
+        lines.append("- ragged S4 >= 0.75 x L_sorted: not measured (run with `--systems L,...`)")
+    for name, other in (("padded S4", padded), ("S3", s3)):
+        if other is None:
+            lines.append(f"- ragged S4 > {name}: not measured")
+            continue
+        lines.append(
+            f"- ragged S4 > {name}: {_verdict(ragged['rps'] > other['rps'])} "
+            f"({ragged['rps'] / other['rps']:.2f} x: {ragged['rps']:.1f} vs {other['rps']:.1f} req/s)"
+        )
+    batch = ragged.get("avg_batch")
+    if batch is None:
+        lines.append("- average inference batch >= 8: not measured (no Triton statistics)")
+    else:
+        padded_batch = padded.get("avg_batch") if padded else None
+        lines.append(
+            f"- average inference batch >= 8: {_verdict(batch >= 8)} ({batch:.1f}"
+            + (f"; padded S4 {padded_batch:.1f}" if padded_batch is not None else "")
+            + ")"
+        )
+    if padded is None:
+        lines.append("- p99 <= 0.6 x padded S4's p99: not measured")
+    else:
+        ratio = ragged["p99_ms"] / padded["p99_ms"] if padded["p99_ms"] else float("inf")
+        lines.append(
+            f"- p99 <= 0.6 x padded S4's p99: {_verdict(ratio <= 0.6)} "
+            f"({ratio:.2f}: {ragged['p99_ms']:.0f} vs {padded['p99_ms']:.0f} ms)"
+        )
+    ragged_tail, padded_tail = cell("S4", "ragged", "long-tail"), cell("S4", "padded", "long-tail")
+    if ragged_tail is None or padded_tail is None:
+        lines.append("- long-tail corpus, ragged S4 >= 1.2 x padded S4: not measured (`--corpora ...,long-tail`)")
+    else:
+        ratio = ragged_tail["rps"] / padded_tail["rps"]
+        lines.append(
+            f"- long-tail corpus, ragged S4 >= 1.2 x padded S4: {_verdict(ratio >= 1.2)} "
+            f"({ratio:.2f}: {ragged_tail['rps']:.1f} vs {padded_tail['rps']:.1f} req/s)"
+        )
+    costs = [("ragged S4", ragged), ("padded S4", padded), ("S3", s3)]
+    lines.append(
+        f"- server CPU per request at c={top}: "
+        + "; ".join(f"{name} {cpu_ms(c):.1f} ms" for name, c in costs if c is not None)
+    )
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     sorted_limit, arrival_limit = _limit(data, "L_sorted"), _limit(data, "L_arrival")
     out = [
@@ -95,32 +206,45 @@ def markdown(data: dict[str, Any]) -> str:
         "",
     ]
     out += [
-        "| system | setting | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | machine CPU | "
-        "threads | x L_sorted | x L_arrival |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | setting | corpus | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | "
+        "CPU ms/req | avg batch | machine CPU | threads | x L_sorted | x L_arrival |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["limits"]:
         out.append(
-            f"| {r['name']} | batch {r['batch_size']}, 1 process, {r.get('setting', '')} | - | - | "
-            f"{r['rps']:.1f} | - | - | {data['cores']} | - | - | "
+            f"| {r['name']} | batch {r['batch_size']}, 1 process, {r.get('setting', '')} | corpus | - | - | "
+            f"{r['rps']:.1f} | - | - | {data['cores']} | {data['cores'] / r['rps'] * 1000 if r['rps'] else 0:.1f} | "
+            f"{r['batch_size']} | - | - | "
             f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
             f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |"
         )
     order = {name: index for index, name in enumerate(dict.fromkeys(c["setting"] for c in data["cells"]))}
-    for c in sorted(data["cells"], key=lambda c: (c["system"], order[c["setting"]], c["protocol"], c["concurrency"])):
+    corpora = {"corpus": 0, "long-tail": 1}
+
+    def key(c: dict[str, Any]) -> tuple[str, int, int, str, int]:
+        return (c["system"], order[c["setting"]], corpora.get(corpus_of(c), 2), c["protocol"], c["concurrency"])
+
+    for c in sorted(data["cells"], key=key):
         ratio = f"{c['rps'] / sorted_limit:.2f}" if sorted_limit else "-"
         ratio_a = f"{c['rps'] / arrival_limit:.2f}" if arrival_limit else "-"
         errors = f" ({c['errors']} errors)" if c["errors"] else ""
+        batch = "-" if c.get("avg_batch") is None else f"{c['avg_batch']:.1f}"
         out.append(
-            f"| {c['system']} | {c['setting']} | {c['protocol']} | {c['concurrency']} | "
+            f"| {c['system']} | {c['setting']} | {corpus_of(c)} | {c['protocol']} | {c['concurrency']} | "
             f"{c['rps']:.1f}{errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | "
-            f"{c['cpu_cores']:.2f} | {c['machine_cores']:.2f} | {c['threads']} | {ratio} | {ratio_a} |"
+            f"{c['cpu_cores']:.2f} | {cpu_ms(c):.1f} | {batch} | {c['machine_cores']:.2f} | {c['threads']} | "
+            f"{ratio} | {ratio_a} |"
         )
     out += [
         "",
-        "server CPU: cores used by the server's process tree (/proc/<pid>/stat); machine CPU: cores "
-        "busy on the whole machine (/proc/stat) in the same window: server + load generator + anything "
-        "else running. x L: throughput over the one-process compute limit of the same run.",
+        "server CPU: cores used by the server's process tree (/proc/<pid>/stat); CPU ms/req: server CPU "
+        "over throughput (for L: all cores over throughput); avg batch: inferences per execution of the "
+        "Triton inference model over the cell (`/v2/models/<m>/stats`, S3 and S4; for L: the batch size); "
+        "machine CPU: cores busy on the whole machine (/proc/stat) in the same window: server + load "
+        "generator + anything else running. x L: throughput over the one-process compute limit of the "
+        "same run. corpus: the bench corpus (11-43 tokens) or the long-tail copy of it (1% of texts at "
+        "200-256 tokens, bench/corpus.py `long_tail`), on which only the S4 variants are measured, over "
+        "HTTP at the top concurrency.",
     ]
     if data["sweeps"]:
         out += ["", "Baseline settings tried (req/s at the top concurrency, short run; best kept):", ""]
@@ -176,6 +300,7 @@ def markdown(data: dict[str, Any]) -> str:
                     f"{s4[f'{kind}_mb']:.0f} MiB with {s4['models']}: {extra:.0f} MiB per extra model."
                 )
     out += ["", "## Targets", ""] + targets(data)
+    out += ["", "## Targets of issue 11 (ragged S4)", ""] + ragged_targets(data)
     if data.get("tune_log"):
         out += [
             "",
@@ -187,9 +312,16 @@ def markdown(data: dict[str, Any]) -> str:
         ]
     reports = data.get("thread_reports", {})
     choice = s4_choice(data)
-    key = next((k for k in reversed(list(reports)) if k.startswith("S4 http") and f"({choice})" in k), None)
-    if key:
-        out += ["", f"## Threads of the loaded server ({key}), from /proc", "", "```", reports[key], "```"]
+    report = next(
+        (
+            k
+            for k in reversed(list(reports))
+            if k.startswith("S4 http") and k.endswith(f"({choice})") and " long-tail" not in k
+        ),
+        None,
+    )
+    if report:
+        out += ["", f"## Threads of the loaded server ({report}), from /proc", "", "```", reports[report], "```"]
     if data["notes"]:
         out += ["", "Notes:", ""] + [f"- {n}" for n in data["notes"]]
     return "\n".join(out) + "\n"
@@ -205,7 +337,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(13, 6))
     series: dict[str, list[dict[str, Any]]] = {}
     for c in data["cells"]:
-        series.setdefault(f"{c['system']} {c['protocol']} ({c['setting'][:70]})", []).append(c)
+        where = "" if corpus_of(c) == "corpus" else f" {corpus_of(c)}"
+        series.setdefault(f"{c['system']} {c['protocol']}{where} ({c['setting'][:70]})", []).append(c)
     for label, cells in series.items():
         cells.sort(key=lambda c: c["concurrency"])
         axes.plot([c["p99_ms"] for c in cells], [c["rps"] for c in cells], marker="o", label=label)

@@ -1,10 +1,12 @@
 """`python -m bench.run [--quick]`: the article's comparison on `minilm_embed`, side by side.
 
 Systems: S1 Gunicorn+Flask+Transformers, S2 Tornado+PyTorch, S3 Tornado+Triton (tokenizing
-outside Triton), S4 this project's ensembles (HTTP via wrk, gRPC via perf_analyzer), and L the
-compute limit in one process. Every cell: correctness check, warm-up, measurement, server
-CPU and threads from /proc. Then the many-models scenario (N copies, Zipf mix). Writes
-bench/results/<timestamp>/{results.md,results.json,plot.png} and prints the table.
+outside Triton), S4 this project's ensembles (padded, length buckets, ragged; HTTP via wrk, gRPC
+via perf_analyzer), and L the compute limit in one process. Every cell: correctness check,
+warm-up, measurement, server CPU and threads from /proc, the inference model's average batch
+from Triton's statistics. The S4 variants are measured again on the long-tail corpus (1% of texts
+at 200-256 tokens) at the top concurrency. Then the many-models scenario (N copies, Zipf mix).
+Writes bench/results/<timestamp>/{results.md,results.json,plot.png} and prints the table.
 """
 
 from __future__ import annotations
@@ -18,15 +20,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from generator.pipeline.plan import detected_cores
 
 from . import corpus, limit, loadgen, procstat, report
 from .systems import (
+    BenchError,
     Running,
+    average_batch,
+    batch_counts,
+    embedding_of,
     grpc_check,
     make_repository,
+    post_json,
     spec_dict,
     start_s1,
     start_s2,
@@ -60,6 +68,18 @@ class Cell:
     pss_mb: float
     errors: int
     requests: int
+    corpus: str = "corpus"
+    """`corpus` (bench/corpus.py `sentences`) or `long-tail` (`long_tail` of it)."""
+    variant: str = ""
+    """The S4 spec variant: `padded`, `buckets`, `ragged`, `tuned` (empty for other systems)."""
+    avg_batch: float | None = None
+    """Inferences per execution of the inference model over the cell (Triton statistics)."""
+    cpu_ms: float = 0.0
+    """Server CPU ms per request: cpu_cores / rps * 1000."""
+
+
+CORPORA = ("corpus", "long-tail")
+S4_VARIANTS = ("padded", "buckets", "ragged")
 
 
 @dataclass
@@ -74,6 +94,9 @@ class Profile:
     many_models: int = 20
     sweep: bool = True
     tune: bool = True
+    grpc: bool = True
+    corpora: tuple[str, ...] = CORPORA
+    s4_variants: tuple[str, ...] = S4_VARIANTS
     p99_bound_ms: float = 1000.0
     """The goal given to `tritongen tune`: highest throughput with p99 under this bound."""
 
@@ -98,6 +121,7 @@ class Bench:
     workdir: Path
     cores: int
     texts: list[str]
+    long_tail: list[str] = field(default_factory=list)
     reference: object = None
     cells: list[Cell] = field(default_factory=list)
     thread_reports: dict[str, str] = field(default_factory=dict)
@@ -110,10 +134,15 @@ class Bench:
 
 
 def http_script(
-    bench: Bench, name: str, path: Callable[[str], str], body: Callable[[str], str], names: list[str] | None = None
+    bench: Bench,
+    name: str,
+    path: Callable[[str], str],
+    body: Callable[[str], str],
+    names: list[str] | None = None,
+    texts: list[str] | None = None,
 ) -> Path:
-    """A wrk script over the corpus; with `names`, each request goes to a Zipf-drawn model."""
-    texts = bench.texts
+    """A wrk script over the corpus (or `texts`); with `names`, each request goes to a Zipf-drawn model."""
+    texts = texts if texts is not None else bench.texts
     if names:
         picks = corpus.zipf_indices(len(texts), len(names))
         requests = [(path(names[i]), body(t)) for i, t in zip(picks, texts, strict=True)]
@@ -130,9 +159,12 @@ def measure(
     seconds: float,
     load: Callable[[int, float, Callable[[], None] | None], loadgen.LoadResult],
     record: bool = True,
+    corpus_name: str = "corpus",
 ) -> Cell:
-    """Warm up, then measure one cell with the server's process-tree CPU, RSS and threads."""
+    """Warm up, then measure one cell with the server's process-tree CPU, RSS and threads, and the
+    inference model's average batch (Triton statistics, delta over the measurement)."""
     load(concurrency, bench.profile.warmup_s, None)
+    counts = batch_counts(running)
     sample = procstat.TreeSample(tuple(running.roots))
     sample.start()
     midway: dict[str, str] = {}
@@ -142,6 +174,7 @@ def measure(
 
     result = load(concurrency, seconds, during)
     sample.stop()
+    batch = average_batch(counts, batch_counts(running))
     cell = Cell(
         running.name,
         running.setting,
@@ -158,19 +191,25 @@ def measure(
         sample.pss / 2**20,
         result.errors,
         result.requests,
+        corpus=corpus_name,
+        variant=running.variant,
+        avg_batch=batch,
+        cpu_ms=sample.cores / result.rps * 1000 if result.rps else 0.0,
     )
+    where = "" if corpus_name == "corpus" else f" {corpus_name}"
     if record:
         bench.cells.append(cell)
-        key = f"{running.name} {protocol} c={concurrency} ({running.setting})"
+        key = f"{running.name} {protocol} c={concurrency}{where} ({running.setting})"
         bench.thread_reports[key] = midway.get("threads", "")
     bench.log(
         f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
         f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}"
-        f"/{sample.machine_cores:.2f}  "
-        f"threads {sample.thread_total}  errors {result.errors}  [{running.setting}]"
+        f"/{sample.machine_cores:.2f} ({cell.cpu_ms:.1f} ms/req)  "
+        f"batch {'-' if batch is None else f'{batch:.1f}'}  "
+        f"threads {sample.thread_total}  errors {result.errors}{where}  [{running.setting}]"
     )
     if result.errors:
-        bench.notes.append(f"{running.name} {protocol} c={concurrency}: {result.errors} errors")
+        bench.notes.append(f"{running.name} {protocol} c={concurrency}{where}: {result.errors} errors")
     return cell
 
 
@@ -252,16 +291,24 @@ def choose_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[
 Load = Callable[..., loadgen.LoadResult]
 
 
+S4Variant = tuple[str, str, dict]  # type: ignore[type-arg]
+"""(variant key, setting label, spec) of one S4 repository."""
+
+
 def side_by_side(
-    bench: Bench, chosen: dict[str, Callable[[], Running]], variants: list[tuple[str, dict]]
-) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
+    bench: Bench, chosen: dict[str, Callable[[], Running]], variants: list[S4Variant]
+) -> dict[str, dict[str, float]]:
     """Every system up at once; each concurrency measured across all systems before the next.
 
     Systems alternate order from one concurrency to the next, so that a drift of the
-    machine's background load does not favour the systems measured first.
+    machine's background load does not favour the systems measured first. Then every S4
+    variant over HTTP at the top concurrency on the long-tail corpus (in the opposite order).
     """
     plain = http_script(bench, "plain", lambda n: f"/embed/{n}", loadgen.plain_body)
     kserve = http_script(bench, "kserve", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body)
+    long_tail = http_script(
+        bench, "kserve_long_tail", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, texts=bench.long_tail
+    )
     data = loadgen.write_pa_data(bench.workdir / "pa_data.json", bench.texts)
     expected = bench.reference[0]  # type: ignore[index]
     check = baseline_check(bench)
@@ -273,15 +320,13 @@ def side_by_side(
                 running = chosen[system]()
                 entries.append((running, [("http", wrk_load(running, plain))]))
                 check(running)
-        for index, (label, spec) in enumerate(variants):
+        for index, (key, label, spec) in enumerate(variants):
             repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
-            running = start_s4(bench.workdir, repository, ["minilm_embed"], label)
-            entries.append(
-                (
-                    running,
-                    [("http", wrk_load(running, kserve)), ("grpc", pa_load(bench, running, "minilm_embed", data))],
-                )
-            )
+            running = start_s4(bench.workdir, repository, ["minilm_embed"], label, variant=key)
+            loads: list[tuple[str, Load]] = [("http", wrk_load(running, kserve))]
+            if bench.profile.grpc:
+                loads.append(("grpc", pa_load(bench, running, "minilm_embed", data)))
+            entries.append((running, loads))
             assert running.http_url is not None and running.grpc_url is not None
             wait_answering(
                 f"{running.http_url}/v2/models/minilm_embed/infer", loadgen.kserve_body(bench.texts[0]), expected
@@ -296,10 +341,18 @@ def side_by_side(
             f"with every server up and idle, the machine was {idle.machine_cores:.2f} cores busy "
             "(other users' processes and idle servers)"
         )
-        for step, concurrency in enumerate(bench.profile.concurrency):
-            for running, loads in entries if step % 2 == 0 else list(reversed(entries)):
-                for protocol, load in loads:
-                    measure(bench, running, protocol, concurrency, bench.profile.seconds, load)
+        if "corpus" in bench.profile.corpora:
+            for step, concurrency in enumerate(bench.profile.concurrency):
+                for running, system_loads in entries if step % 2 == 0 else list(reversed(entries)):
+                    for protocol, load in system_loads:
+                        measure(bench, running, protocol, concurrency, bench.profile.seconds, load)
+        if "long-tail" in bench.profile.corpora:
+            top = max(bench.profile.concurrency)
+            long_tail_check(bench, [running for running, _ in entries if running.name == "S4"])
+            for running, _ in reversed(entries):
+                if running.name == "S4":
+                    load = wrk_load(running, long_tail)
+                    measure(bench, running, "http", top, bench.profile.seconds, load, corpus_name="long-tail")
         for running, _ in entries:
             if running.name == "S4":
                 pids = procstat.tree(running.roots[0])
@@ -311,17 +364,36 @@ def side_by_side(
     return memory
 
 
-def s4_variants(bench: Bench) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
-    """Spec variants of `minilm_embed` measured as S4 (padding/grouping choices)."""
+def long_tail_check(bench: Bench, servers: list[Running]) -> None:
+    """Every S4 variant answers the long-tail corpus's first long text as the first variant does."""
+    short = set(bench.texts)
+    text = next(t for t in bench.long_tail if t not in short)
+    answers = []
+    for running in servers:
+        assert running.http_url is not None
+        url = f"{running.http_url}/v2/models/minilm_embed/infer"
+        answers.append(embedding_of(post_json(url, loadgen.kserve_body(text))))
+    for running, got in zip(servers[1:], answers[1:], strict=True):
+        cosine = float(got @ answers[0] / (np.linalg.norm(got) * np.linalg.norm(answers[0])))
+        if cosine < 0.999:
+            raise BenchError(f"{running.setting}: long text answered unlike {servers[0].setting} (cosine {cosine:.5f})")
+        words = len(text.split())
+        bench.log(f"{running.setting}: a {words}-word text answered as by {servers[0].setting} (cosine {cosine:.6f})")
+
+
+def s4_variants(bench: Bench) -> list[S4Variant]:
+    """Spec variants of `minilm_embed` measured as S4 (padding/grouping choices), those the
+    profile names, in this order: padded, buckets, ragged."""
     base = spec_dict("minilm_embed")
     buckets = copy.deepcopy(base)
     buckets["versions"][0]["preprocessing"].update(padding="buckets", buckets=[16, 32, 48, 64, 128])
     ragged = {**spec_dict("minilm_embed_ragged"), "name": "minilm_embed"}  # served under the same name
-    return [
-        ("padding batch_longest (models/minilm_embed.yaml)", base),
-        ("padding buckets 16,32,48,64,128", buckets),
-        ("ragged, unpadded (models/minilm_embed_ragged.yaml)", ragged),
+    variants: list[S4Variant] = [
+        ("padded", "padding batch_longest (models/minilm_embed.yaml)", base),
+        ("buckets", "padding buckets 16,32,48,64,128", buckets),
+        ("ragged", "ragged, unpadded (models/minilm_embed_ragged.yaml)", ragged),
     ]
+    return [v for v in variants if v[0] in bench.profile.s4_variants]
 
 
 def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
@@ -466,6 +538,15 @@ def drop_weights(workdir: Path) -> int:
     return removed
 
 
+def _choices(parser: argparse.ArgumentParser, option: str, value: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The comma-separated `value`, each item one of `allowed` (else a usage error)."""
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        parser.error(f"{option}: {', '.join(unknown) or 'nothing'} not in {','.join(allowed)}")
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
@@ -474,25 +555,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-many", action="store_true", help="skip the many-models scenario")
     parser.add_argument("--no-tune", action="store_true", help="skip the `tritongen tune` S4 variant")
+    parser.add_argument(
+        "--corpora",
+        default=",".join(CORPORA),
+        help="comma-separated subset of corpus,long-tail (long-tail: the S4 variants at the top concurrency)",
+    )
+    parser.add_argument(
+        "--s4", default=",".join(S4_VARIANTS), help="comma-separated subset of padded,buckets,ragged (S4 variants)"
+    )
+    parser.add_argument("--concurrency", help="comma-separated concurrencies (default: 1,8,32; quick: 1,8)")
+    parser.add_argument("--no-grpc", action="store_true", help="skip the S4 gRPC cells (perf_analyzer)")
+    parser.add_argument(
+        "--ragged-targets",
+        action="store_true",
+        help="only what issue 11's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
+        "--no-grpc --concurrency 32 --corpora corpus,long-tail (explicit options override)",
+    )
     parser.add_argument("--models", type=int, help="copies in the many-models scenario")
     parser.add_argument("--seconds", type=float, help="measurement seconds per cell")
     parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
+    if args.ragged_targets:
+        preset = {"systems": "L,S3,S4", "s4": "padded,ragged", "concurrency": "32"}
+        for name, value in preset.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+        args.no_many = args.no_tune = args.no_grpc = True
 
     profile = copy.deepcopy(QUICK if args.quick else Profile())
     if args.models:
         profile.many_models = args.models
     if args.seconds:
         profile.seconds = args.seconds
-    systems = set(args.systems.split(","))
+    if args.concurrency:
+        profile.concurrency = tuple(int(c) for c in args.concurrency.split(","))
+    profile.corpora = _choices(parser, "--corpora", args.corpora, CORPORA)
+    profile.s4_variants = _choices(parser, "--s4", args.s4, S4_VARIANTS)
+    profile.grpc = not args.no_grpc
+    systems = set(_choices(parser, "--systems", args.systems, ("L", "S1", "S2", "S3", "S4")))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / (stamp + ("-quick" if args.quick else ""))
     workdir = output / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     cores = args.cores or detected_cores()
     texts = corpus.sentences()
-    bench = Bench(profile, workdir, cores, texts)
+    bench = Bench(profile, workdir, cores, texts, corpus.long_tail(texts))
     started_at = time.monotonic()
     bench.log(f"{platform.node()}: {cores} cores, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
@@ -508,15 +616,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})"
             )
     chosen = choose_baselines(bench, base, systems)
-    variants: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    variants: list[S4Variant] = []
     if "S4" in systems:
         variants = s4_variants(bench)
         if profile.tune and not args.no_tune:
             label, tuned = tuned_variant(bench)
-            if tuned == without_environments(variants[0][1]):
+            if tuned == without_environments(spec_dict("minilm_embed")):
                 bench.notes.append(f"tritongen tune kept the shipped settings ({label})")
             else:
-                variants.append((label, tuned))
+                variants.append(("tuned", label, tuned))
     memory = side_by_side(bench, chosen, variants)
     many = [] if args.no_many else bench_many(bench, chosen, systems)
 

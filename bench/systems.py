@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from generator.pipeline.generate import GenerateOptions, generate
+from generator.pipeline.manifest import read_manifest
 from generator.serving.tritonserver import (
     ServerOptions,
     ServerPorts,
@@ -49,6 +50,10 @@ class Running:
     roots: list[int] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     triton: TritonProcess | None = None
+    stats_model: str | None = None
+    """The Triton inference model whose statistics give the cell's average batch size."""
+    variant: str = ""
+    """The S4 spec variant (`padded`, `buckets`, `ragged`, `tuned`); empty for other systems."""
 
 
 def spec_dict(name: str) -> dict:  # type: ignore[type-arg]
@@ -188,15 +193,53 @@ def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[s
     setting = f"tornado {processes} processes -> triton " + (
         models[0] if len(models) == 1 else f"{len(models)} inference models"
     )
-    return Running("S3", setting, url, roots=[triton.process.pid, process.pid], processes=[process], triton=triton)
+    return Running(
+        "S3",
+        setting,
+        url,
+        roots=[triton.process.pid, process.pid],
+        processes=[process],
+        triton=triton,
+        stats_model=models[0] if len(models) == 1 else None,
+    )
 
 
-def start_s4(workdir: Path, repository: Path, models: Sequence[str], setting: str) -> Running:
+def inference_model(repository: Path, ensemble: str) -> str:
+    """The inference model an ensemble of the repository feeds (from its manifest)."""
+    manifest = read_manifest(repository)
+    return next(d for d in manifest.models[ensemble].depends_on if manifest.models[d].role == "inference")
+
+
+def start_s4(workdir: Path, repository: Path, models: Sequence[str], setting: str, variant: str = "") -> Running:
     """This project's ensembles on the embedded tritonserver."""
     triton = start_triton(workdir, repository, models)
     return Running(
-        "S4", setting, f"http://{triton.http_url}", grpc_url=triton.grpc_url, roots=[triton.process.pid], triton=triton
+        "S4",
+        setting,
+        f"http://{triton.http_url}",
+        grpc_url=triton.grpc_url,
+        roots=[triton.process.pid],
+        triton=triton,
+        stats_model=inference_model(repository, models[0]) if len(models) == 1 else None,
+        variant=variant,
     )
+
+
+def batch_counts(running: Running) -> tuple[int, int] | None:
+    """(inferences, executions) of the running system's inference model so far (Triton statistics)."""
+    if running.triton is None or running.stats_model is None:
+        return None
+    from generator.serving.tune import model_stats
+
+    stats = model_stats(running.triton.http_url, running.stats_model)
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def average_batch(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Inferences per execution between two `batch_counts` (None without statistics or executions)."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def stop(running: Running) -> None:

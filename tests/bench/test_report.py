@@ -1,0 +1,108 @@
+"""The benchmark table's per-cell columns and issue 11's targets, from hand-made results (no server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import report
+
+
+def _cell(system: str, setting: str, rps: float, p99: float, **extra: Any) -> dict[str, Any]:
+    cell = {
+        "system": system,
+        "setting": setting,
+        "protocol": "http",
+        "concurrency": 32,
+        "rps": rps,
+        "p50_ms": p99 / 2,
+        "p99_ms": p99,
+        "cpu_cores": 1.5,
+        "machine_cores": 2.0,
+        "threads": 40,
+        "processes": 5,
+        "rss_mb": 900.0,
+        "pss_mb": 800.0,
+        "errors": 0,
+        "requests": int(rps * 10),
+    }
+    cell.update(extra)
+    return cell
+
+
+PADDED = "padding batch_longest (models/minilm_embed.yaml)"
+RAGGED = "ragged, unpadded (models/minilm_embed_ragged.yaml)"
+
+
+def _data(cells: list[dict[str, Any]], limits: bool = True) -> dict[str, Any]:
+    return {
+        "cores": 2,
+        "host": "test",
+        "load_average": ["0.5", "0.5", "0.5"],
+        "limits": [{"name": "L_sorted", "batch_size": 32, "rps": 240.0, "per_batch": {}, "setting": ""}]
+        if limits
+        else [],
+        "cells": cells,
+        "sweeps": {},
+        "many": [],
+        "notes": [],
+        "thread_reports": {},
+    }
+
+
+def _run() -> dict[str, Any]:
+    return _data(
+        [
+            _cell("S3", "tornado 1 processes -> triton minilm_embed_v1_model", 140.0, 300.0, avg_batch=1.8),
+            _cell("S4", PADDED, 150.0, 350.0, variant="padded", avg_batch=1.1, corpus="corpus"),
+            _cell("S4", RAGGED, 200.0, 180.0, variant="ragged", avg_batch=12.5, corpus="corpus"),
+            _cell("S4", PADDED, 100.0, 600.0, variant="padded", avg_batch=1.1, corpus="long-tail"),
+            _cell("S4", RAGGED, 130.0, 400.0, variant="ragged", avg_batch=9.0, corpus="long-tail"),
+        ]
+    )
+
+
+def test_ragged_targets_read_off_the_cells() -> None:
+    lines = report.ragged_targets(_run())
+    text = "\n".join(lines)
+    assert "- ragged S4 >= 0.75 x L_sorted: MET (0.83: 200.0 vs 240.0 req/s)" in text
+    assert "- ragged S4 > padded S4: MET (1.33 x" in text
+    assert "- ragged S4 > S3: MET (1.43 x" in text
+    assert "- average inference batch >= 8: MET (12.5; padded S4 1.1)" in text
+    assert "- p99 <= 0.6 x padded S4's p99: MET (0.51: 180 vs 350 ms)" in text
+    # long-tail: 130 / 100 = 1.3
+    assert "- long-tail corpus, ragged S4 >= 1.2 x padded S4: MET (1.30: 130.0 vs 100.0 req/s)" in text
+    assert "ragged S4 7.5 ms; padded S4 10.0 ms; S3 10.7 ms" in text
+
+
+def test_ragged_targets_missed_and_not_measured() -> None:
+    data = _run()
+    data["cells"] = [c for c in data["cells"] if report.corpus_of(c) != "long-tail"]
+    data["cells"][2].update(rps=140.0, p99_ms=300.0, avg_batch=3.0)
+    data["limits"] = []
+    text = "\n".join(report.ragged_targets(data))
+    assert "0.75 x L_sorted: not measured" in text
+    assert "- ragged S4 > padded S4: MISSED" in text
+    assert "- ragged S4 > S3: MISSED" in text
+    assert "- average inference batch >= 8: MISSED (3.0" in text
+    assert "- p99 <= 0.6 x padded S4's p99: MISSED (0.86" in text
+    assert "long-tail corpus, ragged S4 >= 1.2 x padded S4: not measured" in text
+
+
+def test_table_has_corpus_cpu_per_request_and_batch_columns() -> None:
+    text = report.markdown(_run())
+    header = next(line for line in text.splitlines() if line.startswith("| system |"))
+    assert "| corpus |" in header and "| CPU ms/req | avg batch |" in header
+    row = next(line for line in text.splitlines() if RAGGED in line and "long-tail" in line)
+    assert "| 130.0 |" in row and "| 11.5 | 9.0 |" in row  # 1.5 cores / 130 req/s = 11.5 ms
+    assert "## Targets of issue 11 (ragged S4)" in text
+    # the first issue's S4 choice ignores the long-tail cells
+    assert report.s4_choice(_run()) == RAGGED
+
+
+def test_results_written_before_the_new_columns_still_render() -> None:
+    old = _cell("S4", RAGGED, 200.0, 180.0)
+    data = _data([old, _cell("S4", PADDED, 150.0, 350.0)])
+    assert report.variant_of(old) == "ragged"
+    text = report.markdown(data)
+    assert "| corpus | http | 32 | 200.0 |" in text
+    assert "- average inference batch >= 8: not measured" in text

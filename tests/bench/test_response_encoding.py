@@ -1,0 +1,30 @@
+"""Requests and answers of the response-encoding benchmark: JSON data and the binary tensor extension."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench.response_encoding import decode_response, request_body
+
+
+def test_request_asks_for_the_embedding_as_binary_or_json() -> None:
+    for binary in (True, False):
+        body = json.loads(request_body("Hello.", binary))
+        assert body["inputs"] == [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["Hello."]}]
+        assert body["outputs"] == [{"name": "EMBEDDING", "parameters": {"binary_data": binary}}]
+
+
+def test_json_and_binary_answers_decode_to_the_same_floats() -> None:
+    vector = np.random.default_rng(0).standard_normal((1, 384)).astype(np.float32)
+    as_json = {"outputs": [{"name": "EMBEDDING", "datatype": "FP32", "shape": [1, 384], "data": vector[0].tolist()}]}
+    assert np.array_equal(decode_response(json.dumps(as_json).encode(), None), vector)
+    raw = vector.astype("<f4").tobytes()
+    outputs = [
+        {"name": "LOGITS", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}},
+        {"name": "EMBEDDING", "datatype": "FP32", "shape": [1, 384], "parameters": {"binary_data_size": len(raw)}},
+    ]
+    header = json.dumps({"outputs": outputs}).encode()
+    body = header + np.zeros(2, dtype="<f4").tobytes() + raw
+    assert np.array_equal(decode_response(body, len(header)), vector)
