@@ -143,11 +143,12 @@ def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> Reposi
             )
         result = built[key]
         pinned = result.packages.get(pre.kind.package)
-        wanted = pre.version.preprocessing.package_version
+        wanted = pre.settings.package_version
         if pinned is not None and pinned != wanted:
             raise PlanError(
-                f"models/{pre.spec_name}.yaml: versions[{pre.version.version}].preprocessing.package_version "
-                f"is {wanted}, but environment {environment.name} pins {pre.kind.package}=={pinned}"
+                f"models/{pre.spec_name}.yaml: versions[{pre.users[0].version}].preprocessing.package_version "
+                f"is {wanted}, but environment {environment.name} pins {pre.kind.package}=={pinned} "
+                f"(preprocessing of {pre.describe_users()})"
             )
         name = result.tarball.name.removesuffix(".tar.gz")
         source = result.tarball

@@ -39,6 +39,9 @@ class ModelEntry:
     """Client inputs (ensembles)."""
     outputs: tuple[str, ...] = ()
     """Client outputs (ensembles)."""
+    users: tuple[tuple[str, int], ...] = ()
+    """(spec, version) of every spec version using a preprocessing model (shared by content;
+    `spec` and `version` above are the first of them)."""
 
     @property
     def is_ensemble(self) -> bool:
@@ -58,6 +61,14 @@ class Manifest:
 
     def ensembles(self) -> list[ModelEntry]:
         return [m for name, m in sorted(self.models.items()) if m.is_ensemble]
+
+    def preprocessing(self, ensemble: str) -> str:
+        """The preprocessing model an ensemble runs (its first step whose role is `preprocess`)."""
+        return next(d for d in self.models[ensemble].depends_on if self.models[d].role == "preprocess")
+
+    def dependents(self, name: str) -> list[str]:
+        """The ensembles that use a model, sorted."""
+        return [m.name for m in self.ensembles() if name in m.depends_on]
 
     def entry_points(self, role: str) -> list[ModelEntry]:
         """Ensembles of one role (`online`: the `<name>` entry points clients call)."""
@@ -97,6 +108,7 @@ def parse_manifest(data: dict[str, Any], where: str = MANIFEST_FILE) -> Manifest
                 max_batch_size=entry.get("max_batch_size"),
                 inputs=tuple(entry.get("inputs", ())),
                 outputs=tuple(entry.get("outputs", ())),
+                users=tuple((user["spec"], int(user["version"])) for user in entry.get("users", ())),
             )
             for name, entry in data["models"].items()
         }

@@ -7,11 +7,27 @@ execution environment):
     <name>                  ensemble, default version, online entry point (latency first)
     <name>_batch            ensemble, default version, bulk entry point (throughput first)
     <name>_v<N>             ensemble of version N (pin a version)
-    <name>_v<N>_pre         preprocessing of version N (python backend, its own environment)
+    <kind>_<12 hex>         preprocessing, named by content and shared (see below)
     <name>_v<N>_model       inference model of version N, online batching
     <name>_v<N>_model_bulk  inference model of the default version, bulk batching
 
 Every Triton model has the single Triton version `1`.
+
+Preprocessing is shared by content: every version's preprocessing model is named
+`<kind>_<first 12 hex digits of a sha256>` (e.g. `textprep_3f9a0c1b2d4e`) over the canonical
+JSON of what decides its behaviour (`preprocess_identity`): the preprocessing kind, the
+package version, the kind's config parameters (`TokenizerSettings.to_parameters`: max_length,
+truncation, casing, padding, buckets, max_text_bytes, ...), its output tensors, the sha256 of
+every version-folder file (the tokenizer file's bytes, not its path), of the generated
+`model.py`, and the environment (name, sha256 of `envs/<name>.yml`, ship_stub). Versions of
+any specs with the same identity get ONE Triton model, used by every ensemble that needs it;
+a changed tokenizer or parameter is another name, so an ensemble's preprocessing can never
+change under it (version alignment by construction). The solved
+environment's content hash is known only after the solve: it is in the model's
+EXECUTION_ENV_PATH (a re-solve changes the config of every user at once, not the name).
+Capacity and packaging are not identity: the shared model's `max_batch_size` and instance
+count are the maximum over its users, and its environment ships unpacked (`environment_format:
+folder`) if any user asks for that (`RepositoryPlan.manifest` lists the users: spec and version).
 
 CPU budget rule (cores C, see `plan_cpu`; C is `--cores`, default the detected cores):
 preprocessing gets P = max(1, C // 8) instances of one thread each (tokenization costs well
@@ -34,17 +50,19 @@ repository of models, not only for one busy ensemble.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from generator import PROJECT_ROOT
 from generator.errors import TritongenError
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
 from generator.kinds.targets import Target, get_target
-from generator.pipeline.spec import Batching, ModelSpec, Source, Version
+from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, Version
 
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
@@ -57,6 +75,10 @@ the CPU first (honoured by the local Python-based backends; Triton's native back
 such setting)."""
 MANIFEST_FILE = "tritongen-manifest.json"
 """The plan's facts for the tools that operate a generated repository (serve, update, tune)."""
+PREPROCESS_HASH_LENGTH = 12
+"""Hex digits of the identity hash in a preprocessing model's name (`<kind>_<12 hex>`)."""
+ENVS_DIR = PROJECT_ROOT / "envs"
+"""`envs/<name>.yml`: the environment specs (their bytes are part of a preprocessing identity)."""
 
 Role = Literal["online", "bulk", "pinned"]
 """An ensemble's role: `<name>` (online), `<name>_batch` (bulk) or `<name>_v<N>` (pinned)."""
@@ -126,10 +148,23 @@ class BuiltEnvironmentPlan:
 
 
 @dataclass(frozen=True)
-class PreprocessPlan:
-    name: str
+class PreprocessUser:
+    """A spec version whose ensembles run a (shared) preprocessing model."""
+
     spec_name: str
-    version: Version
+    version: int
+
+
+@dataclass(frozen=True)
+class PreprocessPlan:
+    """One preprocessing model, named by content and shared by every version it fits."""
+
+    name: str
+    """`<kind>_<12 hex>` over `preprocess_identity` (module doc)."""
+    users: tuple[PreprocessUser, ...]
+    """Every spec version that uses it, sorted."""
+    settings: Preprocessing
+    """The preprocessing settings (of the first user; every user's have the same identity)."""
     kind: PreprocessingKind
     instances: int
     max_batch_size: int
@@ -140,6 +175,15 @@ class PreprocessPlan:
     files: dict[str, Source]
     """Version-folder artifacts: file name -> spec source."""
     environment: EnvironmentPlan | None
+
+    @property
+    def spec_name(self) -> str:
+        """The first user's spec (messages; `users` has them all)."""
+        return self.users[0].spec_name
+
+    def describe_users(self) -> str:
+        """`a v1, b v2`: the spec versions using the model (messages)."""
+        return ", ".join(f"{user.spec_name} v{user.version}" for user in self.users)
 
     @property
     def environment_parameter(self) -> str | None:
@@ -223,7 +267,9 @@ class RepositoryPlan:
         return self.cores if uses else None
 
     def preprocess_models(self) -> list[PreprocessPlan]:
-        return [p for model in self.models for p in model.preprocess]
+        """Every preprocessing model once (shared ones are in several specs' plans), by name."""
+        unique = {p.name: p for model in self.models for p in model.preprocess}
+        return [unique[name] for name in sorted(unique)]
 
     def inference_models(self) -> list[InferencePlan]:
         return [i for model in self.models for i in model.inference]
@@ -244,12 +290,8 @@ class RepositoryPlan:
                 return pre
             return replace(pre, environment=replace(pre.environment, built=built[pre.name]))
 
-        models = []
-        for model in self.models:
-            pres = {p.name: resolve(p) for p in model.preprocess}
-            ensembles = tuple(replace(e, preprocess=pres[e.preprocess.name]) for e in model.ensembles)
-            models.append(replace(model, preprocess=tuple(pres.values()), ensembles=ensembles))
-        return replace(self, models=tuple(models))
+        resolved = {pre.name: resolve(pre) for pre in self.preprocess_models()}
+        return replace(self, models=_with_preprocess(self.models, resolved))
 
     def manifest(self) -> dict[str, Any]:
         """The plan's facts for serve, update, tune and soak (MANIFEST_FILE; the same for every target)."""
@@ -259,9 +301,11 @@ class RepositoryPlan:
             models[pre.name] = {
                 "role": "preprocess",
                 "spec": pre.spec_name,
-                "version": pre.version.version,
+                "version": pre.users[0].version,
+                "users": [{"spec": user.spec_name, "version": user.version} for user in pre.users],
                 "backend": pre.kind.backend,
                 "instances": pre.instances,
+                "max_batch_size": pre.max_batch_size,
                 "environment": environment,
                 "depends_on": [],
             }
@@ -279,8 +323,8 @@ class RepositoryPlan:
         for ensemble in self.ensembles():
             models[ensemble.name] = {
                 "role": ensemble.role,
-                "spec": ensemble.preprocess.spec_name,
-                "version": ensemble.preprocess.version.version,
+                "spec": ensemble.inference.spec_name,
+                "version": ensemble.inference.version.version,
                 "backend": "ensemble",
                 "depends_on": [ensemble.preprocess.name, ensemble.inference.name],
                 "max_batch_size": ensemble.inference.batching.max_batch_size,
@@ -352,7 +396,55 @@ def _inference_plan(
     )
 
 
-def _preprocess_plan(spec: ModelSpec, version: Version, name: str, instances: int) -> PreprocessPlan:
+_FILE_SHA256: dict[tuple[str, int, int], str] = {}
+"""(path, size, mtime) -> sha256: a tokenizer file shared by many specs is read once."""
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_SHA256:
+        _FILE_SHA256[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _FILE_SHA256[key]
+
+
+def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
+    """What decides a preprocessing model's behaviour and files (named by its hash; module doc)."""
+    from generator.pipeline.artifacts import ArtifactError, resolve_source
+
+    kind = PREPROCESSORS[settings.kind]
+    files: dict[str, str] = {}
+    for filename, source in sorted(kind.version_files(settings).items()):
+        try:
+            files[filename] = _file_sha256(resolve_source(source))  # type: ignore[arg-type]
+        except (ArtifactError, OSError) as error:
+            raise PlanError(f"preprocessing file {filename}: {error}") from None
+    environment: dict[str, Any] | None = None
+    if settings.environment:
+        spec_file = ENVS_DIR / f"{settings.environment}.yml"
+        environment = {  # not its format: tarball or folder ship the same environment
+            "name": settings.environment,
+            "spec_sha256": _file_sha256(spec_file) if spec_file.is_file() else None,
+            "ship_stub": settings.ship_stub,
+        }
+    return {
+        "kind": kind.name,
+        "package_version": settings.package_version,
+        "parameters": kind.parameters(settings),
+        "outputs": [[t.name, t.data_type, list(t.dims)] for t in kind.outputs(settings)],
+        "files": files,
+        "model_code_sha256": hashlib.sha256(kind.model_code().encode()).hexdigest(),
+        "environment": environment,
+    }
+
+
+def preprocess_name(settings: Preprocessing) -> str:
+    """`<kind>_<12 hex>`: the content name of a version's preprocessing model (deterministic)."""
+    canonical = json.dumps(preprocess_identity(settings), sort_keys=True, separators=(",", ":"))
+    return f"{settings.kind}_{hashlib.sha256(canonical.encode()).hexdigest()[:PREPROCESS_HASH_LENGTH]}"
+
+
+def _preprocess_plan(spec: ModelSpec, version: Version, instances: int) -> PreprocessPlan:
     settings = version.preprocessing
     kind = PREPROCESSORS[settings.kind]
     environment = (
@@ -361,9 +453,9 @@ def _preprocess_plan(spec: ModelSpec, version: Version, name: str, instances: in
         else None
     )
     return PreprocessPlan(
-        name=name,
-        spec_name=spec.name,
-        version=version,
+        name=preprocess_name(settings),
+        users=(PreprocessUser(spec.name, version.version),),
+        settings=settings,
         kind=kind,
         instances=instances,
         max_batch_size=max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size),
@@ -376,14 +468,14 @@ def _preprocess_plan(spec: ModelSpec, version: Version, name: str, instances: in
 
 
 def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
-    """Plan every Triton model of one spec."""
+    """Plan every Triton model of one spec (preprocessing per version: `plan_repository` shares it)."""
     cpu = plan_cpu(spec, cores)
     preprocess: list[PreprocessPlan] = []
     inference: list[InferencePlan] = []
     ensembles: list[EnsemblePlan] = []
     for version in sorted(spec.versions, key=lambda v: v.version):
         base = f"{spec.name}_v{version.version}"
-        pre = _preprocess_plan(spec, version, f"{base}_pre", cpu.preprocess_instances)
+        pre = _preprocess_plan(spec, version, cpu.preprocess_instances)
         online = _inference_plan(spec, version, f"{base}_model", spec.batching, cpu.model_instances, cpu.model_threads)
         preprocess.append(pre)
         inference.append(online)
@@ -427,11 +519,12 @@ def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
 def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) -> RepositoryPlan:
     """Plan all specs; Triton model names must be unique across specs."""
     resolved = target if isinstance(target, Target) else get_target(target)
-    plan = RepositoryPlan(resolved, cores, tuple(plan_model(s, cores) for s in specs))
-    owners: dict[str, str] = {}
+    plan = RepositoryPlan(resolved, cores, share_preprocessing(tuple(plan_model(s, cores) for s in specs)))
+    owners: dict[str, str] = {
+        pre.name: "the preprocessing of " + pre.describe_users() for pre in plan.preprocess_models()
+    }
     for model in plan.models:
-        names = [p.name for p in model.preprocess] + [i.name for i in model.inference]
-        for name in names + [e.name for e in model.ensembles]:
+        for name in [i.name for i in model.inference] + [e.name for e in model.ensembles]:
             if name in owners:
                 raise PlanError(
                     f"Triton model name {name!r} is generated by both {owners[name]} and "
@@ -440,6 +533,41 @@ def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) ->
             owners[name] = model.spec.name
     _check_process_wide_threads(plan)
     return plan
+
+
+def share_preprocessing(models: tuple[ModelPlan, ...]) -> tuple[ModelPlan, ...]:
+    """One preprocessing model per content name for all `models`: its users are every version
+    that planned it, its instances and max_batch_size the maximum over them (module doc)."""
+    groups: dict[str, list[PreprocessPlan]] = {}
+    for model in models:
+        for pre in model.preprocess:
+            groups.setdefault(pre.name, []).append(pre)
+    shared: dict[str, PreprocessPlan] = {}
+    for name, plans in groups.items():
+        first = plans[0]
+        environment = first.environment
+        if environment is not None:  # unpacked if any user asks for it (faster load, same content)
+            environment = replace(
+                environment, folder=any(p.environment is not None and p.environment.folder for p in plans)
+            )
+        shared[name] = replace(
+            first,
+            users=tuple(sorted({user for pre in plans for user in pre.users}, key=lambda u: (u.spec_name, u.version))),
+            instances=max(pre.instances for pre in plans),
+            max_batch_size=max(pre.max_batch_size for pre in plans),
+            environment=environment,
+        )
+    return _with_preprocess(models, shared)
+
+
+def _with_preprocess(models: tuple[ModelPlan, ...], by_name: dict[str, PreprocessPlan]) -> tuple[ModelPlan, ...]:
+    """`models` with every preprocessing plan (theirs and their ensembles') taken from `by_name`."""
+    result = []
+    for model in models:
+        names = list(dict.fromkeys(p.name for p in model.preprocess))
+        ensembles = tuple(replace(e, preprocess=by_name[e.preprocess.name]) for e in model.ensembles)
+        result.append(replace(model, preprocess=tuple(by_name[n] for n in names), ensembles=ensembles))
+    return tuple(result)
 
 
 def _check_process_wide_threads(plan: RepositoryPlan) -> None:

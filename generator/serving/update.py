@@ -8,7 +8,13 @@ admin key:
    inference models, then version ensembles `<name>_v<N>`, then the entry points `<name>` and
    `<name>_batch` (this switches the default version);
 2. unloads the models that are loaded but no longer in the repository (only when every
-   load succeeded).
+   load succeeded), ensembles first, then the models they ran.
+
+Preprocessing models are named by content and shared by every ensemble whose version has the
+same preprocessing (`generator/pipeline/plan.py`): a changed tokenizer or parameter is a NEW
+model, loaded before the ensembles that switch to it; the old one stays loaded while any
+ensemble of the repository still uses it (it is still in the repository and its manifest
+lists those users), and is unloaded once none does (after those ensembles switched away).
 
 Triton loads a new model object next to the serving one and swaps it in; requests in
 flight finish on the old one, and a failed reload leaves the old one serving. An ensemble
@@ -32,7 +38,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,9 +202,14 @@ class UpdatePlan:
 
 
 def plan_update(
-    index: Mapping[str, ModelEntry], recorded: Mapping[str, str], server_states: Mapping[str, str]
+    index: Mapping[str, ModelEntry],
+    recorded: Mapping[str, str],
+    server_states: Mapping[str, str],
+    loaded_ensembles: Collection[str] = (),
 ) -> UpdatePlan:
-    """Decide what to load and unload; `server_states` maps model -> Triton state (READY, ...)."""
+    """Decide what to load and unload; `server_states` maps model -> Triton state (READY, ...);
+    `loaded_ensembles`: the loaded models that are ensembles (unloaded before the others, so
+    that no loaded ensemble runs a step that is gone)."""
     ready = {name for name, state in server_states.items() if state == "READY"}
     plan = UpdatePlan()
     for name in sorted(index, key=lambda n: load_rank(n, index[n])):
@@ -208,7 +219,7 @@ def plan_update(
             plan.load.append((name, "changed"))
         else:
             plan.unchanged.append(name)
-    plan.unload = sorted(name for name in ready if name not in index)
+    plan.unload = sorted((name for name in ready if name not in index), key=lambda n: (n not in loaded_ensembles, n))
     return plan
 
 
@@ -242,6 +253,21 @@ def server_states(client: Any, headers: Mapping[str, str]) -> dict[str, str]:
     except InferenceServerException as error:
         raise UpdateError(f"cannot read the server's model index: {error} (wrong --admin-key?)") from error
     return {entry["name"]: entry.get("state", "") for entry in entries}
+
+
+def ensembles_among(client: Any, headers: Mapping[str, str], names: Collection[str]) -> set[str]:
+    """The loaded models among `names` that are ensembles (their config, from the server)."""
+    from tritonclient.utils import InferenceServerException
+
+    found = set()
+    for name in names:
+        try:
+            config = client.get_model_config(name, headers=dict(headers))
+        except InferenceServerException:
+            continue  # not loaded any more: nothing to order
+        if config.get("platform") == "ensemble":
+            found.add(name)
+    return found
 
 
 def apply_update(
@@ -310,7 +336,8 @@ def update(
                 states[name] = "READY"
         if not recorded:
             progress(f"no record of what the server loaded ({state_path}): reloading every model")
-        plan = plan_update(index, recorded, states)
+        gone = [name for name, state in states.items() if state == "READY" and name not in index]
+        plan = plan_update(index, recorded, states, ensembles_among(client, headers, gone))
         progress(plan.describe())
         if dry_run:
             return UpdateResult()

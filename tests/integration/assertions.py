@@ -365,11 +365,13 @@ MIXED_CALL_BAD = {
 
 
 def check_valid_requests_answered_next_to_bad_ones(
-    target: Target, protocol: str, model: str = "minilm_embed", pre_model: str = "minilm_embed_v1_pre"
+    target: Target, protocol: str, model: str = "minilm_embed", pre_model: str | None = None
 ) -> None:
     """Valid and bad requests sent at once, so that the dynamic batcher hands them to one execute
     call together: each valid one gets its own answer, each bad one its own INVALID_ARG. Where
-    the statistics API is open, `pre_model`'s execution count shows that calls held several."""
+    the statistics API is open, `pre_model`'s execution count shows that calls held several
+    (default: the preprocessing model `model` runs, from the plan of models/)."""
+    pre_model = pre_model or preprocessing_model(model)
     valid = SENTENCES[:6]
     alone = infer_texts(target, protocol, model, valid, ["EMBEDDING"])["EMBEDDING"]
     requests: list[tuple[str, list[bytes]]] = []
@@ -449,18 +451,30 @@ def _infer_concurrently(
     return results
 
 
+@functools.cache
+def preprocessing_model(ensemble: str) -> str:
+    """The preprocessing model (named by content, maybe shared) an ensemble of models/ runs: from
+    the plan, the same for every target and core budget."""
+    from generator.pipeline.plan import plan_repository
+    from generator.pipeline.spec import load_specs
+
+    plan = plan_repository(load_specs(PROJECT_ROOT / "models"), "local", 1)
+    return next(e.preprocess.name for e in plan.ensembles() if e.name == ensemble)
+
+
 EXPECTED_TOKENIZERS = {
-    "minilm_embed_v1_pre": "0.23.3",
-    "minilm_embed_ts_v1_pre": "0.23.3",
-    "text_classifier_v1_pre": "0.20.3",
-    "text_classifier_v2_pre": "0.23.3",
+    "minilm_embed_v1": "0.23.3",
+    "minilm_embed_ts_v1": "0.23.3",
+    "text_classifier_v1": "0.20.3",
+    "text_classifier_v2": "0.23.3",
 }
-"""tokenizers version of each preprocessing model's execution environment (envs/*.yml)."""
+"""tokenizers version of the execution environment of each ensemble's preprocessing (envs/*.yml)."""
 
 
 def check_environments_in_log(log: str) -> None:
     """Each preprocessing model logged, at initialize, the tokenizers of its OWN environment."""
-    for model, version in EXPECTED_TOKENIZERS.items():
+    for ensemble, version in EXPECTED_TOKENIZERS.items():
+        model = preprocessing_model(ensemble)
         lines = [line for line in log.splitlines() if "tritongen_textprep" in line and f"model={model} " in line]
         assert lines, f"{model} logged no initialize line"
         for line in lines:

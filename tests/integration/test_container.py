@@ -44,6 +44,7 @@ from generator.containers.image import (
 from generator.environments import build as environments
 from generator.environments.build import CHANNELS_VARIABLE, BuiltEnvironment
 from generator.kinds.targets import PRODUCTION
+from generator.pipeline.manifest import read_manifest
 from generator.serving.tritonserver import ADMIN_HEADER, ServerPorts, free_ports, repository_models
 from generator.serving.update import ADMIN_KEY_VARIABLE
 from tests.container_fixtures import (  # noqa: F401  (fixtures)
@@ -268,7 +269,8 @@ def test_stubs_of_the_served_repository(triton_container: TritonContainer, conta
             assert f"libpython{SYSTEM_PYTHON}.so" in python, python
         assert not python.startswith("/opt/"), f"{model} runs the image's Python, not its environment's: {python}"
         seen_models.add(model)
-    preprocessing = {m for m in repository_models(container_repository) if m.endswith("_pre")}
+    roles = {name: entry.role for name, entry in read_manifest(container_repository).models.items()}
+    preprocessing = {m for m in repository_models(container_repository) if roles.get(m) == "preprocess"}
     assert seen_models == preprocessing
     assert seen_runners == set(RUNNER_BACKENDS)
 

@@ -35,6 +35,7 @@ import yaml
 from generator.containers import k8s
 from generator.containers.bake import DEPLOYMENT_FILE, LOCAL_SERVER_IMAGE, bake_image, read_bake_plan
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.pipeline.manifest import read_manifest
 from generator.serving.tritonserver import repository_models
 from tests.container_fixtures import docker_engine, triton_image  # noqa: F401  (fixtures)
 from tests.dockerd import DockerEngine
@@ -115,8 +116,10 @@ def _memory_cgroup(container: Any) -> tuple[Path, str]:
     return folder, "memory.peak" if (folder / "memory.peak").exists() else "memory.current"
 
 
-def _memory_report(pod: PodContainer) -> dict[str, Any]:
-    """cgroup peak and per-process PSS (MiB) by role, for Measured in generator/containers/k8s.py."""
+def _memory_report(pod: PodContainer, repository: Path) -> dict[str, Any]:
+    """cgroup peak and per-process PSS (MiB) by role, for Measured in generator/containers/k8s.py
+    (the preprocessing models are the manifest's: their names are content hashes)."""
+    preprocessing = {name for name, entry in read_manifest(repository).models.items() if entry.role == "preprocess"}
     pod.container.reload()
     cgroup, peak_file = _memory_cgroup(pod.container)
     peak = int((cgroup / peak_file).read_text())
@@ -134,7 +137,7 @@ def _memory_report(pod: PodContainer) -> dict[str, Any]:
             role = "server"
         elif "stub" in program:
             folder = Path(model).parent.parent.name if model.startswith("/models/") else model
-            role = "preprocess" if folder.endswith("_pre") else f"inference:{Path(model).suffix.lstrip('.')}"
+            role = "preprocess" if folder in preprocessing else f"inference:{Path(model).suffix.lstrip('.')}"
         else:
             role = f"other:{Path(program).name}"
         roles.setdefault(role, []).append(round(pss, 1))
@@ -192,7 +195,7 @@ def test_the_deployments_pod_runs_as_stated(
         key = admin_key[k8s.SECRET_NAME][k8s.SECRET_KEY]
         check_admin_restricted(target.http_url, target.grpc_url, key)
         assert not any(key in value for value in pod.container.attrs["Config"]["Cmd"])
-        report = _memory_report(pod)
+        report = _memory_report(pod, generated_repository)
         limit = pod.container.attrs["HostConfig"]["Memory"] / 2**20
         print(f"measured: load {timing['ready_s']:.0f}s, memory {json.dumps(report)}, limit {limit:.0f} MiB")
         assert pod.alive() and pod.container.attrs["State"]["OOMKilled"] is False

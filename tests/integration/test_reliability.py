@@ -28,6 +28,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import MANIFEST_FILE
 from generator.serving.tritonserver import (
     GRPC_ADMIN_HEADER,
@@ -255,9 +256,14 @@ def test_update_switches_the_default_version_without_losing_a_request(
             watchdog.stop()
     assert messages == [] and watchdog.restarts == [], messages
     assert result.ok, (result.failed, result.skipped)
+    # Version 3 has version 1's preprocessing: it shares its (content-named) model, already loaded.
+    manifest = read_manifest(repository)
+    shared = manifest.preprocessing("text_classifier_v3")
+    assert shared == manifest.preprocessing("text_classifier_v1")
+    assert ("text_classifier", 1) in manifest.models[shared].users
+    assert ("text_classifier", 3) in manifest.models[shared].users
     assert sorted(result.loaded) == sorted(
         [
-            "text_classifier_v3_pre",
             "text_classifier_v3_model",
             "text_classifier_v3_model_bulk",
             "text_classifier_v3",
@@ -296,6 +302,70 @@ def test_update_switches_the_default_version_without_losing_a_request(
     assert done.returncode == 2 and "restricted" in done.stderr and "--admin-key" in done.stderr, done.stderr
 
 
+def specs_with_text_limit(destination: Path, versions: tuple[int, ...]) -> Path:
+    """specs_with_new_default_version's, text_classifier `versions` with another max_text_bytes."""
+    specs = specs_with_new_default_version(destination)
+    path = specs / "text_classifier.yaml"
+    spec = yaml.safe_load(path.read_text())
+    for version in spec["versions"]:
+        if version["version"] in versions:
+            version["preprocessing"] = {**version["preprocessing"], "max_text_bytes": 60000}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return specs
+
+
+def test_update_of_shared_preprocessing_loads_the_new_model_first_and_unloads_the_old_when_unused(
+    served: TritonProcess, tmp_path: Path, conda_channels: list[str]
+) -> None:
+    """text_classifier v1 and v3 share one preprocessing model. v3's preprocessing changes (a new
+    content name): the new model loads before v3's ensembles and the old one stays, v1 runs it;
+    then v1 changes the same way: v1 now shares v3's new model and the old one, used by no
+    ensemble any more, is unloaded. Under a client loop on both, not one request fails."""
+    repository = served.options.repository
+    http = httpclient.InferenceServerClient(served.http_url)
+    version_1 = infer(http, httpclient, "text_classifier_v1")
+    old = read_manifest(repository).preprocessing("text_classifier_v1")
+    loop_models = [("http", "text_classifier"), ("grpc", "text_classifier_v1"), ("http", "text_classifier_v3")]
+    rounds = []
+    with ClientLoop(served, loop_models) as loop:
+        for step, versions in enumerate(((3,), (1, 3))):
+            loop.wait_for_answers(len(loop_models) * 5, after=time.monotonic())
+            specs = specs_with_text_limit(tmp_path / f"specs-{step}", versions)
+            generate(
+                GenerateOptions(
+                    specs_dir=specs, output=repository, cores=2, channels=conda_channels, progress=lambda _m: None
+                )
+            )
+            result = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
+            assert result.ok, (result.failed, result.skipped)
+            rounds.append((read_manifest(repository), result))
+            assert http.is_model_ready(new := read_manifest(repository).preprocessing("text_classifier_v3"))
+            assert http.is_model_ready(old) == (step == 0), f"{old} ready after round {step + 1}"
+        loop.wait_for_answers(len(loop_models) * 5, after=time.monotonic())
+    assert loop.failures() == [], loop.failures()[:3]
+    # Round 1: v3 moved to a new model, loaded before the ensembles that switched to it.
+    manifest, result = rounds[0]
+    new = manifest.preprocessing("text_classifier_v3")
+    assert new != old and manifest.preprocessing("text_classifier_v1") == old
+    assert manifest.models[old].users == (("text_classifier", 1),)
+    assert manifest.models[new].users == (("text_classifier", 3),)
+    assert new in result.loaded and old not in result.unloaded
+    if old in result.loaded:  # only where its environment's shelf moved (the first user's folder)
+        assert (manifest.models[old].environment or "").startswith(f"{new}/"), manifest.models[old]
+    for ensemble in manifest.dependents(new):
+        assert result.loaded.index(new) < result.loaded.index(ensemble), (ensemble, result.loaded)
+    # Round 2: v1 joined v3 on the new model (already loaded, unchanged); the old one has no user left.
+    manifest, result = rounds[1]
+    assert manifest.preprocessing("text_classifier_v1") == new == manifest.preprocessing("text_classifier_v3")
+    assert manifest.models[new].users == (("text_classifier", 1), ("text_classifier", 3))
+    assert old not in manifest.models and manifest.dependents(old) == []
+    assert "text_classifier_v1" in result.loaded and result.unloaded == [old]
+    if new in result.loaded:  # only where its environment's shelf moved (from the old model's folder)
+        assert (rounds[0][0].models[new].environment or "").startswith(f"{old}/"), rounds[0][0].models[new]
+    assert not http.is_model_ready(old) and http.is_model_ready(new)
+    assert np.allclose(infer(http, httpclient, "text_classifier_v1"), version_1, atol=1e-3)  # short text: same answer
+
+
 # --- fault recovery ----------------------------------------------------------------------------
 
 
@@ -303,9 +373,13 @@ def live_stubs(server: TritonProcess, model: str) -> list[Any]:
     return [s for s in stub_processes(server.process.pid) if s.model == model]
 
 
-@pytest.mark.parametrize("victim_model", ["minilm_embed_v1_pre", "minilm_embed_v1_model"])
-def test_killed_stub_recovers_within_bound(served: TritonProcess, victim_model: str) -> None:
-    """SIGKILL one stub of the tokenizer (1 instance) or of the ONNX model (2 instances) under load."""
+@pytest.mark.parametrize("victim_role", ["preprocess", "inference"])
+def test_killed_stub_recovers_within_bound(served: TritonProcess, victim_role: str) -> None:
+    """SIGKILL one stub of minilm_embed_v1's tokenizer (1 instance) or ONNX model (2 instances) under load."""
+    manifest = read_manifest(served.options.repository)
+    victim_model = next(
+        m for m in manifest.models["minilm_embed_v1"].depends_on if manifest.models[m].role == victim_role
+    )
     stubs = live_stubs(served, victim_model)
     victim = stubs[0]
     messages: list[str] = []
@@ -378,20 +452,15 @@ def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: Trit
 def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """minilm_embed v1 (healthy) and text_classifier v1 with a corrupted model file."""
     repository = tmp_path_factory.mktemp("broken") / "repository"
-    models = (
-        "minilm_embed_v1_pre",
-        "minilm_embed_v1_model",
-        "minilm_embed_v1",
-        "text_classifier_v1_pre",
-        "text_classifier_v1_model",
-        "text_classifier_v1",
-    )
+    manifest = json.loads((generated_repository / MANIFEST_FILE).read_text())
+    # The two version ensembles and the models they run (preprocessing is named by content).
+    ensembles = ("minilm_embed_v1", "text_classifier_v1")
+    models = tuple(dict.fromkeys(m for e in ensembles for m in (*manifest["models"][e]["depends_on"], e)))
     for name in models:
         hardlink_copy(generated_repository / name, repository / name)
     if (generated_repository / "_envs").is_dir():  # execution environments the pre models name
         hardlink_copy(generated_repository / "_envs", repository / "_envs")
     # The environments live in the folder of their first user, which may not be copied here.
-    manifest = json.loads((generated_repository / MANIFEST_FILE).read_text())
     for name in models:
         environment = manifest["models"][name].get("environment")
         if environment and not (repository / environment).exists():

@@ -56,10 +56,12 @@ def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path)
     from generator.serving.tritonserver import ServerOptions, server_command
 
     spec = parse_spec(SPEC + "instances: {model: 2, model_threads: 1, rate_limit: true}\n", "m.yaml")
-    files = {f.path: f.text for f in render_repository(planned([spec], "local", 2))}
+    plan = planned([spec], "local", 2)
+    files = {f.path: f.text for f in render_repository(plan)}
     online = files["m_v1_model/config.pbtxt"]
     assert 'rate_limiter {\n    resources {\n      name: "cpu"\n      count: 1' in online
-    assert "rate_limiter" not in files["m_v1_pre/config.pbtxt"]  # tokenization is not limited
+    [pre] = plan.preprocess_models()
+    assert "rate_limiter" not in files[f"{pre.name}/config.pbtxt"]  # tokenization is not limited
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)

@@ -27,26 +27,35 @@ def configs(target: str = "local", cores: int = 2) -> dict[str, mc.ModelConfig]:
     return parsed
 
 
+def pre_model(ensemble: str) -> str:
+    """The preprocessing model an ensemble runs (named by content: read from the plan)."""
+    return next(e.preprocess.name for e in planned(SPECS).ensembles() if e.name == ensemble)
+
+
 def test_naming_scheme() -> None:
     names = set(configs())
+    pres = {p.name for p in planned(SPECS).preprocess_models()}
+    assert pres and all(re.fullmatch(r"textprep_[0-9a-f]{12}", name) for name in pres), pres
+    assert pres <= names
     assert {
         "minilm_embed",
         "minilm_embed_batch",
         "minilm_embed_v1",
-        "minilm_embed_v1_pre",
+        pre_model("minilm_embed_v1"),
         "minilm_embed_v1_model",
         "minilm_embed_v1_model_bulk",
     } <= names
-    assert {"text_classifier_v1", "text_classifier_v2", "text_classifier_v1_pre", "text_classifier_v2_pre"} <= names
+    assert {"text_classifier_v1", "text_classifier_v2", pre_model("text_classifier_v1")} <= names
+    assert pre_model("text_classifier_v1") != pre_model("text_classifier_v2")  # their preprocessing differs
     assert "text_classifier_v1_model_bulk" not in names  # bulk only for the default version (2)
 
 
 def test_entry_points_follow_default_version() -> None:
     parsed = configs()
     steps = [s.model_name for s in parsed["text_classifier"].ensemble_scheduling.step]
-    assert steps == ["text_classifier_v2_pre", "text_classifier_v2_model"]
+    assert steps == [pre_model("text_classifier_v2"), "text_classifier_v2_model"]
     bulk = [s.model_name for s in parsed["text_classifier_batch"].ensemble_scheduling.step]
-    assert bulk == ["text_classifier_v2_pre", "text_classifier_v2_model_bulk"]
+    assert bulk == [pre_model("text_classifier_v2"), "text_classifier_v2_model_bulk"]
 
 
 def test_client_contract() -> None:
@@ -80,7 +89,7 @@ def test_targets_get_the_same_model_files() -> None:
     assert [(f.path, f.text) for f in local] == [(f.path, f.text) for f in ngc]
     backends = {line for f in local for line in f.text.splitlines() if line.startswith("backend:")}
     assert backends == {'backend: "python"', 'backend: "onnxruntime"', 'backend: "pytorch"'}
-    models = {f.path.split("/")[0] for f in local if f.path.endswith("_pre/1/model.py")}
+    models = {f.path.split("/")[0] for f in local if f.path.endswith("/1/model.py")}
     assert models == {p.name for p in planned(SPECS).preprocess_models()}
 
 
@@ -99,8 +108,8 @@ def test_name_collisions_between_specs_are_rejected() -> None:
 
 def test_preprocessing_parameters_per_version() -> None:
     parsed = configs()
-    v1 = parsed["text_classifier_v1_pre"].parameters
-    v2 = parsed["text_classifier_v2_pre"].parameters
+    v1 = parsed[pre_model("text_classifier_v1")].parameters
+    v2 = parsed[pre_model("text_classifier_v2")].parameters
     assert (v1["max_length"].string_value, v1["casing"].string_value) == ("128", "keep")
     assert (v2["max_length"].string_value, v2["casing"].string_value) == ("32", "lowercase")
     assert v1["padding"].string_value == "batch_longest" and v2["padding"].string_value == "none"
@@ -120,7 +129,7 @@ def test_the_ragged_classifier_version_renders_ragged_and_keeps_the_client_contr
             ("logits", mc.TYPE_FP32, [4]),
             ("label", mc.TYPE_STRING, [1]),
         ]
-    assert [o.name for o in parsed["text_classifier_v2_pre"].output] == ["INPUT_IDS", "LENGTHS"]
+    assert [o.name for o in parsed[pre_model("text_classifier_v2")].output] == ["INPUT_IDS", "LENGTHS"]
     for ensemble in ("text_classifier", "text_classifier_v1", "text_classifier_v2"):
         assert [o.name for o in parsed[ensemble].output] == ["LOGITS", "LABEL"]
 
@@ -137,7 +146,7 @@ def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:
         (["token_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["input_ids"]),
         (["text_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["lengths"]),
     ]  # fmt: skip
-    pre = text_format.Parse(files["minilm_embed_ragged_v1_pre/config.pbtxt"], mc.ModelConfig())
+    pre = text_format.Parse(files[f"{pre_model('minilm_embed_ragged_v1')}/config.pbtxt"], mc.ModelConfig())
     assert [o.name for o in pre.output] == ["INPUT_IDS", "LENGTHS"]
     assert pre.parameters["padding"].string_value == "none"
 

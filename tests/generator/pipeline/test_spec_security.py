@@ -1,6 +1,6 @@
 """Spec values that reach generated files or paths are validated (issue 6).
 
-Model names become folder and file names (`repository/<name>_v<N>_pre/`, `models/<name>.yaml`);
+Model names become folder and file names (`repository/<name>_v<N>_model/`, `models/<name>.yaml`);
 artifact paths are read from packages and the project; environment names become
 `envs/<name>.yml`; labels are written into the classifier. None may escape its folder or
 inject text.

@@ -37,16 +37,18 @@ ensemble_scheduling {{
 
 
 def make_repository(root: Path) -> Path:
-    """demo_v1_pre, demo_v1_model, demo_v1 and demo (ensembles) with artifacts."""
-    for name in ("demo_v1_pre", "demo_v1_model"):
+    """textprep_00000000d001 (preprocessing), demo_v1_model, demo_v1 and demo (ensembles) with artifacts."""
+    for name in ("textprep_00000000d001", "demo_v1_model"):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(PYTHON_MODEL.format(name=name, extra=""))
-    (root / "demo_v1_pre" / "1" / "tokenizer.json").write_text("{}")
+    (root / "textprep_00000000d001" / "1" / "tokenizer.json").write_text("{}")
     (root / "demo_v1_model" / "1" / "model.onnx").write_bytes(b"weights")
     for name in ("demo_v1", "demo"):
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / ".keep").write_text("")
-        (root / name / "config.pbtxt").write_text(ENSEMBLE.format(name=name, pre="demo_v1_pre", model="demo_v1_model"))
+        (root / name / "config.pbtxt").write_text(
+            ENSEMBLE.format(name=name, pre="textprep_00000000d001", model="demo_v1_model")
+        )
     write_manifest(root)
     return root
 
@@ -55,10 +57,20 @@ def write_manifest(root: Path, environment: str | None = None) -> None:
     """The manifest `tritongen generate` would write for make_repository's models."""
     common = {"spec": "demo", "version": 1}
     models = {
-        "demo_v1_pre": {**common, "role": "preprocess", "backend": "python", "environment": environment},
+        "textprep_00000000d001": {**common, "role": "preprocess", "backend": "python", "environment": environment},
         "demo_v1_model": {**common, "role": "inference", "backend": "onnxruntime"},
-        "demo_v1": {**common, "role": "pinned", "backend": "ensemble", "depends_on": ["demo_v1_pre", "demo_v1_model"]},
-        "demo": {**common, "role": "online", "backend": "ensemble", "depends_on": ["demo_v1_pre", "demo_v1_model"]},
+        "demo_v1": {
+            **common,
+            "role": "pinned",
+            "backend": "ensemble",
+            "depends_on": ["textprep_00000000d001", "demo_v1_model"],
+        },
+        "demo": {
+            **common,
+            "role": "online",
+            "backend": "ensemble",
+            "depends_on": ["textprep_00000000d001", "demo_v1_model"],
+        },
     }
     (root / MANIFEST_FILE).write_text(json.dumps({"cpu_budget": 2, "rate_limit_cores": None, "models": models}))
 
@@ -70,27 +82,27 @@ def digests(root: Path) -> dict[str, str]:
 def test_content_index_changes_only_for_the_changed_model(tmp_path: Path) -> None:
     repository = make_repository(tmp_path / "repo")
     before = digests(repository)
-    assert sorted(before) == ["demo", "demo_v1", "demo_v1_model", "demo_v1_pre"]
+    assert sorted(before) == ["demo", "demo_v1", "demo_v1_model", "textprep_00000000d001"]
     index = upd.content_index(repository)
-    assert index["demo"].ensemble and index["demo"].steps == ("demo_v1_pre", "demo_v1_model")
-    assert not index["demo_v1_pre"].ensemble
+    assert index["demo"].ensemble and index["demo"].steps == ("textprep_00000000d001", "demo_v1_model")
+    assert not index["textprep_00000000d001"].ensemble
     artifact = repository / "demo_v1_model" / "1" / "model.onnx"
     artifact.unlink()
     artifact.write_bytes(b"new weights")
     after = digests(repository)
     assert [n for n in before if before[n] != after[n]] == ["demo_v1_model"]
-    (repository / "demo_v1_pre" / "1" / "extra.txt").write_text("x")
-    assert digests(repository)["demo_v1_pre"] != after["demo_v1_pre"]
+    (repository / "textprep_00000000d001" / "1" / "extra.txt").write_text("x")
+    assert digests(repository)["textprep_00000000d001"] != after["textprep_00000000d001"]
 
 
 def test_content_index_ignores_the_bytecode_stubs_write(tmp_path: Path) -> None:
     """A loaded python model gets `1/__pycache__/model.cpython-311.pyc`: not a change to reload."""
     repository = make_repository(tmp_path / "repo")
     before = digests(repository)
-    cache = repository / "demo_v1_pre" / "1" / "__pycache__"
+    cache = repository / "textprep_00000000d001" / "1" / "__pycache__"
     cache.mkdir()
     (cache / "model.cpython-311.pyc").write_bytes(b"bytecode")
-    (repository / "demo_v1_pre" / "1" / "stray.pyc").write_bytes(b"bytecode")
+    (repository / "textprep_00000000d001" / "1" / "stray.pyc").write_bytes(b"bytecode")
     assert digests(repository) == before
 
 
@@ -109,13 +121,15 @@ def test_content_index_covers_an_environment_outside_the_model_folder(tmp_path: 
     tarball.write_bytes(b"env 1")
     value = "$$TRITON_MODEL_DIRECTORY/../_envs/env.tar.gz"
     extra = f'parameters {{ key: "EXECUTION_ENV_PATH" value {{ string_value: "{value}" }} }}'
-    (repository / "demo_v1_pre" / "config.pbtxt").write_text(PYTHON_MODEL.format(name="demo_v1_pre", extra=extra))
+    (repository / "textprep_00000000d001" / "config.pbtxt").write_text(
+        PYTHON_MODEL.format(name="textprep_00000000d001", extra=extra)
+    )
     write_manifest(repository, environment="_envs/env.tar.gz")
     before = digests(repository)
     assert "_envs" not in before
     tarball.unlink()
     tarball.write_bytes(b"env 2")
-    assert digests(repository)["demo_v1_pre"] != before["demo_v1_pre"]
+    assert digests(repository)["textprep_00000000d001"] != before["textprep_00000000d001"]
 
 
 def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
@@ -132,13 +146,13 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
     index = {
-        "demo": upd.ModelEntry("d0", True, ("demo_v2_pre", "demo_v2_model"), "online"),
-        "demo_batch": upd.ModelEntry("b0", True, ("demo_v2_pre", "demo_v2_model_bulk"), "bulk"),
-        "demo_v1": upd.ModelEntry("e1", True, ("demo_v1_pre", "demo_v1_model"), "pinned"),
-        "demo_v2": upd.ModelEntry("e2", True, ("demo_v2_pre", "demo_v2_model"), "pinned"),
-        "demo_v1_pre": upd.ModelEntry("p1"),
+        "demo": upd.ModelEntry("d0", True, ("textprep_00000000d002", "demo_v2_model"), "online"),
+        "demo_batch": upd.ModelEntry("b0", True, ("textprep_00000000d002", "demo_v2_model_bulk"), "bulk"),
+        "demo_v1": upd.ModelEntry("e1", True, ("textprep_00000000d001", "demo_v1_model"), "pinned"),
+        "demo_v2": upd.ModelEntry("e2", True, ("textprep_00000000d002", "demo_v2_model"), "pinned"),
+        "textprep_00000000d001": upd.ModelEntry("p1"),
         "demo_v1_model": upd.ModelEntry("m1"),
-        "demo_v2_pre": upd.ModelEntry("p2"),
+        "textprep_00000000d002": upd.ModelEntry("p2"),
         "demo_v2_model": upd.ModelEntry("m2"),
         "demo_v2_model_bulk": upd.ModelEntry("k2"),
     }
@@ -146,7 +160,7 @@ def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
         "demo": "old",
         "demo_batch": "old",
         "demo_v1": "e1",
-        "demo_v1_pre": "p1",
+        "textprep_00000000d001": "p1",
         "demo_v1_model": "m1",
         "demo_v1_model_bulk": "k1",
     }
@@ -155,18 +169,52 @@ def test_plan_loads_dependencies_first_and_entry_points_last() -> None:
     assert [name for name, _ in plan.load] == [
         "demo_v2_model",
         "demo_v2_model_bulk",
-        "demo_v2_pre",
+        "textprep_00000000d002",
         "demo_v2",
         "demo",
         "demo_batch",
     ]
-    assert dict(plan.load)["demo"] == "changed" and dict(plan.load)["demo_v2_pre"] == "new"
+    assert dict(plan.load)["demo"] == "changed" and dict(plan.load)["textprep_00000000d002"] == "new"
     assert plan.unload == ["demo_v1_model_bulk"]
-    assert sorted(plan.unchanged) == ["demo_v1", "demo_v1_model", "demo_v1_pre"]
+    assert sorted(plan.unchanged) == ["demo_v1", "demo_v1_model", "textprep_00000000d001"]
     assert "6 to load, 1 to unload, 3 unchanged" in plan.describe()
     # A model that is not ready is loaded again even if its content is recorded.
-    again = upd.plan_update(index, recorded, {**ready, "demo_v1_pre": "UNAVAILABLE"})
-    assert ("demo_v1_pre", "not ready") in again.load
+    again = upd.plan_update(index, recorded, {**ready, "textprep_00000000d001": "UNAVAILABLE"})
+    assert ("textprep_00000000d001", "not ready") in again.load
+
+
+def test_shared_preprocessing_loads_before_its_ensembles_and_unloads_when_unused() -> None:
+    """a and b shared textprep_...aaa; a switched to textprep_...bbb (its preprocessing changed):
+    the new model loads before a's ensembles, the old one stays while b uses it."""
+    old, new = "textprep_000000000aaa", "textprep_000000000bbb"
+    index = {
+        "a": upd.ModelEntry("a1", True, (new, "a_v1_model"), "online"),
+        "a_v1": upd.ModelEntry("av1", True, (new, "a_v1_model"), "pinned"),
+        "b": upd.ModelEntry("b0", True, (old, "b_v1_model"), "online"),
+        "a_v1_model": upd.ModelEntry("am"),
+        "b_v1_model": upd.ModelEntry("bm"),
+        old: upd.ModelEntry("p-old"),
+        new: upd.ModelEntry("p-new"),
+    }
+    recorded = {"a": "a0", "a_v1": "av0", "b": "b0", "a_v1_model": "am", "b_v1_model": "bm", old: "p-old"}
+    ready = dict.fromkeys(recorded, "READY")
+    plan = upd.plan_update(index, recorded, ready)
+    assert [name for name, _ in plan.load] == [new, "a_v1", "a"]
+    assert plan.unload == [] and old in plan.unchanged
+    # b switches too: no ensemble uses the old model any more, it is no longer in the repository.
+    index = {**index, "b": upd.ModelEntry("b1", True, (new, "b_v1_model"), "online")}
+    del index[old]
+    recorded = {**{name: entry.digest for name, entry in index.items() if name != "b"}, "b": "b0", old: "p-old"}
+    plan = upd.plan_update(index, recorded, dict.fromkeys(recorded, "READY"))
+    assert [name for name, _ in plan.load] == ["b"] and plan.unload == [old]
+
+
+def test_unload_takes_ensembles_before_the_models_they_run() -> None:
+    """Models gone from the repository: a loaded ensemble never runs a step already unloaded."""
+    index = {"keep": upd.ModelEntry("k")}
+    loaded = ["keep", "aaa_model", "textprep_000000000ccc", "zeta", "zeta_v1"]
+    plan = upd.plan_update(index, {"keep": "k"}, dict.fromkeys(loaded, "READY"), {"zeta", "zeta_v1"})
+    assert plan.unload == ["zeta", "zeta_v1", "aaa_model", "textprep_000000000ccc"]
 
 
 def test_state_round_trip_and_admin_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,8 +266,8 @@ def test_failed_models_names_each_model_and_its_cause() -> None:
             '  x.py(1): f\\n"',
             "I1128 14:43:39.286809 1 model_lifecycle.cc:777] \"failed to load 'demo_v1_model'\"",
             "E1128 14:43:40.0 1 model_lifecycle.cc:642] "
-            "\"failed to load 'demo_v2_pre' version 1: Invalid argument: x\"",
-            "I1128 14:43:41.0 1 model_lifecycle.cc:839] \"successfully loaded 'demo_v2_pre'\"",
+            "\"failed to load 'textprep_00000000d002' version 1: Invalid argument: x\"",
+            "I1128 14:43:41.0 1 model_lifecycle.cc:839] \"successfully loaded 'textprep_00000000d002'\"",
         ]
     )
     assert failed_models(log) == {
