@@ -36,9 +36,19 @@ from typing import Any
 import numpy as np
 
 from generator.pipeline.plan import detected_cores
+from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, start_server
 
 from . import corpus, loadgen, procstat
-from .systems import Running, average_batch, batch_counts, make_repository, spec_dict, start_s4, stop
+from .systems import (
+    Running,
+    average_batch,
+    batch_counts,
+    inference_model,
+    make_repository,
+    spec_dict,
+    start_s4,
+    stop,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "minilm_embed"
@@ -140,6 +150,75 @@ def decode_costs(running: Running, texts: list[str], sizes: tuple[int, ...], rep
         rows.append(_decode_row("grpc", size, len(raw), began, repeats))
     client.close()
     return rows
+
+
+SERIALIZATION_SPAN = ("COMPUTE_OUTPUT_START", "INFER_RESPONSE_COMPLETE")
+"""Trace span measured for the server's side: from the inference model's COMPUTE_OUTPUT_START
+(its output ready) to the ensemble request's INFER_RESPONSE_COMPLETE (the HTTP frontend has
+written the answer: JSON numbers or the binary buffer), before HTTP_SEND_START."""
+
+
+def server_serialization(
+    workdir: Path, repository: Path, texts: list[str], sizes: tuple[int, ...], pairs: int
+) -> list[dict[str, Any]]:
+    """The server's side of the encoding, from Triton's trace timestamps: a second server over the
+    same repository with `--trace-config level=TIMESTAMPS rate=1`, `pairs` sequential requests in
+    each encoding (alternating, so load drifts hit both), per texts-per-request size; the median
+    of SERIALIZATION_SPAN per encoding (wall time, one request at a time)."""
+    folder = workdir / "trace"
+    trace = folder / "trace.json"
+    trace.unlink(missing_ok=True)
+    http, grpc, metrics = free_ports(3)
+    flags = ("triton,file=" + str(trace), "level=TIMESTAMPS", "rate=1", "count=-1", "log_frequency=0")
+    options = ServerOptions(
+        repository=repository,
+        ports=ServerPorts(http, grpc, metrics),
+        models=(MODEL,),
+        extra_args=tuple(f"--trace-config={flag}" for flag in flags),
+    )
+    server = start_server(options, folder)
+    sent: list[tuple[str, int]] = []
+    try:
+        server.wait_ready(600)
+        url = f"http://{server.http_url}"
+        for size in sizes:
+            for index in range(pairs):
+                modes = ("http json", "http binary") if index % 2 == 0 else ("http binary", "http json")
+                for mode in modes:
+                    start = (index * size) % max(1, len(texts) - size)
+                    fetch_raw(url, texts[start : start + size], binary=mode == "http binary")
+                    sent.append((mode, size))
+    finally:
+        server.stop()
+    spans = trace_spans(json.loads(trace.read_text()), inference_model(repository, MODEL))
+    if len(spans) != len(sent):
+        raise RuntimeError(f"{len(spans)} traced requests for {len(sent)} sent")
+    rows = []
+    for size in sizes:
+        for mode in ("http json", "http binary"):
+            values = [span for span, (m, n) in zip(spans, sent, strict=True) if (m, n) == (mode, size)]
+            rows.append({"mode": mode, "texts": size, "requests": len(values), "median_us": statistics.median(values)})
+    return rows
+
+
+def trace_spans(records: list[dict[str, Any]], inference: str) -> list[float]:
+    """SERIALIZATION_SPAN in microseconds of each ensemble request of a trace file, in request order."""
+    traces: dict[int, dict[str, Any]] = {}
+    for record in records:
+        entry = traces.setdefault(record["id"], {"timestamps": {}})
+        for key in ("model_name", "parent_id"):
+            if key in record:
+                entry[key] = record[key]
+        for stamp in record.get("timestamps", []):
+            entry["timestamps"][stamp["name"]] = stamp["ns"]
+    spans = []
+    for trace_id, entry in sorted(traces.items()):
+        if entry.get("model_name") != MODEL or "parent_id" in entry:
+            continue
+        child = next(t for t in traces.values() if t.get("parent_id") == trace_id and t.get("model_name") == inference)
+        began, ended = child["timestamps"][SERIALIZATION_SPAN[0]], entry["timestamps"][SERIALIZATION_SPAN[1]]
+        spans.append((ended - began) / 1000)
+    return spans
 
 
 def _decode_row(mode: str, size: int, answer_bytes: int, began: float, repeats: int) -> dict[str, Any]:
@@ -317,6 +396,18 @@ def markdown(data: dict[str, Any]) -> str:
             f"- {client} c={concurrency}: JSON costs {server:+.2f} ms server CPU and {own:+.2f} ms client CPU "
             f"per request; binary serves {speed:.2f} x the requests/s"
         )
+    if data.get("serialization"):
+        out += [
+            "",
+            "The server's side, from Triton's trace timestamps (one request at a time; wall time from the "
+            f"inference model's {SERIALIZATION_SPAN[0]} to the ensemble's {SERIALIZATION_SPAN[1]}: "
+            "passing the output out of the ensemble and writing the HTTP answer):",
+            "",
+            "| output | texts per request | requests | median us |",
+            "|---|---|---|---|",
+        ]
+        for row in data["serialization"]:
+            out.append(f"| {row['mode']} | {row['texts']} | {row['requests']} | {row['median_us']:.0f} |")
     if data.get("decode"):
         out += [
             "",
@@ -346,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,32", help="comma-separated concurrencies")
     parser.add_argument("--spec", default=MODEL, help="the models/<spec>.yaml served as minilm_embed")
     parser.add_argument("--decode-repeats", type=int, default=2000, help="decodings per answer (0: skip)")
+    parser.add_argument("--trace-pairs", type=int, default=100, help="traced requests per encoding and size (0: skip)")
     parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
@@ -394,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
     finally:
         stop(running)
+    serialization = (
+        server_serialization(workdir, repository, texts, sizes, args.trace_pairs) if args.trace_pairs else []
+    )
     data = {
         "spec": args.spec,
         "cores": cores,
@@ -406,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "response_bytes": {"http json": json_bytes, "http binary": binary_bytes},
         "max_difference": difference,
         "decode": decode,
+        "serialization": serialization,
         "decode_repeats": args.decode_repeats,
         "rows": median_cells(cells),
         "cells": [asdict(c) for c in cells],

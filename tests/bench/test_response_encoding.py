@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
-from bench.response_encoding import decode_response, request_body
+from bench.response_encoding import decode_response, request_body, trace_spans
 
 
 def test_request_asks_for_the_embedding_as_binary_or_json() -> None:
@@ -28,3 +29,21 @@ def test_json_and_binary_answers_decode_to_the_same_floats() -> None:
     header = json.dumps({"outputs": outputs}).encode()
     body = header + np.zeros(2, dtype="<f4").tobytes() + raw
     assert np.array_equal(decode_response(body, len(header)), vector)
+
+
+def test_trace_spans_pair_each_ensemble_request_with_its_inference_model() -> None:
+    def stamps(trace_id: int, **ns: int) -> list[dict[str, Any]]:
+        return [{"id": trace_id, "timestamps": [{"name": name, "ns": value}]} for name, value in ns.items()]
+
+    records = [
+        {"id": 1, "model_name": "minilm_embed", "model_version": 1},
+        {"id": 2, "model_name": "textprep_0123", "model_version": 1, "parent_id": 1},
+        {"id": 3, "model_name": "minilm_embed_v1_model", "model_version": 1, "parent_id": 1},
+        *stamps(3, COMPUTE_OUTPUT_START=10_000, COMPUTE_END=12_000),
+        *stamps(1, REQUEST_START=0, INFER_RESPONSE_COMPLETE=55_000),
+        {"id": 4, "model_name": "minilm_embed", "model_version": 1},
+        {"id": 5, "model_name": "minilm_embed_v1_model", "model_version": 1, "parent_id": 4},
+        *stamps(5, COMPUTE_OUTPUT_START=100_000),
+        *stamps(4, INFER_RESPONSE_COMPLETE=102_500),
+    ]
+    assert trace_spans(records, "minilm_embed_v1_model") == [45.0, 2.5]
