@@ -87,6 +87,8 @@ class Options:
     """Stop the server while loading if the machine's available memory falls below this."""
     cores: int = 1
     update: bool = True
+    server_args: tuple[str, ...] = ()
+    """Extra tritonserver arguments (to measure a server setting the product does not set)."""
 
 
 # --- the catalogue -----------------------------------------------------------------------------
@@ -270,6 +272,7 @@ def serve(repository: Path, workdir: Path, options: Options, log: Callable[[str]
         ports=ServerPorts(http, grpc, metrics),
         admin_key=key,
         cpu_budget=manifest.cpu_budget,
+        extra_args=options.server_args,
     )
     folder = workdir / f"triton-{http}"
     started = time.monotonic()
@@ -519,7 +522,7 @@ def update_under_load(
             break
     updater.join()
     chunks.append(loadgen.wrk(url, script, options.concurrency, options.update_chunk_s))  # after the swap
-    summary = re.search(r"update done in .*", outcome.get("output", ""))
+    summary = re.search(r"update done in ([\d.]+)s.*", outcome.get("output", ""))
     loaded = re.findall(r"^loaded (\S+)", outcome.get("output", ""), re.MULTILINE)
     new = infer(served.url, specs[0]["name"], bench.texts[0])["LOGITS"]
     expected = reference_logits(repository, changed[0], bench.texts[0])
@@ -532,6 +535,7 @@ def update_under_load(
         "update_s": outcome.get("seconds", 0.0),
         "returncode": outcome.get("returncode"),
         "summary": summary.group(0) if summary else outcome.get("output", "")[-500:],
+        "apply_s": float(summary.group(1)) if summary else None,
         "loaded": loaded,
         "requests": requests,
         "failed": sum(c.errors for c in chunks),
@@ -625,7 +629,9 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# bench.many: {runs[-1]['models']} classifiers"
         + (f" ({data['quantize']})" if data.get("quantize") else "")
-        + f" on one `local` server ({data['cores']} cores, "
+        + " on one `local` server"
+        + (f" (tritonserver {' '.join(data['server_args'])})" if data.get("server_args") else "")
+        + f" ({data['cores']} cores, "
         f"{data['host']}, load average at start {' '.join(data['load_average'])})",
         "",
         "| run | models | Triton models | ready s | PSS MiB | RSS MiB | PSS / extra model | threads | "
@@ -701,7 +707,13 @@ def markdown(data: dict[str, Any]) -> str:
                 "",
                 f"Update under load: {update['model']} ({update['change']}), regenerated in "
                 f"{update['generate_s']:.0f} s, `tritongen update` {update['update_s']:.1f} s "
-                f"(exit {update['returncode']}: {update['summary']}; loaded {', '.join(update['loaded'])}); "
+                + (
+                    f"({update['update_s'] - update['apply_s']:.1f} s content index and plan, "
+                    f"{update['apply_s']:.1f} s loading) "
+                    if update.get("apply_s") is not None
+                    else ""
+                )
+                + f"(exit {update['returncode']}: {update['summary']}; loaded {', '.join(update['loaded'])}); "
                 f"load meanwhile {update['rps']:.1f} req/s, worst p99 {update['p99_ms_max']:.0f} ms, "
                 f"**{update['failed']} failed** of {update['requests']}; new head served: {update['serves_new_head']}.",
             ]
@@ -725,6 +737,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--min-available", type=float, default=2048.0, help="MiB of free memory below which loading is stopped"
     )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra tritonserver argument for both runs, repeatable "
+        "(e.g. --server-arg=--backend-config=onnxruntime,thread-pool-size=1)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.models < 2:
@@ -738,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         min_available_mib=args.min_available,
         cores=args.cores or detected_cores(),
         update=not args.no_update,
+        server_args=tuple(args.server_arg),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"many-{stamp}"
@@ -783,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": options.cores,
         "load_average": load_average,
         "quantize": args.quantize,
+        "server_args": list(options.server_args),
         "concurrency": options.concurrency,
         "seconds": options.seconds,
         "warmup_s": options.warmup_s,
