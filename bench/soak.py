@@ -5,8 +5,8 @@
 starts the embedded tritonserver on the repository (admin APIs restricted, stub watchdog
 on, like `tritongen serve`), then sends requests at a fixed rate for `--duration` seconds:
 
-- valid (90%): every ensemble entry point (`<name>`, `<name>_batch`, `<name>_v<N>`) over
-  HTTP and gRPC, 1-4 texts each; a valid request fails unless it returns one row per text;
+- valid (90%): every ensemble entry point (`<name>`, `<name>_batch` at its priority 2,
+  `<name>_v<N>`) over HTTP and gRPC, 1-4 texts each; a valid request fails unless it returns one row per text;
 - malformed (10%): the bad inputs of the integration tests (wrong dtype/shape, empty batch or
   text, invalid UTF-8, 100 kB text, batch over max) and more: huge batches, unknown model,
   wrong input name, missing input, unknown output, wrong version, shape/data mismatch,
@@ -72,12 +72,14 @@ class EntryPoint:
     name: str
     max_batch_size: int
     output: str
+    priority: int = 0
+    """The request priority its clients send (the manifest's; `<name>_batch`: 2)."""
 
 
 def entry_points(repository: Path) -> list[EntryPoint]:
     """Every ensemble of the repository (from its manifest)."""
     points = [
-        EntryPoint(entry.name, entry.max_batch_size or 1, entry.outputs[0])
+        EntryPoint(entry.name, entry.max_batch_size or 1, entry.outputs[0], entry.priority or 0)
         for entry in read_manifest(repository).ensembles()
     ]
     if not points:
@@ -115,6 +117,7 @@ def _tensor_request(
     shape: list[int] | None = None,
     outputs: tuple[str, ...] = (),
     version: str = "",
+    priority: int = 0,
 ) -> Any:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -127,7 +130,7 @@ def _tensor_request(
         tensor.set_data_from_numpy(data)
         inputs.append(tensor)
     requested = [module.InferRequestedOutput(name) for name in outputs] or None
-    return client.infer(model, inputs, outputs=requested, model_version=version)
+    return client.infer(model, inputs, outputs=requested, model_version=version, priority=priority)
 
 
 def _raw_http(target: Target, model: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
@@ -370,7 +373,12 @@ def run_soak(
         error = ""
         try:
             result = _tensor_request(
-                clients(), protocol, point.name, _bytes([t.encode() for t in texts]), outputs=(point.output,)
+                clients(),
+                protocol,
+                point.name,
+                _bytes([t.encode() for t in texts]),
+                outputs=(point.output,),
+                priority=point.priority,
             )
             rows = result.as_numpy(point.output)
             if rows is None or rows.shape[0] != len(texts):

@@ -41,7 +41,9 @@ from generator.serving.tritonserver import (
     RESTRICTED_APIS,
     ServerOptions,
     ServerPorts,
+    ServerSettings,
     TritonInstall,
+    manifest_settings,
     server_command,
 )
 from generator.serving.update import ADMIN_KEY_VARIABLE
@@ -152,10 +154,11 @@ def _image_note(target: str, image: str) -> str:
     return image
 
 
-def launch_arguments(models: Sequence[str] = ()) -> list[str]:
-    """The container's command: LAUNCH_COMMAND, then tritonserver's command line. The image's own
+def launch_arguments(models: Sequence[str] = (), settings: ServerSettings | None = None) -> list[str]:
+    """The container's command: LAUNCH_COMMAND, then tritonserver's command line (with the
+    repository's `settings`: rate limiter, parallel loading, shared pools). The image's own
     entrypoint is kept (NVIDIA's sets up the CUDA environment before it execs the command)."""
-    return [*LAUNCH_COMMAND, *container_command(models)]
+    return [*LAUNCH_COMMAND, *container_command(models, settings=settings)]
 
 
 def docker_run_command(
@@ -166,6 +169,7 @@ def docker_run_command(
     models: Sequence[str] = (),
     name: str | None = "tritongen",
     key_file: str | None = None,
+    settings: ServerSettings | None = None,
 ) -> list[str]:
     """`docker run` arguments serving `repository_dir` (an absolute path) in the foreground.
 
@@ -190,7 +194,7 @@ def docker_run_command(
         "--mount",
         f"type=bind,source={repository_dir},target={CONTAINER_REPOSITORY},readonly",
         image,
-        *launch_arguments(models),
+        *launch_arguments(models, settings),
     ]
     return command
 
@@ -214,6 +218,7 @@ def render_docker_run(
     image: str | None = None,
     shm_size: str = DEFAULT_SHM_SIZE,
     models: Sequence[str] = (),
+    settings: ServerSettings | None = None,
 ) -> str:
     """A POSIX shell script with one `docker run` line (foreground, removed on exit)."""
     image = image or DEFAULT_IMAGES[target]
@@ -229,7 +234,7 @@ def render_docker_run(
         '"$@"',
         f'--mount "type=bind,source=$REPOSITORY,target={CONTAINER_REPOSITORY},readonly"',
         '"$IMAGE"',
-        *(shlex.quote(argument) for argument in launch_arguments(models)),
+        *(shlex.quote(argument) for argument in launch_arguments(models, settings)),
     ]
     lines = [
         "#!/bin/sh",
@@ -272,6 +277,7 @@ def render_compose(
     image: str | None = None,
     shm_size: str = DEFAULT_SHM_SIZE,
     models: Sequence[str] = (),
+    settings: ServerSettings | None = None,
 ) -> str:
     """A `docker-compose.yml` with one `triton` service (JSON-quoted scalars are valid YAML)."""
     image = image or DEFAULT_IMAGES[target]
@@ -296,7 +302,7 @@ def render_compose(
         f"        target: {q(str(CONTAINER_REPOSITORY))}",
         "        read_only: true",
         "    command:",
-        *(f"      - {q(_compose_escaped(argument))}" for argument in launch_arguments(models)),
+        *(f"      - {q(_compose_escaped(argument))}" for argument in launch_arguments(models, settings)),
         "    restart: unless-stopped",
     ]
     return "\n".join(lines) + "\n"
@@ -309,9 +315,11 @@ def render_deploy_files(
     image: str | None = None,
     shm_size: str = DEFAULT_SHM_SIZE,
     models: Sequence[str] = (),
+    settings: ServerSettings | None = None,
 ) -> dict[str, str]:
-    """`{"docker-compose.yml": ..., "docker-run.sh": ...}` for `repository_dir` and `target`."""
-    arguments = (repository_dir, ports, target, image, shm_size, tuple(models))
+    """`{"docker-compose.yml": ..., "docker-run.sh": ...}` for `repository_dir` and `target`
+    (`settings`: the repository plan's `server_settings()`)."""
+    arguments = (repository_dir, ports, target, image, shm_size, tuple(models), settings)
     return {
         "docker-compose.yml": render_compose(*arguments),
         "docker-run.sh": render_docker_run(*arguments),
@@ -332,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="write the files here")
     args = parser.parse_args(argv)
-    files = render_deploy_files(args.repository, ServerPorts(*args.ports), args.target, args.image)
+    # The manifest's settings (rate limiter, parallel loading); `generate` adds the target's pools.
+    settings = manifest_settings(Path(args.repository))
+    files = render_deploy_files(args.repository, ServerPorts(*args.ports), args.target, args.image, settings=settings)
     for name, text in files.items():
         if args.out is None:
             print(f"==> {name} <==\n{text}")

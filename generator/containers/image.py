@@ -58,6 +58,7 @@ from generator.serving.tritonserver import (
     PYTHON_BACKENDS_DIR,
     ServerOptions,
     ServerPorts,
+    ServerSettings,
     TritonInstall,
     server_command,
 )
@@ -143,14 +144,21 @@ class BaseSpec:
         return f"{BASE_REPOSITORY}:{self.suite}-{self.digest()}"
 
 
-def container_command(models: Sequence[str] = (), ports: ServerPorts | None = None, log_verbose: int = 0) -> list[str]:
-    """tritonserver's command line inside a container (local image or NVIDIA's)."""
+def container_command(
+    models: Sequence[str] = (),
+    ports: ServerPorts | None = None,
+    log_verbose: int = 0,
+    settings: ServerSettings | None = None,
+) -> list[str]:
+    """tritonserver's command line inside a container (local image or NVIDIA's); `settings`:
+    what the repository's plan asks of the server (rate limiter, parallel loading, pools)."""
     options = ServerOptions(
         repository=CONTAINER_REPOSITORY,
         ports=ports or ServerPorts(),
         address="0.0.0.0",
         models=tuple(models),
         log_verbose=log_verbose,
+        settings=settings or ServerSettings(),
     )
     install = TritonInstall(CONTAINER_TRITON_ROOT)
     return server_command(options, CONTAINER_TRITON_ROOT / "backends", install)

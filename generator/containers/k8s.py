@@ -296,7 +296,8 @@ def deployment(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dic
     volumes, _ = _volumes(size)
     tag = generation(plan, repository_files)
     image = f"{BAKED_IMAGE}:{tag}"
-    container = _server_container(plan, size, image, launch_arguments(plan.model_names()), CONTAINER_PORTS, "triton")
+    arguments = launch_arguments(plan.model_names(), plan.server_settings())
+    container = _server_container(plan, size, image, arguments, CONTAINER_PORTS, "triton")
     startup_budget = size.startup_failure_threshold * PROBE_PERIOD_S
     annotations = {
         "prometheus.io/scrape": "true",
@@ -410,38 +411,42 @@ def horizontal_pod_autoscaler(plan: RepositoryPlan) -> dict[str, Any]:
     }
 
 
-def _online_models(plan: RepositoryPlan) -> tuple[list[str], list[str]]:
-    """(models whose queues an online request waits in, the online entry points): the
-    preprocessing and online inference models, and the `<name>` / `<name>_v<N>` ensembles
-    (bulk traffic waits in its queues on purpose and does not count)."""
-    queued = sorted(
-        {e.preprocess.name for e in plan.ensembles() if e.role != "bulk"}
-        | {e.inference.name for e in plan.ensembles() if e.role != "bulk"}
-    )
-    entries = sorted(e.name for e in plan.ensembles() if e.role != "bulk")
-    return queued, entries
+def _online_entry_points(plan: RepositoryPlan) -> list[str]:
+    """The entry points of online traffic: the `<name>` and `<name>_v<N>` ensembles (bulk
+    `<name>_batch` requests share their models but wait behind them on purpose: not counted)."""
+    return sorted(e.name for e in plan.ensembles() if e.role != "bulk")
+
+
+WAIT_COMPUTE_COUNTERS = (
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+)
+"""An ensemble's compute counters: the sum over its steps (Triton's ensemble statistics)."""
 
 
 def prometheus_adapter_values(plan: RepositoryPlan) -> dict[str, Any]:
     """Helm values of prometheus-community/prometheus-adapter exposing QUEUE_METRIC per pod:
-    sum of the queue time of the online models over the requests of the online entry points."""
-    queued, entries = _online_models(plan)
-    numerator = (
-        "sum by (<<.GroupBy>>) (rate(nv_inference_queue_duration_us{<<.LabelMatchers>>,"
-        f'model=~"{"|".join(queued)}"}}[2m]))'
-    )
-    denominator = (
-        "clamp_min(sum by (<<.GroupBy>>) (rate(nv_inference_request_success{<<.LabelMatchers>>,"
-        f'model=~"{"|".join(entries)}"}}[2m])), 0.001)'
-    )
+    the time the online entry points' requests waited, per request. Per ensemble, Triton counts
+    the request's whole duration and its steps' compute: the difference is the time spent in
+    the composing models' queues. The queues themselves cannot be used: the preprocessing and
+    inference models are shared with `<name>_batch`, whose requests wait there on purpose."""
+    entries = "|".join(_online_entry_points(plan))
+
+    def rate(counter: str) -> str:
+        return f'rate({counter}{{<<.LabelMatchers>>,model=~"{entries}"}}[2m])'
+
+    waited = " - ".join(rate(c) for c in ("nv_inference_request_duration_us", *WAIT_COMPUTE_COUNTERS))
+    numerator = f"sum by (<<.GroupBy>>) ({waited})"
+    denominator = f"clamp_min(sum by (<<.GroupBy>>) ({rate('nv_inference_request_success')}), 0.001)"
     return {
         "rules": {
             "default": False,
             "custom": [
                 {
-                    "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
+                    "seriesQuery": 'nv_inference_request_duration_us{namespace!="",pod!=""}',
                     "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-                    "name": {"matches": "^nv_inference_queue_duration_us$", "as": QUEUE_METRIC},
+                    "name": {"matches": "^nv_inference_request_duration_us$", "as": QUEUE_METRIC},
                     "metricsQuery": f"{numerator} / {denominator}",
                 }
             ],
@@ -491,6 +496,7 @@ def serving_runtime(plan: RepositoryPlan) -> dict[str, Any]:
         ports=KSERVE_PORTS,
         address="0.0.0.0",
         models=tuple(plan.model_names()),
+        settings=plan.server_settings(),
     )
     command = server_command(options, CONTAINER_TRITON_ROOT / "backends", TritonInstall(CONTAINER_TRITON_ROOT))
     container = _server_container(

@@ -97,7 +97,12 @@ def deploy_files(plan: RepositoryPlan) -> list[RenderedFile]:
     from generator.containers.deploy import render_deploy_files
     from generator.containers.k8s import render_manifests
 
-    files = render_deploy_files(".", target=plan.target.name, models=plan.model_names())  # type: ignore[arg-type]
+    files = render_deploy_files(
+        ".",
+        target=plan.target.name,  # type: ignore[arg-type]
+        models=plan.model_names(),
+        settings=plan.server_settings(),
+    )
     files.update(render_manifests(plan, {f.path: f.text for f in render_repository(plan)}))
     return [RenderedFile(name, text) for name, text in sorted(files.items())]
 

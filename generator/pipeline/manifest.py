@@ -39,6 +39,8 @@ class ModelEntry:
     """Client inputs (ensembles)."""
     outputs: tuple[str, ...] = ()
     """Client outputs (ensembles)."""
+    priority: int | None = None
+    """The request priority the entry point's clients send (ensembles; bulk: 2)."""
     users: tuple[tuple[str, int], ...] = ()
     """(spec, version) of every spec version using a preprocessing model (shared by content;
     `spec` and `version` above are the first of them)."""
@@ -55,6 +57,10 @@ class Manifest:
     cpu_budget: int
     rate_limit_cores: int | None
     models: dict[str, ModelEntry]
+    model_load_threads: int | None = None
+    """tritonserver's `--model-load-thread-count` (None: Triton's default)."""
+    backend_configs: tuple[str, ...] = ()
+    """`--backend-config` values of every target (the `ngc` launchers add their own)."""
 
     def names(self) -> list[str]:
         return sorted(self.models)
@@ -108,11 +114,18 @@ def parse_manifest(data: dict[str, Any], where: str = MANIFEST_FILE) -> Manifest
                 max_batch_size=entry.get("max_batch_size"),
                 inputs=tuple(entry.get("inputs", ())),
                 outputs=tuple(entry.get("outputs", ())),
+                priority=entry.get("priority"),
                 users=tuple((user["spec"], int(user["version"])) for user in entry.get("users", ())),
             )
             for name, entry in data["models"].items()
         }
-        return Manifest(int(data["cpu_budget"]), data.get("rate_limit_cores"), models)
+        return Manifest(
+            int(data["cpu_budget"]),
+            data.get("rate_limit_cores"),
+            models,
+            data.get("model_load_threads"),
+            tuple(data.get("backend_configs", ())),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise ManifestError(f"{where}: not a tritongen manifest ({error!r}): run `tritongen generate`") from None
 

@@ -8,8 +8,7 @@ execution environment):
     <name>_batch            ensemble, default version, bulk entry point (throughput first)
     <name>_v<N>             ensemble of version N (pin a version)
     <kind>_<12 hex>         preprocessing, named by content and shared (see below)
-    <name>_v<N>_model       inference model of version N, online batching
-    <name>_v<N>_model_bulk  inference model of the default version, bulk batching
+    <name>_v<N>_model       inference model of version N, used by all three ensembles
 
 Every Triton model has the single Triton version `1`.
 
@@ -34,18 +33,38 @@ preprocessing gets P = max(1, C // 8) instances of one thread each (tokenization
 under 0.1 core per 100 req/s); the online inference model gets I instances x T intra-op
 threads with I x T <= C - P, so that one busy ensemble stays within the budget (below 8
 cores, where P would take a whole core from inference for a twentieth of one, the
-preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. The bulk
-model gets one instance with C // 2 threads at niceness 10 (formats whose native backend
-sets threads process-wide, TorchScript, keep the online count instead) (only busy during bulk jobs, and
-then yielding the CPU to online instances under contention). Every other thread
-pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is set to 1
-explicitly (`tritonserver.server_environment`, the backends' config parameters) instead of
-the libraries' one-thread-per-core defaults.
+preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. Every
+other thread pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is
+set to 1 explicitly (`tritonserver.server_environment`, the backends' config parameters)
+instead of the libraries' one-thread-per-core defaults.
 
-With `instances.rate_limit`, each inference instance also declares its threads as units of
-the `cpu` resource of Triton's rate limiter, and the server (started with the budget) runs
-at most C threads of inference at once across all models: the budget holds for a whole
-repository of models, not only for one busy ensemble.
+One copy of the weights per model version: the bulk entry point `<name>_batch` runs the same
+inference model as `<name>` (and the same preprocessing). Both have Triton's priority queues
+(`dynamic_batching { priority_levels: 2 default_priority_level: 1 }`): a request without a
+priority is online (level 1), bulk clients send `priority: 2` (BULK_PRIORITY) and their
+requests wait while online ones are queued. Priority is a request field: Triton's ensemble
+scheduler copies the ensemble request's priority to every step's request (an ensemble
+accepts any level and its steps have no priority setting), so the bulk ensemble cannot set it
+itself; the manifest records each entry point's level for its clients. A batch already
+running is not preempted: an online request can still wait for one bulk batch.
+
+A repository budget, not only a per-model one: with more than MANY_MODELS specs, every model
+busy at once would run many times C threads. Above that threshold `auto` means
+(`instances.rate_limit: auto`) Triton's rate limiter: each inference instance declares its
+threads as units of the `cpu` resource, and the server (started with `cpu:C`) runs at most C
+threads of inference at once across all models, queueing the rest instead of letting the OS
+time-slice them (measured with 20 models: +6 % throughput, the hot model's queue 266 -> 22 ms);
+and (`instances.model: auto`) ONE inference instance per model version with T threads: one
+copy of the weights per version (memory first; a spec asks for more instances explicitly).
+Up to MANY_MODELS specs both stay as before (limiter off, I x T per model): one busy ensemble
+stays within C, a few busy at once oversubscribe at most MANY_MODELS-fold, and that is the
+layout every few-model benchmark measured (the shipped repository has 4 specs); the 20-model
+benchmark measured the limiter better. Between 5 and 19 specs is not measured: the threshold
+turns the budget on well before the case where it is known to help.
+On the `ngc` target the native onnxruntime backend also shares ONE thread pool of C
+(or C - P) intra-op threads across all its sessions (`RepositoryPlan.backend_configs`); it
+then ignores the per-model thread parameters. The local Python-based runners cannot share a
+pool across processes: there the rate limiter keeps the budget.
 """
 
 from __future__ import annotations
@@ -55,7 +74,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from generator import PROJECT_ROOT
 from generator.errors import TritongenError
@@ -64,15 +83,27 @@ from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
 from generator.kinds.targets import Target, get_target
 from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, Version
 
+if TYPE_CHECKING:
+    from generator.serving.tritonserver import ServerSettings
+
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
 ENVS_FOLDER = "_envs"
 """Folder, inside the model folder of the first model that uses them, holding the environments
 shared by all their users (Triton ignores non-numeric folders of a model)."""
-BULK_NICE = 10
-"""Niceness of the bulk model's instances: under contention the kernel gives online instances
-the CPU first (honoured by the local Python-based backends; Triton's native backends have no
-such setting)."""
+PRIORITY_LEVELS = 2
+"""Priority levels of every model's dynamic batcher (`dynamic_batching.priority_levels`)."""
+ONLINE_PRIORITY = 1
+"""The default level (`default_priority_level`): requests that send no priority (online)."""
+BULK_PRIORITY = 2
+"""The level clients of `<name>_batch` send (`priority` of the request): served after online."""
+MANY_MODELS = 4
+"""Above this many specs, `auto` turns on the repository budget (module doc)."""
+PYTHON_BACKEND_CONFIG = "python,thread-pool-size=1"
+"""The python backend starts a pool of `thread-pool-size` threads (default 32) in the server for
+EVERY instance, used only for BLS calls and decoupled responses (r24.10 `python_be.cc`); the
+generated preprocessing models and the local runners use neither: one thread each, not 32.
+The same on NVIDIA's image (its python backend serves the preprocessing models)."""
 MANIFEST_FILE = "tritongen-manifest.json"
 """The plan's facts for the tools that operate a generated repository (serve, update, tune)."""
 PREPROCESS_HASH_LENGTH = 12
@@ -118,7 +149,8 @@ class CpuPlan:
     preprocess_instances: int
     model_instances: int
     model_threads: int
-    bulk_threads: int
+    rate_limit: bool = False
+    """Inference instances declare their threads to Triton's rate limiter."""
 
 
 @dataclass(frozen=True)
@@ -206,8 +238,6 @@ class InferencePlan:
     batching: Batching
     instances: int
     threads: int
-    nice: int = 0
-    """Scheduling niceness of the instance processes (the bulk model yields CPU to online)."""
     rate_limit: bool = False
     """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
     batch_inputs: tuple[BatchInputPlan, ...] = ()
@@ -222,10 +252,7 @@ class InferencePlan:
 
     @property
     def parameters(self) -> dict[str, str]:
-        values = self.format.parameters(self.threads)
-        if self.nice:
-            values["process_nice"] = str(self.nice)
-        return values
+        return self.format.parameters(self.threads)
 
 
 @dataclass(frozen=True)
@@ -239,6 +266,13 @@ class EnsemblePlan:
     output_map: tuple[tuple[str, str], ...]
     """(inference output name, ensemble output name) pairs."""
     description: str
+    max_batch_size: int
+    """The largest request the entry point accepts (bulk: `bulk_batching.max_batch_size`)."""
+
+    @property
+    def priority(self) -> int:
+        """The request priority the entry point's clients send (BULK_PRIORITY for `bulk`)."""
+        return BULK_PRIORITY if self.role == "bulk" else ONLINE_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -265,6 +299,41 @@ class RepositoryPlan:
         """Cores of the rate limiter's `cpu` resource the server needs; None: no model uses it."""
         uses = any(i.rate_limit for model in self.models for i in model.inference)
         return self.cores if uses else None
+
+    @property
+    def model_load_threads(self) -> int:
+        """tritonserver's `--model-load-thread-count`: models loading in parallel (Triton's
+        default 4). A load waits on I/O and a stub's start as much as on a core: two per core."""
+        return max(4, 2 * self.cores)
+
+    @property
+    def shared_backend_configs(self) -> tuple[str, ...]:
+        """The `--backend-config` values of every target (in the manifest, which is the same for
+        every target; `backend_configs` adds the target's own)."""
+        return (PYTHON_BACKEND_CONFIG,)
+
+    @property
+    def backend_configs(self) -> tuple[str, ...]:
+        """tritonserver `--backend-config` values (`backend,setting=value`): PYTHON_BACKEND_CONFIG
+        on every target; on the `ngc` target also the native onnxruntime backend's one thread
+        pool shared by every session, sized to the cores of inference (the per-model thread
+        parameters are then ignored there); the `local` Python-based runners are one process
+        per instance and cannot share one."""
+        settings = set(self.shared_backend_configs)
+        if self.target.global_thread_pools:
+            threads = inference_cores(self.cores)
+            settings |= {
+                f"{inference.backend},{setting}"
+                for inference in self.inference_models()
+                for setting in inference.format.global_pool_settings(threads)
+            }
+        return tuple(sorted(settings))
+
+    def server_settings(self) -> ServerSettings:
+        """What the server running this repository is started with (launchers, manifests)."""
+        from generator.serving.tritonserver import ServerSettings
+
+        return ServerSettings(self.rate_limit_cores, self.model_load_threads, self.backend_configs)
 
     def preprocess_models(self) -> list[PreprocessPlan]:
         """Every preprocessing model once (shared ones are in several specs' plans), by name."""
@@ -327,7 +396,8 @@ class RepositoryPlan:
                 "version": ensemble.inference.version.version,
                 "backend": "ensemble",
                 "depends_on": [ensemble.preprocess.name, ensemble.inference.name],
-                "max_batch_size": ensemble.inference.batching.max_batch_size,
+                "max_batch_size": ensemble.max_batch_size,
+                "priority": ensemble.priority,
                 "inputs": [tensor.name for tensor in ensemble.preprocess.inputs],
                 "outputs": [tensor.name for tensor in ensemble.outputs],
             }
@@ -335,6 +405,8 @@ class RepositoryPlan:
             "generator": "tritongen",
             "cpu_budget": self.cores,
             "rate_limit_cores": self.rate_limit_cores,
+            "model_load_threads": self.model_load_threads,
+            "backend_configs": list(self.shared_backend_configs),
             "models": dict(sorted(models.items())),
         }
 
@@ -350,14 +422,24 @@ def detected_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_cpu(spec: ModelSpec, cores: int) -> CpuPlan:
-    """Size instances and threads of one model from the core budget (rule in the module doc)."""
+def inference_cores(cores: int, preprocess: int | None = None) -> int:
+    """Cores of the budget left to inference: C - P from 8 cores on, else all C (module doc)."""
+    preprocess = max(1, cores // 8) if preprocess is None else preprocess
+    return max(1, cores - preprocess) if cores >= 8 else cores
+
+
+def plan_cpu(spec: ModelSpec, cores: int, many: bool = False) -> CpuPlan:
+    """Size instances and threads of one model from the core budget (rule in the module doc);
+    `many`: the repository has more than MANY_MODELS specs (one instance, rate limited)."""
     instances = spec.instances
     preprocess = instances.preprocess if instances.preprocess != "auto" else max(1, cores // 8)
-    inference_cores = max(1, cores - preprocess) if cores >= 8 else cores
     threads = instances.model_threads if instances.model_threads != "auto" else (1 if cores <= 4 else 2)
-    model = instances.model if instances.model != "auto" else max(1, inference_cores // threads)
-    return CpuPlan(preprocess, model, threads, bulk_threads=max(1, cores // 2))
+    if instances.model != "auto":
+        model = instances.model
+    else:
+        model = 1 if many else max(1, inference_cores(cores, preprocess) // threads)
+    rate_limit = many if instances.rate_limit == "auto" else instances.rate_limit
+    return CpuPlan(preprocess, model, threads, rate_limit)
 
 
 def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
@@ -372,9 +454,7 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
     )
 
 
-def _inference_plan(
-    spec: ModelSpec, version: Version, name: str, batching: Batching, instances: int, threads: int, nice: int = 0
-) -> InferencePlan:
+def _inference_plan(spec: ModelSpec, version: Version, name: str, batching: Batching, cpu: CpuPlan) -> InferencePlan:
     kind = get_format(version.model.format)
     if spec.kind == "classifier" and not kind.classifiers:
         raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {kind.name}")
@@ -389,10 +469,9 @@ def _inference_plan(
         batch_inputs=kind.batch_inputs(),
         outputs=tuple(TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)),
         batching=batching,
-        instances=instances,
-        threads=threads,
-        nice=nice,
-        rate_limit=spec.instances.rate_limit,
+        instances=cpu.model_instances,
+        threads=cpu.model_threads,
+        rate_limit=cpu.rate_limit,
     )
 
 
@@ -467,30 +546,39 @@ def _preprocess_plan(spec: ModelSpec, version: Version, instances: int) -> Prepr
     )
 
 
-def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
+def plan_model(spec: ModelSpec, cores: int, many: bool = False) -> ModelPlan:
     """Plan every Triton model of one spec (preprocessing per version: `plan_repository` shares it)."""
-    cpu = plan_cpu(spec, cores)
+    cpu = plan_cpu(spec, cores, many)
     preprocess: list[PreprocessPlan] = []
     inference: list[InferencePlan] = []
     ensembles: list[EnsemblePlan] = []
     for version in sorted(spec.versions, key=lambda v: v.version):
         base = f"{spec.name}_v{version.version}"
         pre = _preprocess_plan(spec, version, cpu.preprocess_instances)
-        online = _inference_plan(spec, version, f"{base}_model", spec.batching, cpu.model_instances, cpu.model_threads)
+        default = version.version == spec.default_version
+        # The default version's model also runs `<name>_batch` (at BULK_PRIORITY): it takes the
+        # bulk entry point's largest request too (preferred sizes and delay stay online's). So
+        # does every version's, so that switching `default_version` changes no inference model.
+        largest = max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size)
+        batching = spec.batching.model_copy(update={"max_batch_size": largest})
+        online = _inference_plan(spec, version, f"{base}_model", batching, cpu)
         preprocess.append(pre)
         inference.append(online)
         outputs = client_outputs(spec, version)
         output_map = tuple((i.name, c.name) for i, c in zip(online.outputs, outputs, strict=True))
         ensembles.append(
-            EnsemblePlan(base, "pinned", pre, online, outputs, output_map, f"{spec.name} version {version.version}")
-        )
-        if version.version == spec.default_version:
-            # Process-wide thread settings (TorchScript): the bulk model must not change them.
-            bulk_threads = cpu.model_threads if online.format.process_wide_threads else cpu.bulk_threads
-            bulk = _inference_plan(
-                spec, version, f"{base}_model_bulk", spec.bulk_batching, 1, bulk_threads, nice=BULK_NICE
+            EnsemblePlan(
+                base,
+                "pinned",
+                pre,
+                online,
+                outputs,
+                output_map,
+                f"{spec.name} version {version.version}",
+                spec.batching.max_batch_size,
             )
-            inference.append(bulk)
+        )
+        if default:
             ensembles.append(
                 EnsemblePlan(
                     spec.name,
@@ -500,6 +588,7 @@ def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
                     outputs,
                     output_map,
                     f"{spec.name} (default version {version.version}, online)",
+                    spec.batching.max_batch_size,
                 )
             )
             ensembles.append(
@@ -507,10 +596,11 @@ def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
                     f"{spec.name}_batch",
                     "bulk",
                     pre,
-                    bulk,
+                    online,
                     outputs,
                     output_map,
-                    f"{spec.name} (default version {version.version}, bulk)",
+                    f"{spec.name} (default version {version.version}, bulk: send priority {BULK_PRIORITY})",
+                    spec.bulk_batching.max_batch_size,
                 )
             )
     return ModelPlan(spec, tuple(preprocess), tuple(inference), tuple(ensembles))
@@ -519,7 +609,8 @@ def plan_model(spec: ModelSpec, cores: int) -> ModelPlan:
 def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) -> RepositoryPlan:
     """Plan all specs; Triton model names must be unique across specs."""
     resolved = target if isinstance(target, Target) else get_target(target)
-    plan = RepositoryPlan(resolved, cores, share_preprocessing(tuple(plan_model(s, cores) for s in specs)))
+    many = len(specs) > MANY_MODELS
+    plan = RepositoryPlan(resolved, cores, share_preprocessing(tuple(plan_model(s, cores, many) for s in specs)))
     owners: dict[str, str] = {
         pre.name: "the preprocessing of " + pre.describe_users() for pre in plan.preprocess_models()
     }

@@ -13,6 +13,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from generator.pipeline.plan import (
     MANIFEST_FILE,
+    ONLINE_PRIORITY,
+    PRIORITY_LEVELS,
     TRITON_VERSION_DIR,
     EnsemblePlan,
     InferencePlan,
@@ -54,6 +56,12 @@ def _parameters(config: mc.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = values[key]
 
 
+def _priorities(batching: mc.ModelDynamicBatching) -> None:
+    """Two priority queues: online (the default level) ahead of bulk (`<name>_batch` clients)."""
+    batching.priority_levels = PRIORITY_LEVELS
+    batching.default_priority_level = ONLINE_PRIORITY
+
+
 def preprocess_config(pre: PreprocessPlan) -> mc.ModelConfig:
     """Preprocessing model (python backend): client inputs -> token tensors."""
     config = mc.ModelConfig(name=pre.name, backend=pre.kind.backend)
@@ -66,6 +74,7 @@ def preprocess_config(pre: PreprocessPlan) -> mc.ModelConfig:
     group.name = f"{pre.name}_cpu"
     # Take every request waiting, with no added delay: one encode_batch call per execute.
     config.dynamic_batching.max_queue_delay_microseconds = 0
+    _priorities(config.dynamic_batching)
     parameters = dict(pre.parameters)
     if pre.environment_parameter:
         parameters["EXECUTION_ENV_PATH"] = pre.environment_parameter
@@ -94,6 +103,7 @@ def inference_config(plan: InferencePlan) -> mc.ModelConfig:
     batching = config.dynamic_batching
     batching.preferred_batch_size.extend(plan.batching.preferred_batch_sizes)
     batching.max_queue_delay_microseconds = plan.batching.max_queue_delay_us
+    _priorities(batching)
     config.default_model_filename = plan.artifact_file
     _parameters(config, plan.parameters)
     return config
@@ -102,7 +112,7 @@ def inference_config(plan: InferencePlan) -> mc.ModelConfig:
 def ensemble_config(plan: EnsemblePlan) -> mc.ModelConfig:
     """TEXT -> preprocessing -> inference -> client outputs."""
     config = mc.ModelConfig(name=plan.name, platform="ensemble")
-    config.max_batch_size = plan.inference.batching.max_batch_size
+    config.max_batch_size = plan.max_batch_size
     for tensor in plan.preprocess.inputs:
         _tensor(config.input.add(), tensor)
     for tensor in plan.outputs:

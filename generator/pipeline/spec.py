@@ -156,48 +156,6 @@ class FileBuild(StrictModel):
 Build = Annotated[EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")]
 
 
-class Quantize(StrictModel):
-    """Serve a quantized copy of the built file, gated at generate time by its fidelity to the
-    full-precision file on example texts (generate fails below a threshold; nothing is written).
-
-    `quantize: dynamic_int8` is short for `quantize: {method: dynamic_int8}` (every default).
-    """
-
-    method: str
-    """`dynamic_int8`: ONNX Runtime's dynamic quantization (`quantize_dynamic`): dense-layer
-    weights and embedding tables int8, activations quantized per batch at run time. ONNX formats
-    only (the format's `quantize_methods`)."""
-    per_channel: bool = True
-    """One int8 scale per output channel of each weight (closer to fp32) instead of one per tensor."""
-    min_cosine: float = Field(default=0.97, gt=0, le=1)
-    """Gate: the lowest cosine similarity, over the examples, between the quantized and the fp32
-    file's float outputs (`embedding`, or a classifier's `logits`). MiniLM's dynamic int8 copy
-    measures about 0.98 at worst, 0.99 on average, on the bench corpus (bench/README.md)."""
-    min_mean_cosine: float = Field(default=0.985, gt=0, le=1)
-    """Gate: the mean of those cosines over the examples."""
-    min_label_agreement: float = Field(default=0.95, ge=0, le=1)
-    """Gate for classifiers: the share of examples whose quantized `label` equals the fp32 one."""
-    examples: tuple[str, ...] = ()
-    """Texts the gate runs through both files, after a prototype classifier's own label examples;
-    none at all (an embedding spec that declares none): `quantize.DEFAULT_EXAMPLES`, varied
-    English sentences. Declare texts like the model's traffic."""
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        methods = sorted({method for kind in FORMATS.values() for method in kind.quantize_methods})
-        if value not in methods:
-            raise ValueError(f"unknown quantize method {value!r}: use one of {', '.join(methods)}")
-        return value
-
-    @field_validator("examples")
-    @classmethod
-    def _texts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not text.strip() for text in value):
-            raise ValueError("examples must be non-empty texts")
-        return value
-
-
 class ModelArtifact(StrictModel):
     """The inference model of one version: its format and how it is built."""
 
@@ -212,23 +170,6 @@ class ModelArtifact(StrictModel):
         return value
 
     build: Build
-    quantize: Quantize | None = None
-    """Serve a quantized copy of the built file (see `Quantize`); None: full precision."""
-
-    @field_validator("quantize", mode="before")
-    @classmethod
-    def _method_alone(cls, value: Any) -> Any:
-        return {"method": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _quantizable(self) -> ModelArtifact:
-        if self.quantize is not None and self.quantize.method not in FORMATS[self.format].quantize_methods:
-            formats = [name for name, kind in FORMATS.items() if self.quantize.method in kind.quantize_methods]
-            raise ValueError(
-                f"quantize: format {self.format} cannot be quantized ({self.quantize.method} "
-                f"applies to {', '.join(formats)})"
-            )
-        return self
 
 
 class Outputs(StrictModel):
@@ -322,11 +263,12 @@ class Instances(StrictModel):
     model: int | Literal["auto"] = "auto"
     model_threads: int | Literal["auto"] = "auto"
     """Intra-op threads of each inference instance."""
-    rate_limit: bool = False
+    rate_limit: Literal["auto"] | bool = "auto"
     """Declare each inference instance's threads as `cpu` resources of Triton's rate limiter:
-    a server started with a CPU budget (`ServerOptions.cpu_budget`) then runs at most that
-    many threads of inference at once across all models, in arrival order, instead of
-    letting the OS time-slice every instance of every model (many models on one server)."""
+    a server started with the CPU budget then runs at most that many threads of inference at
+    once across all models, in arrival order, instead of letting the OS time-slice every
+    instance of every model. `auto`: on when the repository has more than `plan.MANY_MODELS`
+    specs (then `model: auto` is one instance; see `plan.py`)."""
 
     @field_validator("preprocess", "model", "model_threads")
     @classmethod
@@ -334,6 +276,26 @@ class Instances(StrictModel):
         if isinstance(value, int) and not 1 <= value <= 64:
             raise ValueError("must be 'auto' or an integer from 1 to 64")
         return value
+
+
+class BulkBatching(StrictModel):
+    """The bulk entry point `<name>_batch`: it shares the online inference model and its
+    batcher (requests at priority 2, served after online ones), so only its request size is its own."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=1024)
+    """The largest request `<name>_batch` accepts (the inference model accepts it too)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_own_batcher(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            own = sorted(key for key in ("preferred_batch_sizes", "max_queue_delay_us") if key in data)
+            if own:
+                raise ValueError(
+                    f"{', '.join(own)}: bulk requests share the online model's dynamic batcher "
+                    "(`batching`) at a lower priority; only max_batch_size can be set here"
+                )
+        return data
 
 
 class ModelSpec(StrictModel):
@@ -346,8 +308,8 @@ class ModelSpec(StrictModel):
     versions: tuple[Version, ...] = Field(min_length=1)
     batching: Batching = Batching()
     """The online entry point `<name>`: latency first."""
-    bulk_batching: Batching = Batching(max_batch_size=64, preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=20000)
-    """The bulk entry point `<name>_batch`: throughput first."""
+    bulk_batching: BulkBatching = BulkBatching()
+    """The bulk entry point `<name>_batch`: same model, lower priority, larger requests."""
     instances: Instances = Instances()
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from generator import PROJECT_ROOT  # noqa: E402
@@ -288,7 +288,31 @@ class ServerOptions:
     strict_readiness: bool = True
     """`/v2/health/ready` only when every model loaded; False: ready once serving."""
     cpu_budget: int | None = None
-    """Cores of the rate limiter's `cpu` resource (models with `instances.rate_limit`); None: off."""
+    """Cores of the rate limiter's `cpu` resource when the repository's models use it
+    (default: the manifest's `rate_limit_cores`)."""
+    settings: ServerSettings | None = None
+    """What the repository asks of the server; None: read from its manifest (a local folder)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a generated repository asks of the server that runs it (facts of its plan)."""
+
+    rate_limit_cores: int | None = None
+    """`--rate-limit=execution_count --rate-limit-resource=cpu:<cores>`; None: limiter off."""
+    model_load_threads: int | None = None
+    """`--model-load-thread-count` (models loaded in parallel); None: Triton's default, 4."""
+    backend_configs: tuple[str, ...] = ()
+    """`--backend-config` values, `backend,setting=value` (the `ngc` target's shared pools)."""
+
+    def flags(self) -> list[str]:
+        """The tritonserver flags, in a fixed order."""
+        flags = []
+        if self.rate_limit_cores:
+            flags += ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{self.rate_limit_cores}"]
+        if self.model_load_threads:
+            flags.append(f"--model-load-thread-count={self.model_load_threads}")
+        return flags + [f"--backend-config={value}" for value in self.backend_configs]
 
 
 def check_admin_key(key: str) -> str:
@@ -318,12 +342,21 @@ def repository_models(repository: Path) -> list[str]:
 
 def rate_limited(repository: Path) -> bool:
     """True if the repository's manifest says models use the rate limiter's `cpu` resource."""
+    return manifest_settings(repository).rate_limit_cores is not None
+
+
+def manifest_settings(repository: Path) -> ServerSettings:
+    """The server settings a local repository's manifest records (none without a manifest)."""
     import json
 
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         manifest = json.loads((repository / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return manifest.get("rate_limit_cores") is not None
-    return False
+        return ServerSettings(
+            manifest.get("rate_limit_cores"),
+            manifest.get("model_load_threads"),
+            tuple(manifest.get("backend_configs", ())),
+        )
+    return ServerSettings()
 
 
 def server_command(options: ServerOptions, backend_directory: Path, install: TritonInstall | None = None) -> list[str]:
@@ -349,8 +382,10 @@ def server_command(options: ServerOptions, backend_directory: Path, install: Tri
     if options.admin_key is not None:
         restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(options.admin_key)}"
         command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
-    if options.cpu_budget and rate_limited(options.repository):
-        command += ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{options.cpu_budget}"]
+    settings = options.settings or manifest_settings(options.repository)
+    if options.cpu_budget and settings.rate_limit_cores:
+        settings = replace(settings, rate_limit_cores=options.cpu_budget)
+    command += settings.flags()
     models = options.models or repository_models(options.repository)
     if models:
         command += [f"--load-model={name}" for name in models]

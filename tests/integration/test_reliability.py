@@ -265,21 +265,20 @@ def test_update_switches_the_default_version_without_losing_a_request(
     assert sorted(result.loaded) == sorted(
         [
             "text_classifier_v3_model",
-            "text_classifier_v3_model_bulk",
             "text_classifier_v3",
             "text_classifier",
             "text_classifier_batch",
         ]
     )
     assert result.loaded.index("text_classifier") > result.loaded.index("text_classifier_v3")
-    assert result.unloaded == ["text_classifier_v2_model_bulk"]
+    assert result.unloaded == []  # v2's model stays: `text_classifier_v2` runs it (no bulk copy)
     assert loop.failures() == [], loop.failures()[:3]
     before = [r for r in loop.records if r[0] < switched - result.seconds]
     after = [r for r in loop.records if r[0] > switched + 0.5]
     assert before and after, (len(before), len(after))
     assert all(np.allclose(r[2], version_2, atol=1e-3) for r in before)
     assert all(np.allclose(r[2], version_1, atol=1e-3) for r in after), "the loop did not see version 3"
-    assert not http.is_model_ready("text_classifier_v2_model_bulk")
+    assert http.is_model_ready("text_classifier_v2_model")
     # Nothing changed since: a second update loads nothing.
     again = update(repository, served.http_url, ADMIN_KEY, state_path(served), progress=lambda _m: None)
     assert again.ok and again.loaded == [] and again.unloaded == []

@@ -26,9 +26,6 @@ class TritonPythonModel:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
-        nice = int(_parameter(config, "process_nice", "0"))
-        if nice:
-            os.nice(nice)  # a bulk instance yields the CPU to online instances under contention
         self.batching = BatchingConfig.from_model_config(config)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(_parameter(config, "intra_op_thread_count", "1"))

@@ -29,9 +29,6 @@ class TritonPythonModel:
         import torch
 
         config = json.loads(args["model_config"])
-        nice = int(_parameter(config, "process_nice", "0"))
-        if nice:
-            os.nice(nice)  # a bulk instance yields the CPU to online instances under contention
         self.batching = BatchingConfig.from_model_config(config)
         intra = int(_parameter(config, "INTRA_OP_THREAD_COUNT", "1"))
         torch.set_num_threads(intra)

@@ -148,7 +148,14 @@ def test_deployment_follows_the_plan(plan: RepositoryPlan, tree: Path) -> None:
     assert resources["requests"] == resources["limits"] == {"cpu": str(plan.cores), "memory": f"{size.memory_mib}Mi"}
     # The deploy files' command line: the launcher, explicit model control loading every model.
     assert "command" not in container  # the image's entrypoint is kept
-    assert container["args"] == [*LAUNCH_COMMAND, *container_command(plan.model_names())]
+    assert container["args"] == [
+        *LAUNCH_COMMAND,
+        *container_command(plan.model_names(), settings=plan.server_settings()),
+    ]
+    # The repository's server settings: parallel loading; ngc: ONNX Runtime's one shared pool.
+    assert f"--model-load-thread-count={plan.model_load_threads}" in container["args"]
+    pools = [a for a in container["args"] if a.startswith("--backend-config=onnxruntime,")]
+    assert bool(pools) == (plan.target.name == "ngc")
     assert "--model-control-mode=explicit" in container["args"]
     loaded = sorted(a.removeprefix("--load-model=") for a in container["args"] if a.startswith("--load-model="))
     assert loaded == plan.model_names()
@@ -225,16 +232,18 @@ def test_prometheus_adapter_rule_names_the_plans_online_models(plan: RepositoryP
     (rule,) = values["rules"]["custom"]
     assert rule["name"]["as"] == k8s.QUEUE_METRIC
     query = rule["metricsQuery"]
-    assert "nv_inference_queue_duration_us" in query and "nv_inference_request_success" in query
-    names = set(plan.model_names())
-    quoted = [part.split('"')[1] for part in query.split("model=~")[1:]]
-    queued, entries = (set(q.split("|")) for q in quoted)
-    assert queued <= names and entries <= names
-    bulk = {e.name for e in plan.ensembles() if e.role == "bulk"} | {
-        e.inference.name for e in plan.ensembles() if e.role == "bulk"
-    }
-    assert not (queued | entries) & bulk, "bulk traffic must not scale the online pods"
-    assert {e.name for e in plan.ensembles() if e.role == "online"} <= entries
+    # Per online request: the ensembles' duration minus their steps' compute (the queue waits).
+    waited, requests = query.split(" / ")
+    assert waited.count(" - ") == 3 and "rate(nv_inference_request_duration_us{" in waited
+    assert all(f"rate({counter}{{" in waited for counter in k8s.WAIT_COMPUTE_COUNTERS)
+    assert "rate(nv_inference_request_success{" in requests
+    quoted = {part.split('"')[1] for part in query.split("model=~")[1:]}
+    assert len(quoted) == 1, quoted  # every counter over the same models
+    entries = set(quoted.pop().split("|"))
+    assert entries == {e.name for e in plan.ensembles() if e.role in ("online", "pinned")}
+    # The preprocessing and inference models are shared with `<name>_batch`: not in the query.
+    bulk = {e.name for e in plan.ensembles() if e.role == "bulk"}
+    assert not entries & (bulk | {i.name for i in plan.inference_models()}), "bulk traffic must not scale the pods"
 
 
 def test_overlays(plan: RepositoryPlan, tree: Path) -> None:

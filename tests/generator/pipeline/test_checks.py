@@ -69,9 +69,9 @@ def test_folder_and_name_must_agree(files: dict[str, str]) -> None:
         ),
         (
             "minilm_embed_v1_model/config.pbtxt",
-            "max_batch_size: 32",
+            "max_batch_size: 64",  # the bulk entry point's requests too
             "max_batch_size: 4",
-            "max_batch_size 4 is below the ensemble's 32",
+            "max_batch_size 4 is below the ensemble's",
         ),
         ("minilm_embed_v1_model/config.pbtxt", "kind: KIND_CPU", "kind: KIND_GPU", "is not KIND_CPU"),
     ],
@@ -131,9 +131,9 @@ def test_native_rules_pass_on_the_shipped_repository(files: dict[str, str]) -> N
 def test_two_interop_thread_counts_would_abort_nvidias_server() -> None:
     files = {
         f"{name}/config.pbtxt": _pytorch_config(name, {"INTER_OP_THREAD_COUNT": "1", "INTRA_OP_THREAD_COUNT": "1"})
-        for name in ("a_model", "a_model_bulk")
+        for name in ("a_v1_model", "b_v1_model")
     }
-    with pytest.raises(CheckError, match=r"a_model, a_model_bulk each set INTER_OP_THREAD_COUNT.*aborts"):
+    with pytest.raises(CheckError, match=r"a_v1_model, b_v1_model each set INTER_OP_THREAD_COUNT.*aborts"):
         check_native_rules(check_configs(files))
 
 

@@ -43,11 +43,10 @@ def test_naming_scheme() -> None:
         "minilm_embed_v1",
         pre_model("minilm_embed_v1"),
         "minilm_embed_v1_model",
-        "minilm_embed_v1_model_bulk",
     } <= names
     assert {"text_classifier_v1", "text_classifier_v2", pre_model("text_classifier_v1")} <= names
     assert pre_model("text_classifier_v1") != pre_model("text_classifier_v2")  # their preprocessing differs
-    assert "text_classifier_v1_model_bulk" not in names  # bulk only for the default version (2)
+    assert not [name for name in names if name.endswith("_bulk")]  # bulk runs the online model
 
 
 def test_entry_points_follow_default_version() -> None:
@@ -55,7 +54,7 @@ def test_entry_points_follow_default_version() -> None:
     steps = [s.model_name for s in parsed["text_classifier"].ensemble_scheduling.step]
     assert steps == [pre_model("text_classifier_v2"), "text_classifier_v2_model"]
     bulk = [s.model_name for s in parsed["text_classifier_batch"].ensemble_scheduling.step]
-    assert bulk == [pre_model("text_classifier_v2"), "text_classifier_v2_model_bulk"]
+    assert bulk == [pre_model("text_classifier_v2"), "text_classifier_v2_model"]  # at priority 2
 
 
 def test_client_contract() -> None:
@@ -124,7 +123,7 @@ def test_the_ragged_classifier_version_renders_ragged_and_keeps_the_client_contr
         ("lengths", [1], True),
     ]
     assert [list(b.target_name) for b in v2.batch_input] == [["token_offsets"], ["text_offsets"]]
-    for model in (v1, v2, parsed["text_classifier_v2_model_bulk"]):
+    for model in (v1, v2):
         assert [(o.name, o.data_type, list(o.dims)) for o in model.output] == [
             ("logits", mc.TYPE_FP32, [4]),
             ("label", mc.TYPE_STRING, [1]),

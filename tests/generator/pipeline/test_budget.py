@@ -1,0 +1,168 @@
+"""One copy of the weights per version (bulk at a lower priority) and the repository budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from generator.pipeline.plan import (
+    BULK_PRIORITY,
+    MANY_MODELS,
+    ONLINE_PRIORITY,
+    PYTHON_BACKEND_CONFIG,
+    RepositoryPlan,
+    inference_cores,
+)
+from generator.pipeline.render import render_repository
+from generator.pipeline.spec import ModelSpec, SpecError, load_specs, parse_spec
+from generator.serving.tritonserver import ServerOptions, ServerSettings, server_command
+from tests.generator.pipeline.planning import planned
+from tests.generator.pipeline.test_cpu_budget import SPEC
+
+PROJECT = Path(__file__).resolve().parents[3]
+
+
+def specs(count: int, extra: str = "") -> list[ModelSpec]:
+    return [parse_spec(SPEC.replace("name: m", f"name: m{i}") + extra, f"m{i}.yaml") for i in range(count)]
+
+
+def configs(plan: RepositoryPlan) -> dict[str, mc.ModelConfig]:
+    return {
+        f.path.split("/")[0]: text_format.Parse(f.text, mc.ModelConfig())
+        for f in render_repository(plan)
+        if f.path.endswith("config.pbtxt")
+    }
+
+
+def test_bulk_entry_point_runs_the_online_model_no_second_copy() -> None:
+    plan = planned(load_specs(PROJECT / "models"), "local", 2)
+    parsed = configs(plan)
+    assert not [name for name in parsed if name.endswith("_bulk")]
+    for model in plan.models:
+        by_role = {e.role: e for e in model.ensembles}
+        online, bulk = by_role["online"], by_role["bulk"]
+        assert bulk.inference is online.inference and bulk.preprocess is online.preprocess
+        assert len(model.inference) == len(model.spec.versions)  # one inference model per version
+        steps = [s.model_name for s in parsed[bulk.name].ensemble_scheduling.step]
+        assert steps == [s.model_name for s in parsed[online.name].ensemble_scheduling.step]
+        # The shared model takes the bulk entry point's largest request; the ensembles keep their own.
+        assert parsed[bulk.name].max_batch_size == model.spec.bulk_batching.max_batch_size
+        assert parsed[online.name].max_batch_size == model.spec.batching.max_batch_size
+        assert parsed[online.inference.name].max_batch_size == max(
+            model.spec.batching.max_batch_size, model.spec.bulk_batching.max_batch_size
+        )
+        assert (bulk.priority, online.priority) == (BULK_PRIORITY, ONLINE_PRIORITY)
+        manifest = plan.manifest()["models"]
+        assert (manifest[bulk.name]["priority"], manifest[online.name]["priority"]) == (2, 1)
+
+
+def test_switching_the_default_version_changes_no_inference_model() -> None:
+    """`tritongen update` to another default version reloads the entry points, not the models."""
+    [spec] = [s for s in load_specs(PROJECT / "models") if len(s.versions) > 1]
+    other = next(v.version for v in spec.versions if v.version != spec.default_version)
+    before = configs(planned([spec], "local", 2))
+    after = configs(planned([spec.model_copy(update={"default_version": other})], "local", 2))
+    models = [name for name in before if name.endswith("_model")]
+    assert len(models) == len(spec.versions)
+    assert all(before[name] == after[name] for name in models)
+    assert before[f"{spec.name}_batch"] != after[f"{spec.name}_batch"]
+
+
+def test_every_batcher_has_the_priority_levels() -> None:
+    for name, config in configs(planned(load_specs(PROJECT / "models"), "local", 2)).items():
+        if config.platform == "ensemble":
+            assert not config.HasField("dynamic_batching"), name  # ensembles pass any priority on
+            continue
+        batching = config.dynamic_batching
+        assert (batching.priority_levels, batching.default_priority_level) == (2, ONLINE_PRIORITY), name
+        assert batching.priority_levels >= BULK_PRIORITY
+
+
+def test_bulk_batching_has_no_batcher_of_its_own() -> None:
+    with pytest.raises(SpecError, match="preferred_batch_sizes: bulk requests share the online model's"):
+        parse_spec(SPEC + "bulk_batching: {max_batch_size: 64, preferred_batch_sizes: [16, 64]}\n", "m.yaml")
+    spec = parse_spec(SPEC + "bulk_batching: {max_batch_size: 128}\n", "m.yaml")
+    assert spec.bulk_batching.max_batch_size == 128
+
+
+@pytest.mark.parametrize("cores", [2, 16])
+def test_few_models_keep_the_per_model_layout(cores: int) -> None:
+    plan = planned(specs(MANY_MODELS), "local", cores)
+    assert plan.rate_limit_cores is None
+    for inference in plan.inference_models():
+        assert not inference.rate_limit
+        assert inference.instances * inference.threads == inference_cores(cores)
+
+
+@pytest.mark.parametrize("cores", [2, 16])
+def test_many_models_get_one_instance_and_the_rate_limiter(cores: int) -> None:
+    plan = planned(specs(MANY_MODELS + 1), "local", cores)
+    assert plan.rate_limit_cores == cores
+    for inference in plan.inference_models():
+        assert inference.rate_limit and inference.instances == 1
+        assert inference.threads == (1 if cores <= 4 else 2)
+    for name, config in configs(plan).items():
+        if name.endswith("_model"):
+            [resource] = config.instance_group[0].rate_limiter.resources
+            assert (resource.name, resource.count) == ("cpu", plan.inference_models()[0].threads)
+    assert plan.server_settings().flags()[:2] == ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{cores}"]
+
+
+def test_a_spec_overrides_the_many_model_defaults() -> None:
+    plan = planned(specs(MANY_MODELS + 1, "instances: {model: 3, rate_limit: false}\n"), "local", 2)
+    assert plan.rate_limit_cores is None
+    assert {i.instances for i in plan.inference_models()} == {3}
+    plan = planned(specs(1, "instances: {rate_limit: true}\n"), "local", 2)
+    assert plan.rate_limit_cores == 2
+
+
+def test_model_loading_is_parallel() -> None:
+    for cores in (1, 2, 16):
+        plan = planned(specs(1), "local", cores)
+        assert plan.model_load_threads == max(4, 2 * cores)
+        assert plan.manifest()["model_load_threads"] == plan.model_load_threads
+        assert f"--model-load-thread-count={plan.model_load_threads}" in plan.server_settings().flags()
+
+
+def test_ngc_shares_onnxruntimes_global_thread_pool_local_does_not() -> None:
+    shipped = load_specs(PROJECT / "models")
+    ngc = planned(shipped, "ngc", 16).server_settings().backend_configs
+    assert ngc == (
+        "onnxruntime,enable-global-threadpool=1",
+        "onnxruntime,inter_op_thread_count=1",
+        f"onnxruntime,intra_op_thread_count={inference_cores(16)}",
+        PYTHON_BACKEND_CONFIG,
+    )
+    assert planned(shipped, "local", 16).server_settings().backend_configs == (PYTHON_BACKEND_CONFIG,)
+    assert "onnxruntime,intra_op_thread_count=2" in planned(shipped, "ngc", 2).server_settings().backend_configs
+
+
+def test_python_backend_instances_get_one_pool_thread_not_32() -> None:
+    """Its per-instance pool serves BLS calls and decoupled responses only: nothing generated uses them."""
+    assert PYTHON_BACKEND_CONFIG == "python,thread-pool-size=1"
+    for target in ("local", "ngc"):
+        plan = planned(load_specs(PROJECT / "models"), target, 2)
+        assert f"--backend-config={PYTHON_BACKEND_CONFIG}" in plan.server_settings().flags()
+        assert plan.manifest()["backend_configs"] == [PYTHON_BACKEND_CONFIG]  # the same for every target
+
+
+def test_server_command_takes_the_settings_or_the_manifest(tmp_path: Path) -> None:
+    settings = ServerSettings(2, 8, ("onnxruntime,enable-global-threadpool=1",))
+    command = server_command(ServerOptions(tmp_path, models=("m",), settings=settings), tmp_path / "backends")
+    assert command[-5:] == [
+        "--rate-limit=execution_count",
+        "--rate-limit-resource=cpu:2",
+        "--model-load-thread-count=8",
+        "--backend-config=onnxruntime,enable-global-threadpool=1",
+        "--load-model=m",
+    ]
+    plan = planned(specs(MANY_MODELS + 1), "local", 2)
+    (tmp_path / "tritongen-manifest.json").write_text(plan.manifest_text())
+    command = server_command(ServerOptions(tmp_path, models=("m0",)), tmp_path / "backends")
+    assert "--rate-limit-resource=cpu:2" in command and "--model-load-thread-count=4" in command
+    assert [flag for flag in command if flag.startswith("--backend-config")] == [
+        f"--backend-config={PYTHON_BACKEND_CONFIG}"
+    ]
