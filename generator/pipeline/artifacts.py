@@ -86,7 +86,7 @@ def _library_versions() -> dict[str, str]:
 def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
     """Content key of an artifact: settings, source files and the exporting libraries."""
     digest = hashlib.sha256(RECIPE_VERSION.encode())
-    digest.update(artifact.model_dump_json().encode())
+    digest.update(artifact.model_dump_json(exclude={"quantize"}).encode())  # quantized copies: `quantize`
     build = artifact.build
     if isinstance(build, PrototypeClassifierBuild):
         # The prototypes are embedded with this version's preprocessing.
@@ -122,6 +122,10 @@ def build_artifact(
     label: str = "",
 ) -> BuiltArtifact:
     """Build (or reuse from the cache) the artifact file of one model version."""
+    if artifact.quantize is not None:
+        from generator.pipeline.quantize import build_quantized
+
+        return build_quantized(artifact, preprocessing, cache_dir, progress, label)
     key = artifact_key(artifact, preprocessing)
     target_dir = cache_dir / key
     target = target_dir / artifact_filename(artifact)

@@ -156,6 +156,48 @@ class FileBuild(StrictModel):
 Build = Annotated[EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")]
 
 
+class Quantize(StrictModel):
+    """Serve a quantized copy of the built file, gated at generate time by its fidelity to the
+    full-precision file on example texts (generate fails below a threshold; nothing is written).
+
+    `quantize: dynamic_int8` is short for `quantize: {method: dynamic_int8}` (every default).
+    """
+
+    method: str
+    """`dynamic_int8`: ONNX Runtime's dynamic quantization (`quantize_dynamic`): dense-layer
+    weights and embedding tables int8, activations quantized per batch at run time. ONNX formats
+    only (the format's `quantize_methods`)."""
+    per_channel: bool = True
+    """One int8 scale per output channel of each weight (closer to fp32) instead of one per tensor."""
+    min_cosine: float = Field(default=0.97, gt=0, le=1)
+    """Gate: the lowest cosine similarity, over the examples, between the quantized and the fp32
+    file's float outputs (`embedding`, or a classifier's `logits`). MiniLM's dynamic int8 copy
+    measures about 0.98 at worst, 0.99 on average, on the bench corpus (bench/README.md)."""
+    min_mean_cosine: float = Field(default=0.985, gt=0, le=1)
+    """Gate: the mean of those cosines over the examples."""
+    min_label_agreement: float = Field(default=0.95, ge=0, le=1)
+    """Gate for classifiers: the share of examples whose quantized `label` equals the fp32 one."""
+    examples: tuple[str, ...] = ()
+    """Texts the gate runs through both files, after a prototype classifier's own label examples;
+    none at all (an embedding spec that declares none): `quantize.DEFAULT_EXAMPLES`, varied
+    English sentences. Declare texts like the model's traffic."""
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        methods = sorted({method for kind in FORMATS.values() for method in kind.quantize_methods})
+        if value not in methods:
+            raise ValueError(f"unknown quantize method {value!r}: use one of {', '.join(methods)}")
+        return value
+
+    @field_validator("examples")
+    @classmethod
+    def _texts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not text.strip() for text in value):
+            raise ValueError("examples must be non-empty texts")
+        return value
+
+
 class ModelArtifact(StrictModel):
     """The inference model of one version: its format and how it is built."""
 
@@ -170,6 +212,23 @@ class ModelArtifact(StrictModel):
         return value
 
     build: Build
+    quantize: Quantize | None = None
+    """Serve a quantized copy of the built file (see `Quantize`); None: full precision."""
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _method_alone(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _quantizable(self) -> ModelArtifact:
+        if self.quantize is not None and self.quantize.method not in FORMATS[self.format].quantize_methods:
+            formats = [name for name, kind in FORMATS.items() if self.quantize.method in kind.quantize_methods]
+            raise ValueError(
+                f"quantize: format {self.format} cannot be quantized ({self.quantize.method} "
+                f"applies to {', '.join(formats)})"
+            )
+        return self
 
 
 class Outputs(StrictModel):

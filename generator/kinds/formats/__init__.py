@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from generator.errors import TritongenError
 
 if TYPE_CHECKING:
+    import numpy as np
     from tritonclient.grpc import model_config_pb2 as mc
 
     from generator.pipeline.plan import BatchInputPlan, TensorPlan
@@ -63,6 +64,18 @@ class InferenceFormat(ABC):
     def export(self, artifact: ModelArtifact, preprocessing: Preprocessing, output: Path) -> bool:
         """Write the file for a builder, or return False to use the padded builders of `artifacts`."""
         return False
+
+    quantize_methods: ClassVar[tuple[str, ...]] = ()
+    """`model.quantize` methods this format can apply to a built file (none: the spec is rejected)."""
+
+    def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
+        """Write the `method`-quantized copy of the built file `source` to `output`."""
+        raise NotImplementedError(f"format {self.name} cannot be quantized")
+
+    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The file's inputs for texts tokenized padded (`ids`, `mask`: [texts, tokens]), as one
+        batch the way the backend would feed it (quantization's fidelity gate runs them)."""
+        raise NotImplementedError(f"format {self.name} has no example inputs")
 
     @abstractmethod
     def parameters(self, threads: int) -> dict[str, str]:

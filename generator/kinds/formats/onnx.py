@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING
 from generator.kinds.formats import InferenceFormat
 
 if TYPE_CHECKING:
+    import numpy as np
     from tritonclient.grpc import model_config_pb2 as mc
 
 ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 8: "TYPE_STRING", 6: "TYPE_INT32", 11: "TYPE_FP64"}
 """ONNX element types -> Triton data types."""
+QUANTIZE_METHODS = ("dynamic_int8",)
+"""`model.quantize` methods of the ONNX formats (ONNX Runtime's quantizer)."""
+QUANTIZED_OPS = ["MatMul", "Gather"]
+"""Operators whose constant weights are quantized: the dense layers and the embedding tables
+(quantizing the tables too costs MiniLM no measurable fidelity and saves 35 of its 90 MB)."""
 
 
 class Onnx(InferenceFormat):
@@ -34,6 +40,48 @@ class Onnx(InferenceFormat):
 
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         return check_onnx(path, config)
+
+    quantize_methods = QUANTIZE_METHODS
+
+    def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
+        quantize_onnx(method, source, output, per_channel)
+
+    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def quantize_onnx(method: str, source: Path, output: Path, per_channel: bool) -> None:
+    """`dynamic_int8`: ONNX Runtime's `quantize_dynamic`: the weights of `QUANTIZED_OPS` stored
+    as int8 with their scales (per output channel, or one per tensor), activations quantized to
+    uint8 per batch at run time (`DynamicQuantizeLinear` + `MatMulInteger`); same file, same bytes."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if method not in QUANTIZE_METHODS:
+        raise ValueError(f"unknown ONNX quantization method {method!r}: use one of {', '.join(QUANTIZE_METHODS)}")
+    root = logging.getLogger()  # the quantizer logs advice ("consider pre-processing") there
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tritongen-quantize-") as work:  # it writes helper files there
+            quantized = Path(work) / "model.onnx"
+            quantize_dynamic(
+                source,
+                quantized,
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=QUANTIZED_OPS,
+            )
+            graph_model = onnx.load(str(quantized))
+    finally:
+        root.setLevel(level)
+    graph_model.producer_name = "tritongen"
+    graph_model.producer_version = ""
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(output))
 
 
 def onnxruntime_global_pool(threads: int) -> tuple[str, ...]:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from generator.kinds.formats import InferenceFormat
-from generator.kinds.formats.onnx import check_onnx, onnxruntime_global_pool
+from generator.kinds.formats.onnx import QUANTIZE_METHODS, check_onnx, onnxruntime_global_pool, quantize_onnx
 
 if TYPE_CHECKING:
+    import numpy as np
     from tritonclient.grpc import model_config_pb2 as mc
 
     from generator.pipeline.plan import BatchInputPlan, TensorPlan
@@ -120,6 +121,25 @@ class OnnxRagged(_Ragged):
         append_label_lookup(graph_model, labels)
         onnx.checker.check_model(graph_model)
         onnx.save(graph_model, str(output))
+
+    quantize_methods = QUANTIZE_METHODS
+
+    def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
+        quantize_onnx(method, source, output, per_channel)
+
+    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """One request per text, batched as the backend concatenates ragged requests."""
+        import numpy as np
+
+        lengths = mask.sum(axis=1).astype(np.int64)
+        tokens = np.concatenate([row[:length] for row, length in zip(ids, lengths, strict=True)])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        return {
+            "input_ids": tokens.astype(np.int64),
+            "lengths": lengths,
+            "token_offsets": offsets,
+            "text_offsets": np.arange(len(lengths) + 1, dtype=np.int32),
+        }
 
 
 class TorchScriptRagged(_Ragged):

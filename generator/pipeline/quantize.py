@@ -1,0 +1,230 @@
+"""Quantized artifacts (`model.quantize`) and their fidelity gate.
+
+The full-precision file is built (or taken from the cache) as without `quantize`, then the
+format quantizes it (`InferenceFormat.quantize`) into a cache folder of its own, keyed by the
+fp32 file's key, the method and its settings, the quantizer's version and this module. Every
+generate then runs the gate: both files on the spec's example texts, tokenized by the
+version's own preprocessing, batched the way the backend feeds them; float outputs are compared
+by cosine per text, string outputs (a classifier's `label`) by agreement. Below a threshold
+generate fails before anything is written (`generate` writes the repository atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator.kinds.formats import InferenceFormat, get_format
+from generator.pipeline.artifacts import (
+    ArtifactError,
+    BuiltArtifact,
+    Progress,
+    build_artifact,
+    tokenize_like_server,
+)
+from generator.pipeline.spec import ModelArtifact, Preprocessing, PrototypeClassifierBuild, Quantize
+
+QUANTIZE_RECIPE_VERSION = "1"
+"""Bump when the quantization code changes: every quantized artifact key changes."""
+GATE_THREADS = 2
+GATE_BATCH = 32
+"""Examples per batch in the gate (texts padded to their batch's longest, like the server)."""
+
+DEFAULT_EXAMPLES = (
+    "How do plants make food from sunlight?",
+    "Solve 2x + 3 = 11 for x.",
+    "The meeting was moved to Thursday afternoon because the projector broke.",
+    "What is the capital of Australia?",
+    "I loved the film, but the ending felt rushed and the soundtrack was far too loud.",
+    "Reset your password from the account settings page.",
+    "Refunds are issued to the original payment method within 5 to 7 business days.",
+    "Why is the sky blue?",
+    "A quick brown fox jumps over the lazy dog.",
+    "Error 404: the requested page could not be found on this server.",
+    "Dogs",
+    "The Treaty of Versailles was signed in 1919, formally ending the First World War between "
+    "Germany and the Allied Powers, and it imposed heavy reparations on Germany.",
+    "Can I bring my bicycle on the train during rush hour?",
+    "Mix the flour, sugar and butter, then bake for twenty minutes at 180 degrees.",
+    "Quarterly revenue grew 12% while operating costs stayed flat.",
+    "Is it going to rain tomorrow in Berlin?",
+)
+"""Gate texts of a spec that declares none (short and long, questions, statements, numbers)."""
+
+
+class QuantizationError(ArtifactError):
+    """A quantized file fails its fidelity gate; the message names the model, figure and threshold."""
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How close the quantized file's outputs are to the fp32 file's on the gate's texts."""
+
+    examples: int
+    min_cosine: float
+    """Lowest cosine over texts and float outputs."""
+    mean_cosine: float
+    label_agreement: float | None
+    """Share of texts with the same string output (label); None without one."""
+
+    def problems(self, settings: Quantize) -> list[str]:
+        """The thresholds of `settings` this measurement misses (empty: the gate passes)."""
+        problems = []
+        if self.min_cosine < settings.min_cosine:
+            problems.append(
+                f"min cosine to fp32 {self.min_cosine:.6f} over {self.examples} examples is below "
+                f"min_cosine {settings.min_cosine}"
+            )
+        if self.mean_cosine < settings.min_mean_cosine:
+            problems.append(
+                f"mean cosine to fp32 {self.mean_cosine:.6f} over {self.examples} examples is below "
+                f"min_mean_cosine {settings.min_mean_cosine}"
+            )
+        if self.label_agreement is not None and self.label_agreement < settings.min_label_agreement:
+            problems.append(
+                f"label agreement with fp32 {self.label_agreement:.4f} over {self.examples} examples "
+                f"is below min_label_agreement {settings.min_label_agreement}"
+            )
+        return problems
+
+    def summary(self) -> str:
+        agreement = "" if self.label_agreement is None else f", label agreement {self.label_agreement:.4f}"
+        return (
+            f"{self.examples} examples: cosine to fp32 min {self.min_cosine:.6f} mean {self.mean_cosine:.6f}{agreement}"
+        )
+
+
+def gate_texts(artifact: ModelArtifact) -> tuple[str, ...]:
+    """A prototype classifier's label examples, then the declared examples (defaults: none declared)."""
+    assert artifact.quantize is not None
+    texts: tuple[str, ...] = ()
+    if isinstance(artifact.build, PrototypeClassifierBuild):
+        texts = tuple(text for examples in artifact.build.labels.values() for text in examples)
+    texts += artifact.quantize.examples
+    return tuple(dict.fromkeys(texts)) or DEFAULT_EXAMPLES
+
+
+def quantized_key(fp32_key: str, artifact: ModelArtifact) -> str:
+    """Content key of the quantized file: the fp32 file's key, method and settings, quantizer, this code."""
+    import onnxruntime
+
+    assert artifact.quantize is not None
+    digest = hashlib.sha256(QUANTIZE_RECIPE_VERSION.encode())
+    digest.update(fp32_key.encode())
+    settings = {
+        "method": artifact.quantize.method,
+        "per_channel": artifact.quantize.per_channel,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    kind = get_format(artifact.format)
+    digest.update(Path(inspect.getfile(type(kind))).read_bytes())  # the format's quantizer
+    return digest.hexdigest()[:16]
+
+
+def build_quantized(
+    artifact: ModelArtifact,
+    preprocessing: Preprocessing,
+    cache_dir: Path,
+    progress: Progress,
+    label: str,
+) -> BuiltArtifact:
+    """Build (or reuse) the fp32 file and its quantized copy; run the gate; return the copy."""
+    settings = artifact.quantize
+    assert settings is not None
+    fp32 = build_artifact(artifact.model_copy(update={"quantize": None}), preprocessing, cache_dir, progress, label)
+    kind = get_format(artifact.format)
+    key = quantized_key(fp32.key, artifact)
+    target = cache_dir / key / kind.filename
+    if target.exists():
+        progress(f"  {label}: {settings.method} artifact {key} is cached")
+    else:
+        quantize_into_cache(kind, settings, fp32.path, target)
+        progress(
+            f"  {label}: built {settings.method} {target} ({target.stat().st_size / 1e6:.1f} MB, "
+            f"fp32 {fp32.path.stat().st_size / 1e6:.1f} MB)"
+        )
+    fidelity = measure_fidelity(kind, fp32.path, target, gate_texts(artifact), preprocessing)
+    problems = fidelity.problems(settings)
+    if problems:
+        raise QuantizationError(
+            f"{label}: model.quantize {settings.method} fails its fidelity gate: {'; '.join(problems)} "
+            "(nothing was written: lower the threshold in the spec, or serve fp32 without `quantize`)"
+        )
+    progress(f"  {label}: {settings.method} fidelity gate passed: {fidelity.summary()}")
+    return BuiltArtifact(target, key)
+
+
+def quantize_into_cache(kind: InferenceFormat, settings: Quantize, source: Path, target: Path) -> None:
+    """Quantize `source` into the cache folder of `target`, which appears whole or not at all."""
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}-", dir=target.parent.parent))
+    try:
+        try:
+            kind.quantize(settings.method, source, work / target.name, settings.per_channel)
+        except Exception as error:  # the quantizer raises many error types
+            raise ArtifactError(f"{source}: {settings.method} quantization failed: {error}") from error
+        if not target.parent.exists():
+            os.replace(work, target.parent)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def session(path: Path, threads: int = GATE_THREADS) -> Any:
+    """An onnxruntime CPU session with `threads` intra-op threads, as the backends configure them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_texts(
+    kind: InferenceFormat, model: Any, texts: tuple[str, ...], preprocessing: Preprocessing
+) -> dict[str, np.ndarray]:
+    """Every output of a session for `texts`, in batches of GATE_BATCH, one row per text."""
+    names = [output.name for output in model.get_outputs()]
+    batches: list[list[np.ndarray]] = []
+    for start in range(0, len(texts), GATE_BATCH):
+        ids, mask = tokenize_like_server(list(texts[start : start + GATE_BATCH]), preprocessing)
+        batches.append(model.run(names, kind.example_inputs(ids, mask)))
+    return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(names)}
+
+
+def row_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of two [rows, width] arrays (in float64)."""
+    a = left.reshape(len(left), -1).astype(np.float64)
+    b = right.reshape(len(right), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.asarray((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
+
+
+def measure_fidelity(
+    kind: InferenceFormat, reference: Path, candidate: Path, texts: tuple[str, ...], preprocessing: Preprocessing
+) -> Fidelity:
+    """Run both files on `texts` and compare every output (floats by cosine, strings by equality)."""
+    want = run_texts(kind, session(reference), texts, preprocessing)
+    got = run_texts(kind, session(candidate), texts, preprocessing)
+    cosines = [row_cosines(want[name], got[name]) for name in want if np.issubdtype(want[name].dtype, np.floating)]
+    labels = [want[name].ravel() == got[name].ravel() for name in want if want[name].dtype == object]
+    if not cosines:
+        raise ArtifactError(f"{reference}: no float output to compare")
+    every = np.concatenate(cosines)
+    return Fidelity(
+        examples=len(texts),
+        min_cosine=float(every.min()),
+        mean_cosine=float(every.mean()),
+        label_agreement=float(np.concatenate(labels).mean()) if labels else None,
+    )
