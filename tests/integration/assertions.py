@@ -256,6 +256,59 @@ def check_classifier(target: Target, protocol: str) -> None:
     assert np.allclose(default, logits_by_version[int(versions["default"])], atol=1e-4)
 
 
+def padded_classifier(texts: list[str], number: int) -> tuple[np.ndarray, list[str]]:
+    """Logits and labels of version `number`'s PADDED classifier, in-process: the generator's
+    padded builder module (same encoder, prototypes and tokenization as the served version)."""
+    import torch
+
+    from generator.pipeline.artifacts import make_module, tokenize_like_server
+    from generator.pipeline.spec import load_spec
+
+    version = load_spec(PROJECT_ROOT / "models" / f"{CLASSIFIER}.yaml").version(number)
+    module = make_module(version.model.build, version.preprocessing)  # type: ignore[arg-type]
+    ids, mask = tokenize_like_server(texts, version.preprocessing)
+    with torch.no_grad():
+        logits = np.asarray(module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
+    names = list(version.outputs.labels or ())
+    return logits, [names[i] for i in logits.argmax(1)]
+
+
+def check_ragged_classifier_equals_padded(target: Target, protocol: str, number: int = 2) -> None:
+    """The ragged classifier version (served unpadded) answers its padded classifier's logits
+    (fp32 tolerance) and exactly its labels, for texts of 1 to 1000 tokens (cut at the
+    version's max_length) sent in one call, and in concurrent calls of 1-3 texts that Triton
+    batches together (shown by the statistics where they are open)."""
+    texts = [text for _, text in embedding_texts()] + [text for text in SENTENCES if len(text) < 200]
+    texts = texts[:32]  # the entry point's max_batch_size
+    want_logits, want_labels = padded_classifier(texts, number)
+    model = f"{CLASSIFIER}_v{number}"
+    got = infer_texts(target, protocol, model, texts, ["LOGITS", "LABEL"])
+    calls: list[list[bytes]] = []
+    while sum(map(len, calls)) < len(texts):  # 1, 2, 3, 1, ... texts per call
+        start = sum(map(len, calls))
+        calls.append([t.encode() for t in texts[start : start + 1 + len(calls) % 3]])
+    before = _execution_count(target, f"{model}_model")
+    logits = _infer_concurrently(target, protocol, model, calls, "LOGITS")
+    labels = _infer_concurrently(target, protocol, model, calls, "LABEL")
+    after = _execution_count(target, f"{model}_model")
+    assert all(isinstance(r, np.ndarray) for r in logits + labels), [
+        r for r in logits + labels if not isinstance(r, np.ndarray)
+    ]
+    concurrent = {
+        "LOGITS": np.concatenate([np.asarray(r) for r in logits]),
+        "LABEL": np.concatenate([np.asarray(r) for r in labels]),
+    }
+    sent = [t for call in calls for t in call]
+    assert sent == [t.encode() for t in texts]
+    for label, answer in (("one call", got), ("concurrent calls", concurrent)):
+        difference = float(np.abs(answer["LOGITS"] - want_logits).max())
+        print(f"{model} over {protocol}, {label}: max |logit - padded logit| {difference:.2e}")
+        assert difference <= 1e-4, (label, difference)
+        assert [v.decode() for v in answer["LABEL"][:, 0]] == want_labels, label
+    if before is not None and after is not None:
+        assert after - before < 2 * len(calls), f"{2 * len(calls)} calls in {after - before} executions: not batched"
+
+
 def _raw_request(
     target: Target,
     protocol: str,
@@ -411,9 +464,9 @@ def _execution_count(target: Target, model: str) -> int | None:
 
 
 def _infer_concurrently(
-    target: Target, protocol: str, model: str, batches: list[list[bytes]]
+    target: Target, protocol: str, model: str, batches: list[list[bytes]], output: str = "EMBEDDING"
 ) -> list[np.ndarray | InferenceServerException]:
-    """Send every batch at once (async API); EMBEDDING or the error of each, in order."""
+    """Send every batch at once (async API); `output` or the error of each, in order."""
     module = httpclient if protocol == "http" else grpcclient
 
     def inputs(texts: list[bytes]) -> list[Any]:
@@ -431,7 +484,7 @@ def _infer_concurrently(
             request = inputs(batches[index])
             start.wait(timeout=60)
             try:
-                return connections[index].infer(model, request).as_numpy("EMBEDDING")
+                return connections[index].infer(model, request).as_numpy(output)
             except InferenceServerException as error:
                 return error
 
@@ -447,7 +500,7 @@ def _infer_concurrently(
         grpc.async_infer(model, inputs(texts), answered)
     for answer in done:
         result = answer.get(timeout=120)
-        results.append(result if isinstance(result, InferenceServerException) else result.as_numpy("EMBEDDING"))
+        results.append(result if isinstance(result, InferenceServerException) else result.as_numpy(output))
     return results
 
 

@@ -4,20 +4,26 @@ The unpadded encoder (ONNX on `onnxruntime`, TorchScript on `pytorch`) is served
 `allow_ragged_batch` inputs and `batch_input`s exactly as the `ngc` target would configure it
 for Triton's native backends; concurrent requests of different lengths, some carrying several
 texts, must be batched together and answered per text with the in-process numbers. A padded
-model checks that the runners still batch ordinary inputs.
+model checks that the runners still batch ordinary inputs. The same server serves the ragged
+prototype classifier (`onnx_ragged`, built by the format kind from text_classifier v2 with the
+model's 256 tokens) next to its padded counterpart (`onnx`): equal logits and labels.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tritongen_textprep.tokenize import Padding
 
 from generator.pipeline import ragged
+from generator.pipeline.artifacts import build_artifact, link_or_copy, tokenize_like_server
+from generator.pipeline.spec import Version, load_specs
 from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
 
 pytestmark = pytest.mark.integration
@@ -56,6 +62,40 @@ dynamic_batching {{ max_queue_delay_microseconds: 50000 }}
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 PT_NAMES = ("__0", "__1", "__0")
+
+CLASSIFIER_OUTPUTS = """
+output [
+  { name: "logits" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "label" data_type: TYPE_STRING dims: [ 1 ] }
+]
+"""
+CLASSIFIERS = {"classifier_ragged": RAGGED_CONFIG, "classifier_padded": PADDED_CONFIG}
+"""The classifiers' configs: the embedding configs with the classifier's two outputs."""
+
+
+def classifier_versions() -> dict[str, Version]:
+    """text_classifier v2 (ragged) with the model's 256 tokens, and its padded counterpart."""
+    spec = {s.name: s for s in load_specs(Path(__file__).resolve().parents[2] / "models")}["text_classifier"]
+    version = spec.version(2)
+    assert version.model.format == "onnx_ragged"
+    long = version.model_copy(update={"preprocessing": version.preprocessing.model_copy(update={"max_length": 256})})
+    padded = long.model_copy(
+        update={
+            "preprocessing": long.preprocessing.model_copy(update={"padding": Padding.BATCH_LONGEST}),
+            "model": long.model.model_copy(update={"format": "onnx"}),
+        }
+    )
+    return {"classifier_ragged": long, "classifier_padded": padded}
+
+
+def _classifier_models(repository: Path) -> None:
+    """Both classifiers built by their format kinds (the project's artifact cache) and configured."""
+    for name, version in classifier_versions().items():
+        built = build_artifact(version.model, version.preprocessing, label=name)
+        link_or_copy(built.path, repository / name / "1" / "model.onnx")
+        config = CLASSIFIERS[name].format(name=name, backend="onnxruntime", ids="", mask="", embedding="")
+        config = re.sub(r"output \[.*\]\n", CLASSIFIER_OUTPUTS.lstrip("\n"), config, count=1)
+        (repository / name / "config.pbtxt").write_text(config)
 
 
 def _padded_models(folder: Path) -> None:
@@ -111,6 +151,7 @@ def server(module: ragged.RaggedSentenceEmbedding, tmp_path_factory: pytest.Temp
         config = PADDED_CONFIG.format(name=name, backend=backend, ids=ids, mask=mask, embedding=embedding)
         (repository / name / "config.pbtxt").write_text(config)
     _padded_models(repository)
+    _classifier_models(repository)
     options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports(3)))
     process = start_ready_server(options, tmp_path_factory.mktemp("server"), 240)
     try:
@@ -194,3 +235,84 @@ def test_padded_inputs_still_batch_by_shape(server: TritonProcess) -> None:
     for model in ("padded", "padded_ts"):
         inferences, executions = _statistics(client, model)
         assert inferences == 16 and executions < 8, (model, executions)
+
+
+CLASSIFIER_QUESTIONS = [
+    "Calculate the square root of 144.",
+    "What gas do plants absorb from the air?",
+    "In which year did the Berlin Wall fall?",
+    "Which word in this sentence is a noun?",
+]
+
+
+def _send_all(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, list[str]]]:
+    """Every request at once (async pool); each answer's (logits, labels), in request order."""
+    import tritonclient.http as httpclient
+
+    pending = []
+    for inputs in feeds:
+        tensors = []
+        for name, array in inputs.items():
+            tensor = httpclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        pending.append(client.async_infer(model, tensors))
+    answers = []
+    for request in pending:
+        result = request.get_result(timeout=120)
+        labels = [bytes(v).decode() for v in result.as_numpy("label")[:, 0]]
+        answers.append((np.asarray(result.as_numpy("logits")), labels))
+    return answers
+
+
+def test_ragged_classifier_equals_the_padded_classifier_for_1_to_256_tokens(server: TritonProcess) -> None:
+    """Texts of 1-1000 tokens (truncated at 256), scripts and whitespace oddities and questions:
+    one request carrying them all, and concurrent requests of 1-3 texts batched together by
+    Triton, give the padded model's logits (fp32 tolerance) and exactly its labels."""
+    import tritonclient.http as httpclient
+
+    from tests.integration.assertions import embedding_texts
+
+    versions = classifier_versions()
+    texts = [text for _, text in embedding_texts()] + CLASSIFIER_QUESTIONS
+    ids, mask = tokenize_like_server(texts, versions["classifier_ragged"].preprocessing)
+    token_ids = [row[m == 1].tolist() for row, m in zip(ids, mask, strict=True)]
+    assert min(map(len, token_ids)) <= 3 and max(map(len, token_ids)) == 256
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=len(texts))
+    ((want_logits, want_labels),) = _send_all(client, "classifier_padded", [{"input_ids": ids, "attention_mask": mask}])
+    assert want_logits.shape == (len(texts), 4) and float(np.abs(want_logits).max()) > 5
+
+    ids_all, lengths_all = ragged.pack_request(token_ids)
+    ((one_call, one_call_labels),) = _send_all(
+        client, "classifier_ragged", [{"input_ids": ids_all, "lengths": lengths_all}]
+    )
+    order = list(np.random.default_rng(11).permutation(len(texts)))  # short and long texts mixed
+    chunks, start = [], 0
+    while start < len(order):
+        chunks.append(order[start : start + 1 + len(chunks) % 3])
+        start += len(chunks[-1])
+    before = _statistics(client, "classifier_ragged")
+    feeds = []
+    for chunk in chunks:
+        packed, lengths = ragged.pack_request([token_ids[i] for i in chunk])
+        feeds.append({"input_ids": packed, "lengths": lengths})
+    answers = _send_all(client, "classifier_ragged", feeds)
+    after = _statistics(client, "classifier_ragged")
+    concurrent = np.zeros_like(want_logits)
+    concurrent_labels = [""] * len(texts)
+    for chunk, (logits, labels) in zip(chunks, answers, strict=True):
+        assert logits.shape == (len(chunk), 4) and len(labels) == len(chunk)
+        concurrent[chunk] = logits
+        for index, label in zip(chunk, labels, strict=True):
+            concurrent_labels[index] = label
+    for got, labels in ((one_call, one_call_labels), (concurrent, concurrent_labels)):
+        difference = float(np.abs(got - want_logits).max())
+        print(
+            f"classifier_ragged vs classifier_padded: max |logit difference| {difference:.2e} over {len(texts)} texts"
+        )
+        assert difference <= 1e-4
+        assert labels == want_labels
+    assert set(want_labels[-4:]) == {"math", "science", "history", "language"}
+    executions = after[1] - before[1]
+    print(f"classifier_ragged: {len(chunks)} requests, {after[0] - before[0]} texts, {executions} executions")
+    assert after[0] - before[0] == len(texts) and executions < len(chunks), "not batched"

@@ -65,3 +65,8 @@ def test_requests_without_body_or_text_say_so(server: Target) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_requests_do_not_fail_valid_ones_of_the_same_call(server: Target, protocol: str) -> None:
     assertions.check_valid_requests_answered_next_to_bad_ones(server, protocol)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ragged_classifier_version_equals_its_padded_classifier(server: Target, protocol: str) -> None:
+    assertions.check_ragged_classifier_equals_padded(server, protocol)
