@@ -426,6 +426,46 @@ def process_breakdown(server_pid: int, repository: Path) -> list[dict[str, Any]]
     return sorted(groups.values(), key=lambda g: -g["pss_mib"])
 
 
+def stats_snapshot(url: str, key: str, models: Sequence[str]) -> dict[str, tuple[int, int, int, int]]:
+    """Model -> (requests, executions, queue ns, compute ns) so far (Triton statistics, admin key)."""
+    import urllib.request
+
+    out = {}
+    for model in models:
+        request = urllib.request.Request(f"http://{url}/v2/models/{model}/stats", headers=admin_headers(key))
+        with urllib.request.urlopen(request, timeout=30) as response:
+            stats = json.loads(response.read())["model_stats"][0]
+        inference = stats["inference_stats"]
+        out[model] = (
+            int(stats["inference_count"]),
+            int(stats["execution_count"]),
+            int(inference["queue"]["ns"]),
+            int(inference["compute_infer"]["ns"]),
+        )
+    return out
+
+
+def queue_summary(
+    before: dict[str, tuple[int, int, int, int]], after: dict[str, tuple[int, int, int, int]], hot: str
+) -> dict[str, dict[str, float]]:
+    """Requests, mean queue wait, mean batch and compute per execution: the hottest model, the others."""
+    groups: dict[str, list[str]] = {"hottest": [hot], "others": [m for m in after if m != hot]}
+    out = {}
+    for label, models in groups.items():
+        requests = sum(after[m][0] - before[m][0] for m in models)
+        executions = sum(after[m][1] - before[m][1] for m in models)
+        queue = sum(after[m][2] - before[m][2] for m in models)
+        compute = sum(after[m][3] - before[m][3] for m in models)
+        out[label] = {
+            "models": len(models),
+            "requests": requests,
+            "queue_ms": queue / requests / 1e6 if requests else 0.0,
+            "batch": requests / executions if executions else 0.0,
+            "compute_ms_per_batch": compute / executions / 1e6 if executions else 0.0,
+        }
+    return out
+
+
 def tree_memory(server_pid: int) -> dict[str, float]:
     pids = procstat.tree(server_pid)
     counts = procstat.threads(pids)
@@ -468,8 +508,14 @@ def run_once(
         names = [spec["name"] for spec in specs]
         script = http_script(bench, f"zipf-{label}", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
         running = served.running(label)
+        manifest = read_manifest(repository)
+        inference = [
+            next(d for d in manifest.models[n].depends_on if manifest.models[d].role == "inference") for n in names
+        ]
+        before = stats_snapshot(served.url, served.key, inference)
         cell = measure(bench, running, "http", options.concurrency, options.seconds, wrk_load(running, script))
         row["load"] = asdict(cell)
+        row["queues"] = queue_summary(before, stats_snapshot(served.url, served.key, inference), inference[0])
         row["breakdown"] = process_breakdown(served.server.process.pid, repository)
         row["script"] = str(script)
     except BaseException:
@@ -688,6 +734,22 @@ def markdown(data: dict[str, Any]) -> str:
                 "",
                 f"tritonserver's own threads: {base['threads']} with {single['triton_models']} Triton models, "
                 f"{server_threads['threads']} with {row['triton_models']}: {per:.1f} per extra Triton model.",
+            ]
+        queues = row.get("queues")
+        if queues:
+            hot, others = queues["hottest"], queues["others"]
+            share = hot["requests"] / max(hot["requests"] + others["requests"], 1)
+            lines += [
+                "",
+                f"Triton statistics over the Zipf load (warm-up + measurement), inference models: the hottest "
+                f"({share:.0%} of requests) waited {hot['queue_ms']:.0f} ms per request in its queue, batches "
+                f"of {hot['batch']:.1f}, {hot['compute_ms_per_batch']:.0f} ms compute per batch"
+                + (
+                    f"; the other {others['models']}: {others['queue_ms']:.0f} ms, batches of {others['batch']:.1f}, "
+                    f"{others['compute_ms_per_batch']:.0f} ms per batch."
+                    if others["models"]
+                    else "."
+                ),
             ]
         loading = row["loading"]
         done = sorted(loading["loaded_at"].values())

@@ -77,3 +77,17 @@ def test_targets_are_evaluated_against_the_single_model_run() -> None:
 def test_a_run_that_did_not_load_misses_the_ready_target() -> None:
     verdicts = many.evaluate(_row(1, 10.0, 1.0, 1, 1.0, 1.0), {"models": 100, "failed": "stopped while loading"})
     assert [t["met"] for t in verdicts] == [False]
+
+
+def test_queue_summary_splits_the_hottest_model_from_the_others() -> None:
+    before = {"a": (10, 5, 0, 0), "b": (0, 0, 0, 0), "c": (0, 0, 0, 0)}
+    after = {"a": (110, 55, 100 * 8_000_000, 50 * 20_000_000), "b": (20, 20, 20 * 1_000_000, 0), "c": (0, 0, 0, 0)}
+    summary = many.queue_summary(before, after, "a")
+    assert summary["hottest"] == {
+        "models": 1,
+        "requests": 100,
+        "queue_ms": pytest.approx(8.0),
+        "batch": pytest.approx(2.0),
+        "compute_ms_per_batch": pytest.approx(20.0),
+    }
+    assert summary["others"]["models"] == 2 and summary["others"]["queue_ms"] == pytest.approx(1.0)
