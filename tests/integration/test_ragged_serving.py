@@ -173,10 +173,8 @@ def _texts() -> list[list[list[int]]]:
     return requests
 
 
-def _infer_all(
-    client: Any, model: str, feeds: list[dict[str, np.ndarray]], output: str = "embedding"
-) -> list[np.ndarray]:
-    """Send every request at once (tritonclient's async pool), then collect the answers in order."""
+def _results(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> list[Any]:
+    """Send every request at once (tritonclient's async pool), then collect the results in order."""
     import tritonclient.http as httpclient
 
     pending = []
@@ -187,7 +185,14 @@ def _infer_all(
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         pending.append(client.async_infer(model, tensors))
-    return [np.asarray(p.get_result(timeout=120).as_numpy(output)) for p in pending]
+    return [p.get_result(timeout=120) for p in pending]
+
+
+def _infer_all(
+    client: Any, model: str, feeds: list[dict[str, np.ndarray]], output: str = "embedding"
+) -> list[np.ndarray]:
+    """Every request at once; each answer's `output`, in request order."""
+    return [np.asarray(result.as_numpy(output)) for result in _results(client, model, feeds)]
 
 
 def _statistics(client: Any, model: str) -> tuple[int, int]:
@@ -247,19 +252,8 @@ CLASSIFIER_QUESTIONS = [
 
 def _send_all(client: Any, model: str, feeds: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, list[str]]]:
     """Every request at once (async pool); each answer's (logits, labels), in request order."""
-    import tritonclient.http as httpclient
-
-    pending = []
-    for inputs in feeds:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = httpclient.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        pending.append(client.async_infer(model, tensors))
     answers = []
-    for request in pending:
-        result = request.get_result(timeout=120)
+    for result in _results(client, model, feeds):
         labels = [bytes(v).decode() for v in result.as_numpy("label")[:, 0]]
         answers.append((np.asarray(result.as_numpy("logits")), labels))
     return answers
