@@ -39,9 +39,6 @@ class Target:
     """Image the generated deploy files run (`TRITON_IMAGE` overrides it at run time)."""
     server_stub_python: str
     """Python of the server's default python-backend stub."""
-    global_thread_pools: bool = False
-    """The server's native backends run in its process and can share one thread pool across
-    models (`InferenceFormat.global_pool_settings`); the local Python-based runners cannot."""
 
 
 LOCAL = Target(
@@ -60,7 +57,6 @@ NGC = Target(
     output=PurePosixPath("build/ngc/repository"),
     image=NGC_IMAGE,
     server_stub_python=NGC_STUB_PYTHON,
-    global_thread_pools=True,
 )
 TARGETS: dict[str, Target] = {target.name: target for target in (LOCAL, NGC)}
 """Every target by name."""

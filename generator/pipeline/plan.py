@@ -61,10 +61,11 @@ stays within C, a few busy at once oversubscribe at most MANY_MODELS-fold, and t
 layout every few-model benchmark measured (the shipped repository has 4 specs); the 20-model
 benchmark measured the limiter better. Between 5 and 19 specs is not measured: the threshold
 turns the budget on well before the case where it is known to help.
-On the `ngc` target the native onnxruntime backend also shares ONE thread pool of C
-(or C - P) intra-op threads across all its sessions (`RepositoryPlan.backend_configs`); it
-then ignores the per-model thread parameters. The local Python-based runners cannot share a
-pool across processes: there the rate limiter keeps the budget.
+Every target bounds the cores the same way: per-model thread parameters (each ONNX Runtime
+session its own intra-op pool) plus the rate limiter. ONNX Runtime's process-wide pool
+(`--backend-config=onnxruntime,enable-global-threadpool=1`) is not emitted: on NVIDIA's
+native backend it starved the padded ensemble (46-153 vs 315-326 req/s at concurrency 32 on 2
+cores, docs/ngc.md), and the Python-based stand-ins cannot show that.
 """
 
 from __future__ import annotations
@@ -307,27 +308,10 @@ class RepositoryPlan:
         return max(4, 2 * self.cores)
 
     @property
-    def shared_backend_configs(self) -> tuple[str, ...]:
-        """The `--backend-config` values of every target (in the manifest, which is the same for
-        every target; `backend_configs` adds the target's own)."""
-        return (PYTHON_BACKEND_CONFIG,)
-
-    @property
     def backend_configs(self) -> tuple[str, ...]:
-        """tritonserver `--backend-config` values (`backend,setting=value`): PYTHON_BACKEND_CONFIG
-        on every target; on the `ngc` target also the native onnxruntime backend's one thread
-        pool shared by every session, sized to the cores of inference (the per-model thread
-        parameters are then ignored there); the `local` Python-based runners are one process
-        per instance and cannot share one."""
-        settings = set(self.shared_backend_configs)
-        if self.target.global_thread_pools:
-            threads = inference_cores(self.cores)
-            settings |= {
-                f"{inference.backend},{setting}"
-                for inference in self.inference_models()
-                for setting in inference.format.global_pool_settings(threads)
-            }
-        return tuple(sorted(settings))
+        """tritonserver `--backend-config` values (`backend,setting=value`), the same on every
+        target: PYTHON_BACKEND_CONFIG. No shared ONNX Runtime pool (see the module docstring)."""
+        return (PYTHON_BACKEND_CONFIG,)
 
     def server_settings(self) -> ServerSettings:
         """What the server running this repository is started with (launchers, manifests)."""
@@ -406,7 +390,7 @@ class RepositoryPlan:
             "cpu_budget": self.cores,
             "rate_limit_cores": self.rate_limit_cores,
             "model_load_threads": self.model_load_threads,
-            "backend_configs": list(self.shared_backend_configs),
+            "backend_configs": list(self.backend_configs),
             "models": dict(sorted(models.items())),
         }
 

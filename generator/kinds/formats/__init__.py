@@ -81,12 +81,6 @@ class InferenceFormat(ABC):
     def parameters(self, threads: int) -> dict[str, str]:
         """The backend's config parameters for `threads` intra-op threads per instance."""
 
-    def global_pool_settings(self, threads: int) -> tuple[str, ...]:
-        """Native backend settings (`--backend-config=<backend>,<setting>`) that make every model
-        of this format share ONE pool of `threads` intra-op threads; the per-model thread
-        parameters are then ignored by that backend. None: the backend has no shared pool."""
-        return ()
-
     @abstractmethod
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         """Problems between a built file and its config (empty when they agree)."""

@@ -35,9 +35,6 @@ class Onnx(InferenceFormat):
         # Per session (per instance) on the native backend; inter-op 1: the graphs are sequential.
         return {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
 
-    def global_pool_settings(self, threads: int) -> tuple[str, ...]:
-        return onnxruntime_global_pool(threads)
-
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         return check_onnx(path, config)
 
@@ -82,12 +79,6 @@ def quantize_onnx(method: str, source: Path, output: Path, per_channel: bool) ->
     graph_model.producer_version = ""
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, str(output))
-
-
-def onnxruntime_global_pool(threads: int) -> tuple[str, ...]:
-    """The native onnxruntime backend's process-wide pool: every session shares `threads`
-    intra-op threads (FACTS: its sessions then ignore `intra_op_thread_count`)."""
-    return ("enable-global-threadpool=1", f"intra_op_thread_count={threads}", "inter_op_thread_count=1")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from generator.kinds.formats import InferenceFormat
-from generator.kinds.formats.onnx import QUANTIZE_METHODS, check_onnx, onnxruntime_global_pool, quantize_onnx
+from generator.kinds.formats.onnx import QUANTIZE_METHODS, check_onnx, quantize_onnx
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,9 +97,6 @@ class OnnxRagged(_Ragged):
 
     def parameters(self, threads: int) -> dict[str, str]:
         return {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
-
-    def global_pool_settings(self, threads: int) -> tuple[str, ...]:
-        return onnxruntime_global_pool(threads)
 
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         return check_onnx(path, config)
