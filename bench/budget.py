@@ -36,18 +36,13 @@ import numpy as np
 import yaml
 
 from bench import corpus, procstat
+from generator import PROJECT_ROOT
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores
-from generator.serving.tritonserver import (
-    PROJECT_ROOT,
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    free_ports,
-    manifest_settings,
-    start_server,
-)
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, manifest_settings, start_server
 from generator.serving.watchdog import stub_processes
 
 SPEC = PROJECT_ROOT / "models" / "minilm_embed.yaml"
@@ -146,9 +141,17 @@ def ensemble_wait_ms(before: dict[str, float], after: dict[str, float]) -> float
 
 
 def phase(
-    server: TritonProcess, name: str, duration: float, online: int, bulk: int, batch: int, priority: int | None
+    server: TritonProcess,
+    name: str,
+    bulk_name: str,
+    duration: float,
+    online: int,
+    bulk: int,
+    batch: int,
+    priority: int | None,
 ) -> dict:  # type: ignore[type-arg]
-    """One phase: online clients (and bulk clients unless `priority` is None); its figures."""
+    """One phase: online clients of `name` (and bulk clients of `bulk_name` unless `priority` is
+    None); its figures."""
     url = server.grpc_url
     metrics_url = f"{server.options.address}:{server.options.ports.metrics}"
     before = model_counters(metrics_url, name)
@@ -163,7 +166,7 @@ def phase(
 
     def bulk_send(client: Any, index: int) -> None:
         start = (index * batch) % (len(texts) - batch)
-        _infer(client, f"{name}_batch", texts[start : start + batch], "EMBEDDING", priority or 0)
+        _infer(client, bulk_name, texts[start : start + batch], "EMBEDDING", priority or 0)
 
     workers = [
         threading.Thread(target=_closed_loop, args=(url, stop, online_send, online_latencies, errors))
@@ -205,11 +208,13 @@ def run_priority(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
     with tempfile.TemporaryDirectory(prefix="tritongen-budget-") as work:
         repository = make_repository(Path(work), 1, args.cores)
         manifest = read_manifest(repository)
-        name = manifest.entry_points("online")[0].name
-        bulk_priority = manifest.models[f"{name}_batch"].priority or 0
+        online = manifest.entry_points("online")[0]
+        name = online.name
+        bulk = manifest.entry_points("bulk", online.spec)[0]
+        bulk_priority = bulk.priority or 0
         server = serve(Path(work), repository)
         try:
-            phase(server, name, 5, args.online, args.bulk, args.bulk_batch, bulk_priority)  # warm-up
+            phase(server, name, bulk.name, 5, args.online, args.bulk, args.bulk_batch, bulk_priority)  # warm-up
             phases = {}
             for label, priority in (
                 ("alone", None),
@@ -218,7 +223,9 @@ def run_priority(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
                 ("bulk, same level (again)", 0),
                 (f"bulk, priority {bulk_priority} (again)", bulk_priority),
             ):
-                phases[label] = phase(server, name, args.duration, args.online, args.bulk, args.bulk_batch, priority)
+                phases[label] = phase(
+                    server, name, bulk.name, args.duration, args.online, args.bulk, args.bulk_batch, priority
+                )
                 print(label, json.dumps(phases[label]), flush=True)
         finally:
             server.stop()

@@ -25,8 +25,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from generator.pipeline.manifest import read_manifest
+
 from . import corpus, limit, loadgen, procstat
-from .systems import make_repository, spec_dict, start_s4, stop, wait_answering
+from .systems import inference_file, make_repository, spec_dict, start_s4, stop, wait_answering
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE: list[Any] = []
@@ -107,10 +109,8 @@ def profile_variant(
             [("/v2/models/minilm_embed/infer", loadgen.kserve_body(t)) for t in texts],
         )
         url = running.http_url + "/"
-        manifest = json.loads((repository / "tritongen-manifest.json").read_text())
-        models = [m for m in manifest["models"]["minilm_embed"]["depends_on"]]
-        inference = next(m for m in models if manifest["models"][m]["role"] == "inference")
-        onnx = repository / inference / "1" / "model.onnx"
+        models = list(read_manifest(repository).models["minilm_embed"].depends_on)
+        onnx = inference_file(repository, "minilm_embed")
         if label == "padded":  # the padded ONNX file is the reference for both
             REFERENCE[:] = list(limit.reference_embeddings(onnx, corpus.tokenizer_file(), texts[:1]))
         wait_answering(url + "v2/models/minilm_embed/infer", loadgen.kserve_body(texts[0]), REFERENCE[0])

@@ -36,24 +36,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from generator.base.launch import ServerOptions, ServerPorts, admin_headers
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
-from generator.pipeline.plan import detected_cores
-from generator.serving.tritonserver import (
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    admin_headers,
-    free_ports,
-    load_errors,
-    start_server,
-)
+from generator.pipeline.plan import TRITON_VERSION_DIR, detected_cores
+from generator.serving.diagnostics import load_errors
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_server
 from generator.serving.update import content_index, file_digest, record_loaded
 from generator.serving.watchdog import StubWatchdog, stub_processes
 
 from . import corpus, loadgen, procstat
 from .run import Bench, Profile, http_script, measure, wrk_load
-from .systems import PROJECT_ROOT, BenchError, Running, post_json, spec_dict, without_environments
+from .systems import PROJECT_ROOT, BenchError, Running, inference_file, post_json, spec_dict, without_environments
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ARTIFACT_CACHE = RESULTS / "many-artifacts"
@@ -352,9 +347,7 @@ def reference_logits(repository: Path, spec: dict[str, Any], text: str) -> np.nd
     from generator.pipeline.spec import ModelSpec
 
     validated = ModelSpec.model_validate(spec)
-    manifest = read_manifest(repository)
-    inference = next(m for m in manifest.models[spec["name"]].depends_on if manifest.models[m].role == "inference")
-    model_file = next((repository / inference / "1").glob("*.onnx"))
+    model_file = inference_file(repository, spec["name"])
     ids, mask = tokenize_like_server([text], validated.versions[0].preprocessing)
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     feeds = {i.name: (ids if "ids" in i.name else mask) for i in session.get_inputs()}
@@ -391,9 +384,8 @@ def weight_files(repository: Path) -> dict[str, set[str]]:
     files: dict[str, set[str]] = {}
     for name, entry in manifest.models.items():
         if entry.role == "inference":
-            for path in sorted((repository / name / "1").glob("*")):
-                if path.is_file() and path.suffix in {".onnx", ".pt"}:
-                    files.setdefault(entry.spec, set()).add(file_digest(path))
+            for filename in entry.files:
+                files.setdefault(entry.spec, set()).add(file_digest(repository / name / TRITON_VERSION_DIR / filename))
     return files
 
 
@@ -414,7 +406,7 @@ def process_breakdown(server_pid: int, repository: Path) -> list[dict[str, Any]]
         else:
             entry = manifest.models.get(model)
             role = entry.role if entry else "unknown"
-            kind = f"{role} stubs" + (" (bulk)" if role == "inference" and model.endswith("_bulk") else "")
+            kind = f"{role} stubs"
         group = groups.setdefault(kind, {"kind": kind, "processes": 0, "threads": 0, "pss_mib": 0.0, "rss_mib": 0.0})
         counts = procstat.threads([pid])
         group["processes"] += 1
@@ -509,9 +501,7 @@ def run_once(
         script = http_script(bench, f"zipf-{label}", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
         running = served.running(label)
         manifest = read_manifest(repository)
-        inference = [
-            next(d for d in manifest.models[n].depends_on if manifest.models[d].role == "inference") for n in names
-        ]
+        inference = [manifest.inference_model(n) for n in names]
         before = stats_snapshot(served.url, served.key, inference)
         cell = measure(bench, running, "http", options.concurrency, options.seconds, wrk_load(running, script))
         row["load"] = asdict(cell)

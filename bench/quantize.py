@@ -26,8 +26,9 @@ import numpy as np
 
 from bench.corpus import model_dir, sentences
 from generator import PROJECT_ROOT
+from generator.kinds.formats.onnx import onnx_session as session
 from generator.pipeline.artifacts import build_artifact, tokenize_like_server
-from generator.pipeline.quantize import row_cosines, session
+from generator.pipeline.quantize import row_cosines
 from generator.pipeline.spec import Quantize, load_spec
 
 

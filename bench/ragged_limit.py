@@ -6,7 +6,7 @@ texts replaced by 200-256-token ones), tokenization included, for
 
 - padded-sorted: the corpus tokenized, sorted by length, cut into batches padded to their longest;
 - padded-arrival: batches in corpus order, padded to their longest;
-- ragged: batches in corpus order, unpadded (`generator.pipeline.ragged`, length-bucketed
+- ragged: batches in corpus order, unpadded (`generator.kinds.formats.unpadded_encoder`, length-bucketed
   attention), fed exactly as Triton's ragged batching feeds them (one text per request);
 - ragged-1-bucket: the same graph with a single attention bucket (attention padded to the
   batch's longest, the prototype of ../shared/FACTS.md).
@@ -102,7 +102,7 @@ def export_models(folder: Path) -> dict[str, Path]:
     """padded.onnx, ragged.onnx (default buckets) and ragged_1_bucket.onnx of one set of weights."""
     import torch
 
-    from generator.pipeline import ragged
+    from generator.kinds.formats import unpadded_encoder as ragged
 
     module = ragged.load_ragged_module(model_dir())
     paths = {"ragged": folder / "ragged.onnx", "ragged_1_bucket": folder / "ragged_1_bucket.onnx"}

@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.plan import detected_cores
-from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, start_server
+from generator.serving.ports import free_ports
+from generator.serving.process import start_server
 
 from . import corpus, loadgen, procstat
 from .systems import (

@@ -33,6 +33,8 @@ from .systems import (
     batch_counts,
     embedding_of,
     grpc_check,
+    inference_file,
+    inference_model,
     make_repository,
     post_json,
     spec_dict,
@@ -277,8 +279,8 @@ def choose_baselines(bench: Bench, repository: Path, systems: set[str]) -> dict[
             lambda: start_s2(wd, repository, 1, 1),
         ],
         "S3": [
-            lambda: start_s3(wd, repository, 1, ["minilm_embed_v1_model"]),
-            lambda: start_s3(wd, repository, cores, ["minilm_embed_v1_model"]),
+            lambda: start_s3(wd, repository, 1, ["minilm_embed"]),
+            lambda: start_s3(wd, repository, cores, ["minilm_embed"]),
         ],
     }
     return {
@@ -450,17 +452,14 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
     if "S1" in systems and "S1" in chosen:
         starts.append(("S1", chosen["S1"], plain, f"/embed/{names[0]}"))
     if "S3" in systems:
-        models = [f"{n}_v1_model" for n in names]
         s3_processes = _s3_processes(bench)
         starts.append(
-            ("S3", lambda: start_s3(bench.workdir, repository, s3_processes, models), plain, f"/embed/{names[0]}")
+            ("S3", lambda: start_s3(bench.workdir, repository, s3_processes, names), plain, f"/embed/{names[0]}")
         )
         starts.append(
             (
                 "S3",
-                lambda: _renamed(
-                    start_s3(bench.workdir, rate_limited, s3_processes, models), " (instances.rate_limit)"
-                ),
+                lambda: _renamed(start_s3(bench.workdir, rate_limited, s3_processes, names), " (instances.rate_limit)"),
                 plain,
                 f"/embed/{names[0]}",
             )
@@ -492,21 +491,21 @@ def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: 
             cell = measure(bench, running, "http", top, bench.profile.seconds, wrk_load(running, script), record=False)
             row = {"system": system, "models": count, "setting": running.setting, "load_s": load_s, **asdict(cell)}
             if running.triton is not None:
-                row["queues"] = inference_queues(running.triton.http_url, names)
+                row["queues"] = inference_queues(running.triton.http_url, running.triton.options.repository, names)
             rows.append(row)
         finally:
             stop(running)
     return rows
 
 
-def inference_queues(http_url: str, names: list[str]) -> dict[str, float]:
+def inference_queues(http_url: str, repository: Path, names: list[str]) -> dict[str, float]:
     """Mean queue wait (ms per request) and requests of each copy's inference model, from Triton's
     statistics: shows whether the hottest models wait while the others idle."""
     from generator.serving.tune import model_stats
 
     queues = {}
     for name in names:
-        stats = model_stats(http_url, f"{name}_v1_model")
+        stats = model_stats(http_url, inference_model(repository, name))
         count = int(stats["inference_count"])
         queue_ns = int(stats["inference_stats"]["queue"]["ns"])
         queues[name] = queue_ns / count / 1e6 if count else 0.0
@@ -605,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.log(f"{platform.node()}: {cores} cores, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
     base = make_repository(workdir / "base", [spec_dict("minilm_embed"), spec_dict("minilm_embed_ts")], cores)
-    onnx = base / "minilm_embed_v1_model" / "1" / "model.onnx"
+    onnx = inference_file(base, "minilm_embed")
     bench.reference = limit.reference_embeddings(onnx, corpus.tokenizer_file(), texts[:1])
     limits: list[limit.LimitResult] = []
     if "L" in systems:

@@ -40,15 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from generator import PROJECT_ROOT
+from generator.base.launch import ServerOptions, ServerPorts, admin_headers
 from generator.pipeline.manifest import read_manifest
-from generator.serving.tritonserver import (
-    PROJECT_ROOT,
-    ServerOptions,
-    ServerPorts,
-    admin_headers,
-    free_ports,
-    start_server,
-)
+from generator.serving.ports import free_ports
+from generator.serving.process import start_server
 from generator.serving.update import content_index
 from generator.serving.watchdog import StubWatchdog, rss_kib, stub_processes
 
@@ -79,7 +75,7 @@ class EntryPoint:
 def entry_points(repository: Path) -> list[EntryPoint]:
     """Every ensemble of the repository (from its manifest)."""
     points = [
-        EntryPoint(entry.name, entry.max_batch_size or 1, entry.outputs[0], entry.priority or 0)
+        EntryPoint(entry.name, entry.batching.max_batch_size, entry.outputs[0], entry.priority or 0)
         for entry in read_manifest(repository).ensembles()
     ]
     if not points:

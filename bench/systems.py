@@ -18,15 +18,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
-from generator.serving.tritonserver import (
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    free_ports,
-    start_server,
-)
+from generator.pipeline.plan import TRITON_VERSION_DIR
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_server
 
 from .corpus import model_dir, tokenizer_file
 
@@ -158,7 +155,7 @@ def start_tornado(
 
 def start_s2(workdir: Path, repository: Path, processes: int, torch_threads: int | None) -> Running:
     """Tornado + PyTorch (the project's TorchScript artifact, mean pooling inside)."""
-    model = repository / "minilm_embed_ts_v1_model" / "1" / "model.pt"
+    model = inference_file(repository, "minilm_embed_ts")
     args = ["--torchscript", str(model)]
     if torch_threads:
         args += ["--torch-threads", str(torch_threads)]
@@ -186,10 +183,14 @@ def start_triton(workdir: Path, repository: Path, models: Sequence[str]) -> Trit
     return server
 
 
-def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[str]) -> Running:
-    """Tornado tokenizes, awaits Triton's inference models (gRPC, asyncio)."""
+def start_s3(workdir: Path, repository: Path, processes: int, names: Sequence[str]) -> Running:
+    """Tornado tokenizes, awaits Triton's inference models of the entry points `names` (gRPC, asyncio)."""
+    models = [inference_model(repository, name) for name in names]
     triton = start_triton(workdir, repository, models)
-    url, process = start_tornado(workdir, "s3", processes, ["--triton-grpc", triton.grpc_url])
+    arguments = ["--triton-grpc", triton.grpc_url]
+    for name, model in zip(names, models, strict=True):
+        arguments += ["--triton-model", f"{name}={model}"]
+    url, process = start_tornado(workdir, "s3", processes, arguments)
     setting = f"tornado {processes} processes -> triton " + (
         models[0] if len(models) == 1 else f"{len(models)} inference models"
     )
@@ -206,8 +207,14 @@ def start_s3(workdir: Path, repository: Path, processes: int, models: Sequence[s
 
 def inference_model(repository: Path, ensemble: str) -> str:
     """The inference model an ensemble of the repository feeds (from its manifest)."""
+    return read_manifest(repository).inference_model(ensemble)
+
+
+def inference_file(repository: Path, ensemble: str) -> Path:
+    """The model file of the inference model an ensemble feeds (from its manifest)."""
     manifest = read_manifest(repository)
-    return next(d for d in manifest.models[ensemble].depends_on if manifest.models[d].role == "inference")
+    model = manifest.models[manifest.inference_model(ensemble)]
+    return repository / model.name / TRITON_VERSION_DIR / model.files[0]
 
 
 def start_s4(workdir: Path, repository: Path, models: Sequence[str], setting: str, variant: str = "") -> Running:

@@ -13,29 +13,32 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from generator.environments.build import (
-    CHANNELS_VARIABLE,
-    HASH_LENGTH,
-    add_envs_subcommands,
-)
+from generator.base.launch import ADMIN_KEY_VARIABLE, ServerOptions, ServerPorts, admin_headers, check_admin_key
+from generator.base.triton import TritonServerError
+from generator.containers import bake, image
+from generator.environments.cache import HASH_LENGTH
+from generator.environments.cli import add_envs_subcommands
+from generator.environments.settings import CHANNELS_VARIABLE
 from generator.errors import TritongenError
 from generator.kinds.targets import TARGETS
-from generator.pipeline.generate import DEFAULT_OUTPUT, DEFAULT_SPECS, GenerateOptions, check, generate
-from generator.pipeline.manifest import Manifest, find_manifest
-from generator.pipeline.plan import PlanError
-from generator.serving.tritonserver import (
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    TritonServerError,
-    admin_headers,
-    check_admin_key,
-    failed_models,
-    start_server,
+from generator.pipeline.checks import check_configs, check_native_rules, drift
+from generator.pipeline.generate import (
+    DEFAULT_OUTPUT,
+    DEFAULT_SPECS,
+    MANAGED_SUFFIXES,
+    GenerateOptions,
+    check,
+    deploy_files,
+    generate,
 )
+from generator.pipeline.manifest import find_manifest
+from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, PlanError, detected_cores, plan_repository
+from generator.pipeline.render import render_repository
+from generator.pipeline.spec import load_specs
+from generator.serving.diagnostics import failed_models
+from generator.serving.process import TritonProcess, start_server
 from generator.serving.tune import add_tune_subcommand
 from generator.serving.update import (
-    ADMIN_KEY_VARIABLE,
     ModelEntry,
     add_update_subcommand,
     content_index,
@@ -117,38 +120,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-ENVIRONMENT_PATH = re.compile(r'\$\$TRITON_MODEL_DIRECTORY/\.\./([^"\s]+)')
-
-
-def _recorded_environment(repository: Path, manifest: Manifest | None, model: str) -> str | None:
-    """The environment path the repository records for a preprocessing model (None: none)."""
-    if manifest is not None:
-        entry = manifest.models.get(model)
-        return entry.environment if entry else None
-    config = repository / model / "config.pbtxt"
-    found = ENVIRONMENT_PATH.search(config.read_text(encoding="utf-8")) if config.is_file() else None
-    return found.group(1) if found else None
-
-
 def check_configs_offline(options: GenerateOptions) -> str:
     """`check --configs-only`: specs, plan, rendered configs and their wiring against the
     repository on disk, with no channel and no environment solve; returns the drift diff.
 
     An environment's name carries a content hash of its solved packages, which only a solve
-    can compute. So each preprocessing model's environment hash is taken from the repository:
-    from its manifest, else (a repository generated before the manifest existed) from the
-    EXECUTION_ENV_PATH of the model's config on disk, by any model using the same environment
-    (`<environment>-<hash>`); the path around it follows the plan (owner folder, tarball or
+    can compute. So each preprocessing model's environment hash is taken from the repository's
+    manifest, by any model using the same environment (`<environment>-<hash>`; a repository
+    without a manifest records none); the path around it follows the plan (owner folder, tarball or
     folder), so a model that switched environment or format shows as drift, and an environment
     no model records is rendered with a name no build makes (drift too). Whether a hash is still
     current (the solved packages) is left to `check` and `generate`.
     """
-    from generator.pipeline.checks import check_configs, check_native_rules, drift
-    from generator.pipeline.generate import MANAGED_SUFFIXES, deploy_files
-    from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, detected_cores, plan_repository
-    from generator.pipeline.render import render_repository
-    from generator.pipeline.spec import load_specs
-
     repository = options.output_dir
     plan = plan_repository(load_specs(options.specs_dir), options.target, options.cores or detected_cores())
     manifest = find_manifest(repository)
@@ -165,7 +148,8 @@ def check_configs_offline(options: GenerateOptions) -> str:
         environment = pre.environment
         assert environment is not None
         pattern = rf"(?:^|/){re.escape(environment.name)}-([0-9a-f]{{{HASH_LENGTH}}})(?:\.tar\.gz)?$"
-        match = re.search(pattern, _recorded_environment(repository, manifest, pre.name) or "")
+        recorded = manifest.models.get(pre.name) if manifest is not None else None
+        match = re.search(pattern, (recorded.environment if recorded else None) or "")
         if match:
             hashes.setdefault((environment.name, environment.ship_stub), match.group(1))
     resolved: dict[str, BuiltEnvironmentPlan] = {}
@@ -277,15 +261,11 @@ def _serve(
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from generator.containers.image import main as image_main
-
-    return image_main(args.arguments)
+    return image.main(args.arguments)
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
-    from generator.containers.bake import main as bake_main
-
-    return bake_main(args.arguments)
+    return bake.main(args.arguments)
 
 
 def build_parser() -> argparse.ArgumentParser:

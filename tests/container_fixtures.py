@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from generator.containers.image import CONTAINER_REPOSITORY, build_image, container_command
-from generator.serving.tritonserver import load_errors, repository_models
+from generator.base.launch import repository_models
+from generator.containers.image import build_image
+from generator.pipeline.deploy.launcher import CONTAINER_REPOSITORY, container_command
+from generator.serving.diagnostics import load_errors
 from tests.dockerd import DockerEngine, DockerUnavailable, ensure_engine
 
 if TYPE_CHECKING:
@@ -253,7 +255,7 @@ def run_triton_container(
 
     Needs the environment `docker_engine` sets up. The command is `command` (e.g. a
     `deploy_command`'s), else the one the deploy files use
-    (`generator.containers.image.container_command`), valid for the stand-in and NVIDIA's image.
+    (`generator.pipeline.deploy.launcher.container_command`), valid for the stand-in and NVIDIA's image.
     `read_only=False` mounts the repository writable (the deploy files never do).
     """
     from testcontainers.core.container import DockerContainer

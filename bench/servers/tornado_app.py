@@ -3,7 +3,7 @@
 `python -m bench.servers.tornado_app --system s2|s3 --port P --processes N ...`
 S2: each process tokenizes and runs the TorchScript model in the handler (no batching).
 S3: each process tokenizes (the preprocessing stays outside Triton, as in the article) and
-awaits Triton's inference model `<name>_v1_model` over gRPC (asyncio client).
+awaits the Triton inference model `--triton-model <name>=<model>` names over gRPC (asyncio client).
 `POST /embed/<name>` with {"text": ...} -> {"embedding": [384 floats]}.
 """
 
@@ -61,12 +61,14 @@ class TorchHandler(tornado.web.RequestHandler):
 class TritonHandler(tornado.web.RequestHandler):
     """S3: tokenize here, await Triton's inference model asynchronously."""
 
-    def initialize(self, tokenizer: Any, client: Any) -> None:
-        self.tokenizer, self.client = tokenizer, client
+    def initialize(self, tokenizer: Any, client: Any, models: dict[str, str]) -> None:
+        self.tokenizer, self.client, self.models = tokenizer, client, models
 
     async def post(self, name: str = DEFAULT_NAME) -> None:
         from tritonclient.grpc import aio as grpcclient
 
+        if name not in self.models:
+            raise tornado.web.HTTPError(404, f"no inference model for {name!r}")
         ids, mask = _encode(self.tokenizer, self.request.body)
         inputs = []
         for tensor_name, array in (("input_ids", ids), ("attention_mask", mask)):
@@ -74,7 +76,7 @@ class TritonHandler(tornado.web.RequestHandler):
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         outputs = [grpcclient.InferRequestedOutput("embedding")]
-        result = await self.client.infer(f"{name}_v1_model", inputs, outputs=outputs)
+        result = await self.client.infer(self.models[name], inputs, outputs=outputs)
         self.set_header("Content-Type", "application/json")
         self.write(_reply(result.as_numpy("embedding")[0]))
 
@@ -88,6 +90,13 @@ def main() -> None:
     parser.add_argument("--torchscript", help="S2: model.pt (mean pooling inside)")
     parser.add_argument("--torch-threads", type=int, default=0, help="S2: 0 keeps torch's default")
     parser.add_argument("--triton-grpc", help="S3: 127.0.0.1:PORT")
+    parser.add_argument(
+        "--triton-model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="S3: the inference model `/embed/NAME` awaits (repeatable; from the repository's manifest)",
+    )
     args = parser.parse_args()
 
     if args.processes > 1:
@@ -108,6 +117,7 @@ def main() -> None:
         kwargs["model"] = model
         handler: type[tornado.web.RequestHandler] = TorchHandler
     else:
+        kwargs["models"] = dict(pair.split("=", 1) for pair in args.triton_model)
         handler = TritonHandler
 
     async def serve() -> None:

@@ -8,8 +8,11 @@ launcher, then tritonserver loading every model). Nothing is pulled; the build h
 
 Its name is the one `deploy/k8s/base/deployment.yaml` states (`tritongen-repository:<generation>`,
 a digest of the repository's generated files and the server image's name, see
-`k8s.generation`): bake reads it there, so the image and the manifests cannot disagree. For the
-`local` target the server image is the local stand-in under a stable name
+`generator.pipeline.deploy.kubernetes.generation`), and so is the pod's user: bake reads those
+there, so the image and the Kubernetes manifests cannot disagree. The server image (the target's
+`server_image`), the model list and the server settings come from the repository's
+`tritongen-manifest.json`. For
+the `local` target the server image is the local stand-in under a stable name
 (`tritongen-triton:24.10-py3`, LOCAL_SERVER_IMAGE): the CLI builds it
 (`generator.containers.image.build_image`) and gives it that name first. An image that exists
 is not rebuilt unless the image it was built FROM changed (SERVER_ID_LABEL).
@@ -20,6 +23,7 @@ CLI: `tritongen bake [REPOSITORY] [--server-image IMAGE] [--force] [--print-plan
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -34,21 +38,25 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from generator.containers.image import CONTAINER_REPOSITORY, IMAGE_REPOSITORY, NGC_IMAGE
+from generator import PROJECT_ROOT
+from generator.containers.image import build_image
+from generator.kinds.targets import LOCAL, Target, UnknownTargetError, get_target
+from generator.kinds.targets.local import IMAGE_REPOSITORY
+from generator.pipeline.deploy import kubernetes
+from generator.pipeline.deploy.launcher import CONTAINER_REPOSITORY, launch_arguments
+from generator.pipeline.manifest import Manifest, ManifestError
 
 if TYPE_CHECKING:
     import docker
 
-LOCAL_SERVER_IMAGE = f"{IMAGE_REPOSITORY}:{NGC_IMAGE.rpartition(':')[2]}"
+LOCAL_SERVER_IMAGE = LOCAL.server_image
 """The local stand-in under NVIDIA's release tag (`tritongen-triton:24.10-py3`): the name the
 `local` manifests use, stable across machines (the content tag of `image.build_image` depends on
 the machine's Python builds), given to the built image by `tag_local_server`."""
 SERVER_ID_LABEL = "tritongen.server-image-id"
 """Label of a baked image: the id of the image it was built FROM (a changed one means a rebuild)."""
-DEPLOYMENT_FILE = Path("deploy/k8s/base/deployment.yaml")
+DEPLOYMENT_FILE = Path(kubernetes.DEPLOYMENT_FILE)
 """Where `tritongen generate` writes the Deployment (relative to the repository)."""
-SERVER_IMAGE_ANNOTATION = "tritongen.io/server-image"
-GENERATION_ANNOTATION = "tritongen.io/generation"
 EXCLUDED = ("deploy",)
 """Top-level repository entries not copied into the image (manifests are not served)."""
 Log = Callable[[str], None]
@@ -60,7 +68,7 @@ class BakeError(RuntimeError):
 
 @dataclass(frozen=True)
 class BakePlan:
-    """What to build, read from the repository's generated Deployment."""
+    """What to build, read from the repository's manifest and its generated Deployment."""
 
     image: str
     """The baked image's reference (the Deployment's container image)."""
@@ -72,23 +80,38 @@ class BakePlan:
     """`uid:gid` of the pod (becomes the image's USER)."""
 
 
+def manifest_target(manifest: Manifest) -> Target:
+    """The target the repository was generated for: its pods run its `server_image`, which the
+    repository is baked FROM."""
+    try:
+        return get_target(manifest.target)
+    except UnknownTargetError as error:
+        raise BakeError(str(error)) from None
+
+
 def read_bake_plan(repository: Path) -> BakePlan:
-    """The baked image's name, server image, CMD and USER as the generated Deployment states them."""
+    """The baked image's name and USER as the generated Deployment states them; its server image
+    and CMD (the Deployment's arguments) from the repository's manifest."""
+    try:
+        manifest = Manifest.read(repository)
+    except ManifestError as error:
+        raise BakeError(str(error)) from None
     path = repository / DEPLOYMENT_FILE
     try:
         deployment = yaml.safe_load(path.read_text(encoding="utf-8"))
         template = deployment["spec"]["template"]
-        annotations = template["metadata"]["annotations"]
         container = template["spec"]["containers"][0]
         security = template["spec"]["securityContext"]
-        return BakePlan(
-            image=str(container["image"]),
-            server_image=str(annotations[SERVER_IMAGE_ANNOTATION]),
-            arguments=tuple(str(a) for a in container["args"]),
-            user=f"{security['runAsUser']}:{security['runAsGroup']}",
-        )
+        image, user = str(container["image"]), f"{security['runAsUser']}:{security['runAsGroup']}"
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as error:
         raise BakeError(f"{path}: no generated Deployment to bake for ({error}); run `tritongen generate`") from error
+    target = manifest_target(manifest)
+    return BakePlan(
+        image=image,
+        server_image=target.server_image,
+        arguments=tuple(launch_arguments(manifest.names(), manifest.server_settings(), target)),
+        user=user,
+    )
 
 
 def render_dockerfile(plan: BakePlan) -> str:
@@ -241,10 +264,6 @@ def _stream_build(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m generator.containers.bake [REPOSITORY] [--server-image IMAGE] [--force]`."""
-    import argparse
-
-    from generator import PROJECT_ROOT
-
     parser = argparse.ArgumentParser(prog="python -m generator.containers.bake", description=__doc__.split("\n")[0])
     parser.add_argument("repository", nargs="?", type=Path, default=PROJECT_ROOT / "repository")
     parser.add_argument("--server-image", default=None, help="build FROM this image instead of the manifests' one")
@@ -262,8 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with docker_engine() as engine:
             if args.server_image is None and plan.server_image == LOCAL_SERVER_IMAGE:
-                from generator.containers.image import build_image
-
                 client = _client(engine.host)
                 try:
                     tag_local_server(client, build_image(engine.host))

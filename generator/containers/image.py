@@ -20,7 +20,7 @@ only runs pip during the build and is purged) imported into Docker and tagged
 `tritongen-base:bookworm-<hash>`. Both Pythons are the relocatable CPython prefixes
 `generator.environments.channel.build_python_package` makes from the pyenv CPythons (the ones
 the conda channel ships). The wheels (locked) are downloaded on the host. The backend folder is
-assembled by running `generator.serving.tritonserver assemble` (the function `tritongen serve`
+assembled by running `generator.base.triton assemble` (the function `tritongen serve`
 uses) from the modules listed in `IMAGE_MODULES`, which import only the standard library, each
 other and `pytriton` (tests/generator/containers/test_image.py enforces this).
 
@@ -52,16 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generator import PROJECT_ROOT
+from generator.base.triton import PYTHON_BACKENDS_DIR
 from generator.environments import channel
-from generator.serving.tritonserver import (
-    PROJECT_ROOT,
-    PYTHON_BACKENDS_DIR,
-    ServerOptions,
-    ServerPorts,
-    ServerSettings,
-    TritonInstall,
-    server_command,
-)
+from generator.kinds.formats import FORMATS
+from generator.kinds.targets import LOCAL, PRODUCTION
+from generator.kinds.targets.local import IMAGE_REPOSITORY
+from generator.pipeline.deploy.launcher import container_command
 from generator.sources import source_files
 
 if TYPE_CHECKING:
@@ -76,39 +73,35 @@ STUB_DISPATCHER_TEMPLATE = DATA_DIR / "triton_python_backend_stub.in"
 IMAGE_MODULES = (
     "generator/__init__.py",
     "generator/errors.py",
-    "generator/serving/__init__.py",
-    "generator/serving/tritonserver.py",
+    "generator/base/__init__.py",
+    "generator/base/triton.py",
 )
 """The project modules copied into the image build, which runs `python -m
-generator.serving.tritonserver assemble` with the runners' Python. They may import only the
+generator.base.triton assemble` with the runners' Python. They may import only the
 standard library, each other and `IMAGE_THIRD_PARTY_IMPORTS` (a unit test checks it)."""
 IMAGE_THIRD_PARTY_IMPORTS = ("pytriton",)
 """Installed packages `IMAGE_MODULES` may import (they are in requirements.lock)."""
 BUILD_DIR = PROJECT_ROOT / "build" / "image"
 
-SYSTEM_PYTHON = "3.10"
+SYSTEM_PYTHON = PRODUCTION.server_stub_python
 """NGC 24.10's system Python (Ubuntu 22.04): the python backend's default stub."""
 SYSTEM_PYTHON_REQUIREMENTS = ("numpy==1.26.4",)
 """What the system Python has besides its standard library (the python backend needs numpy<2)."""
 RUNNER_PYTHON = "3.11"
 """The Python of the runners (the torch 2.13 CPU wheel exists for 3.11 only)."""
-RUNNER_BACKENDS = ("onnxruntime", "pytorch")
-"""Stand-ins of NVIDIA's native backends: this project's Python runners under NVIDIA's names."""
+RUNNER_BACKENDS = tuple(sorted({kind.backend for kind in FORMATS.values()}))
+"""Stand-ins of NVIDIA's native backends: this project's Python runners under NVIDIA's names
+(one for each backend an inference format is served by)."""
 NVIDIA_BACKENDS = ("python", *RUNNER_BACKENDS)
 """Exactly the folders of the image's `/opt/tritonserver/backends`."""
 
-IMAGE_REPOSITORY = "tritongen-triton"
-LATEST_TAG = f"{IMAGE_REPOSITORY}:latest"
+LATEST_TAG = LOCAL.image
+"""The name the `local` target's `docker-run.sh` and `docker-compose.yml` run."""
 BASE_REPOSITORY = "tritongen-base"
-NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-"""NVIDIA's image of the same Triton release (r24.10, 2.51); needs registry access."""
 
 RECIPE_VERSION = "1"
 """Bump when the build steps change in a way the hashed inputs do not show."""
 
-CONTAINER_TRITON_ROOT = Path("/opt/tritonserver")
-"""Where both the local image and NVIDIA's keep `bin/tritonserver` and `backends/`."""
-CONTAINER_REPOSITORY = Path("/models")
 SYSTEM_PREFIX = Path(f"/opt/python{SYSTEM_PYTHON}")
 """The system Python's prefix in the image (`/usr/local/bin/python3` links to it)."""
 RUNNER_PREFIX = Path(f"/opt/tritongen/python{RUNNER_PYTHON}")
@@ -142,26 +135,6 @@ class BaseSpec:
     @property
     def tag(self) -> str:
         return f"{BASE_REPOSITORY}:{self.suite}-{self.digest()}"
-
-
-def container_command(
-    models: Sequence[str] = (),
-    ports: ServerPorts | None = None,
-    log_verbose: int = 0,
-    settings: ServerSettings | None = None,
-) -> list[str]:
-    """tritonserver's command line inside a container (local image or NVIDIA's); `settings`:
-    what the repository's plan asks of the server (rate limiter, parallel loading, pools)."""
-    options = ServerOptions(
-        repository=CONTAINER_REPOSITORY,
-        ports=ports or ServerPorts(),
-        address="0.0.0.0",
-        models=tuple(models),
-        log_verbose=log_verbose,
-        settings=settings or ServerSettings(),
-    )
-    install = TritonInstall(CONTAINER_TRITON_ROOT)
-    return server_command(options, CONTAINER_TRITON_ROOT / "backends", install)
 
 
 def debian_mirror(sources_dirs: Iterable[Path] = (Path("/etc/apt"),)) -> str:
@@ -236,7 +209,7 @@ def render_dockerfile(base: BaseSpec, digest: str) -> str:
         triton_root=str(IMAGE_PYTRITON_ROOT),
         pytriton_version=pins.get("nvidia-pytriton", "?"),
         inputs_hash=digest,
-        command=json.dumps(container_command()),
+        command=json.dumps(container_command(target=LOCAL)),
         system_python=SYSTEM_PYTHON,
         system_major=major,
         system_minor=minor,

@@ -2,8 +2,9 @@
 
 `check_configs` works on config text alone: every `config.pbtxt` parses into Triton's
 `ModelConfig`, names match folders, and every ensemble is wired step to step with agreeing
-tensor names, data types and dims. `check_artifacts` opens the model files: ONNX graph
-inputs/outputs match the config, the TorchScript file loads and runs a sample batch.
+tensor names, data types and dims. `check_artifacts` opens the model files the manifest lists:
+every one is there, and each inference model's file, in the manifest's format, matches its config
+(ONNX graph inputs/outputs, the TorchScript file loads and runs a sample batch).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator.base.tensors import dims_agree, type_name
 from generator.errors import TritongenError
-from generator.kinds.formats import format_for_config
+from generator.kinds.formats import UnknownFormatError, get_format
 from generator.kinds.targets import NATIVE_BACKENDS
+from generator.pipeline.manifest import Manifest
+from generator.pipeline.plan import TRITON_VERSION_DIR
 
 
 class CheckError(TritongenError, ValueError):
@@ -36,14 +40,6 @@ def parse_config(text: str, where: str) -> mc.ModelConfig:
 
 def _tensor_types(tensors: object) -> dict[str, tuple[int, tuple[int, ...]]]:
     return {t.name: (t.data_type, tuple(t.dims)) for t in tensors}  # type: ignore[attr-defined]
-
-
-def dims_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b, strict=True))
-
-
-def type_name(data_type: int) -> str:
-    return str(mc.DataType.Name(data_type))
 
 
 def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig]) -> list[str]:
@@ -131,7 +127,7 @@ def check_configs(files: Mapping[str, str]) -> dict[str, mc.ModelConfig]:
 def check_native_rules(models: Mapping[str, mc.ModelConfig]) -> None:
     """Reject configs that would fail to load, abort or be misconfigured on NVIDIA's image.
 
-    Facts of tritonserver 24.10 with NVIDIA's native backends (../shared/FACTS.md): only
+    Facts of tritonserver 24.10 with NVIDIA's native backends (docs/ngc-standin.md): only
     NVIDIA's backends exist there; the pytorch backend calls `at::set_num_interop_threads` for
     INTER_OP_THREAD_COUNT at every load, and a second call in the process aborts the server;
     INTRA_OP_THREAD_COUNT calls `at::set_num_threads`, process-wide (the last loaded wins).
@@ -174,24 +170,28 @@ def check_native_rules(models: Mapping[str, mc.ModelConfig]) -> None:
 
 
 def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> None:
-    """Check every model file in `repository` against its config."""
+    """Check every model file the repository's manifest lists: present, and each inference
+    model's file (in the manifest's format) against its config in `models`."""
+    manifest = Manifest.read(repository)
     problems = []
-    for name, config in sorted(models.items()):
-        if config.platform == "ensemble":
+    for name, entry in sorted(manifest.models.items()):
+        version_dir = repository / name / TRITON_VERSION_DIR
+        missing = [filename for filename in entry.files if not (version_dir / filename).is_file()]
+        problems += [
+            f"{name}: file {version_dir / filename} is missing (run `tritongen generate`)" for filename in missing
+        ]
+        if entry.role != "inference" or missing:
             continue
-        version_dir = repository / name / "1"
-        if config.default_model_filename:
-            path = version_dir / config.default_model_filename
-            kind = format_for_config(config)
-            if not path.is_file():
-                problems.append(f"{name}: model file {path} is missing (run `tritongen generate`)")
-            elif kind is None:
-                problems.append(f"{name}: no inference format is served by {config.backend!r} from {path.name}")
-            else:
-                problems += kind.check(path, config)
-        tokenizer = config.parameters.get("tokenizer_file")
-        if tokenizer is not None and not (version_dir / tokenizer.string_value).is_file():
-            problems.append(f"{name}: tokenizer file {version_dir / tokenizer.string_value} is missing")
+        config = models.get(name)
+        if config is None:
+            problems.append(f"{name}: the manifest lists it, but it has no config.pbtxt")
+            continue
+        try:
+            kind = get_format(entry.format or "")
+        except UnknownFormatError as error:
+            problems.append(f"{name}: {error.args[0]}")
+            continue
+        problems += kind.check(version_dir / kind.filename, config)
     if problems:
         raise CheckError("\n".join(problems))
 

@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT  # noqa: E402
+from generator.base.triton import find_triton
+from generator.environments.cache import build_environment
+from generator.environments.envspec import spec_path_for
+from generator.environments.pack import unpack_environment
+from generator.environments.settings import default_channels
 from generator.kinds.targets import PRODUCTION, TARGETS
 from generator.pipeline.artifacts import DEFAULT_CACHE, build_artifact, link_or_copy, resolve_source
 from generator.pipeline.checks import CheckError, check_artifacts, check_configs, check_native_rules, drift
+from generator.pipeline.deploy import render_deploy_outputs
+from generator.pipeline.manifest import MANIFEST_FILE
 from generator.pipeline.plan import (
     ENVS_FOLDER,
-    MANIFEST_FILE,
     TRITON_VERSION_DIR,
     BuiltEnvironmentPlan,
     PlanError,
@@ -91,20 +97,12 @@ def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = No
 
 
 def deploy_files(plan: RepositoryPlan) -> list[RenderedFile]:
-    """`docker-compose.yml` and `docker-run.sh` at the repository root (Triton ignores files
-    there): they serve the folder they are in, read-only, with the target's image; and the
-    Kubernetes manifests in `deploy/k8s/` (no config.pbtxt there: models are loaded by name)."""
-    from generator.containers.deploy import render_deploy_files
-    from generator.containers.k8s import render_manifests
-
-    files = render_deploy_files(
-        ".",
-        target=plan.target.name,  # type: ignore[arg-type]
-        models=plan.model_names(),
-        settings=plan.server_settings(),
-    )
-    files.update(render_manifests(plan, {f.path: f.text for f in render_repository(plan)}))
-    return [RenderedFile(name, text) for name, text in sorted(files.items())]
+    """Every deploy output's files (DEPLOY_OUTPUTS): `docker-compose.yml` and `docker-run.sh` at
+    the repository root (Triton ignores files there), serving the folder they are in, read-only,
+    with the target's image; and the Kubernetes manifests in `deploy/k8s/` (no config.pbtxt
+    there: models are loaded by name)."""
+    files = render_deploy_outputs(plan, {f.path: f.text for f in render_repository(plan)})
+    return [RenderedFile(name, text) for name, text in files.items()]
 
 
 def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> RepositoryPlan:
@@ -116,14 +114,6 @@ def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> Reposi
     uses = [pre for pre in plan.preprocess_models() if pre.environment is not None]
     if not uses:
         return plan
-    from generator.environments.build import (
-        build_environment,
-        default_channels,
-        spec_path_for,
-        unpack_environment,
-    )
-    from generator.serving.tritonserver import find_triton
-
     channels = list(options.channels or default_channels())
     owners: dict[tuple[str, bool], str] = {}
     for pre in uses:

@@ -35,7 +35,7 @@ threads with I x T <= C - P, so that one busy ensemble stays within the budget (
 cores, where P would take a whole core from inference for a twentieth of one, the
 preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. Every
 other thread pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is
-set to 1 explicitly (`tritonserver.server_environment`, the backends' config parameters)
+set to 1 explicitly (`serving.process.server_environment`, the backends' config parameters)
 instead of the libraries' one-thread-per-core defaults.
 
 One copy of the weights per model version: the bulk entry point `<name>_batch` runs the same
@@ -75,17 +75,18 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from generator import PROJECT_ROOT
+from generator.base.launch import ServerSettings
+from generator.base.spec_sources import ArtifactError, resolve_source
+from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.errors import TritongenError
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
 from generator.kinds.targets import Target, get_target
+from generator.pipeline.manifest import SCHEMA_VERSION, Manifest, ManifestBatching, ManifestModel, ManifestUser
 from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, Version
-
-if TYPE_CHECKING:
-    from generator.serving.tritonserver import ServerSettings
 
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
@@ -105,8 +106,8 @@ PYTHON_BACKEND_CONFIG = "python,thread-pool-size=1"
 EVERY instance, used only for BLS calls and decoupled responses (r24.10 `python_be.cc`); the
 generated preprocessing models and the local runners use neither: one thread each, not 32.
 The same on NVIDIA's image (its python backend serves the preprocessing models)."""
-MANIFEST_FILE = "tritongen-manifest.json"
-"""The plan's facts for the tools that operate a generated repository (serve, update, tune)."""
+PREPROCESS_CODE_FILE = "model.py"
+"""The generated python-backend code of a preprocessing model, in its version folder."""
 PREPROCESS_HASH_LENGTH = 12
 """Hex digits of the identity hash in a preprocessing model's name (`<kind>_<12 hex>`)."""
 ENVS_DIR = PROJECT_ROOT / "envs"
@@ -118,29 +119,6 @@ Role = Literal["online", "bulk", "pinned"]
 
 class PlanError(TritongenError, ValueError):
     """The specs cannot be turned into one consistent repository."""
-
-
-@dataclass(frozen=True)
-class TensorPlan:
-    """One input or output of a Triton model (dims exclude the batch dimension)."""
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-    ragged: bool = False
-    """`allow_ragged_batch`: requests of any shape batch, concatenated into one flat tensor."""
-
-
-@dataclass(frozen=True)
-class BatchInputPlan:
-    """A tensor the backend computes from the batch (Triton's `batch_input`)."""
-
-    kind: str
-    """`BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO`, ... (`ModelConfig.BatchInput.Kind`)."""
-    target: str
-    data_type: str
-    source: str
-    """The ragged input it counts."""
 
 
 @dataclass(frozen=True)
@@ -315,8 +293,6 @@ class RepositoryPlan:
 
     def server_settings(self) -> ServerSettings:
         """What the server running this repository is started with (launchers, manifests)."""
-        from generator.serving.tritonserver import ServerSettings
-
         return ServerSettings(self.rate_limit_cores, self.model_load_threads, self.backend_configs)
 
     def preprocess_models(self) -> list[PreprocessPlan]:
@@ -346,56 +322,73 @@ class RepositoryPlan:
         resolved = {pre.name: resolve(pre) for pre in self.preprocess_models()}
         return replace(self, models=_with_preprocess(self.models, resolved))
 
-    def manifest(self) -> dict[str, Any]:
-        """The plan's facts for serve, update, tune and soak (MANIFEST_FILE; the same for every target)."""
-        models: dict[str, dict[str, Any]] = {}
+    def manifest(self) -> Manifest:
+        """The plan's facts for the tools that operate the repository (MANIFEST_FILE)."""
+        models: list[ManifestModel] = []
         for pre in self.preprocess_models():
-            environment = pre.environment.built.path if pre.environment and pre.environment.built else None
-            models[pre.name] = {
-                "role": "preprocess",
-                "spec": pre.spec_name,
-                "version": pre.users[0].version,
-                "users": [{"spec": user.spec_name, "version": user.version} for user in pre.users],
-                "backend": pre.kind.backend,
-                "instances": pre.instances,
-                "max_batch_size": pre.max_batch_size,
-                "environment": environment,
-                "depends_on": [],
-            }
+            models.append(
+                ManifestModel(
+                    name=pre.name,
+                    role="preprocess",
+                    spec=pre.spec_name,
+                    version=pre.users[0].version,
+                    backend=pre.kind.backend,
+                    files=tuple(sorted({PREPROCESS_CODE_FILE, *pre.files})),
+                    batching=ManifestBatching(max_batch_size=pre.max_batch_size, max_queue_delay_us=0),
+                    instances=pre.instances,
+                    environment=pre.environment.built.path if pre.environment and pre.environment.built else None,
+                    inputs=tuple(tensor.name for tensor in pre.inputs),
+                    outputs=tuple(tensor.name for tensor in pre.outputs),
+                    users=tuple(ManifestUser(spec=user.spec_name, version=user.version) for user in pre.users),
+                )
+            )
         for inference in self.inference_models():
-            models[inference.name] = {
-                "role": "inference",
-                "spec": inference.spec_name,
-                "version": inference.version.version,
-                "backend": inference.backend,
-                "format": inference.format.name,
-                "instances": inference.instances,
-                "threads": inference.threads,
-                "depends_on": [],
-            }
+            batching = inference.batching
+            models.append(
+                ManifestModel(
+                    name=inference.name,
+                    role="inference",
+                    spec=inference.spec_name,
+                    version=inference.version.version,
+                    backend=inference.backend,
+                    format=inference.format.name,
+                    files=(inference.artifact_file,),
+                    batching=ManifestBatching(
+                        max_batch_size=batching.max_batch_size,
+                        preferred_batch_sizes=tuple(batching.preferred_batch_sizes),
+                        max_queue_delay_us=batching.max_queue_delay_us,
+                    ),
+                    instances=inference.instances,
+                    threads=inference.threads,
+                    inputs=tuple(tensor.name for tensor in inference.inputs),
+                    outputs=tuple(tensor.name for tensor in inference.outputs),
+                )
+            )
         for ensemble in self.ensembles():
-            models[ensemble.name] = {
-                "role": ensemble.role,
-                "spec": ensemble.inference.spec_name,
-                "version": ensemble.inference.version.version,
-                "backend": "ensemble",
-                "depends_on": [ensemble.preprocess.name, ensemble.inference.name],
-                "max_batch_size": ensemble.max_batch_size,
-                "priority": ensemble.priority,
-                "inputs": [tensor.name for tensor in ensemble.preprocess.inputs],
-                "outputs": [tensor.name for tensor in ensemble.outputs],
-            }
-        return {
-            "generator": "tritongen",
-            "cpu_budget": self.cores,
-            "rate_limit_cores": self.rate_limit_cores,
-            "model_load_threads": self.model_load_threads,
-            "backend_configs": list(self.backend_configs),
-            "models": dict(sorted(models.items())),
-        }
-
-    def manifest_text(self) -> str:
-        return json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
+            models.append(
+                ManifestModel(
+                    name=ensemble.name,
+                    role=ensemble.role,
+                    spec=ensemble.inference.spec_name,
+                    version=ensemble.inference.version.version,
+                    backend="ensemble",
+                    batching=ManifestBatching(max_batch_size=ensemble.max_batch_size),
+                    depends_on=(ensemble.preprocess.name, ensemble.inference.name),
+                    inputs=tuple(tensor.name for tensor in ensemble.preprocess.inputs),
+                    outputs=tuple(tensor.name for tensor in ensemble.outputs),
+                    priority=ensemble.priority,
+                )
+            )
+        return Manifest(
+            schema_version=SCHEMA_VERSION,
+            target=self.target.name,
+            image=self.target.image,
+            cpu_budget=self.cores,
+            rate_limit_cores=self.rate_limit_cores,
+            model_load_threads=self.model_load_threads,
+            backend_configs=self.backend_configs,
+            models={model.name: model for model in sorted(models, key=lambda model: model.name)},
+        )
 
 
 def detected_cores() -> int:
@@ -473,8 +466,6 @@ def _file_sha256(path: Path) -> str:
 
 def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
     """What decides a preprocessing model's behaviour and files (named by its hash; module doc)."""
-    from generator.pipeline.artifacts import ArtifactError, resolve_source
-
     kind = PREPROCESSORS[settings.kind]
     files: dict[str, str] = {}
     for filename, source in sorted(kind.version_files(settings).items()):

@@ -17,21 +17,17 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from generator.base.spec_sources import ArtifactError
+from generator.kinds.builders import get_builder
 from generator.kinds.formats import InferenceFormat, get_format
-from generator.pipeline.artifacts import (
-    ArtifactError,
-    BuiltArtifact,
-    Progress,
-    build_artifact,
-    tokenize_like_server,
-)
-from generator.pipeline.spec import ModelArtifact, Preprocessing, PrototypeClassifierBuild, Quantize
+from generator.kinds.preprocessing import get_preprocessor
+from generator.pipeline.spec import ModelArtifact, Preprocessing, Quantize
 
 QUANTIZE_RECIPE_VERSION = "1"
 """Bump when the quantization code changes: every quantized artifact key changes."""
@@ -106,10 +102,7 @@ class Fidelity:
 def gate_texts(artifact: ModelArtifact) -> tuple[str, ...]:
     """A prototype classifier's label examples, then the declared examples (defaults: none declared)."""
     assert artifact.quantize is not None
-    texts: tuple[str, ...] = ()
-    if isinstance(artifact.build, PrototypeClassifierBuild):
-        texts = tuple(text for examples in artifact.build.labels.values() for text in examples)
-    texts += artifact.quantize.examples
+    texts = get_builder(artifact.build.builder).example_texts(artifact.build) + artifact.quantize.examples
     return tuple(dict.fromkeys(texts)) or DEFAULT_EXAMPLES
 
 
@@ -134,26 +127,28 @@ def quantized_key(fp32_key: str, artifact: ModelArtifact) -> str:
 def build_quantized(
     artifact: ModelArtifact,
     preprocessing: Preprocessing,
+    fp32: Path,
+    fp32_key: str,
     cache_dir: Path,
-    progress: Progress,
+    progress: Callable[[str], None],
     label: str,
-) -> BuiltArtifact:
-    """Build (or reuse) the fp32 file and its quantized copy; run the gate; return the copy."""
+) -> tuple[Path, str]:
+    """The quantized copy of the fp32 file `fp32` (built, or reused from the cache) and its key,
+    once it passes the gate (QuantizationError otherwise)."""
     settings = artifact.quantize
     assert settings is not None
-    fp32 = build_artifact(artifact.model_copy(update={"quantize": None}), preprocessing, cache_dir, progress, label)
     kind = get_format(artifact.format)
-    key = quantized_key(fp32.key, artifact)
+    key = quantized_key(fp32_key, artifact)
     target = cache_dir / key / kind.filename
     if target.exists():
         progress(f"  {label}: {settings.method} artifact {key} is cached")
     else:
-        quantize_into_cache(kind, settings, fp32.path, target)
+        quantize_into_cache(kind, settings, fp32, target)
         progress(
             f"  {label}: built {settings.method} {target} ({target.stat().st_size / 1e6:.1f} MB, "
-            f"fp32 {fp32.path.stat().st_size / 1e6:.1f} MB)"
+            f"fp32 {fp32.stat().st_size / 1e6:.1f} MB)"
         )
-    fidelity = measure_fidelity(kind, fp32.path, target, gate_texts(artifact), preprocessing)
+    fidelity = measure_fidelity(kind, fp32, target, gate_texts(artifact), preprocessing)
     problems = fidelity.problems(settings)
     if problems:
         raise QuantizationError(
@@ -161,7 +156,7 @@ def build_quantized(
             "(nothing was written: lower the threshold in the spec, or serve fp32 without `quantize`)"
         )
     progress(f"  {label}: {settings.method} fidelity gate passed: {fidelity.summary()}")
-    return BuiltArtifact(target, key)
+    return target, key
 
 
 def quantize_into_cache(kind: InferenceFormat, settings: Quantize, source: Path, target: Path) -> None:
@@ -179,28 +174,20 @@ def quantize_into_cache(kind: InferenceFormat, settings: Quantize, source: Path,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def session(path: Path, threads: int = GATE_THREADS) -> Any:
-    """An onnxruntime CPU session with `threads` intra-op threads, as the backends configure them."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+"""A format's runner of one file (`InferenceFormat.runner`)."""
 
 
 def run_texts(
-    kind: InferenceFormat, model: Any, texts: tuple[str, ...], preprocessing: Preprocessing
+    kind: InferenceFormat, run: Runner, texts: tuple[str, ...], preprocessing: Preprocessing
 ) -> dict[str, np.ndarray]:
-    """Every output of a session for `texts`, in batches of GATE_BATCH, one row per text."""
-    names = [output.name for output in model.get_outputs()]
-    batches: list[list[np.ndarray]] = []
+    """Every output of a file for `texts`, in batches of GATE_BATCH, one row per text."""
+    tokenize = get_preprocessor(preprocessing.kind).tokenize_padded
+    batches: list[dict[str, np.ndarray]] = []
     for start in range(0, len(texts), GATE_BATCH):
-        ids, mask = tokenize_like_server(list(texts[start : start + GATE_BATCH]), preprocessing)
-        batches.append(model.run(names, kind.example_inputs(ids, mask)))
-    return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(names)}
+        ids, mask = tokenize(list(texts[start : start + GATE_BATCH]), preprocessing)
+        batches.append(run(kind.example_inputs(ids, mask)))
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
 
 def row_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -215,8 +202,8 @@ def measure_fidelity(
     kind: InferenceFormat, reference: Path, candidate: Path, texts: tuple[str, ...], preprocessing: Preprocessing
 ) -> Fidelity:
     """Run both files on `texts` and compare every output (floats by cosine, strings by equality)."""
-    want = run_texts(kind, session(reference), texts, preprocessing)
-    got = run_texts(kind, session(candidate), texts, preprocessing)
+    want = run_texts(kind, kind.runner(reference, GATE_THREADS), texts, preprocessing)
+    got = run_texts(kind, kind.runner(candidate, GATE_THREADS), texts, preprocessing)
     cosines = [row_cosines(want[name], got[name]) for name in want if np.issubdtype(want[name].dtype, np.floating)]
     labels = [want[name].ravel() == got[name].ravel() for name in want if want[name].dtype == object]
     if not cosines:

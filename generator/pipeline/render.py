@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator.pipeline.manifest import MANIFEST_FILE
 from generator.pipeline.plan import (
-    MANIFEST_FILE,
     ONLINE_PRIORITY,
+    PREPROCESS_CODE_FILE,
     PRIORITY_LEVELS,
     TRITON_VERSION_DIR,
     EnsemblePlan,
@@ -141,7 +142,7 @@ def render_preprocess(pre: PreprocessPlan, cores: int) -> list[RenderedFile]:
     text = SHARED_HEADER.format(cores=cores) + text_format.MessageToString(preprocess_config(pre))
     return [
         RenderedFile(f"{pre.name}/config.pbtxt", text),
-        RenderedFile(f"{pre.name}/{TRITON_VERSION_DIR}/model.py", pre.kind.model_code()),
+        RenderedFile(f"{pre.name}/{TRITON_VERSION_DIR}/{PREPROCESS_CODE_FILE}", pre.kind.model_code()),
     ]
 
 
@@ -164,5 +165,5 @@ def render_repository(plan: RepositoryPlan) -> list[RenderedFile]:
     """All generated text files of a repository (configs, model code, manifest), sorted by path."""
     files = [f for pre in plan.preprocess_models() for f in render_preprocess(pre, plan.cores)]
     files += [f for model in plan.models for f in render_model(model, plan.cores)]
-    files.append(RenderedFile(MANIFEST_FILE, plan.manifest_text()))
+    files.append(RenderedFile(MANIFEST_FILE, plan.manifest().to_text()))
     return sorted(files, key=lambda f: f.path)

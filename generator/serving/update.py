@@ -43,13 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from generator import PROJECT_ROOT
+from generator.base.launch import ADMIN_KEY_VARIABLE, admin_headers
 from generator.errors import TritongenError
-from generator.pipeline.manifest import ModelEntry as ManifestEntry
-from generator.pipeline.manifest import read_manifest
-from generator.serving.tritonserver import PROJECT_ROOT, admin_headers
+from generator.pipeline.manifest import ManifestModel, read_manifest
 
 STATE_ROOT = PROJECT_ROOT / "build" / "serve"
-ADMIN_KEY_VARIABLE = "TRITONGEN_ADMIN_KEY"
 ENV_PARAMETER = "EXECUTION_ENV_PATH"
 MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
 Progress = Callable[[str], None]
@@ -94,7 +93,7 @@ def _written_by_the_server(path: Path, folder: Path) -> bool:
     return path.suffix == ".pyc" or "__pycache__" in path.relative_to(folder).parts
 
 
-def model_entry(folder: Path, planned: ManifestEntry) -> ModelEntry:
+def model_entry(folder: Path, planned: ManifestModel) -> ModelEntry:
     """Content digest and dependencies of one Triton model folder (facts from the manifest)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _written_by_the_server(p, folder)):

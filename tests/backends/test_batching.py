@@ -41,7 +41,7 @@ def batch_input(kind: str, target: str, source: str = "input_ids", data_type: st
 
 def request(*texts: list[int]) -> dict[str, np.ndarray]:
     """One request of n texts, packed like the tokenizer does (`ragged.pack_request`)."""
-    from generator.pipeline.ragged import pack_request
+    from generator.kinds.formats.unpadded_encoder import pack_request
 
     ids, lengths = pack_request([list(t) for t in texts])
     return {"input_ids": ids, "lengths": lengths}
@@ -189,7 +189,7 @@ def test_torchscript_inputs_are_passed_by_forward_argument_name() -> None:
 
 def test_every_runner_folder_gets_the_core(tmp_path: Path) -> None:
     """A Python-based backend's folder is on its stub's sys.path: the core is copied into each."""
-    from generator.serving.tritonserver import assemble_backend_directory
+    from generator.base.triton import assemble_backend_directory
 
     assembled = assemble_backend_directory(tmp_path / "backends")
     for runner in ("onnxruntime", "pytorch"):

@@ -25,7 +25,7 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from generator.serving.tritonserver import PROJECT_ROOT
+from generator import PROJECT_ROOT
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

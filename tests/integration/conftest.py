@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.environments import channel as conda_channel
-from generator.environments.build import CHANNELS_VARIABLE
+from generator.environments.settings import CHANNELS_VARIABLE
 from generator.pipeline.generate import GenerateOptions, generate
-from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_ready_server
 
 from .assertions import Target
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from generator.serving.tritonserver import ADMIN_HEADER, GRPC_ADMIN_HEADER
+from generator.base.launch import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 WRONG_KEY = "wrong-key-0123456789abcdef"
 MODEL = "minilm_embed"

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main
+from generator.environments import cache as environment_cache
+from generator.environments import settings as environment_settings
+from generator.environments import solve as environment_solve
 from generator.pipeline.generate import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
@@ -78,14 +81,14 @@ def test_configs_only_check_solves_nothing(
     generated_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`check --configs-only` works with no reachable channel: it never solves an environment."""
-    from generator.environments import build
 
     def no_solve(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("check --configs-only solved an environment")
 
-    monkeypatch.setattr(build, "_solve", no_solve)
-    monkeypatch.setattr(build, "SETTINGS_FILE", tmp_path / "no-settings.toml")
-    monkeypatch.setenv(build.CHANNELS_VARIABLE, (tmp_path / "no-such-channel").as_uri())
+    monkeypatch.setattr(environment_cache, "solve_environment", no_solve)
+    monkeypatch.setattr(environment_solve, "solve_environment", no_solve)
+    monkeypatch.setattr(environment_settings, "SETTINGS_FILE", tmp_path / "no-settings.toml")
+    monkeypatch.setenv(environment_settings.CHANNELS_VARIABLE, (tmp_path / "no-such-channel").as_uri())
     assert main(["check", "--configs-only", "--output", str(generated_repository)]) == 0
     assert "environments not solved" in capsys.readouterr().out
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
-from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_ready_server
 
 from .conftest import READY_TIMEOUT_S
 

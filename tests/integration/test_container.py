@@ -32,21 +32,22 @@ from pathlib import Path
 
 import pytest
 
-from generator.containers.deploy import render_deploy_files
+from generator.base.launch import ADMIN_HEADER, ADMIN_KEY_VARIABLE, ServerPorts, repository_models
 from generator.containers.image import (
-    CONTAINER_REPOSITORY,
-    CONTAINER_TRITON_ROOT,
     IMAGE_PYTRITON_ROOT,
     NVIDIA_BACKENDS,
     RUNNER_BACKENDS,
     SYSTEM_PYTHON,
 )
-from generator.environments import build as environments
-from generator.environments.build import CHANNELS_VARIABLE, BuiltEnvironment
-from generator.kinds.targets import PRODUCTION
+from generator.environments.cache import BuiltEnvironment, build_environment
+from generator.environments.envspec import parse_environment_spec, spec_path_for
+from generator.environments.settings import CHANNELS_VARIABLE
+from generator.environments.stubs import place_stub
+from generator.kinds.targets import CONTAINER_TRITON_ROOT, PRODUCTION
+from generator.pipeline.deploy import render_deploy_files
+from generator.pipeline.deploy.launcher import CONTAINER_REPOSITORY
 from generator.pipeline.manifest import read_manifest
-from generator.serving.tritonserver import ADMIN_HEADER, ServerPorts, free_ports, repository_models
-from generator.serving.update import ADMIN_KEY_VARIABLE
+from generator.serving.ports import free_ports
 from tests.container_fixtures import (  # noqa: F401  (fixtures)
     SHM_SIZE,
     DeployCommand,
@@ -359,8 +360,8 @@ def _needs_stub(env: BuiltEnvironment) -> bool:
 def _build_env(spec: Path, channels: list[str]) -> BuiltEnvironment:
     """Build an environment as `generate` does for the `ngc` target (with what its own stub
     needs when its Python is not the default stub's)."""
-    python = environments.parse_environment_spec(spec).python
-    return environments.build_environment(
+    python = parse_environment_spec(spec).python
+    return build_environment(
         spec,
         channels=channels,
         target_python=PRODUCTION.name,
@@ -373,13 +374,13 @@ def _build_env(spec: Path, channels: list[str]) -> BuiltEnvironment:
 @pytest.fixture(scope="module")
 def repository_envs(conda_channels: list[str]) -> dict[str, BuiltEnvironment]:
     """The preprocessing environments the repository ships (envs/*.yml), as `generate` builds them."""
-    return {name: _build_env(environments.spec_path_for(name), conda_channels) for name in TOKENIZER_VERSIONS}
+    return {name: _build_env(spec_path_for(name), conda_channels) for name in TOKENIZER_VERSIONS}
 
 
 @pytest.fixture(scope="module")
 def env_311(conda_channels: list[str], tmp_path_factory: pytest.TempPathFactory) -> BuiltEnvironment:
     """textprep-tok023 on Python 3.11 (not NGC's stub Python), made to run with its own stub."""
-    text = environments.spec_path_for("textprep-tok023").read_text()
+    text = spec_path_for("textprep-tok023").read_text()
     spec = tmp_path_factory.mktemp("spec") / "textprep-tok023-py311.yml"
     spec.write_text(
         re.sub(r"(?m)^name: .*$", "name: textprep-tok023-py311", re.sub(r"python=3\.\d+", "python=3.11", text))
@@ -402,10 +403,10 @@ def probe_repository(
     in_env = _python_model(repository, "in_env", PROBE_CODE, {}, probe=True)
     _configure_env(in_env, _place_env(repository, "in_env", shipped, unpacked=False))
     if _needs_stub(shipped):
-        environments.place_stub(in_env, shipped.python_version.rsplit(".", 1)[0])
+        place_stub(in_env, shipped.python_version.rsplit(".", 1)[0])
     in_env_311 = _python_model(repository, "in_env_311", PROBE_CODE, {}, probe=True)
     _configure_env(in_env_311, _place_env(repository, "in_env_311", env_311, unpacked=True))
-    environments.place_stub(in_env_311, "3.11")
+    place_stub(in_env_311, "3.11")
     # Rejected on NVIDIA's image: another backend name; a 3.11 environment without its stub
     # (NGC's default stub is 3.10); a 3.11 stub without an environment (NGC has no libpython3.11).
     bad_backend = _python_model(repository, "bad_backend", SHIM_CODE, {}, probe=False)
@@ -414,7 +415,7 @@ def probe_repository(
     no_stub = _python_model(repository, "env_without_stub", SHIM_CODE, {}, probe=False)
     _configure_env(no_stub, _place_env(repository, "env_without_stub", env_311, unpacked=True))
     no_env = _python_model(repository, "stub_without_env", PROBE_CODE, {}, probe=True)
-    environments.place_stub(no_env, "3.11")
+    place_stub(no_env, "3.11")
     return repository
 
 
@@ -532,7 +533,7 @@ def test_two_versions_two_tokenizers_in_a_container(
         folder = _python_model(repository, model, SHIM_CODE, {}, probe=False)
         _configure_env(folder, _place_env(repository, model, env, unpacked))
         if _needs_stub(env):
-            environments.place_stub(folder, env.python_version.rsplit(".", 1)[0])
+            place_stub(folder, env.python_version.rsplit(".", 1)[0])
             stubs = True
     with run_triton_container(triton_image, repository, read_only=not stubs) as container:
         answers = {model: _infer(container, model, TEXTS) for model in layout}  # type: ignore[arg-type]

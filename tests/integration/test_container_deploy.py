@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from generator.containers.deploy import (
+from generator.base.launch import ADMIN_KEY_VARIABLE, ServerPorts, repository_models
+from generator.pipeline.deploy import render_deploy_files
+from generator.pipeline.deploy.launcher import (
     ADMIN_KEY_FILE_VARIABLE,
     ADMIN_OPEN_VARIABLE,
     CONTAINER_KEY_FILE,
     REFUSAL_EXIT_CODE,
-    render_deploy_files,
 )
-from generator.serving.tritonserver import ServerPorts, free_ports, repository_models
-from generator.serving.update import ADMIN_KEY_VARIABLE
+from generator.serving.ports import free_ports
 from tests.container_fixtures import docker_engine, triton_image  # noqa: F401  (fixtures)
 from tests.dockerd import DockerEngine
 

@@ -19,21 +19,18 @@ from typing import Protocol
 import numpy as np
 import pytest
 
-from generator.environments import build as environments
+from generator.base.launch import ServerOptions, ServerPorts, server_command
+from generator.base.triton import assemble_backend_directory, find_triton
 from generator.environments import channel as conda_channel
-from generator.environments.build import BuiltEnvironment, build_environment, unpack_environment
-from generator.serving.tritonserver import (
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    assemble_backend_directory,
-    find_triton,
-    free_ports,
-    local_stub_dispatcher,
-    running_server,
-    server_command,
-    server_environment,
-)
+from generator.environments.cache import BuiltEnvironment, build_environment, prune_cache
+from generator.environments.envspec import spec_path_for
+from generator.environments.errors import EnvironmentBuildError, EnvironmentSpecError
+from generator.environments.install import ISOLATION_HOOK
+from generator.environments.pack import unpack_environment
+from generator.environments.solve import check_environment_spec
+from generator.environments.stubs import place_stub
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, local_stub_dispatcher, running_server, server_environment
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +56,7 @@ def channel_url() -> str:
 def built_envs(channel_url: str) -> dict[str, BuiltEnvironment]:
     return {
         name: build_environment(
-            environments.spec_path_for(name),
+            spec_path_for(name),
             channels=[channel_url],
             target_python="ngc",
             cache_dir=CACHE,
@@ -201,7 +198,7 @@ def test_tarballs_are_conda_pack_output(built_envs: dict[str, BuiltEnvironment])
             }
         assert "bin/activate" in names and "bin/conda-unpack" in names
         assert "bin/python3.10" in names and "lib/libpython3.10.so.1.0" in names
-        assert environments.ISOLATION_HOOK in names
+        assert ISOLATION_HOOK in names
         by_name = {r["name"]: r["version"] for r in records.values()}
         assert by_name["python"].startswith("3.10.")
         assert int(by_name["numpy"].split(".")[0]) < 2
@@ -289,7 +286,7 @@ def test_unchanged_environments_are_not_rebuilt(
     specs = tmp_path / "envs"
     specs.mkdir()
     for name in built_envs:
-        shutil.copy2(environments.spec_path_for(name), specs / f"{name}.yml")
+        shutil.copy2(spec_path_for(name), specs / f"{name}.yml")
 
     def build_all() -> dict[str, BuiltEnvironment]:
         return {
@@ -392,10 +389,10 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
     stub, which then serves it (libcudart for the stub travels inside the environment). On a
     read-only mount NVIDIA's python backend cannot chmod such a stub: docs/ngc-standin.md."""
     spec = tmp_path / "textprep-py311.yml"
-    source = environments.spec_path_for("textprep-tok020").read_text()
+    source = spec_path_for("textprep-tok020").read_text()
     spec.write_text(source.replace("textprep-tok020", "textprep-py311").replace("python=3.10", "python=3.11"))
-    with pytest.raises(environments.EnvironmentSpecError, match="Python 3.11 does not match"):
-        environments.check_environment_spec(spec, "ngc")
+    with pytest.raises(EnvironmentSpecError, match="Python 3.11 does not match"):
+        check_environment_spec(spec, "ngc")
     built = build_environment(
         spec,
         channels=[channel_url],
@@ -408,7 +405,7 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
     repository = tmp_path / "repository"
     _preprocessing_model(repository, "tok_pre", built.tarball.name)
     shutil.copy2(built.tarball, repository / "tok_pre" / built.tarball.name)
-    environments.place_stub(repository / "tok_pre", "3.11")
+    place_stub(repository / "tok_pre", "3.11")
     options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
     with running_server(options, tmp_path / "work", ready_timeout_s=240) as server:
         _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
@@ -418,11 +415,11 @@ def test_other_python_runs_with_a_shipped_stub(channel_url: str, tmp_path: Path)
 
 def test_broken_pip_section_fails_naming_the_environment(channel_url: str, tmp_path: Path) -> None:
     spec = tmp_path / "broken-pip.yml"
-    source = environments.spec_path_for("textprep-tok020").read_text()
+    source = spec_path_for("textprep-tok020").read_text()
     spec.write_text(
         source.replace("textprep-tok020", "broken-pip").replace("tokenizers==0.20.3", "tokenizers==0.0.999")
     )
-    with pytest.raises(environments.EnvironmentBuildError) as raised:
+    with pytest.raises(EnvironmentBuildError) as raised:
         build_environment(spec, channels=[channel_url], target_python="ngc", cache_dir=tmp_path, progress=_log)
     message = str(raised.value)
     assert "environment 'broken-pip'" in message and "pip install failed" in message
@@ -438,6 +435,6 @@ def test_prune_keeps_only_the_current_environments(built_envs: dict[str, BuiltEn
     stale = cache / "textprep-tok020-0123456789abcdef.tar.gz"
     stale.write_bytes(b"old")
     (cache / "0123456789abcdef").mkdir()
-    removed = environments.prune_cache(cache, list(built_envs.values()))
+    removed = prune_cache(cache, list(built_envs.values()))
     assert sorted(p.name for p in removed) == ["0123456789abcdef", stale.name]
     assert all((cache / b.tarball.name).exists() for b in built_envs.values())

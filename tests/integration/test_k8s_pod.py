@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import yaml
 
-from generator.containers import k8s
+from generator.base.launch import repository_models
 from generator.containers.bake import DEPLOYMENT_FILE, LOCAL_SERVER_IMAGE, bake_image, read_bake_plan
+from generator.pipeline.deploy import kubernetes as k8s
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
-from generator.serving.tritonserver import repository_models
 from tests.container_fixtures import docker_engine, triton_image  # noqa: F401  (fixtures)
 from tests.dockerd import DockerEngine
 from tests.k8s_pod import LoopbackBalancer, PodContainer, quantity_bytes, run_pod_container
@@ -117,8 +117,9 @@ def _memory_cgroup(container: Any) -> tuple[Path, str]:
 
 
 def _memory_report(pod: PodContainer, repository: Path) -> dict[str, Any]:
-    """cgroup peak and per-process PSS (MiB) by role, for Measured in generator/containers/k8s.py
-    (the preprocessing models are the manifest's: their names are content hashes)."""
+    """cgroup peak and per-process PSS (MiB) by role, for Measured in
+    generator/pipeline/deploy/kubernetes.py and the formats' `memory_mib` (the preprocessing
+    models are the manifest's: their names are content hashes)."""
     preprocessing = {name for name, entry in read_manifest(repository).models.items() if entry.role == "preprocess"}
     pod.container.reload()
     cgroup, peak_file = _memory_cgroup(pod.container)

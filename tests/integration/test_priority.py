@@ -13,10 +13,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.pipeline.manifest import Manifest, read_manifest
 from generator.pipeline.plan import BULK_PRIORITY, ONLINE_PRIORITY
-from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_ready_server
 
 from .conftest import READY_TIMEOUT_S
 

@@ -17,10 +17,11 @@ import tritonclient.http as httpclient
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator import PROJECT_ROOT
+from generator.kinds.formats.onnx import onnx_session
 from generator.pipeline.artifacts import build_artifact, tokenize_like_server
-from generator.pipeline.quantize import session
 from generator.pipeline.spec import Quantize, load_spec
-from generator.serving.tritonserver import PROJECT_ROOT, TritonProcess
+from generator.serving.process import TritonProcess
 
 from .assertions import SENTENCES, cosines, reference_embeddings
 
@@ -68,7 +69,7 @@ def test_quantized_model_is_served_by_the_onnxruntime_runner(
         ids, mask = tokenize_like_server(list(SENTENCES), version.preprocessing)
         feed = {"input_ids": ids, "attention_mask": mask}
         served = _infer(client, MODEL, feed, "embedding")
-        local = session(built.path).run(["embedding"], feed)[0]
+        local = onnx_session(built.path, 2).run(["embedding"], feed)[0]
         assert np.allclose(served, local, atol=1e-5), np.abs(served - local).max()
         to_fp32 = cosines(served, _infer(client, inference, feed, "embedding"))
         to_reference = cosines(served, reference_embeddings(SENTENCES))

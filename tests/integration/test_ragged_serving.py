@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from tritongen_textprep.tokenize import Padding
 
-from generator.pipeline import ragged
+from generator.base.launch import ServerOptions, ServerPorts
+from generator.kinds.formats import unpadded_encoder as ragged
 from generator.pipeline.artifacts import build_artifact, link_or_copy, tokenize_like_server
 from generator.pipeline.spec import Version, load_specs
-from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_ready_server
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_ready_server
 
 pytestmark = pytest.mark.integration
 

@@ -27,18 +27,12 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from generator import PROJECT_ROOT
+from generator.base.launch import GRPC_ADMIN_HEADER, ServerOptions, ServerPorts
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
-from generator.pipeline.plan import MANIFEST_FILE
-from generator.serving.tritonserver import (
-    GRPC_ADMIN_HEADER,
-    PROJECT_ROOT,
-    ServerOptions,
-    ServerPorts,
-    TritonProcess,
-    free_ports,
-    start_server,
-)
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_server
 from generator.serving.update import content_index, record_loaded, update
 from generator.serving.watchdog import StubWatchdog, stub_processes
 
@@ -260,8 +254,8 @@ def test_update_switches_the_default_version_without_losing_a_request(
     manifest = read_manifest(repository)
     shared = manifest.preprocessing("text_classifier_v3")
     assert shared == manifest.preprocessing("text_classifier_v1")
-    assert ("text_classifier", 1) in manifest.models[shared].users
-    assert ("text_classifier", 3) in manifest.models[shared].users
+    users = [(user.spec, user.version) for user in manifest.models[shared].users]
+    assert ("text_classifier", 1) in users and ("text_classifier", 3) in users
     assert sorted(result.loaded) == sorted(
         [
             "text_classifier_v3_model",
@@ -346,8 +340,8 @@ def test_update_of_shared_preprocessing_loads_the_new_model_first_and_unloads_th
     manifest, result = rounds[0]
     new = manifest.preprocessing("text_classifier_v3")
     assert new != old and manifest.preprocessing("text_classifier_v1") == old
-    assert manifest.models[old].users == (("text_classifier", 1),)
-    assert manifest.models[new].users == (("text_classifier", 3),)
+    assert [(user.spec, user.version) for user in manifest.models[old].users] == [("text_classifier", 1)]
+    assert [(user.spec, user.version) for user in manifest.models[new].users] == [("text_classifier", 3)]
     assert new in result.loaded and old not in result.unloaded
     if old in result.loaded:  # only where its environment's shelf moved (the first user's folder)
         assert (manifest.models[old].environment or "").startswith(f"{new}/"), manifest.models[old]
@@ -356,7 +350,10 @@ def test_update_of_shared_preprocessing_loads_the_new_model_first_and_unloads_th
     # Round 2: v1 joined v3 on the new model (already loaded, unchanged); the old one has no user left.
     manifest, result = rounds[1]
     assert manifest.preprocessing("text_classifier_v1") == new == manifest.preprocessing("text_classifier_v3")
-    assert manifest.models[new].users == (("text_classifier", 1), ("text_classifier", 3))
+    assert [(user.spec, user.version) for user in manifest.models[new].users] == [
+        ("text_classifier", 1),
+        ("text_classifier", 3),
+    ]
     assert old not in manifest.models and manifest.dependents(old) == []
     assert "text_classifier_v1" in result.loaded and result.unloaded == [old]
     if new in result.loaded:  # only where its environment's shelf moved (from the old model's folder)
@@ -451,17 +448,17 @@ def test_corrupted_model_reports_name_and_cause_and_the_rest_serves(served: Trit
 def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """minilm_embed v1 (healthy) and text_classifier v1 with a corrupted model file."""
     repository = tmp_path_factory.mktemp("broken") / "repository"
-    manifest = json.loads((generated_repository / MANIFEST_FILE).read_text())
+    manifest = read_manifest(generated_repository)
     # The two version ensembles and the models they run (preprocessing is named by content).
     ensembles = ("minilm_embed_v1", "text_classifier_v1")
-    models = tuple(dict.fromkeys(m for e in ensembles for m in (*manifest["models"][e]["depends_on"], e)))
+    models = tuple(dict.fromkeys(m for e in ensembles for m in (*manifest.models[e].depends_on, e)))
     for name in models:
         hardlink_copy(generated_repository / name, repository / name)
     if (generated_repository / "_envs").is_dir():  # execution environments the pre models name
         hardlink_copy(generated_repository / "_envs", repository / "_envs")
     # The environments live in the folder of their first user, which may not be copied here.
     for name in models:
-        environment = manifest["models"][name].get("environment")
+        environment = manifest.models[name].environment
         if environment and not (repository / environment).exists():
             source = generated_repository / environment
             (repository / environment).parent.mkdir(parents=True, exist_ok=True)
@@ -470,8 +467,7 @@ def broken_repository(generated_repository: Path, tmp_path_factory: pytest.TempP
             else:
                 os.link(source, repository / environment)
     # The manifest of the models copied (serve reads it).
-    manifest["models"] = {name: entry for name, entry in manifest["models"].items() if name in models}
-    (repository / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest.model_copy(update={"models": {name: manifest.models[name] for name in models}}).write(repository)
     replace_with_garbage(repository / "text_classifier_v1_model" / "1" / "model.onnx")
     return repository
 

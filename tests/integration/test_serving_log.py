@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.serving.tritonserver import TritonProcess
+from generator.serving.process import TritonProcess
 
 from . import assertions
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench.soak import MALFORMED, SoakReport, Target, run_soak
-from generator.serving.tritonserver import ServerOptions, ServerPorts, TritonProcess, free_ports, start_server
+from generator.base.launch import ServerOptions, ServerPorts
+from generator.serving.ports import free_ports
+from generator.serving.process import TritonProcess, start_server
 from generator.serving.watchdog import StubWatchdog
 
 from .assertions import BAD_REQUESTS

@@ -4,14 +4,14 @@ Requests of every length batch together: the preprocessing emits each request's 
 unpadded (`padding: none`: `INPUT_IDS` [n, ceil(T/n)] and `LENGTHS` [n, 1] for n texts),
 the composing model's inputs have `allow_ragged_batch`, and the backend adds where each
 request starts (`BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO`, TYPE_INT32). The graph (built by
-`generator.pipeline.ragged`, whose docstring has the whole contract) runs every token-wise
+`unpadded_encoder`, whose docstring has the whole contract) runs every token-wise
 layer on the flat token stream and pads only inside attention, per length bucket.
 Served by NVIDIA's `onnxruntime` and `pytorch` backends, and by the local stand-ins, which
 compute ragged inputs and batch inputs as those do (`backends/triton/tritongen_batching.py`).
 
 Builders: `sentence_embedding` (`embedding` [texts, dim]) and, in ONNX, `prototype_classifier`:
-the padded builder module (`artifacts.make_module`: the same prototypes, embedded with the
-version's preprocessing) turned ragged (`ragged.ragged_from_padded`), `logits` [texts, labels],
+the padded builder module (`Builder.padded_module`: the same prototypes, embedded with the
+version's preprocessing) turned ragged (`unpadded_encoder.ragged_from_padded`), `logits` [texts, labels],
 and `label` [texts, 1] looked up in the graph as for the padded ONNX classifier. TorchScript
 cannot return the string `label` to the pytorch backend, so `torchscript_ragged` serves
 embeddings only (like `torchscript`).
@@ -19,18 +19,21 @@ embeddings only (like `torchscript`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from generator.kinds.formats import InferenceFormat
-from generator.kinds.formats.onnx import QUANTIZE_METHODS, check_onnx, quantize_onnx
+from generator.base.source_model import read_sentence_transformer_config
+from generator.base.spec_sources import resolve_source
+from generator.base.tensors import BatchInputPlan, TensorPlan
+from generator.kinds.builders.base import Builder
+from generator.kinds.formats.base import InferenceFormat
+from generator.kinds.formats.onnx import QUANTIZE_METHODS, append_label_lookup, check_onnx, onnx_runner, quantize_onnx
+from generator.kinds.preprocessing.base import PreprocessingSettings
 
 if TYPE_CHECKING:
     import numpy as np
     from tritonclient.grpc import model_config_pb2 as mc
-
-    from generator.pipeline.plan import BatchInputPlan, TensorPlan
-    from generator.pipeline.spec import ModelArtifact, Preprocessing
 
 RAGGED_INPUTS = ("input_ids", "lengths")
 OFFSETS = (("token_offsets", "input_ids"), ("text_offsets", "lengths"))
@@ -44,44 +47,37 @@ class _Ragged(InferenceFormat):
         return RAGGED_INPUTS, (("logits", "label") if model_kind == "classifier" else ("embedding",))
 
     def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
-        from generator.pipeline.plan import TensorPlan
-
         return (
             TensorPlan("input_ids", "TYPE_INT64", (-1,), ragged=True),
             TensorPlan("lengths", "TYPE_INT64", (1,), ragged=True),
         )
 
     def batch_inputs(self) -> tuple[BatchInputPlan, ...]:
-        from generator.pipeline.plan import BatchInputPlan
-
         return tuple(
             BatchInputPlan("BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", target, "TYPE_INT32", source)
             for target, source in OFFSETS
         )
 
-    def export(self, artifact: ModelArtifact, preprocessing: Preprocessing, output: Path) -> bool:
-        from generator.pipeline import ragged
-        from generator.pipeline.source_model import package_path, read_sentence_transformer_config
-        from generator.pipeline.spec import EmbeddingBuild, PrototypeClassifierBuild
+    def code_files(self) -> tuple[Path, ...]:
+        here = Path(__file__)
+        return (here.with_name("unpadded_encoder.py"), here)
 
-        build = artifact.build
+    def export(self, builder: Builder, settings: Any, preprocessing: PreprocessingSettings, output: Path) -> None:
+        from generator.kinds.formats import unpadded_encoder  # imports torch
+
+        labels = builder.labels(settings)
         builders = "sentence_embedding or prototype_classifier" if self.classifiers else "sentence_embedding"
-        if not isinstance(build, EmbeddingBuild | PrototypeClassifierBuild) or (
-            isinstance(build, PrototypeClassifierBuild) and not self.classifiers
-        ):
+        if not builder.sentence_transformer or (labels is not None and not self.classifiers):
             raise ValueError(f"{self.name} is built by the {builders} builder only")
-        model = read_sentence_transformer_config(package_path(build.source.package, build.source.path))
+        model = read_sentence_transformer_config(resolve_source(builder.source(settings)))
         if model.pooling != "mean":
             raise ValueError(f"{self.name}: the ragged encoder pools by mean only, {model.folder} uses {model.pooling}")
-        if isinstance(build, EmbeddingBuild):
-            module = ragged.load_ragged_module(model.encoder_folder, normalize=model.normalize)
+        if labels is None:
+            module = unpadded_encoder.load_ragged_module(model.encoder_folder, normalize=model.normalize)
             self._write(module, output)
-            return True
-        from generator.pipeline.artifacts import make_module
-
-        classifier = ragged.ragged_from_padded(make_module(build, preprocessing))
-        self._write_classifier(classifier, list(build.labels), output)
-        return True
+            return
+        classifier = unpadded_encoder.ragged_from_padded(builder.padded_module(settings, preprocessing))
+        self._write_classifier(classifier, labels, output)
 
     def _write(self, module: object, output: Path) -> None:
         raise NotImplementedError
@@ -94,6 +90,8 @@ class OnnxRagged(_Ragged):
     name = "onnx_ragged"
     filename = "model.onnx"
     backend = "onnxruntime"
+    memory_mib = 170.0
+    """As `onnx` (the same runner and weights)."""
 
     def parameters(self, threads: int) -> dict[str, str]:
         return {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
@@ -102,18 +100,17 @@ class OnnxRagged(_Ragged):
         return check_onnx(path, config)
 
     def _write(self, module: object, output: Path) -> None:
-        from generator.pipeline import ragged
+        from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        ragged.export_onnx(module, output)  # type: ignore[arg-type]
+        unpadded_encoder.export_onnx(module, output)  # type: ignore[arg-type]
 
     def _write_classifier(self, module: object, labels: list[str], output: Path) -> None:
         """`logits` as exported, then `label` = labels[argmax] in the graph (the padded recipe)."""
         import onnx
 
-        from generator.pipeline import ragged
-        from generator.pipeline.artifacts import append_label_lookup
+        from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        ragged.export_onnx(module, output, output_name="logits")  # type: ignore[arg-type]
+        unpadded_encoder.export_onnx(module, output, output_name="logits")  # type: ignore[arg-type]
         graph_model = onnx.load(str(output))
         append_label_lookup(graph_model, labels)
         onnx.checker.check_model(graph_model)
@@ -138,11 +135,16 @@ class OnnxRagged(_Ragged):
             "text_offsets": np.arange(len(lengths) + 1, dtype=np.int32),
         }
 
+    def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        return onnx_runner(path, threads)
+
 
 class TorchScriptRagged(_Ragged):
     name = "torchscript_ragged"
     filename = "model.pt"
     backend = "pytorch"
+    memory_mib = 267.0
+    """As `torchscript` (the same runner and weights)."""
     process_wide_threads = True
     classifiers = False
 
@@ -152,11 +154,11 @@ class TorchScriptRagged(_Ragged):
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         import torch
 
-        from generator.pipeline import ragged
+        from generator.kinds.formats import unpadded_encoder  # imports torch
 
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-            sample = ragged.sample_inputs()
+            sample = unpadded_encoder.sample_inputs()
             with torch.inference_mode():
                 result = module(*sample)
         except Exception as error:  # torch raises many error types on load/run
@@ -169,6 +171,6 @@ class TorchScriptRagged(_Ragged):
         return []
 
     def _write(self, module: object, output: Path) -> None:
-        from generator.pipeline import ragged
+        from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        ragged.export_torchscript(module, output)  # type: ignore[arg-type]
+        unpadded_encoder.export_torchscript(module, output)  # type: ignore[arg-type]

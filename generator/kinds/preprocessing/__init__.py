@@ -1,58 +1,34 @@
 """Preprocessing kinds: what turns a request's inputs into the inference model's tensors.
 
-A `PreprocessingKind` owns the Triton backend and model code of the preprocessing model, its
-parameter contract (rendered from the spec, parsed by the package that runs it), its client
-input and its output tensors, and the files it needs in the version folder. Adding a kind is
-one module with one subclass and an entry in `PREPROCESSORS`.
+A `PreprocessingKind` owns its spec section (`settings`), the Triton backend and model code of
+the preprocessing model, its parameter contract (rendered from the spec, parsed by the package
+that runs it), its client input and its output tensors, the files it needs in the version
+folder, and tokenizing texts as the server does. The spec's `preprocessing` section is made
+from `PREPROCESSORS`: adding a kind is one module with its settings and its subclass, plus one
+entry below.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from generator.errors import TritongenError
+from generator.kinds.preprocessing.base import PreprocessingKind, PreprocessingSettings
+from generator.kinds.preprocessing.textprep import TextPrep
 
-if TYPE_CHECKING:
-    from generator.pipeline.plan import TensorPlan
-    from generator.pipeline.spec import Preprocessing
-
-
-class PreprocessingKind(ABC):
-    """One preprocessing kind (subclasses are stateless singletons)."""
-
-    name: ClassVar[str]
-    """The spec's `preprocessing.kind` value."""
-    backend: ClassVar[str]
-    """Triton backend of the preprocessing model (one of NVIDIA's image)."""
-    package: ClassVar[str]
-    """Distribution name of the versioned package the model runs, pinned in its environment."""
-
-    @abstractmethod
-    def inputs(self) -> tuple[TensorPlan, ...]:
-        """The client-facing inputs (the ensemble's inputs)."""
-
-    @abstractmethod
-    def outputs(self, settings: Preprocessing) -> tuple[TensorPlan, ...]:
-        """Tensors handed to the inference model, in the order of its inputs."""
-
-    @abstractmethod
-    def parameters(self, settings: Preprocessing) -> dict[str, str]:
-        """The model config's parameters for one version's preprocessing settings."""
-
-    @abstractmethod
-    def model_code(self) -> str:
-        """Text of the version folder's `model.py` (python backend)."""
-
-    @abstractmethod
-    def version_files(self, settings: Preprocessing) -> Mapping[str, object]:
-        """Artifacts of the version folder: file name -> spec source (resolved by the pipeline)."""
-
-
-def _registry() -> dict[str, PreprocessingKind]:
-    from generator.kinds.preprocessing.textprep import TextPrep
-
-    return {kind.name: kind for kind in (TextPrep(),)}
-
-
-PREPROCESSORS: dict[str, PreprocessingKind] = _registry()
+PREPROCESSORS: dict[str, PreprocessingKind] = {kind.name: kind for kind in (TextPrep(),)}
 """Every preprocessing kind by its spec name."""
+
+
+class UnknownPreprocessingError(TritongenError, KeyError):
+    """A preprocessing kind that is not in PREPROCESSORS."""
+
+
+def get_preprocessor(name: str) -> PreprocessingKind:
+    """The preprocessing kind called `name`, or an error listing the known ones."""
+    try:
+        return PREPROCESSORS[name]
+    except KeyError:
+        known = ", ".join(PREPROCESSORS)
+        raise UnknownPreprocessingError(f"unknown preprocessing kind {name!r}: use one of {known}") from None
+
+
+__all__ = ["PREPROCESSORS", "PreprocessingKind", "PreprocessingSettings", "get_preprocessor"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.containers import k8s
 from generator.containers.bake import DEPLOYMENT_FILE, BakeError, prepare_context, read_bake_plan, render_dockerfile
+from generator.pipeline.deploy import kubernetes as k8s
 from generator.pipeline.generate import DEFAULT_SPECS
 from generator.pipeline.plan import plan_repository
 from generator.pipeline.spec import load_specs
@@ -18,9 +18,11 @@ from generator.pipeline.spec import load_specs
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository folder with a model, a not-world-readable executable and the manifests."""
+    """A repository folder with a model, a not-world-readable executable, the Kubernetes
+    manifests and the repository's manifest."""
     root = tmp_path_factory.mktemp("repository")
     plan = plan_repository(load_specs(DEFAULT_SPECS), "local", 2)
+    plan.manifest().write(root)
     for path, text in k8s.render_manifests(plan, {"m/config.pbtxt": 'name: "m"\n'}).items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
@@ -37,6 +39,7 @@ def test_the_plan_is_the_deployments(repository: Path) -> None:
     deployment = yaml.safe_load((repository / DEPLOYMENT_FILE).read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert plan.image == container["image"] and plan.image.startswith(f"{k8s.BAKED_IMAGE}:")
+    assert plan.server_image == deployment["spec"]["template"]["metadata"]["annotations"][k8s.SERVER_IMAGE_ANNOTATION]
     assert plan.arguments == tuple(container["args"]) and plan.user == f"{k8s.RUN_AS}:{k8s.RUN_AS}"
     dockerfile = render_dockerfile(plan)
     assert dockerfile.splitlines()[1] == f"FROM {plan.server_image}"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from generator import PROJECT_ROOT
+from generator.base.triton import PYTHON_BACKENDS_DIR, assemble_backend_directory
 from generator.containers.image import (
     IMAGE_MODULES,
     IMAGE_THIRD_PARTY_IMPORTS,
@@ -19,7 +21,6 @@ from generator.containers.image import (
     RUNNER_PREFIX,
     SYSTEM_PYTHON,
     BaseSpec,
-    container_command,
     debian_mirror,
     image_tag,
     inputs_hash,
@@ -28,7 +29,7 @@ from generator.containers.image import (
     unpack_python_package,
 )
 from generator.environments.channel import write_conda_package
-from generator.serving.tritonserver import PROJECT_ROOT, PYTHON_BACKENDS_DIR, assemble_backend_directory
+from generator.pipeline.deploy.launcher import container_command
 from tests.dockerd import docker_answers
 
 
@@ -55,7 +56,7 @@ def test_dockerfile_builds_the_ngc_layout() -> None:
     base = BaseSpec()
     text = render_dockerfile(base, "0123456789abcdef")
     assert f"FROM {base.tag} AS packages" in text
-    assert "-m generator.serving.tritonserver assemble /opt/tritonserver/backends" in text
+    assert "-m generator.base.triton assemble /opt/tritonserver/backends" in text
     assert "--backend=onnxruntime --backend=pytorch --stub=triton_python_backend_stub" in text
     # The build fails unless the backend folder holds exactly NVIDIA's three backends.
     assert """test "$(ls /opt/tritonserver/backends | tr '\\n' ' ')" = "onnxruntime python pytorch \"""" in text

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from generator.environments import build as environments
 from generator.environments import channel as conda_channel
-from generator.environments.build import (
-    EnvironmentSpecError,
-    check_environment_spec,
-    content_hash,
-    local_packages,
-    parse_environment_spec,
-)
+from generator.environments import settings as environment_settings
+from generator.environments.cache import HASH_LENGTH, content_hash
+from generator.environments.cli import add_envs_subcommands
+from generator.environments.cli import main as envs_main
+from generator.environments.envspec import ENVS_DIR, local_packages, parse_environment_spec
+from generator.environments.errors import EnvironmentSpecError
+from generator.environments.settings import CHANNELS_VARIABLE, default_channels, recorded_channels, remember_channels
+from generator.environments.solve import check_environment_spec, solve_environment
 from generator.kinds.targets import PRODUCTION
 
 SPEC = """\
@@ -92,7 +92,7 @@ def test_parse_environment_spec(tmp_path: Path) -> None:
 
 def test_project_envs_are_valid_for_nvidias_stub() -> None:
     """Both targets get environments for the production stub (NGC 24.10: Python 3.10), no shipped stub."""
-    specs = sorted(environments.ENVS_DIR.glob("*.yml"))
+    specs = sorted(ENVS_DIR.glob("*.yml"))
     assert specs, "envs/ holds the environment specs"
     for path in specs:
         check_environment_spec(path, PRODUCTION.name)
@@ -183,7 +183,7 @@ def test_local_packages_are_found_by_normalized_name(backends: Path) -> None:
 
 def test_solving_from_a_local_channel(tmp_path: Path, backends: Path, channel: str) -> None:
     check_environment_spec(write_spec(tmp_path), "local", channels=[channel], backends_dir=backends)
-    records = environments._solve(parse_environment_spec(write_spec(tmp_path)), [channel])
+    records = solve_environment(parse_environment_spec(write_spec(tmp_path)), [channel])
     assert {r.name.normalized: str(r.version) for r in records} == {
         "python": "3.11.0",
         "numpy": "1.26.0",
@@ -215,11 +215,11 @@ def test_unreachable_channel_fails_clearly(tmp_path: Path) -> None:
 
 def test_content_hash_covers_spec_packages_and_target(tmp_path: Path, backends: Path, channel: str) -> None:
     spec = parse_environment_spec(write_spec(tmp_path))
-    records = environments._solve(spec, [channel])
+    records = solve_environment(spec, [channel])
     package = local_packages(backends)["tritongen-textprep"]
     base = content_hash(spec, records, [package], "3.11")
     assert base == content_hash(spec, records, [package], "3.11")
-    assert len(base) == environments.HASH_LENGTH
+    assert len(base) == HASH_LENGTH
     assert base != content_hash(spec, records, [package], "3.10")
     assert base != content_hash(spec, records, [], "3.11")
     (package.path / "tritongen_textprep" / "tokenize.py").write_text("# changed\n")
@@ -249,38 +249,38 @@ def test_written_conda_package_is_indexed(channel: str) -> None:
 
 def test_default_channels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """$TRITONGEN_CONDA_CHANNELS > the project setting > conda-forge (--channel is the caller's)."""
-    monkeypatch.setattr(environments, "SETTINGS_FILE", tmp_path / "build" / "tritongen.toml")
-    monkeypatch.delenv(environments.CHANNELS_VARIABLE, raising=False)
-    assert environments.default_channels() == ["conda-forge"]
-    environments.remember_channels(["file:///project/build/conda-channel", 'file:///odd "name"'])
-    assert environments.recorded_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
-    assert environments.default_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
-    monkeypatch.setenv(environments.CHANNELS_VARIABLE, "file:///a, file:///b")
-    assert environments.default_channels() == ["file:///a", "file:///b"]
+    monkeypatch.setattr(environment_settings, "SETTINGS_FILE", tmp_path / "build" / "tritongen.toml")
+    monkeypatch.delenv(CHANNELS_VARIABLE, raising=False)
+    assert default_channels() == ["conda-forge"]
+    remember_channels(["file:///project/build/conda-channel", 'file:///odd "name"'])
+    assert recorded_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
+    assert default_channels() == ["file:///project/build/conda-channel", 'file:///odd "name"']
+    monkeypatch.setenv(CHANNELS_VARIABLE, "file:///a, file:///b")
+    assert default_channels() == ["file:///a", "file:///b"]
 
 
 def test_a_broken_project_setting_is_reported(tmp_path: Path) -> None:
     settings = tmp_path / "tritongen.toml"
     settings.write_text("[environments]\nchannels = 'file:///one'\n")
     with pytest.raises(EnvironmentSpecError, match="channels must be a list"):
-        environments.recorded_channels(settings)
+        recorded_channels(settings)
     settings.write_text("[environments\n")
     with pytest.raises(EnvironmentSpecError, match="unreadable project setting"):
-        environments.recorded_channels(settings)
+        recorded_channels(settings)
 
 
 def test_envs_channel_records_the_channel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`tritongen envs channel --channel URL` records a channel without building one."""
     settings = tmp_path / "tritongen.toml"
-    monkeypatch.setattr(environments, "SETTINGS_FILE", settings)
-    monkeypatch.delenv(environments.CHANNELS_VARIABLE, raising=False)
-    assert environments.main(["channel", "--channel", "https://mirror.example/conda-forge"]) == 0
-    assert environments.default_channels() == ["https://mirror.example/conda-forge"]
+    monkeypatch.setattr(environment_settings, "SETTINGS_FILE", settings)
+    monkeypatch.delenv(CHANNELS_VARIABLE, raising=False)
+    assert envs_main(["channel", "--channel", "https://mirror.example/conda-forge"]) == 0
+    assert default_channels() == ["https://mirror.example/conda-forge"]
 
 
 def test_cli_subcommands_are_registered() -> None:
     parser = argparse.ArgumentParser(prog="tritongen")
-    environments.add_envs_subcommands(parser.add_subparsers(dest="command"))
+    add_envs_subcommands(parser.add_subparsers(dest="command"))
     build = parser.parse_args(["envs", "build", "textprep-tok023", "--channel", "file:///c"])
     assert build.names == ["textprep-tok023"] and build.channels == ["file:///c"]
     assert build.target == "local" and callable(build.func)
@@ -290,15 +290,15 @@ def test_cli_subcommands_are_registered() -> None:
 
 def test_cli_reports_spec_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_spec(tmp_path, python="3.9")
-    code = environments.main(["build", str(path), "--channel", (tmp_path / "c").as_uri()])
+    code = envs_main(["build", str(path), "--channel", (tmp_path / "c").as_uri()])
     assert code == 1
     assert "environment 'prep'" in capsys.readouterr().err
 
 
 def test_envs_readme_documents_both_channels() -> None:
-    readme = (environments.ENVS_DIR / "README.md").read_text()
+    readme = (ENVS_DIR / "README.md").read_text()
     assert "conda-forge" in readme and "tritongen envs channel" in readme
-    assert environments.CHANNELS_VARIABLE in readme
+    assert CHANNELS_VARIABLE in readme
 
 
 def test_content_hash_is_stable_across_channel_rebuilds(tmp_path: Path, channel: str) -> None:
@@ -311,6 +311,6 @@ def test_content_hash_is_stable_across_channel_rebuilds(tmp_path: Path, channel:
         pass  # the next millisecond: a later timestamp in every index.json
     other = make_channel(tmp_path / "elsewhere")
     spec = parse_environment_spec(write_spec(tmp_path))
-    first, second = environments._solve(spec, [channel]), environments._solve(spec, [other])
+    first, second = solve_environment(spec, [channel]), solve_environment(spec, [other])
     assert {r.sha256 for r in first} != {r.sha256 for r in second}
     assert content_hash(spec, first, [], "3.11") == content_hash(spec, second, [], "3.11")

@@ -9,16 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from generator.pipeline.artifacts import (
-    ArtifactError,
-    BuiltArtifact,
-    build_artifact,
-    pool,
-    resolve_source,
-    tokenize_like_server,
-)
-from generator.pipeline.source_model import POOLING_MODES
-from generator.pipeline.spec import PackageFile, ProjectFile, load_specs
+from generator.base.source_model import POOLING_MODES
+from generator.base.spec_sources import ArtifactError, PackageFile, ProjectFile, resolve_source
+from generator.kinds.builders.encoder import pool
+from generator.pipeline.artifacts import BuiltArtifact, build_artifact, tokenize_like_server
+from generator.pipeline.spec import load_specs
 from tests.integration.assertions import cosines, embedding_texts, reference_embeddings, sentence_transformer
 
 PROJECT = Path(__file__).resolve().parents[3]

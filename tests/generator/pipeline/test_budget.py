@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator.base.launch import ServerOptions, ServerSettings, server_command
 from generator.pipeline.plan import (
     BULK_PRIORITY,
     MANY_MODELS,
@@ -18,7 +19,7 @@ from generator.pipeline.plan import (
 )
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import ModelSpec, SpecError, load_specs, parse_spec
-from generator.serving.tritonserver import ServerOptions, ServerSettings, server_command
+from generator.serving.process import local_server_command
 from tests.generator.pipeline.planning import planned
 from tests.generator.pipeline.test_cpu_budget import SPEC
 
@@ -55,8 +56,8 @@ def test_bulk_entry_point_runs_the_online_model_no_second_copy() -> None:
             model.spec.batching.max_batch_size, model.spec.bulk_batching.max_batch_size
         )
         assert (bulk.priority, online.priority) == (BULK_PRIORITY, ONLINE_PRIORITY)
-        manifest = plan.manifest()["models"]
-        assert (manifest[bulk.name]["priority"], manifest[online.name]["priority"]) == (2, 1)
+        manifest = plan.manifest().models
+        assert (manifest[bulk.name].priority, manifest[online.name].priority) == (2, 1)
 
 
 def test_switching_the_default_version_changes_no_inference_model() -> None:
@@ -123,7 +124,7 @@ def test_model_loading_is_parallel() -> None:
     for cores in (1, 2, 16):
         plan = planned(specs(1), "local", cores)
         assert plan.model_load_threads == max(4, 2 * cores)
-        assert plan.manifest()["model_load_threads"] == plan.model_load_threads
+        assert plan.manifest().model_load_threads == plan.model_load_threads
         assert f"--model-load-thread-count={plan.model_load_threads}" in plan.server_settings().flags()
 
 
@@ -141,7 +142,7 @@ def test_python_backend_instances_get_one_pool_thread_not_32() -> None:
     for target in ("local", "ngc"):
         plan = planned(load_specs(PROJECT / "models"), target, 2)
         assert f"--backend-config={PYTHON_BACKEND_CONFIG}" in plan.server_settings().flags()
-        assert plan.manifest()["backend_configs"] == [PYTHON_BACKEND_CONFIG]  # the same for every target
+        assert plan.manifest().backend_configs == (PYTHON_BACKEND_CONFIG,)  # the same for every target
 
 
 def test_server_command_takes_the_settings_or_the_manifest(tmp_path: Path) -> None:
@@ -155,8 +156,8 @@ def test_server_command_takes_the_settings_or_the_manifest(tmp_path: Path) -> No
         "--load-model=m",
     ]
     plan = planned(specs(MANY_MODELS + 1), "local", 2)
-    (tmp_path / "tritongen-manifest.json").write_text(plan.manifest_text())
-    command = server_command(ServerOptions(tmp_path, models=("m0",)), tmp_path / "backends")
+    plan.manifest().write(tmp_path)
+    command = local_server_command(ServerOptions(tmp_path, models=("m0",)), tmp_path / "backends")
     assert "--rate-limit-resource=cpu:2" in command and "--model-load-thread-count=4" in command
     assert [flag for flag in command if flag.startswith("--backend-config")] == [
         f"--backend-config={PYTHON_BACKEND_CONFIG}"

@@ -160,13 +160,6 @@ def test_the_plan_keeps_process_wide_threads_equal() -> None:
     assert len(threads) == 1
 
 
-def test_the_server_module_names_the_manifest_like_the_plan() -> None:
-    from generator.pipeline.plan import MANIFEST_FILE
-    from generator.serving import tritonserver
-
-    assert tritonserver.MANIFEST_FILE == MANIFEST_FILE
-
-
 def test_drift_ignores_built_environments_and_caches(files: dict[str, str], tmp_path: Path) -> None:
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)

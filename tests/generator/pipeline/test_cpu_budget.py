@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from generator.base.launch import THREAD_VARIABLES
 from generator.pipeline.plan import plan_cpu
 from generator.pipeline.spec import parse_spec
-from generator.serving.tritonserver import THREAD_VARIABLES, server_environment
+from generator.serving.process import local_server_command, server_environment
 from tests.generator.pipeline.planning import planned
 
 SPEC = """
@@ -51,8 +52,8 @@ def test_thread_pools_are_set_explicitly(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path) -> None:
+    from generator.base.launch import ServerOptions
     from generator.pipeline.render import render_repository
-    from generator.serving.tritonserver import ServerOptions, server_command
 
     spec = parse_spec(SPEC + "instances: {model: 2, model_threads: 1, rate_limit: true}\n", "m.yaml")
     plan = planned([spec], "local", 2)
@@ -64,7 +65,7 @@ def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path)
     for path, text in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
-    command = server_command(ServerOptions(tmp_path, models=("m",), cpu_budget=2), tmp_path / "backends")
+    command = local_server_command(ServerOptions(tmp_path, models=("m",), cpu_budget=2), tmp_path / "backends")
     assert "--rate-limit=execution_count" in command and "--rate-limit-resource=cpu:2" in command
     plain = parse_spec(SPEC, "m.yaml")
     files = {f.path: f.text for f in render_repository(planned([plain], "local", 2))}

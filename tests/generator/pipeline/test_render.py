@@ -9,6 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from generator.kinds.targets import NGC_IMAGE
+from generator.pipeline.manifest import MANIFEST_FILE, Manifest
 from generator.pipeline.plan import PlanError, plan_repository
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import SpecError, load_specs, parse_spec
@@ -82,10 +84,16 @@ def test_instances_times_threads_fit_the_budget(cores: int) -> None:
 
 
 def test_targets_get_the_same_model_files() -> None:
-    """What the tests serve (local) is what users deploy (ngc): identical model files."""
+    """What the tests serve (local) is what users deploy (ngc): identical model files; the
+    manifests differ only in the target and its image."""
     local = render_repository(planned(SPECS, "local", 2))
     ngc = render_repository(planned(SPECS, "ngc", 2))
-    assert [(f.path, f.text) for f in local] == [(f.path, f.text) for f in ngc]
+    assert [(f.path, f.text) for f in local if f.path != MANIFEST_FILE] == [
+        (f.path, f.text) for f in ngc if f.path != MANIFEST_FILE
+    ]
+    manifests = [Manifest.parse(next(f.text for f in files if f.path == MANIFEST_FILE)) for files in (local, ngc)]
+    assert [(m.target, m.image) for m in manifests] == [("local", "tritongen-triton:latest"), ("ngc", NGC_IMAGE)]
+    assert manifests[0].model_copy(update={"target": "ngc", "image": NGC_IMAGE}) == manifests[1]
     backends = {line for f in local for line in f.text.splitlines() if line.startswith("backend:")}
     assert backends == {'backend: "python"', 'backend: "onnxruntime"', 'backend: "pytorch"'}
     models = {f.path.split("/")[0] for f in local if f.path.endswith("/1/model.py")}

@@ -14,10 +14,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from generator import PROJECT_ROOT
-from generator.pipeline.manifest import parse_manifest
+from generator.base.source_model import package_path
+from generator.pipeline.manifest import Manifest
 from generator.pipeline.plan import RepositoryPlan, plan_repository, preprocess_name
 from generator.pipeline.render import render_repository
-from generator.pipeline.source_model import package_path
 from generator.pipeline.spec import ModelSpec, parse_spec
 from tests.generator.pipeline.planning import planned
 
@@ -53,9 +53,9 @@ def test_identical_preprocessing_is_one_model_for_every_ensemble() -> None:
     for ensemble in ("alpha", "beta_v1"):
         config = text_format.Parse(files[f"{ensemble}/config.pbtxt"], mc.ModelConfig())
         assert config.ensemble_scheduling.step[0].model_name == pre.name
-    manifest = parse_manifest(json.loads(files["tritongen-manifest.json"]))
+    manifest = Manifest.parse(files["tritongen-manifest.json"])
     assert manifest.models[pre.name].role == "preprocess"
-    assert manifest.models[pre.name].users == (("alpha", 1), ("beta", 1))
+    assert [(user.spec, user.version) for user in manifest.models[pre.name].users] == [("alpha", 1), ("beta", 1)]
     assert manifest.dependents(pre.name) == ["alpha", "alpha_batch", "alpha_v1", "beta", "beta_batch", "beta_v1"]
     assert manifest.preprocessing("beta") == pre.name
     assert manifest.models["beta"].spec == "beta" and manifest.models["beta_v1"].version == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -11,17 +10,18 @@ from pathlib import Path
 import pytest
 
 from bench.soak import memory_growth
-from generator.pipeline.manifest import ManifestError
-from generator.pipeline.plan import MANIFEST_FILE
-from generator.serving import update as upd
-from generator.serving.tritonserver import (
-    RESTRICTED_APIS,
-    ServerOptions,
-    TritonServerError,
-    admin_headers,
-    failed_models,
-    server_command,
+from generator.base.launch import RESTRICTED_APIS, ServerOptions, admin_headers, server_command
+from generator.base.triton import TritonServerError
+from generator.pipeline.manifest import (
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    Manifest,
+    ManifestBatching,
+    ManifestError,
+    ManifestModel,
 )
+from generator.serving import update as upd
+from generator.serving.diagnostics import failed_models
 from generator.serving.watchdog import instance_count, stub_processes
 
 PYTHON_MODEL = 'name: "{name}"\nbackend: "tritongen_textprep"\nmax_batch_size: 8\n{extra}'
@@ -55,24 +55,51 @@ def make_repository(root: Path) -> Path:
 
 def write_manifest(root: Path, environment: str | None = None) -> None:
     """The manifest `tritongen generate` would write for make_repository's models."""
-    common = {"spec": "demo", "version": 1}
-    models = {
-        "textprep_00000000d001": {**common, "role": "preprocess", "backend": "python", "environment": environment},
-        "demo_v1_model": {**common, "role": "inference", "backend": "onnxruntime"},
-        "demo_v1": {
-            **common,
-            "role": "pinned",
-            "backend": "ensemble",
-            "depends_on": ["textprep_00000000d001", "demo_v1_model"],
-        },
-        "demo": {
-            **common,
-            "role": "online",
-            "backend": "ensemble",
-            "depends_on": ["textprep_00000000d001", "demo_v1_model"],
-        },
-    }
-    (root / MANIFEST_FILE).write_text(json.dumps({"cpu_budget": 2, "rate_limit_cores": None, "models": models}))
+    steps = ("textprep_00000000d001", "demo_v1_model")
+    models = [
+        ManifestModel(
+            name=steps[0],
+            role="preprocess",
+            spec="demo",
+            version=1,
+            backend="python",
+            files=("model.py", "tokenizer.json"),
+            batching=ManifestBatching(max_batch_size=8, max_queue_delay_us=0),
+            environment=environment,
+        ),
+        ManifestModel(
+            name=steps[1],
+            role="inference",
+            spec="demo",
+            version=1,
+            backend="onnxruntime",
+            format="onnx",
+            files=("model.onnx",),
+            batching=ManifestBatching(max_batch_size=8, max_queue_delay_us=1000),
+        ),
+        *(
+            ManifestModel(
+                name=name,
+                role=role,
+                spec="demo",
+                version=1,
+                backend="ensemble",
+                batching=ManifestBatching(max_batch_size=8),
+                depends_on=steps,
+            )
+            for name, role in (("demo_v1", "pinned"), ("demo", "online"))
+        ),
+    ]
+    Manifest(
+        schema_version=SCHEMA_VERSION,
+        target="local",
+        image="tritongen-triton:latest",
+        cpu_budget=2,
+        rate_limit_cores=None,
+        model_load_threads=4,
+        backend_configs=(),
+        models={model.name: model for model in models},
+    ).write(root)
 
 
 def digests(root: Path) -> dict[str, str]:

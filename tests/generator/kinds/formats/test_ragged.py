@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from generator.kinds.formats import get_format
-from generator.pipeline import ragged
+from generator.kinds.formats import unpadded_encoder as ragged
 from generator.pipeline.artifacts import BuiltArtifact, build_artifact, make_module, tokenize_like_server
 from generator.pipeline.spec import Version, load_specs
 from tests.generator.pipeline.test_ragged import _batching, texts_of_many_lengths

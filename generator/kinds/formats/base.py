@@ -1,0 +1,97 @@
+"""What every inference format is: how a model version's network is stored and served."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from generator.base.tensors import BatchInputPlan, TensorPlan
+from generator.errors import TritongenError
+from generator.kinds.builders.base import Builder
+from generator.kinds.preprocessing.base import PreprocessingSettings
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tritonclient.grpc import model_config_pb2 as mc
+
+
+class UnknownFormatError(TritongenError, KeyError):
+    """A format name that is not in FORMATS."""
+
+
+class InferenceFormat(ABC):
+    """One inference format (subclasses are stateless singletons)."""
+
+    name: ClassVar[str]
+    """The spec's `model.format` value."""
+    filename: ClassVar[str]
+    """`default_model_filename`: the file in the version folder."""
+    backend: ClassVar[str]
+    """Triton backend serving it (the name in NVIDIA's image; local stand-ins use the same)."""
+    process_wide_threads: ClassVar[bool] = False
+    """The native backend's thread settings are process-wide (last loaded model wins): every
+    model of this format in one repository must use the same thread count."""
+    classifiers: ClassVar[bool] = True
+    """Whether classifier artifacts (logits and a string label) can be built in this format."""
+    ragged: ClassVar[bool] = False
+    """Inputs are unpadded token streams (Triton's ragged batching): the preprocessing must not
+    pad (`padding: none`), every request of any length batches with every other."""
+    ragged_variant: ClassVar[str | None] = None
+    """The ragged format that serves this format's builders unpadded (`tune` measures it)."""
+    memory_mib: ClassVar[float]
+    """Memory of one instance in the Kubernetes pod (a runner's stub with onnxruntime or torch and
+    its own copy of the weights): the mean proportional set size (PSS) per process measured on the
+    local image with the shipped specs (see the Kubernetes deploy output), an upper bound for
+    NVIDIA's native backends, which run instances inside tritonserver."""
+
+    @abstractmethod
+    def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Input and output tensor names inside the file for a model kind (embedding, classifier)."""
+
+    def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
+        """The model's inputs in the config (default: padded INT64 token tensors, dims [-1])."""
+        return tuple(TensorPlan(name, "TYPE_INT64", (-1,)) for name in self.tensor_names(model_kind)[0])
+
+    def batch_inputs(self) -> tuple[BatchInputPlan, ...]:
+        """Tensors the backend computes from the batch (`batch_input`), none by default."""
+        return ()
+
+    def code_files(self) -> tuple[Path, ...]:
+        """Files of this project whose code shapes the exported file (hashed into its cache key)."""
+        return ()
+
+    def export(self, builder: Builder, settings: Any, preprocessing: PreprocessingSettings, output: Path) -> None:
+        """Write the file of a builder's `settings` (default: export its padded torch module)."""
+        self.export_module(builder.padded_module(settings, preprocessing), output, builder.labels(settings))
+
+    def export_module(self, module: Any, output: Path, labels: list[str] | None) -> None:
+        """Write a padded torch module (`input_ids`, `attention_mask` -> one float output) in this
+        format; `labels`: a classifier's labels in logits order."""
+        raise NotImplementedError(f"format {self.name} cannot export a torch module")
+
+    quantize_methods: ClassVar[tuple[str, ...]] = ()
+    """`model.quantize` methods this format can apply to a built file (none: the spec is rejected)."""
+
+    def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
+        """Write the `method`-quantized copy of the built file `source` to `output`."""
+        raise NotImplementedError(f"format {self.name} cannot be quantized")
+
+    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The file's inputs for texts tokenized padded (`ids`, `mask`: [texts, tokens]), as one
+        batch the way the backend would feed it (quantization's fidelity gate runs them)."""
+        raise NotImplementedError(f"format {self.name} has no example inputs")
+
+    def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """A function running the file on inputs as `example_inputs` makes them, every output by
+        name, with `threads` intra-op threads as the backend configures them (the fidelity gate)."""
+        raise NotImplementedError(f"format {self.name} has no runner")
+
+    @abstractmethod
+    def parameters(self, threads: int) -> dict[str, str]:
+        """The backend's config parameters for `threads` intra-op threads per instance."""
+
+    @abstractmethod
+    def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
+        """Problems between a built file and its config (empty when they agree)."""

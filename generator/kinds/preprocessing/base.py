@@ -1,0 +1,80 @@
+"""What every preprocessing kind is, and the spec settings every kind shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from generator.base.spec_sources import Source, StrictModel
+from generator.base.tensors import TensorPlan
+
+
+class PreprocessingSettings(StrictModel):
+    """Preprocessing of one model version: the fields every kind has (a kind adds its own)."""
+
+    kind: str
+    """Preprocessing kind (`generator/kinds/preprocessing/`): `textprep` runs the versioned
+    `tritongen-textprep` tokenizer package in the python backend."""
+    package_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+    """Version of the `tritongen-textprep` package this model version was trained with."""
+    environment: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]*$")
+    """Execution environment (`envs/<name>.yml`, conda-packed); None runs in the server's own Python."""
+    environment_format: Literal["tarball", "folder"] = "tarball"
+    """`tarball`: the conda-pack .tar.gz (Triton extracts it at load); `folder`: shipped unpacked
+    (faster load, larger repository)."""
+    ship_stub: bool = False
+    """Allow an environment whose Python differs from the target server's stub: the stub of the
+    environment's Python (from nvidia-pytriton) is then placed in the model folder."""
+    tokenizer: Source
+    """The `tokenizer.json` file (tokenizers format)."""
+    max_length: int = Field(ge=1, le=8192)
+    """Tokens per text, special tokens included (longer texts are truncated). Omit it for a
+    sentence-transformers model (builders `sentence_embedding`, `prototype_classifier`): it is then
+    the model's own `max_seq_length` (`sentence_bert_config.json`), what sentence-transformers
+    truncates at. A lower value is a deliberate deviation from the model (say so in the spec); a
+    higher one is an error. Required for `file` builds."""
+
+
+class PreprocessingKind(ABC):
+    """One preprocessing kind (subclasses are stateless singletons)."""
+
+    name: ClassVar[str]
+    """The spec's `preprocessing.kind` value."""
+    settings: ClassVar[type[PreprocessingSettings]]
+    """The pydantic model of its `preprocessing` section (its `kind` field is `Literal[name]`)."""
+    backend: ClassVar[str]
+    """Triton backend of the preprocessing model (one of NVIDIA's image)."""
+    package: ClassVar[str]
+    """Distribution name of the versioned package the model runs, pinned in its environment."""
+
+    @abstractmethod
+    def inputs(self) -> tuple[TensorPlan, ...]:
+        """The client-facing inputs (the ensemble's inputs)."""
+
+    @abstractmethod
+    def outputs(self, settings: Any) -> tuple[TensorPlan, ...]:
+        """Tensors handed to the inference model, in the order of its inputs."""
+
+    @abstractmethod
+    def parameters(self, settings: Any) -> dict[str, str]:
+        """The model config's parameters for one version's preprocessing settings."""
+
+    @abstractmethod
+    def model_code(self) -> str:
+        """Text of the version folder's `model.py` (python backend)."""
+
+    @abstractmethod
+    def version_files(self, settings: Any) -> Mapping[str, Source]:
+        """Artifacts of the version folder: file name -> spec source (resolved by the pipeline)."""
+
+    def unpadded(self, settings: Any) -> bool:
+        """Whether the tensors carry each request's tokens unpadded (ragged formats need it)."""
+        return False
+
+    @abstractmethod
+    def tokenize_padded(self, texts: list[str], settings: Any) -> tuple[Any, Any]:
+        """`texts` as the server's model would tokenize them, padded to the longest: int64
+        `input_ids` and `attention_mask` arrays [texts, tokens] (builders and gates run them)."""
