@@ -13,9 +13,10 @@ from generator.kinds.builders.base import Builder
 from generator.kinds.builders.file import File
 from generator.kinds.builders.prototype_classifier import PrototypeClassifier
 from generator.kinds.builders.sentence_embedding import SentenceEmbedding
+from generator.kinds.builders.transformers_classifier import TransformersClassifier
 
 BUILDERS: dict[str, Builder] = {
-    builder.name: builder for builder in (SentenceEmbedding(), PrototypeClassifier(), File())
+    builder.name: builder for builder in (SentenceEmbedding(), PrototypeClassifier(), File(), TransformersClassifier())
 }
 """Every builder by its spec name."""
 
