@@ -1,1 +1,2 @@
-"""Benchmarks of tritongen's ensembles against the article's serving designs (see README.md)."""
+"""Benchmarks of tritongen's ensembles against the article's serving designs (bench/README.md;
+the article: docs/benchmarks.md)."""

@@ -1,4 +1,4 @@
-"""The repository budget, measured (issue 12, items 2 and 3): bulk priority and threads per model.
+"""The repository budget, measured: bulk priority and threads per model.
 
     python -m bench.budget priority [--duration 30] [--online 4] [--bulk 2] [--bulk-batch 64]
     python -m bench.budget threads [--copies 6 | --specs models] [--load-threads N]
@@ -14,9 +14,9 @@ request, to `<name>`); `bulk, same level` (plus `--bulk` closed-loop clients sen
 priority 2` (the bulk clients send the manifest's priority). Reports online p50/p95/p99 and
 texts/s of both kinds.
 
-`threads`: `--copies` renamed copies of the spec (above `plan.MANY_MODELS`: one instance per
-model, rate limited), every entry point answered once, then the threads of the server process
-and of every stub process (from /proc), per model.
+`threads`: `--copies` renamed copies of the spec (sized by the repository budget, `plan.py`),
+every entry point answered once, then the threads of the server process and of every stub
+process (from /proc), per model.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`python -m bench.many [--models 100]`: a catalogue of N fine-tuned classifiers on one server.
 
-Issue 12, item 6. N classifier specs (builder `prototype_classifier`, each with its own label
+N classifier specs (builder `prototype_classifier`, each with its own label
 set, example texts and scale, so that every model file has its own head and no two are
 byte-identical), all with the same preprocessing (tokenizer, parameters, environment), as in
 a catalogue of models fine-tuned from one encoder. The same harness runs twice in one
@@ -11,8 +11,20 @@ every model ready, server PSS/RSS, threads and processes under load, and a Zipf 
 concurrency 32 over the N online entry points (wrk, KServe v2 JSON, the bench corpus). Then,
 under that load, one model's spec is changed (its head "retrained": another scale),
 the repository regenerated, and `tritongen update` loads it: every request of the load
-counts, failed ones must be 0. Prints the table and the issue's targets, writes
+counts, failed ones must be 0. Prints the table and the catalogue's targets, writes
 bench/results/many-<timestamp>/{results.json,results.md}.
+
+`--grow`: the catalogue grows on ONE running server instead: the first classifier is served
+alone and measured (the single-model run), then the others are added one at a time, each by
+regenerating the repository with one more spec and running `tritongen update` while the Zipf
+load over the models already served runs (every request counts), then the Zipf mix over all of
+them is measured: per step, failed requests (must be 0), memory, threads, throughput and p99
+against the single-model step, and whether the update had to refuse a server setting (adding
+a spec must never need a restart). Writes results-grow.{json,md}.
+
+Every classifier declares its share of the Zipf load as its `traffic_weight` (1 / rank), so
+that the repository budget gives the hottest one the cores; the budget's memory is
+`--memory-mib` (default 16 GiB, the product's default).
 """
 
 from __future__ import annotations
@@ -40,6 +52,8 @@ from generator.base.launch import ServerOptions, ServerPorts, admin_headers
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import TRITON_VERSION_DIR, detected_cores
+from generator.pipeline.repository_settings import DEFAULT_MEMORY_MIB
+from generator.pipeline.spec import REPOSITORY_FILE
 from generator.serving.diagnostics import load_errors
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_server
@@ -58,7 +72,7 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class Targets:
-    """The issue's targets (benchmark on the `local` target, same run)."""
+    """The catalogue's targets (benchmark on the `local` target, same run)."""
 
     ready_s: float = 180.0
     """All models ready (for N = 100)."""
@@ -84,6 +98,8 @@ class Options:
     update: bool = True
     server_args: tuple[str, ...] = ()
     """Extra tritonserver arguments (to measure a server setting the product does not set)."""
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    """The repository budget's memory (`repository.yaml`'s `memory_mib`)."""
 
 
 # --- the catalogue -----------------------------------------------------------------------------
@@ -94,7 +110,8 @@ def catalogue_spec(index: int, words: Sequence[str], quantize: str | None = None
 
     The preprocessing section is `models/minilm_embed.yaml`'s (same tokenizer file, parameters
     and environment) for every index, so that the models differ only in their weights.
-    `quantize` (e.g. `dynamic_int8`) is the spec's `model.quantize`.
+    `quantize` (e.g. `dynamic_int8`) is the spec's `model.quantize`. Its `traffic_weight` is its
+    share of the Zipf load, 1 / (index + 1) (`corpus.zipf_indices`: index 0 is the hottest).
     """
     rng = random.Random(f"bench.many:{index}")
     labels: dict[str, list[str]] = {}
@@ -116,6 +133,7 @@ def catalogue_spec(index: int, words: Sequence[str], quantize: str | None = None
         "default_version": 1,
         "batching": copy.deepcopy(base["batching"]),
         "bulk_batching": copy.deepcopy(base["bulk_batching"]),
+        "traffic_weight": round(1 / (index + 1), 6),
         "versions": [
             {
                 "version": 1,
@@ -149,30 +167,40 @@ def retrained(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def write_specs(folder: Path, specs: Sequence[dict[str, Any]]) -> Path:
-    """Write the specs to `folder/specs` (replacing what was there)."""
+def write_specs(folder: Path, specs: Sequence[dict[str, Any]], memory_mib: int = DEFAULT_MEMORY_MIB) -> Path:
+    """Write the specs and the budget's `repository.yaml` (`memory_mib`) to `folder/specs`
+    (replacing what was there)."""
     specs_dir = folder / "specs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     for old in specs_dir.glob("*.yaml"):
         old.unlink()
     for spec in specs:
         (specs_dir / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    (specs_dir / REPOSITORY_FILE).write_text(yaml.safe_dump({"memory_mib": memory_mib}), encoding="utf-8")
     return specs_dir
 
 
 def generate_repository(
-    folder: Path, specs: Sequence[dict[str, Any]], cores: int, log: Callable[[str], None]
+    folder: Path,
+    specs: Sequence[dict[str, Any]],
+    cores: int,
+    log: Callable[[str], None],
+    memory_mib: int = DEFAULT_MEMORY_MIB,
+    said: list[str] | None = None,
 ) -> tuple[Path, float]:
-    """`tritongen generate` of the specs into `folder/repository`; (repository, seconds).
+    """`tritongen generate` of the specs into `folder/repository`; (repository, seconds); `said`
+    collects every line generate printed (its layout changes among them).
 
     Like `bench.systems.make_repository`, with the catalogue's own artifact cache; without a
     conda channel the preprocessing runs in the server's own Python (the run says so)."""
-    specs_dir = write_specs(folder, specs)
+    specs_dir = write_specs(folder, specs, memory_mib)
     output = folder / "repository"
     began = time.monotonic()
 
     def progress(line: str) -> None:
-        if "building" in line or line.startswith(("planned", "wrote")):
+        if said is not None:
+            said.append(line)
+        if "building" in line or line.startswith(("planned", "wrote", "layout", "server setting", "expected memory")):
             log(line.strip().split(" (target ")[0])
 
     try:
@@ -185,7 +213,7 @@ def generate_repository(
         if not any("environment" in v["preprocessing"] for s in specs for v in s["versions"]):
             raise
         log(f"execution environments could not be built ({str(error).splitlines()[0]}): preprocessing in-server")
-        return generate_repository(folder, [without_environments(s) for s in specs], cores, log)
+        return generate_repository(folder, [without_environments(s) for s in specs], cores, log, memory_mib, said)
     return output, time.monotonic() - began
 
 
@@ -474,7 +502,7 @@ def run_once(
 ) -> tuple[dict[str, Any], Served | None, Path]:
     """Generate, serve, check and measure the Zipf mix over `specs`; the server stays up for the update."""
     folder = bench.workdir / label
-    repository, generate_s = generate_repository(folder, specs, bench.cores, bench.log)
+    repository, generate_s = generate_repository(folder, specs, bench.cores, bench.log, options.memory_mib)
     files = weight_files(repository)
     bench.log(f"{label}: generated {len(specs)} specs in {generate_s:.0f}s; starting the server")
     row: dict[str, Any] = {"run": label, "models": len(specs), "generate_s": generate_s}
@@ -519,8 +547,39 @@ def update_under_load(
 ) -> dict[str, Any]:
     """Retrain model 0 (the hottest), regenerate, `tritongen update` while the Zipf load runs."""
     changed = [retrained(specs[0]), *specs[1:]]
-    repository, generate_s = generate_repository(folder, changed, bench.cores, bench.log)
+    repository, generate_s = generate_repository(folder, changed, bench.cores, bench.log, options.memory_mib)
     bench.log(f"update: regenerated with {specs[0]['name']} retrained in {generate_s:.0f}s")
+    outcome, chunks = update_during_load(bench, served, repository, script, options)
+    summary = re.search(r"update done in ([\d.]+)s.*", outcome.get("output", ""))
+    loaded = re.findall(r"^loaded (\S+)", outcome.get("output", ""), re.MULTILINE)
+    new = infer(served.url, specs[0]["name"], bench.texts[0])["LOGITS"]
+    expected = reference_logits(repository, changed[0], bench.texts[0])
+    requests = sum(c.requests for c in chunks)
+    return {
+        "model": specs[0]["name"],
+        "change": f"scale {specs[0]['versions'][0]['model']['build']['scale']} -> "
+        f"{changed[0]['versions'][0]['model']['build']['scale']}",
+        "generate_s": generate_s,
+        "update_s": outcome.get("seconds", 0.0),
+        "returncode": outcome.get("returncode"),
+        "summary": summary.group(0) if summary else outcome.get("output", "")[-500:],
+        "apply_s": float(summary.group(1)) if summary else None,
+        "loaded": loaded,
+        "requests": requests,
+        "failed": sum(c.errors for c in chunks),
+        "rps": requests / (len(chunks) * options.update_chunk_s),
+        "p99_ms_max": max(c.p99_ms for c in chunks),
+        "chunks": [asdict(c) for c in chunks],
+        "serves_new_head": close_to(new, expected),
+    }
+
+
+def update_during_load(
+    bench: Bench, served: Served, repository: Path, script: Path, options: Options
+) -> tuple[dict[str, Any], list[loadgen.LoadResult]]:
+    """`tritongen update` of `repository` into the running server while `script`'s load runs in
+    wrk windows of `options.update_chunk_s` until it is done, plus one window after: (outcome:
+    seconds, returncode, output; the windows)."""
     command = [
         sys.executable,
         "-m",
@@ -558,35 +617,198 @@ def update_under_load(
             break
     updater.join()
     chunks.append(loadgen.wrk(url, script, options.concurrency, options.update_chunk_s))  # after the swap
-    summary = re.search(r"update done in ([\d.]+)s.*", outcome.get("output", ""))
-    loaded = re.findall(r"^loaded (\S+)", outcome.get("output", ""), re.MULTILINE)
-    new = infer(served.url, specs[0]["name"], bench.texts[0])["LOGITS"]
-    expected = reference_logits(repository, changed[0], bench.texts[0])
-    requests = sum(c.requests for c in chunks)
+    return outcome, chunks
+
+
+# --- growth: 1 -> N models on one running server -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrowthTargets:
+    """What adding models one at a time to a running server must keep (against its first step)."""
+
+    failed: int = 0
+    """Failed requests over every update and measurement."""
+    zipf_rps_ratio: float = 0.9
+    """Zipf throughput with every model >= this x the single-model step's."""
+    zipf_p99_ratio: float = 1.5
+    """Zipf p99 with every model <= this x the single-model step's."""
+
+
+def grow(bench: Bench, specs: list[dict[str, Any]], options: Options) -> list[dict[str, Any]]:
+    """Serve the first spec alone and measure it, then add the others one at a time to the same
+    server: regenerate with one more spec, `tritongen update` under the Zipf load over the models
+    already served, check the new model's answers, measure the Zipf mix over all of them."""
+    folder = bench.workdir / "grow"
+    said: list[str] = []
+    repository, generate_s = generate_repository(folder, specs[:1], bench.cores, bench.log, options.memory_mib, said)
+    served, loading = serve(repository, bench.workdir, options, bench.log)
+    steps: list[dict[str, Any]] = []
+    try:
+        check_answers(served.url, repository, specs[:1], bench.texts)
+        first = {"generate_s": generate_s, "ready_s": loading.ready_s, "generate": said}
+        steps.append(growth_step(bench, served, repository, specs[:1], options, first))
+        for count in range(2, len(specs) + 1):
+            said = []
+            repository, generate_s = generate_repository(
+                folder, specs[:count], bench.cores, bench.log, options.memory_mib, said
+            )
+            outcome, chunks = update_during_load(bench, served, repository, Path(steps[-1]["script"]), options)
+            update = {
+                "seconds": outcome.get("seconds", 0.0),
+                "returncode": outcome.get("returncode"),
+                "refused": "refused:" in outcome.get("output", ""),
+                "loaded": re.findall(r"^loaded (\S+)", outcome.get("output", ""), re.MULTILINE),
+                "requests": sum(c.requests for c in chunks),
+                "failed": sum(c.errors for c in chunks),
+                "p99_ms_max": max(c.p99_ms for c in chunks),
+            }
+            bench.log(
+                f"grow: {count} models: update exit {update['returncode']} in {update['seconds']:.1f}s, "
+                f"{update['failed']} failed of {update['requests']} requests meanwhile"
+            )
+            if update["returncode"] != 0:
+                steps.append({"models": count, "update": update, "output": outcome.get("output", "")[-2000:]})
+                break
+            check_answers(served.url, repository, specs[count - 1 : count], bench.texts)  # the new one, its file
+            step = {"generate_s": generate_s, "generate": said, "update": update}
+            steps.append(growth_step(bench, served, repository, specs[:count], options, step))
+    finally:
+        served.stop()
+    return steps
+
+
+def growth_step(
+    bench: Bench, served: Served, repository: Path, specs: list[dict[str, Any]], options: Options, row: dict[str, Any]
+) -> dict[str, Any]:
+    """The Zipf mix over `specs` on the running server (warm-up, then `options.seconds`), its
+    process tree's memory and threads, and the layout the repository gives its models."""
+    names = [spec["name"] for spec in specs]
+    label = f"grow-{len(specs)}"
+    script = http_script(bench, label, lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
+    running = served.running(label)
+    cell = measure(bench, running, "http", options.concurrency, options.seconds, wrk_load(running, script), False)
+    manifest = read_manifest(repository)
+    inference = [manifest.models[manifest.inference_model(name)] for name in names]
     return {
-        "model": specs[0]["name"],
-        "change": f"scale {specs[0]['versions'][0]['model']['build']['scale']} -> "
-        f"{changed[0]['versions'][0]['model']['build']['scale']}",
-        "generate_s": generate_s,
-        "update_s": outcome.get("seconds", 0.0),
-        "returncode": outcome.get("returncode"),
-        "summary": summary.group(0) if summary else outcome.get("output", "")[-500:],
-        "apply_s": float(summary.group(1)) if summary else None,
-        "loaded": loaded,
-        "requests": requests,
-        "failed": sum(c.errors for c in chunks),
-        "rps": requests / (len(chunks) * options.update_chunk_s),
-        "p99_ms_max": max(c.p99_ms for c in chunks),
-        "chunks": [asdict(c) for c in chunks],
-        "serves_new_head": close_to(new, expected),
+        **row,
+        "models": len(specs),
+        "load": asdict(cell),
+        "script": str(script),
+        "instances": sum(model.instances or 0 for model in inference),
+        "hottest": f"{inference[0].instances} x {inference[0].threads}",
+        "server_setting_changes": [line for line in row.get("generate", []) if line.startswith("server setting")],
+        "breakdown": process_breakdown(served.server.process.pid, repository),
     }
+
+
+def evaluate_growth(steps: list[dict[str, Any]], targets: GrowthTargets = GrowthTargets()) -> list[dict[str, Any]]:
+    """The growth targets on this run: (name, value, limit, met, detail)."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, met: bool, detail: str) -> None:
+        out.append({"target": name, "value": value, "limit": limit, "met": met, "detail": detail})
+
+    updates = [step["update"] for step in steps if "update" in step]
+    failed = sum(u["failed"] for u in updates) + sum(step["load"]["errors"] for step in steps if "load" in step)
+    requests = sum(u["requests"] for u in updates) + sum(step["load"]["requests"] for step in steps if "load" in step)
+    detail = f"{failed} of {requests}"
+    add(f"{targets.failed} failed requests", failed, targets.failed, failed <= targets.failed, detail)
+    restarts = [step["models"] for step in steps if "update" in step and step["update"]["returncode"] != 0]
+    changed = [step["models"] for step in steps if step.get("server_setting_changes")]
+    add(
+        "every model added by `tritongen update`, no restart",
+        len(restarts) + len(changed),
+        0,
+        not restarts and not changed,
+        f"updates that failed or refused at {restarts or 'no step'}; server settings changed at {changed or 'no step'}",
+    )
+    first, last = steps[0], steps[-1]
+    if "load" in first and "load" in last and last is not first:
+        ratio = last["load"]["rps"] / first["load"]["rps"]
+        add(
+            f"Zipf throughput with {last['models']} models >= {targets.zipf_rps_ratio} x single",
+            ratio,
+            targets.zipf_rps_ratio,
+            ratio >= targets.zipf_rps_ratio,
+            f"{last['load']['rps']:.1f} vs {first['load']['rps']:.1f} req/s = {ratio:.2f}",
+        )
+        ratio = last["load"]["p99_ms"] / first["load"]["p99_ms"]
+        add(
+            f"Zipf p99 with {last['models']} models <= {targets.zipf_p99_ratio} x single",
+            ratio,
+            targets.zipf_p99_ratio,
+            ratio <= targets.zipf_p99_ratio,
+            f"{last['load']['p99_ms']:.0f} vs {first['load']['p99_ms']:.0f} ms = {ratio:.2f}",
+        )
+    return out
+
+
+def growth_markdown(data: dict[str, Any]) -> str:
+    """The growth table (one row per step) and the targets."""
+    steps = data["steps"]
+    single = steps[0]["load"]
+    lines = [
+        f"# bench.many --grow: 1 -> {steps[-1]['models']} classifiers"
+        + (f" ({data['quantize']})" if data.get("quantize") else "")
+        + f" added to one running `local` server ({data['cores']} cores, memory budget {data['memory_mib']} MiB, "
+        f"{data['host']}, load average at start {' '.join(data['load_average'])})",
+        "",
+        "| models | hottest instances x threads | inference instances | update s | failed during update | "
+        "req/s | x single | p50 ms | p99 ms | x single | PSS MiB | PSS / extra model | threads | processes | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in steps:
+        update = step.get("update")
+        during = f"{update['failed']} of {update['requests']}" if update else "-"
+        seconds = f"{update['seconds']:.1f}" if update else "(start)"
+        if "load" not in step:
+            lines.append(f"| {step['models']} | - | - | {seconds} | {during} | update exit {update['returncode']} |")
+            continue
+        load = step["load"]
+        extra = f"{(load['pss_mb'] - single['pss_mb']) / (step['models'] - 1):.1f}" if step["models"] > 1 else "-"
+        lines.append(
+            f"| {step['models']} | {step['hottest']} | {step['instances']} | {seconds} | {during} | "
+            f"{load['rps']:.1f} | {load['rps'] / single['rps']:.2f} | {load['p50_ms']:.0f} | {load['p99_ms']:.0f} | "
+            f"{load['p99_ms'] / single['p99_ms']:.2f} | {load['pss_mb']:.0f} | {extra} | {load['threads']} | "
+            f"{load['processes']} | {load['errors']} |"
+        )
+    lines += [
+        "",
+        f"Zipf (s=1) mix at c={data['concurrency']} over the models served, {data['seconds']:.0f} s after "
+        f"{data['warmup_s']:.0f} s of warm-up per step (wrk, KServe v2 JSON, bench corpus); memory, threads and "
+        "processes of the server's process tree over the measurement; `failed during update`: every request of the "
+        "load over the models already served while `tritongen update` added the new one, plus one window after.",
+        "",
+        "## Targets",
+        "",
+    ]
+    for target in data["targets"]:
+        lines.append(f"- {target['target']}: **{'MET' if target['met'] else 'MISSED'}** ({target['detail']})")
+    lines += ["", *(f"- note: {n}" for n in data["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def main_grow(bench: Bench, specs: list[dict[str, Any]], options: Options, output: Path, data: dict[str, Any]) -> int:
+    """`--grow`: run `grow`, write results-grow.{json,md}, print the table; 0 when every target is met."""
+    steps = grow(bench, specs, options)
+    data = {**data, "memory_mib": options.memory_mib, "steps": steps, "targets": evaluate_growth(steps)}
+    data["notes"].append(
+        f"machine MemAvailable at the end {mem_available_mib():.0f} MiB; load average at the end "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (a shared machine: compare within a run)"
+    )
+    (output / "results-grow.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    text = growth_markdown(data)
+    (output / "results-grow.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0 if all(t["met"] for t in data["targets"]) else 1
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
 def evaluate(single: dict[str, Any], many: dict[str, Any], targets: Targets = Targets()) -> list[dict[str, Any]]:
-    """The issue's targets on this run: (name, value, limit, met)."""
+    """The catalogue's targets on this run: (name, value, limit, met)."""
     out: list[dict[str, Any]] = []
     count = many["models"]
 
@@ -796,6 +1018,18 @@ def main(argv: list[str] | None = None) -> int:
         help="extra tritonserver argument for both runs, repeatable "
         "(e.g. --server-arg=--backend-config=onnxruntime,thread-pool-size=1)",
     )
+    parser.add_argument(
+        "--grow",
+        action="store_true",
+        help="add the models one at a time to one running server (tritongen update, no restart) under the Zipf "
+        "load, measuring each step against the single-model step",
+    )
+    parser.add_argument(
+        "--memory-mib",
+        type=int,
+        default=DEFAULT_MEMORY_MIB,
+        help=f"the repository budget's memory, repository.yaml's memory_mib (default {DEFAULT_MEMORY_MIB})",
+    )
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.models < 2:
@@ -810,6 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         cores=args.cores or detected_cores(),
         update=not args.no_update,
         server_args=tuple(args.server_arg),
+        memory_mib=args.memory_mib,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"many-{stamp}"
@@ -825,10 +1060,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     specs = catalogue(options.models, args.quantize)
     if args.prepare:
-        _, seconds = generate_repository(workdir / f"{options.models}-models", specs, options.cores, bench.log)
+        _, seconds = generate_repository(
+            workdir / f"{options.models}-models", specs, options.cores, bench.log, options.memory_mib
+        )
         bench.log(f"generated {options.models} models in {seconds:.0f}s")
         return 0
     notes: list[str] = []
+    if args.grow:
+        common = {
+            "host": platform.node(),
+            "cores": options.cores,
+            "load_average": load_average,
+            "quantize": args.quantize,
+            "concurrency": options.concurrency,
+            "seconds": options.seconds,
+            "warmup_s": options.warmup_s,
+            "notes": notes,
+        }
+        return main_grow(bench, specs, options, output, common)
     runs: list[dict[str, Any]] = []
     single, served, _ = run_once(bench, "1-model", specs[:1], options)
     if served is not None:

@@ -9,7 +9,7 @@ texts replaced by 200-256-token ones), tokenization included, for
 - ragged: batches in corpus order, unpadded (`generator.kinds.formats.unpadded_encoder`, length-bucketed
   attention), fed exactly as Triton's ragged batching feeds them (one text per request);
 - ragged-1-bucket: the same graph with a single attention bucket (attention padded to the
-  batch's longest, the prototype of ../shared/FACTS.md).
+  batch's longest: the first prototype, measured on Triton's native backends, docs/facts.md).
 
 Cells run round-robin, `--rounds` times; reported: the best wall-clock round and the median CPU
 time per sentence of the process (robust when other processes share the cores).

@@ -43,7 +43,8 @@ def s4_choice(data: dict[str, Any]) -> str | None:
 
 
 def targets(data: dict[str, Any]) -> list[str]:
-    """The first issue's targets, evaluated on this run's cells (S4: one variant, over HTTP like S1-S3)."""
+    """The serving targets (S4 above S3 and at least 0.75 x L_sorted, p99 below S3), evaluated on this
+    run's cells (S4: one variant, over HTTP like S1-S3)."""
     cells = [c for c in data["cells"] if corpus_of(c) == "corpus"]
     choice = s4_choice(data)
     if choice is None:
@@ -115,7 +116,7 @@ def _verdict(ok: bool) -> str:
 
 
 def ragged_targets(data: dict[str, Any]) -> list[str]:
-    """Issue 11's targets: ragged S4 against L_sorted, padded S4 and S3 at the top concurrency, its
+    """The ragged targets: ragged S4 against L_sorted, padded S4 and S3 at the top concurrency, its
     average batch, its p99, and ragged against padded S4 on the long-tail corpus (all over HTTP)."""
     http = [c for c in data["cells"] if c["protocol"] == "http"]
     measured = [c for c in http if c["system"] == "S4" and corpus_of(c) == "corpus"]
@@ -300,7 +301,7 @@ def markdown(data: dict[str, Any]) -> str:
                     f"{s4[f'{kind}_mb']:.0f} MiB with {s4['models']}: {extra:.0f} MiB per extra model."
                 )
     out += ["", "## Targets", ""] + targets(data)
-    out += ["", "## Targets of issue 11 (ragged S4)", ""] + ragged_targets(data)
+    out += ["", "## Targets of the ragged S4", ""] + ragged_targets(data)
     if data.get("tune_log"):
         out += [
             "",

@@ -400,7 +400,7 @@ def s4_variants(bench: Bench) -> list[S4Variant]:
 
 def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
     """Run `tritongen tune` on the bench corpus at the top concurrency; its best spec is a variant."""
-    from generator.serving.tune import TuneOptions, describe, tune
+    from generator.serving.tune import TuneOptions, describe, padding_of, tune, tuned_text
 
     folder = bench.workdir / "tune"
     folder.mkdir(parents=True, exist_ok=True)
@@ -418,16 +418,16 @@ def tuned_variant(bench: Bench) -> tuple[str, dict]:  # type: ignore[type-arg]
     )
     best = tune(options)
     bench.tune_log = [describe(t) for t in options.trials]
-    instances = best.spec.get("instances", {})
-    batching = best.spec.get("batching", {})
-    pre = best.spec["versions"][0]["preprocessing"]
+    instances, batching = best.spec.instances, best.spec.batching
+    padding, buckets = padding_of(best.spec) or ("-", ())
     label = (
-        f"tuned: {instances.get('model')}x{instances.get('model_threads')} threads, "
-        f"{pre.get('padding')}{' ' + ','.join(map(str, pre['buckets'])) if pre.get('buckets') else ''}, "
-        f"delay {batching.get('max_queue_delay_us')} us, preferred {batching.get('preferred_batch_sizes')}"
+        f"tuned: {instances.model}x{instances.model_threads} threads, "
+        f"{padding}{' ' + ','.join(map(str, buckets)) if buckets else ''}, "
+        f"delay {batching.max_queue_delay_us} us, preferred {list(batching.preferred_batch_sizes)}"
     )
     bench.log(f"tune picked: {label}")
-    return label, best.spec
+    # The spec as `tune --write` would leave it (a dict, like the other variants).
+    return label, yaml.safe_load(tuned_text(path.read_text(encoding="utf-8"), str(path), best.spec))
 
 
 def bench_many(bench: Bench, chosen: dict[str, Callable[[], Running]], systems: set[str]) -> list[dict]:  # type: ignore[type-arg]
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ragged-targets",
         action="store_true",
-        help="only what issue 11's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
+        help="only what the ragged S4's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
         "--no-grpc --concurrency 32 --corpora corpus,long-tail (explicit options override)",
     )
     parser.add_argument("--models", type=int, help="copies in the many-models scenario")

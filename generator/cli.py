@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from generator.pipeline.generate import (
     generate,
 )
 from generator.pipeline.manifest import find_manifest
-from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, PlanError, detected_cores, plan_repository
+from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, PlanError, plan_repository
 from generator.pipeline.render import render_repository
 from generator.pipeline.spec import load_specs
 from generator.serving.diagnostics import failed_models
@@ -68,8 +69,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--cores",
         type=int,
         default=None,
-        help="CPU budget used to size instances and threads (default: the budget recorded in the "
-        "existing repository, else the cores this process may use)",
+        help="CPU budget used to size instances and threads (default: `cores` of repository.yaml next to the "
+        "specs, else the budget recorded in the existing repository, else the cores this process may use)",
     )
     parser.add_argument(
         "--channel",
@@ -83,10 +84,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> GenerateOptions:
     output = args.output or DEFAULT_OUTPUT[args.target]
-    cores = args.cores or recorded_cores(output)
-    if cores is not None and cores < 1:
+    if args.cores is not None and args.cores < 1:
         raise PlanError("--cores must be at least 1")
-    return GenerateOptions(specs_dir=args.specs, target=args.target, output=output, cores=cores, channels=args.channels)
+    return GenerateOptions(
+        specs_dir=args.specs, target=args.target, output=output, cores=args.cores, channels=args.channels
+    )
 
 
 def recorded_cores(repository: Path) -> int | None:
@@ -103,7 +105,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    options = _options(args)
+    # stdout is the verdict (`ok: ...` or the drift diff); what the environment solve says on
+    # the way goes to stderr.
+    options = dataclasses.replace(_options(args), progress=_to_stderr)
     diff = check_configs_offline(options) if args.configs_only else check(options)
     if diff:
         print(diff, end="")
@@ -120,6 +124,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def check_configs_offline(options: GenerateOptions) -> str:
     """`check --configs-only`: specs, plan, rendered configs and their wiring against the
     repository on disk, with no channel and no environment solve; returns the drift diff.
@@ -133,7 +141,7 @@ def check_configs_offline(options: GenerateOptions) -> str:
     current (the solved packages) is left to `check` and `generate`.
     """
     repository = options.output_dir
-    plan = plan_repository(load_specs(options.specs_dir), options.target, options.cores or detected_cores())
+    plan = plan_repository(load_specs(options.specs_dir), options.target, options.budget())
     manifest = find_manifest(repository)
     uses = [pre for pre in plan.preprocess_models() if pre.environment is not None]
     # As generate.build_environments places them: in the folder of the first model using them.
@@ -256,16 +264,16 @@ def _serve(
         if watchdog is not None:
             watchdog.stop()
         if server is not None:
-            code = server.stop()
+            code = server.stop(progress=lambda line: print(line, flush=True))
             print(f"tritonserver stopped (exit code {code}); log: {log_path}", flush=True)
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    return image.main(args.arguments)
+    return image.main(args.arguments, prog="tritongen image")
 
 
 def _cmd_bake(args: argparse.Namespace) -> int:
-    return bake.main(args.arguments)
+    return bake.main(args.arguments, prog="tritongen bake")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,14 +311,32 @@ def build_parser() -> argparse.ArgumentParser:
         "in explicit model-control mode, wait until every model is ready, serve "
         "until Ctrl-C / SIGTERM.",
     )
-    srv.add_argument("--repository", type=Path, default=DEFAULT_OUTPUT["local"])
-    srv.add_argument("--address", default="127.0.0.1", help="address to bind HTTP, gRPC and metrics to")
-    srv.add_argument("--http-port", type=int, default=8000)
-    srv.add_argument("--grpc-port", type=int, default=8001)
-    srv.add_argument("--metrics-port", type=int, default=8002)
-    srv.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
-    srv.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
-    srv.add_argument("--log-verbose", type=int, default=0)
+    srv.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_OUTPUT["local"],
+        help="the generated repository to serve (default: repository/ of this project)",
+    )
+    srv.add_argument(
+        "--address", default="127.0.0.1", help="address to bind HTTP, gRPC and metrics to (default: %(default)s)"
+    )
+    srv.add_argument("--http-port", type=int, default=8000, help="HTTP port, KServe v2 (default: %(default)s)")
+    srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, KServe v2 (default: %(default)s)")
+    srv.add_argument(
+        "--metrics-port", type=int, default=8002, help="Prometheus metrics port, /metrics (default: %(default)s)"
+    )
+    srv.add_argument("--model", action="append", help="load only this model (repeatable; default: every model)")
+    srv.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for every model to load (default: %(default)s)"
+    )
+    srv.add_argument(
+        "--log-verbose",
+        type=int,
+        default=0,
+        metavar="LEVEL",
+        help="tritonserver's --log-verbose: 0 info, warnings and errors; 1 or more adds verbose lines (the log "
+        "is build/serve/port-<http port>/tritonserver.log; default: %(default)s)",
+    )
     srv.add_argument(
         "--admin-key",
         default=None,

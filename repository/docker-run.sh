@@ -66,6 +66,8 @@ exit 64
     --strict-readiness=true \
     --exit-on-error=false \
     --log-verbose=0 \
+    --rate-limit=execution_count \
+    --rate-limit-resource=cpu:2 \
     --model-load-thread-count=4 \
     --backend-config=python,thread-pool-size=1 \
     --load-model=minilm_embed \

@@ -5,9 +5,9 @@ Import the fixtures into a test module (or a conftest):
     from tests.container_fixtures import docker_engine, triton_image  # noqa: F401
 
 - `docker_engine` uses the engine that answers (`$DOCKER_HOST`, the default socket, the
-  project's own) or starts a private `dockerd` (generator/dockerd.py) and stops it at the end;
+  project's own) or starts a private `dockerd` (tests/dockerd.py) and stops it at the end;
   it sets DOCKER_HOST, TESTCONTAINERS_RYUK_DISABLED=true (Ryuk needs a pull) and
-  TESTCONTAINERS_CONNECTION_MODE=docker_host. It skips the tests, saying why, only when no
+  TESTCONTAINERS_CONNECTION_MODE=docker_host. It skips the tests (fails them in CI), saying why, only when no
   engine answers and none can be started.
 - `triton_image` is `$TRITONGEN_TEST_IMAGE` as is (e.g. `nvcr.io/nvidia/tritonserver:24.10-py3`
   for users with registry access), otherwise the project's stand-in of that image, built by
@@ -85,11 +85,14 @@ def _configure_testcontainers(engine: DockerEngine) -> None:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerEngine]:
-    """An answering Docker engine, configured for testcontainers; skips if there is none."""
+    """An answering Docker engine, configured for testcontainers; skips if there is none, except
+    in CI (`CI=true`), where the container tests must run: there it fails instead."""
     saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", *TESTCONTAINERS_SETTINGS)}
     try:
         engine = ensure_engine()
     except DockerUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and no Docker engine can be started: {error}")
         print(f"container tests skipped: {error}", file=sys.stderr)
         pytest.skip(f"no Docker engine can be started: {error}")
     print(f"docker engine: {engine.host}{' (started for the tests)' if engine.owned else ''}")

@@ -1,7 +1,7 @@
 """A Docker engine for image builds and container tests: use the one that answers, or start one.
 
 Machines without a running daemon but with Debian's `docker.io` installed get a private
-`dockerd` (see ../shared/FACTS.md, "Containers"): its data root is kept under
+`dockerd` (docs/facts.md, "Containers"): its data root is kept under
 `build/dockerd/data` so that built images survive between runs (override with
 `TRITONGEN_DOCKER_DATA_ROOT`); its socket, exec root and pid file live in a short temporary
 folder. A started engine is recorded in `build/dockerd/engine.json` so that a second process

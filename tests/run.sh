@@ -14,7 +14,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 echo "run.sh: installing the project and its test dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]" -e backends/textprep
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" -e backends/textprep
 
 echo "run.sh: ruff check, ruff format --check, mypy"
 .venv/bin/ruff check .

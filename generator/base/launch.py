@@ -48,6 +48,22 @@ class ServerSettings:
             flags.append(f"--model-load-thread-count={self.model_load_threads}")
         return flags + [f"--backend-config={value}" for value in self.backend_configs]
 
+    def changes(self, new: ServerSettings) -> list[str]:
+        """What differs from `new`, flag by flag (`--a=1 -> --a=2`, `(none) -> --b`): each one
+        applied only by starting the server again."""
+
+        def key(flag: str) -> str:  # a backend's setting is its own flag
+            name, _, value = flag.partition("=")
+            return f"{name}={value.split('=')[0]}" if name == "--backend-config" else name
+
+        before = {key(flag): flag for flag in self.flags()}
+        after = {key(flag): flag for flag in new.flags()}
+        return [
+            f"{before.get(name, '(none)')} -> {after.get(name, '(none)')}"
+            for name in sorted(before.keys() | after.keys())
+            if before.get(name) != after.get(name)
+        ]
+
 
 def check_admin_key(key: str) -> str:
     """Return `key` if it is usable in Triton's restriction flags, else raise."""

@@ -262,10 +262,16 @@ def _stream_build(
             log(text.rstrip())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m generator.containers.bake [REPOSITORY] [--server-image IMAGE] [--force]`."""
-    parser = argparse.ArgumentParser(prog="python -m generator.containers.bake", description=__doc__.split("\n")[0])
-    parser.add_argument("repository", nargs="?", type=Path, default=PROJECT_ROOT / "repository")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m generator.containers.bake") -> int:
+    """`tritongen bake [REPOSITORY] [--server-image IMAGE] [--force]` (`prog`: the command as typed)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "repository",
+        nargs="?",
+        type=Path,
+        default=PROJECT_ROOT / "repository",
+        help="the generated repository to bake (default: repository/)",
+    )
     parser.add_argument("--server-image", default=None, help="build FROM this image instead of the manifests' one")
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     parser.add_argument("--print-plan", action="store_true", help="print the Dockerfile and exit")

@@ -89,7 +89,7 @@ SYSTEM_PYTHON_REQUIREMENTS = ("numpy==1.26.4",)
 """What the system Python has besides its standard library (the python backend needs numpy<2)."""
 RUNNER_PYTHON = "3.11"
 """The Python of the runners (the torch 2.13 CPU wheel exists for 3.11 only)."""
-RUNNER_BACKENDS = tuple(sorted({kind.backend for kind in FORMATS.values()}))
+RUNNER_BACKENDS = tuple(sorted({inference_format.backend for inference_format in FORMATS.values()}))
 """Stand-ins of NVIDIA's native backends: this project's Python runners under NVIDIA's names
 (one for each backend an inference format is served by)."""
 NVIDIA_BACKENDS = ("python", *RUNNER_BACKENDS)
@@ -401,8 +401,8 @@ def download_wheels(wheelhouse: Path, log: Log = print) -> None:
 def download_system_wheels(wheelhouse: Path, log: Log = print) -> None:
     """Download `SYSTEM_PYTHON_REQUIREMENTS` for the system Python into `wheelhouse`."""
     log(f"downloading the system Python's wheels into {wheelhouse}")
-    target = ["--python-version", SYSTEM_PYTHON, "--platform", "manylinux2014_x86_64", "--implementation", "cp"]
-    _pip_download([*target, *SYSTEM_PYTHON_REQUIREMENTS], wheelhouse, log)
+    platform_flags = ["--python-version", SYSTEM_PYTHON, "--platform", "manylinux2014_x86_64", "--implementation", "cp"]
+    _pip_download([*platform_flags, *SYSTEM_PYTHON_REQUIREMENTS], wheelhouse, log)
     pins = dict(requirement.split("==", 1) for requirement in SYSTEM_PYTHON_REQUIREMENTS)
     _keep_pinned(wheelhouse, {_normalize(name): version for name, version in pins.items()})
     (wheelhouse / "requirements.txt").write_text("".join(f"{r}\n" for r in SYSTEM_PYTHON_REQUIREMENTS))
@@ -431,8 +431,8 @@ def unpack_python_package(package: Path, destination: Path, prefix: Path) -> Pat
                             old, _mode, path = line.split(" ", 2)
                             placeholders.append((old, path))
     for old, path in placeholders:
-        target = destination / path
-        target.write_bytes(target.read_bytes().replace(old.encode(), str(prefix).encode()))
+        placed = destination / path
+        placed.write_bytes(placed.read_bytes().replace(old.encode(), str(prefix).encode()))
     return destination
 
 
@@ -479,9 +479,9 @@ def prepare_context(
 def _copy_sources(source: Path, destination: Path) -> None:
     destination.mkdir(parents=True, exist_ok=True)
     for path in source_files(source):
-        target = destination / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+        copied = destination / path.relative_to(source)
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copied)
 
 
 @contextlib.contextmanager
@@ -569,11 +569,11 @@ def _stream_build(client: docker.DockerClient, context: Path, tag: str, log: Log
             log(text.rstrip())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m generator.containers.image build|tag|dockerfile|lock`."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m generator.containers.image") -> int:
+    """`tritongen image build|tag|dockerfile|lock` (`prog`: the command as the user typed it)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m generator.containers.image")
+    parser = argparse.ArgumentParser(prog=prog, description="The local Triton container image.")
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="build the local Triton image (if its inputs changed)")
     build.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
@@ -593,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock_requirements()
         return 0
 
+    if str(PROJECT_ROOT) not in sys.path and (PROJECT_ROOT / "tests" / "dockerd.py").is_file():
+        sys.path.append(str(PROJECT_ROOT))  # the console script does not see the checkout's tests/
     from tests.dockerd import DockerUnavailable, docker_engine
 
     try:

@@ -2,7 +2,7 @@
 
 - `errors`: the spec and build errors;
 - `settings`: the channels environments are solved from (`build/tritongen.toml`, $TRITONGEN_CONDA_CHANNELS);
-- `stubs`: the python backend stub targets, and stubs shipped in model folders;
+- `stubs`: each target server's python backend stub, and stubs shipped in model folders;
 - `envspec`: `envs/<name>.yml` parsed and checked against a target; the `backends/` packages;
 - `solve`: the conda part solved with py-rattler;
 - `install`: conda and pip installs into the build prefix, isolation hook, slimming;

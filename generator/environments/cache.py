@@ -16,9 +16,9 @@ Building one (`build_environment`):
 
 The hash covers everything that goes in: the spec text, the solved conda packages (name,
 version, build), the sources of the `backends/` packages it installs, the platform, the
-target Python and the recipe version; not machine-specific paths or channel URLs, so a fresh
+server stub's Python and the recipe version; not machine-specific paths or channel URLs, so a fresh
 clone computes the same names. An unchanged environment is never rebuilt; a changed one gets a new file
-name, so that a reloading Triton picks it up (Triton issue #4783).
+name, so that a reloading Triton extracts it afresh (docs/facts.md, "Execution environments").
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from generator.environments.envspec import (
     BACKENDS_DIR,
     EnvironmentSpec,
     LocalPackage,
-    check_spec_for_target,
+    check_spec_for_stub,
     local_packages,
     parse_environment_spec,
 )
@@ -60,7 +60,7 @@ from generator.environments.install import (
 )
 from generator.environments.pack import pack_prefix
 from generator.environments.solve import solve_environment
-from generator.environments.stubs import resolve_target_python, shipped_stub_libraries
+from generator.environments.stubs import resolve_stub, shipped_stub_libraries
 
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "build" / "envs"
 RECIPE_VERSION = "1"
@@ -88,15 +88,15 @@ def content_hash(
     spec: EnvironmentSpec,
     records: Sequence[Any],
     packages: Sequence[LocalPackage],
-    target_python: str,
+    stub_python: str,
     extra_files: Sequence[Path] = (),
 ) -> str:
-    """Hash of everything that goes into an environment."""
+    """Hash of everything that goes into an environment (`stub_python`: the server stub's Python)."""
     payload = {
         "recipe": [RECIPE_VERSION, ISOLATION_SCRIPT],
         "spec": spec.text,
         "platform": conda_channel.PLATFORM,
-        "python": [spec.python, target_python],
+        "python": [spec.python, stub_python],
         "extra": {f.name: conda_channel.file_sha256(f) for f in extra_files},
         # name, version, build and subdir identify a conda package (artifacts in a channel are
         # immutable). Not its sha256: the offline channel is rebuilt on every machine (CI's
@@ -120,7 +120,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _manifest_path(cache_dir: Path, name: str, digest: str) -> Path:
+def _record_path(cache_dir: Path, name: str, digest: str) -> Path:
+    """The build record (`<name>-<hash>.json`: Python version, packages, build time) of a tarball."""
     return cache_dir / f"{name}-{digest}.json"
 
 
@@ -148,21 +149,21 @@ def build_environment(
     """
     started = time.monotonic()
     spec = parse_environment_spec(spec_path)
-    target = resolve_target_python(target_python)
-    check_spec_for_target(spec, target, backends_dir, ship_stub)
-    stub_libraries = shipped_stub_libraries() if spec.python != target.python else []
+    stub = resolve_stub(target_python)
+    check_spec_for_stub(spec, stub, backends_dir, ship_stub)
+    stub_libraries = shipped_stub_libraries() if spec.python != stub.python else []
     available = local_packages(backends_dir)
     used_local = [available[r.normalized] for r in spec.pip if r.normalized in available]
     progress(f"[{spec.name}] solving {', '.join(spec.conda)} from {', '.join(channels)}")
     records = solve_environment(spec, channels)
-    digest = content_hash(spec, records, used_local, target.python, stub_libraries)
+    digest = content_hash(spec, records, used_local, stub.python, stub_libraries)
     cache_dir = cache_dir.resolve()
     tarball = cache_dir / f"{spec.name}-{digest}.tar.gz"
-    manifest = _manifest_path(cache_dir, spec.name, digest)
+    record = _record_path(cache_dir, spec.name, digest)
     prefix = cache_dir / digest
     with _locked(cache_dir / f".{spec.name}-{digest}.lock"):
-        if tarball.is_file() and manifest.is_file():
-            data = json.loads(manifest.read_text())
+        if tarball.is_file() and record.is_file():
+            data = json.loads(record.read_text())
             progress(f"[{spec.name}] unchanged ({digest}): {tarball.name}")
             return BuiltEnvironment(
                 spec.name, digest, tarball, data["python_version"], data["packages"],
@@ -197,11 +198,11 @@ def build_environment(
         if not keep_prefix:
             shutil.rmtree(prefix, ignore_errors=True)
         seconds = time.monotonic() - started
-        manifest.write_text(
+        record.write_text(
             json.dumps(
                 {"name": spec.name, "content_hash": digest, "python_version": version,
                  "packages": packages, "build_seconds": round(seconds, 1),
-                 "tarball": tarball.name, "target": target.name},
+                 "tarball": tarball.name, "target": stub.name},
                 indent=2,
             )
         )  # fmt: skip
@@ -214,7 +215,7 @@ def build_environment(
 
 
 def prune_cache(cache_dir: Path, keep: Sequence[BuiltEnvironment]) -> list[Path]:
-    """Delete cached tarballs, manifests and prefixes of environments not in `keep`."""
+    """Delete cached tarballs, build records and prefixes of environments not in `keep`."""
     wanted = {b.content_hash for b in keep}
     removed: list[Path] = []
     for path in sorted(cache_dir.glob("*")):

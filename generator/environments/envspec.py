@@ -30,7 +30,7 @@ import yaml
 
 from generator import PROJECT_ROOT
 from generator.environments.errors import EnvironmentSpecError
-from generator.environments.stubs import SHIPPABLE_STUBS, StubTarget
+from generator.environments.stubs import SHIPPABLE_STUBS, PythonStub
 from generator.sources import source_files
 
 ENVS_DIR = PROJECT_ROOT / "envs"
@@ -192,30 +192,28 @@ def local_packages(backends_dir: Path = BACKENDS_DIR) -> dict[str, LocalPackage]
 # --------------------------------------------------------------------------- checks
 
 
-def check_spec_for_target(
-    spec: EnvironmentSpec, target: StubTarget, backends_dir: Path, ship_stub: bool = False
-) -> None:
-    """Raise `EnvironmentSpecError` if `spec` cannot work on `target`: the stub's Python (any
+def check_spec_for_stub(spec: EnvironmentSpec, stub: PythonStub, backends_dir: Path, ship_stub: bool = False) -> None:
+    """Raise `EnvironmentSpecError` if `spec` cannot work under `stub`: its Python (any
     shippable one when `ship_stub`), `numpy<2` for a 2.51 stub, the pins of `backends/` packages."""
     from rattler import MatchSpec, Version
 
-    if spec.python != target.python and not ship_stub:
+    if spec.python != stub.python and not ship_stub:
         raise EnvironmentSpecError(
             f"environment {spec.name!r}: Python {spec.python} does not match the target "
-            f"stub's Python {target.python} ({target.source}); the python backend stub embeds "
+            f"stub's Python {stub.python} ({stub.source}); the python backend stub embeds "
             "one Python minor version, so an environment must use the same one (or ask to "
             "ship a matching stub in the model folder)"
         )
-    if spec.python != target.python and spec.python not in SHIPPABLE_STUBS:
+    if spec.python != stub.python and spec.python not in SHIPPABLE_STUBS:
         raise EnvironmentSpecError(
             f"environment {spec.name!r}: no python backend stub for Python {spec.python} to "
             f"ship (nvidia-pytriton bundles stubs for {', '.join(SHIPPABLE_STUBS)})"
         )
-    if target.numpy_below_2:
+    if stub.numpy_below_2:
         numpy_specs = [MatchSpec(c) for c in spec.conda if MatchSpec(c).name.normalized == "numpy"]
         numpy_pins = [r for r in spec.pip if r.normalized == "numpy"]
         reason = (
-            f"the Triton {target.triton} python backend stub is built against numpy 1.x: with "
+            f"the Triton {stub.triton} python backend stub is built against numpy 1.x: with "
             "numpy 2 the model loads, then the stub crashes on the first BYTES input"
         )
         for numpy_spec in numpy_specs:

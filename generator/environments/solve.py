@@ -10,11 +10,11 @@ from generator.environments import channel as conda_channel
 from generator.environments.envspec import (
     BACKENDS_DIR,
     EnvironmentSpec,
-    check_spec_for_target,
+    check_spec_for_stub,
     parse_environment_spec,
 )
 from generator.environments.errors import EnvironmentSpecError
-from generator.environments.stubs import resolve_target_python
+from generator.environments.stubs import resolve_stub
 
 
 def solve_environment(spec: EnvironmentSpec, channels: Sequence[str]) -> list[Any]:
@@ -60,6 +60,6 @@ def check_environment_spec(
     of `backends/` packages, and, when `channels` is given, that the conda part solves.
     """
     spec = parse_environment_spec(spec_path)
-    check_spec_for_target(spec, resolve_target_python(target_python), backends_dir, ship_stub)
+    check_spec_for_stub(spec, resolve_stub(target_python), backends_dir, ship_stub)
     if channels is not None:
         solve_environment(spec, channels)

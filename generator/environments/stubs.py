@@ -1,5 +1,5 @@
-"""The python backend stub an environment runs under: the stub targets, their Python, and the
-stub a model folder ships when its environment uses another Python."""
+"""The python backend stub an environment runs under: each target server's stub, its Python,
+and the stub a model folder ships when its environment uses another Python."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ SHIPPABLE_STUBS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 
 
 @dataclass(frozen=True)
-class StubTarget:
-    """The python backend stub a target server runs environments with."""
+class PythonStub:
+    """A python backend stub: the one a target server runs environments with, or one of a
+    Python minor version."""
 
     name: str
     python: str
@@ -28,29 +29,29 @@ class StubTarget:
     source: str
 
 
-def _stub_targets() -> dict[str, StubTarget]:
-    """Every target's stub, by the target's name and by the stub's own (`ngc-24.10`)."""
-    stubs: dict[str, StubTarget] = {}
+def _server_stubs() -> dict[str, PythonStub]:
+    """Every target server's stub, by the target's name and by the stub's own (`ngc-24.10`)."""
+    stubs: dict[str, PythonStub] = {}
     for target in TARGETS.values():
-        stub = StubTarget(target.stub_name, target.server_stub_python, TRITON_VERSION, True, target.stub_source)
+        stub = PythonStub(target.stub_name, target.server_stub_python, TRITON_VERSION, True, target.stub_source)
         stubs.setdefault(target.name, stub)
         stubs.setdefault(stub.name, stub)
     return stubs
 
 
-STUB_TARGETS: Mapping[str, StubTarget] = _stub_targets()
+SERVER_STUBS: Mapping[str, PythonStub] = _server_stubs()
 """The stub of every generator target (`Target.server_stub_python`; `ngc` is the 24.10 image the
 generator targets); Triton 2.51's stub is built against numpy 1.x on every target."""
 
 
-def resolve_target_python(target_python: str) -> StubTarget:
-    """A `StubTarget` from a target name (`local`, `ngc-24.10`) or a Python minor version."""
-    if target_python in STUB_TARGETS:
-        return STUB_TARGETS[target_python]
+def resolve_stub(target_python: str) -> PythonStub:
+    """The stub of a target (`local`), a stub name (`ngc-24.10`) or a Python minor version (`3.11`)."""
+    if target_python in SERVER_STUBS:
+        return SERVER_STUBS[target_python]
     if re.fullmatch(r"3\.\d+", target_python):
-        return StubTarget(target_python, target_python, "2.51.0", True, f"a Python {target_python} stub")
+        return PythonStub(target_python, target_python, TRITON_VERSION, True, f"a Python {target_python} stub")
     raise EnvironmentSpecError(
-        f"unknown target {target_python!r}: use a Python minor version (3.11) or one of {sorted(STUB_TARGETS)}"
+        f"unknown target {target_python!r}: use a Python minor version (3.11) or one of {sorted(SERVER_STUBS)}"
     )
 
 
@@ -71,7 +72,7 @@ def place_stub(model_dir: Path, python_minor: str) -> Path:
     stub = find_triton().stub(python_minor)
     if not stub.is_file():
         raise EnvironmentSpecError(f"no python backend stub for Python {python_minor}: {stub}")
-    target = model_dir / "triton_python_backend_stub"
-    shutil.copy2(stub, target)
-    target.chmod(0o755)
-    return target
+    placed = model_dir / "triton_python_backend_stub"
+    shutil.copy2(stub, placed)
+    placed.chmod(0o755)
+    return placed

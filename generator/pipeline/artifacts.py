@@ -60,8 +60,8 @@ def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
         digest.update(preprocessing.model_dump_json().encode())
         _hash_path(digest, resolve_source(preprocessing.tokenizer))
     _hash_path(digest, resolve_source(builder.source(artifact.build)))
-    kind = get_format(artifact.format)
-    for code in kind.code_files():  # e.g. the ragged graph and its exporter: this project's own code
+    inference_format = get_format(artifact.format)
+    for code in inference_format.code_files():  # e.g. the ragged graph and its exporter: this project's own code
         _hash_path(digest, code)
     digest.update(json.dumps(_library_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -93,28 +93,27 @@ def build_artifact(
         fp32 = build_artifact(artifact.model_copy(update={"quantize": None}), preprocessing, cache_dir, progress, label)
         return BuiltArtifact(*build_quantized(artifact, preprocessing, fp32.path, fp32.key, cache_dir, progress, label))
     key = artifact_key(artifact, preprocessing)
-    target_dir = cache_dir / key
-    target = target_dir / artifact_filename(artifact)
-    if target.exists():
+    built_file = cache_dir / key / artifact_filename(artifact)
+    if built_file.exists():
         progress(f"  {label}: {artifact.format} artifact {key} is cached")
-        return BuiltArtifact(target, key)
+        return BuiltArtifact(built_file, key)
     progress(f"  {label}: building {artifact.format} artifact {key} ({artifact.build.builder}) ...")
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
     try:
-        output = work / target.name
+        output = work / built_file.name
         builder = get_builder(artifact.build.builder)
         if builder.prebuilt:
             shutil.copyfile(resolve_source(builder.source(artifact.build)), output)
         else:
             with _quiet_exporters():
                 get_format(artifact.format).export(builder, artifact.build, preprocessing, output)
-        if not target_dir.exists():
-            os.replace(work, target_dir)
+        if not built_file.parent.exists():
+            os.replace(work, built_file.parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    progress(f"  {label}: built {target} ({target.stat().st_size / 1e6:.1f} MB)")
-    return BuiltArtifact(target, key)
+    progress(f"  {label}: built {built_file} ({built_file.stat().st_size / 1e6:.1f} MB)")
+    return BuiltArtifact(built_file, key)
 
 
 @contextlib.contextmanager

@@ -187,11 +187,11 @@ def check_artifacts(repository: Path, models: Mapping[str, mc.ModelConfig]) -> N
             problems.append(f"{name}: the manifest lists it, but it has no config.pbtxt")
             continue
         try:
-            kind = get_format(entry.format or "")
+            inference_format = get_format(entry.format or "")
         except UnknownFormatError as error:
             problems.append(f"{name}: {error.args[0]}")
             continue
-        problems += kind.check(version_dir / kind.filename, config)
+        problems += inference_format.check(version_dir / inference_format.filename, config)
     if problems:
         raise CheckError("\n".join(problems))
 

@@ -24,17 +24,17 @@ from generator.kinds.targets import PRODUCTION, TARGETS
 from generator.pipeline.artifacts import DEFAULT_CACHE, build_artifact, link_or_copy, resolve_source
 from generator.pipeline.checks import CheckError, check_artifacts, check_configs, check_native_rules, drift
 from generator.pipeline.deploy import render_deploy_outputs
-from generator.pipeline.manifest import MANIFEST_FILE
+from generator.pipeline.manifest import MANIFEST_FILE, Manifest, ManifestError, ManifestModel, find_manifest
 from generator.pipeline.plan import (
     ENVS_FOLDER,
     TRITON_VERSION_DIR,
     BuiltEnvironmentPlan,
     PlanError,
     RepositoryPlan,
-    detected_cores,
     plan_repository,
 )
 from generator.pipeline.render import RenderedFile, render_repository
+from generator.pipeline.repository_settings import Budget, resolve_budget
 from generator.pipeline.spec import ModelSpec, load_specs
 
 DEFAULT_SPECS = PROJECT_ROOT / "models"
@@ -53,7 +53,8 @@ class GenerateOptions:
     target: str = "local"
     output: Path | None = None
     cores: int | None = None
-    """CPU budget; None detects the cores this process may use."""
+    """CPU budget (`--cores`), over the one of `repository.yaml` next to the specs; None: that
+    file's, else the existing repository's (its manifest), else the cores this process may use."""
     cache_dir: Path = DEFAULT_CACHE
     env_cache_dir: Path = PROJECT_ROOT / "build" / "envs"
     channels: Sequence[str] | None = None
@@ -63,6 +64,19 @@ class GenerateOptions:
     @property
     def output_dir(self) -> Path:
         return self.output or DEFAULT_OUTPUT[self.target]
+
+    def budget(self) -> Budget:
+        """The repository budget (`repository_settings.resolve_budget`)."""
+        previous = previous_manifest(self.output_dir)
+        return resolve_budget(self.specs_dir, self.cores, previous.cpu_budget if previous else None)
+
+
+def previous_manifest(output: Path) -> Manifest | None:
+    """The manifest of the repository a generation replaces (None: none, or unreadable)."""
+    try:
+        return find_manifest(output)
+    except ManifestError:
+        return None
 
 
 @dataclass
@@ -87,7 +101,7 @@ def plan_and_render(options: GenerateOptions, specs: list[ModelSpec] | None = No
     config text); render then reads the completed plan only.
     """
     specs = specs if specs is not None else load_specs(options.specs_dir)
-    plan = plan_repository(specs, options.target, options.cores or detected_cores())
+    plan = plan_repository(specs, options.target, options.budget())
     plan = build_environments(plan, options)
     generated = Generated(plan, render_repository(plan) + deploy_files(plan))
     configs = check_configs(generated.texts())
@@ -218,15 +232,64 @@ def swap_in(staging: Path, output: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def plan_summary(plan: RepositoryPlan) -> str:
+    """The line `generate` prints once the plan is made."""
+    return (
+        f"planned {len(plan.models)} specs -> {len(plan.model_names())} Triton models "
+        f"(target {plan.target.name}, CPU budget {plan.cores} cores)"
+    )
+
+
+def _layout(model: ManifestModel) -> tuple[int | None, int | None, int | None]:
+    return model.instances, model.threads, model.cpu_units
+
+
+def _describe_layout(layout: tuple[int | None, int | None, int | None]) -> str:
+    instances, threads, units = layout
+    threads_text = f" x {threads} threads" if threads is not None else ""
+    limiter = "off" if units is None else f"cpu {units}"
+    return f"{instances} instances{threads_text}, limiter {limiter}"
+
+
+def layout_changes(previous: Manifest | None, new: Manifest) -> list[str]:
+    """What `generate` says about the layout (module doc of `plan.py`) against the repository it
+    replaces: each preprocessing and inference model whose instances, threads or rate-limiter
+    units change (before -> after), new and removed ones, and server settings that change
+    (applied only by a restart)."""
+    sized = {name: model for name, model in new.models.items() if not model.is_ensemble}
+    if previous is None:
+        instances = sum(model.instances or 0 for model in sized.values())
+        return [f"layout: {len(sized)} models, {instances} instances (no previous manifest to compare with)"]
+    before = {name: model for name, model in previous.models.items() if not model.is_ensemble}
+    lines, unchanged = [], 0
+    for name in sorted(before.keys() | sized.keys()):
+        if name not in sized:
+            lines.append(f"layout {name}: removed (was {_describe_layout(_layout(before[name]))})")
+        elif name not in before:
+            lines.append(f"layout {name}: new, {_describe_layout(_layout(sized[name]))}")
+        elif _layout(before[name]) != _layout(sized[name]):
+            (i0, t0, u0), (i1, t1, u1) = _layout(before[name]), _layout(sized[name])
+            limiter = ["off" if units is None else f"cpu {units}" for units in (u0, u1)]
+            lines.append(
+                f"layout {name}: instances {i0} -> {i1}, threads {t0} -> {t1}, limiter {limiter[0]} -> {limiter[1]}"
+            )
+        else:
+            unchanged += 1
+    lines.append(f"layout: {len(lines)} models changed, new or removed, {unchanged} unchanged")
+    for change in previous.server_settings().changes(new.server_settings()):
+        lines.append(f"server setting (a restart applies it; `tritongen update` refuses it): {change}")
+    return lines
+
+
 def generate(options: GenerateOptions) -> Generated:
     """Run the whole pipeline and write the repository atomically; return what was generated."""
     say = options.progress
     generated = plan_and_render(options)
     plan = generated.plan
-    say(
-        f"planned {len(plan.models)} specs -> {len(plan.model_names())} Triton models "
-        f"(target {plan.target}, CPU budget {plan.cores} cores)"
-    )
+    say(plan_summary(plan))
+    for line in layout_changes(previous_manifest(options.output_dir), plan.manifest()):
+        say(line)
+    say(plan.describe_memory())
     say("building artifacts:")
     build_artifacts(generated, options)
     output = options.output_dir

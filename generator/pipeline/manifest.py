@@ -84,6 +84,9 @@ class ManifestModel(_Frozen):
     """Instances (preprocessing and inference models)."""
     threads: int | None = None
     """Intra-op threads per instance (inference models)."""
+    cpu_units: int | None = None
+    """Units of the rate limiter's `cpu` resource each instance takes (inference models in the
+    limiter: their threads); None: not limited."""
     environment: str | None = None
     """Repository-relative path of its execution environment (preprocessing models that have one)."""
     depends_on: tuple[str, ...] = ()
@@ -115,11 +118,14 @@ class Manifest(_Frozen):
     cpu_budget: int
     """The CPU budget (cores) every model was sized for."""
     rate_limit_cores: int | None
-    """Cores of the rate limiter's `cpu` resource the server needs; None: no model uses it."""
+    """Units of the rate limiter's `cpu` resource the server is started with (the CPU budget);
+    None: the limiter off."""
     model_load_threads: int
     """tritonserver's `--model-load-thread-count`."""
     backend_configs: tuple[str, ...]
     """tritonserver's `--backend-config` values (`backend,setting=value`)."""
+    memory_budget_mib: int | None = None
+    """The pod memory (MiB) the repository was sized for (`repository.yaml`'s `memory_mib`)."""
     models: dict[str, ManifestModel]
     """Every Triton model by name."""
 

@@ -28,15 +28,46 @@ Capacity and packaging are not identity: the shared model's `max_batch_size` and
 count are the maximum over its users, and its environment ships unpacked (`environment_format:
 folder`) if any user asks for that (`RepositoryPlan.manifest` lists the users: spec and version).
 
-CPU budget rule (cores C, see `plan_cpu`; C is `--cores`, default the detected cores):
-preprocessing gets P = max(1, C // 8) instances of one thread each (tokenization costs well
-under 0.1 core per 100 req/s); the online inference model gets I instances x T intra-op
-threads with I x T <= C - P, so that one busy ensemble stays within the budget (below 8
-cores, where P would take a whole core from inference for a twentieth of one, the
-preprocessing instance shares the cores: I x T <= C). T is 1 up to 4 cores, else 2. Every
-other thread pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op) is
-set to 1 explicitly (`serving.process.server_environment`, the backends' config parameters)
-instead of the libraries' one-thread-per-core defaults.
+The repository budget (`repository_settings.Budget`: cores C and memory M of the pod, from
+`models/repository.yaml`, `--cores`, the existing manifest or the machine) sizes every model.
+Nothing depends on how many specs there are: adding or removing one changes no server-level
+setting (those need a restart), and other models' layouts only through the rule below.
+
+- Server: Triton's rate limiter is always on, with C units of a `cpu` resource
+  (`--rate-limit=execution_count --rate-limit-resource=cpu:C`); `--model-load-thread-count`
+  max(4, 2C); the backend configs below. All from C alone.
+- Threads: each inference instance runs T intra-op threads (T = 1 up to 4 cores, else 2;
+  `instances.model_threads`) and declares them as T `cpu` units, so that at most C threads of
+  inference run at once across all models and the rest queue in Triton instead of being
+  time-sliced by the OS. An instance needing more units than C could never run: a spec error.
+  Every other thread pool of every process (OpenMP, MKL, OpenBLAS, Rayon, onnxruntime inter-op)
+  is set to 1 explicitly (`serving.process.server_environment`, the backends' parameters).
+- Preprocessing: P = max(1, C // 8) instances of one thread each (tokenization costs well under
+  0.1 core per 100 req/s), outside the limiter.
+- Instances: the full layout is I_full = (C - P) // T from 8 cores on, C // T below (where P
+  would take a whole core from inference for a twentieth of one), at least 1: one model alone
+  can use every inference core. A spec of traffic weight w (`traffic_weight`, default 1) wants
+  ceil(I_full x w / w_max) instances, w_max the largest weight of the repository: the hottest
+  model can use every core, one of half its weight half of them, every model at least one.
+- Memory: every model version starts with one instance; extra instances, up to what each
+  wants, are then given one at a time to the model version with the highest weight per
+  instance (ties by name) while the pod's memory (`pod_memory_mib`: MEMORY_HEADROOM x the
+  expected memory) stays within M on every target (so that both targets get the same files;
+  a target that cannot hold one instance per model version does not count: generating for it
+  fails). A spec whose model alone does not fit, or a repository that does not fit with one
+  instance per model version, is a spec error: nothing is written.
+
+Expected memory on a target (`RepositoryPlan.expected_memory_mib`): tritonserver
+(`Target.server_memory`), plus per instance the measured footprint of its kind: preprocessing
+(`PreprocessingKind.memory`) and inference (`InferenceFormat.memory`, per format and
+`model.quantize` precision, the `local` stand-ins' or NVIDIA's native backends' figures), plus
+STUB_SHM_MIB per stub process. The Kubernetes pod requests the same figure.
+
+With equal weights and memory to spare, every model gets the layout every few-model benchmark
+measured (instances x threads = the inference cores), now under the limiter, which changes
+nothing while one model is busy and bounds the cores when several are (20 models: +6 %
+throughput, the hot model's queue 266 -> 22 ms). Explicit `instances` counts are kept;
+`instances.rate_limit: false` takes a model out of the limiter.
 
 One copy of the weights per model version: the bulk entry point `<name>_batch` runs the same
 inference model as `<name>` (and the same preprocessing). Both have Triton's priority queues
@@ -48,31 +79,20 @@ accepts any level and its steps have no priority setting), so the bulk ensemble 
 itself; the manifest records each entry point's level for its clients. A batch already
 running is not preempted: an online request can still wait for one bulk batch.
 
-A repository budget, not only a per-model one: with more than MANY_MODELS specs, every model
-busy at once would run many times C threads. Above that threshold `auto` means
-(`instances.rate_limit: auto`) Triton's rate limiter: each inference instance declares its
-threads as units of the `cpu` resource, and the server (started with `cpu:C`) runs at most C
-threads of inference at once across all models, queueing the rest instead of letting the OS
-time-slice them (measured with 20 models: +6 % throughput, the hot model's queue 266 -> 22 ms);
-and (`instances.model: auto`) ONE inference instance per model version with T threads: one
-copy of the weights per version (memory first; a spec asks for more instances explicitly).
-Up to MANY_MODELS specs both stay as before (limiter off, I x T per model): one busy ensemble
-stays within C, a few busy at once oversubscribe at most MANY_MODELS-fold, and that is the
-layout every few-model benchmark measured (the shipped repository has 4 specs); the 20-model
-benchmark measured the limiter better. Between 5 and 19 specs is not measured: the threshold
-turns the budget on well before the case where it is known to help.
 Every target bounds the cores the same way: per-model thread parameters (each ONNX Runtime
 session its own intra-op pool) plus the rate limiter. ONNX Runtime's process-wide pool
 (`--backend-config=onnxruntime,enable-global-threadpool=1`) is not emitted: on NVIDIA's
 native backend it starved the padded ensemble (46-153 vs 315-326 req/s at concurrency 32 on 2
-cores, docs/ngc.md), and the Python-based stand-ins cannot show that.
+cores, docs/ngc-standin.md), and the Python-based stand-ins cannot show that.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-import os
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -84,9 +104,11 @@ from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.errors import TritongenError
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
-from generator.kinds.targets import Target, get_target
+from generator.kinds.targets import TARGETS, Target, get_target
 from generator.pipeline.manifest import SCHEMA_VERSION, Manifest, ManifestBatching, ManifestModel, ManifestUser
-from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, Version
+from generator.pipeline.repository_settings import DEFAULT_MEMORY_MIB, MEMORY_HEADROOM, Budget
+from generator.pipeline.repository_settings import detected_cores as detected_cores
+from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, SpecError, Version
 
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
@@ -99,8 +121,9 @@ ONLINE_PRIORITY = 1
 """The default level (`default_priority_level`): requests that send no priority (online)."""
 BULK_PRIORITY = 2
 """The level clients of `<name>_batch` send (`priority` of the request): served after online."""
-MANY_MODELS = 4
-"""Above this many specs, `auto` turns on the repository budget (module doc)."""
+STUB_SHM_MIB = 1.0
+"""/dev/shm of each python-backend stub process (the backend's default 1 MiB region; 19 MiB
+measured for the shipped repository's 19 stubs in the Kubernetes pod)."""
 PYTHON_BACKEND_CONFIG = "python,thread-pool-size=1"
 """The python backend starts a pool of `thread-pool-size` threads (default 32) in the server for
 EVERY instance, used only for BLS calls and decoupled responses (r24.10 `python_be.cc`); the
@@ -128,7 +151,7 @@ class CpuPlan:
     preprocess_instances: int
     model_instances: int
     model_threads: int
-    rate_limit: bool = False
+    rate_limit: bool = True
     """Inference instances declare their threads to Triton's rate limiter."""
 
 
@@ -217,9 +240,25 @@ class InferencePlan:
     batching: Batching
     instances: int
     threads: int
-    rate_limit: bool = False
+    rate_limit: bool = True
     """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
     batch_inputs: tuple[BatchInputPlan, ...] = ()
+
+    @property
+    def quantize(self) -> str | None:
+        """The version's `model.quantize` method (None: full precision)."""
+        return self.version.model.quantize.method if self.version.model.quantize else None
+
+    @property
+    def cpu_units(self) -> int | None:
+        """Units of the rate limiter's `cpu` resource each instance takes (None: not limited)."""
+        return self.threads if self.rate_limit else None
+
+    def instance_memory_mib(self, target: Target) -> float:
+        """One instance on `target`: its format's footprint at its precision, plus its stub's
+        /dev/shm region on the stand-ins (NVIDIA's native backends run it inside tritonserver)."""
+        footprint = self.format.memory(target.native_inference, self.quantize).mib
+        return footprint + (0.0 if target.native_inference else STUB_SHM_MIB)
 
     @property
     def backend(self) -> str:
@@ -272,12 +311,43 @@ class RepositoryPlan:
     cores: int
     """The CPU budget every model was sized for."""
     models: tuple[ModelPlan, ...] = field(default=())
+    memory_budget_mib: int = DEFAULT_MEMORY_MIB
+    """The pod memory the repository was sized for (`repository.yaml`'s `memory_mib`)."""
 
     @property
-    def rate_limit_cores(self) -> int | None:
-        """Cores of the rate limiter's `cpu` resource the server needs; None: no model uses it."""
-        uses = any(i.rate_limit for model in self.models for i in model.inference)
-        return self.cores if uses else None
+    def rate_limit_cores(self) -> int:
+        """Units of the rate limiter's `cpu` resource the server is started with: the cores,
+        whatever the specs (the server's settings never depend on them; module doc)."""
+        return self.cores
+
+    def expected_memory_mib(self, target: Target | None = None) -> float:
+        """The repository's expected memory on `target` (default: the plan's), from the measured
+        footprints: tritonserver, each preprocessing and inference instance, stub /dev/shm."""
+        target = target or self.target
+        pre = sum(p.instances * (p.kind.memory.mib + STUB_SHM_MIB) for p in self.preprocess_models())
+        inference = sum(i.instances * i.instance_memory_mib(target) for i in self.inference_models())
+        return target.server_memory.mib + pre + inference
+
+    def pod_memory_mib(self, target: Target | None = None) -> int:
+        """The pod's memory for the repository on `target` (`pod_memory_mib` of its expected memory)."""
+        return pod_memory_mib(self.expected_memory_mib(target))
+
+    def describe_memory(self, target: Target | None = None) -> str:
+        """`expected memory 2,130 MiB on target local (server 50, 4 preprocessing instances 176, ...); pod
+        3,200 MiB with 1.5x headroom, of the 16,384 MiB budget` (what `generate` says)."""
+        target = target or self.target
+        pre = self.preprocess_models()
+        inference = self.inference_models()
+        pre_count = sum(p.instances for p in pre)
+        pre_mib = sum(p.instances * (p.kind.memory.mib + STUB_SHM_MIB) for p in pre)
+        inference_count = sum(i.instances for i in inference)
+        inference_mib = sum(i.instances * i.instance_memory_mib(target) for i in inference)
+        return (
+            f"expected memory {self.expected_memory_mib(target):,.0f} MiB on target {target.name} (server "
+            f"{target.server_memory.mib:,.0f}, {pre_count} preprocessing instances {pre_mib:,.0f}, "
+            f"{inference_count} inference instances {inference_mib:,.0f}); pod {self.pod_memory_mib(target):,} MiB "
+            f"with {MEMORY_HEADROOM:g}x headroom, of the {self.memory_budget_mib:,} MiB budget"
+        )
 
     @property
     def model_load_threads(self) -> int:
@@ -360,6 +430,7 @@ class RepositoryPlan:
                     ),
                     instances=inference.instances,
                     threads=inference.threads,
+                    cpu_units=inference.cpu_units,
                     inputs=tuple(tensor.name for tensor in inference.inputs),
                     outputs=tuple(tensor.name for tensor in inference.outputs),
                 )
@@ -387,16 +458,14 @@ class RepositoryPlan:
             rate_limit_cores=self.rate_limit_cores,
             model_load_threads=self.model_load_threads,
             backend_configs=self.backend_configs,
+            memory_budget_mib=self.memory_budget_mib,
             models={model.name: model for model in sorted(models, key=lambda model: model.name)},
         )
 
 
-def detected_cores() -> int:
-    """CPU cores this process may use (affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+def pod_memory_mib(expected_mib: float) -> int:
+    """The pod memory for an expected footprint: MEMORY_HEADROOM x, rounded up to 64 MiB."""
+    return math.ceil(expected_mib * MEMORY_HEADROOM / 64) * 64
 
 
 def inference_cores(cores: int, preprocess: int | None = None) -> int:
@@ -405,18 +474,18 @@ def inference_cores(cores: int, preprocess: int | None = None) -> int:
     return max(1, cores - preprocess) if cores >= 8 else cores
 
 
-def plan_cpu(spec: ModelSpec, cores: int, many: bool = False) -> CpuPlan:
-    """Size instances and threads of one model from the core budget (rule in the module doc);
-    `many`: the repository has more than MANY_MODELS specs (one instance, rate limited)."""
-    instances = spec.instances
-    preprocess = instances.preprocess if instances.preprocess != "auto" else max(1, cores // 8)
-    threads = instances.model_threads if instances.model_threads != "auto" else (1 if cores <= 4 else 2)
-    if instances.model != "auto":
-        model = instances.model
+def plan_cpu(spec: ModelSpec, cores: int, instances: int | None = None) -> CpuPlan:
+    """Instances and threads of one model version from the core budget (rule in the module doc);
+    `instances`: what the repository's memory and weights give an `auto` model (None: the full
+    layout of a model alone, every inference core)."""
+    asked = spec.instances
+    preprocess = asked.preprocess if asked.preprocess != "auto" else max(1, cores // 8)
+    threads = asked.model_threads if asked.model_threads != "auto" else (1 if cores <= 4 else 2)
+    if asked.model != "auto":
+        model = asked.model
     else:
-        model = 1 if many else max(1, inference_cores(cores, preprocess) // threads)
-    rate_limit = many if instances.rate_limit == "auto" else instances.rate_limit
-    return CpuPlan(preprocess, model, threads, rate_limit)
+        model = max(1, inference_cores(cores, preprocess) // threads) if instances is None else instances
+    return CpuPlan(preprocess, model, threads, asked.rate_limit is not False)
 
 
 def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
@@ -432,18 +501,18 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
 
 
 def _inference_plan(spec: ModelSpec, version: Version, name: str, batching: Batching, cpu: CpuPlan) -> InferencePlan:
-    kind = get_format(version.model.format)
-    if spec.kind == "classifier" and not kind.classifiers:
-        raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {kind.name}")
-    output_names = kind.tensor_names(spec.kind)[1]
+    inference_format = get_format(version.model.format)
+    if spec.kind == "classifier" and not inference_format.classifiers:
+        raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {inference_format.name}")
+    output_names = inference_format.tensor_names(spec.kind)[1]
     contract = client_outputs(spec, version)
     return InferencePlan(
         name=name,
         spec_name=spec.name,
         version=version,
-        format=kind,
-        inputs=kind.inputs(spec.kind),
-        batch_inputs=kind.batch_inputs(),
+        format=inference_format,
+        inputs=inference_format.inputs(spec.kind),
+        batch_inputs=inference_format.batch_inputs(),
         outputs=tuple(TensorPlan(n, c.data_type, c.dims) for n, c in zip(output_names, contract, strict=True)),
         batching=batching,
         instances=cpu.model_instances,
@@ -521,13 +590,14 @@ def _preprocess_plan(spec: ModelSpec, version: Version, instances: int) -> Prepr
     )
 
 
-def plan_model(spec: ModelSpec, cores: int, many: bool = False) -> ModelPlan:
-    """Plan every Triton model of one spec (preprocessing per version: `plan_repository` shares it)."""
-    cpu = plan_cpu(spec, cores, many)
+def plan_model(spec: ModelSpec, cores: int, instances: Mapping[int, int] | None = None) -> ModelPlan:
+    """Plan every Triton model of one spec (preprocessing per version: `plan_repository` shares
+    it); `instances`: version -> inference instances of an `auto` model (None: the full layout)."""
     preprocess: list[PreprocessPlan] = []
     inference: list[InferencePlan] = []
     ensembles: list[EnsemblePlan] = []
     for version in sorted(spec.versions, key=lambda v: v.version):
+        cpu = plan_cpu(spec, cores, None if instances is None else instances[version.version])
         base = f"{spec.name}_v{version.version}"
         pre = _preprocess_plan(spec, version, cpu.preprocess_instances)
         default = version.version == spec.default_version
@@ -581,11 +651,28 @@ def plan_model(spec: ModelSpec, cores: int, many: bool = False) -> ModelPlan:
     return ModelPlan(spec, tuple(preprocess), tuple(inference), tuple(ensembles))
 
 
-def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) -> RepositoryPlan:
-    """Plan all specs; Triton model names must be unique across specs."""
+Instances = dict[str, dict[int, int]]
+"""Spec name -> version -> inference instances."""
+
+
+def plan_repository(specs: list[ModelSpec], target: str | Target, budget: Budget | int) -> RepositoryPlan:
+    """Plan all specs for the repository budget (an int: that many cores and the default memory);
+    Triton model names must be unique across specs. Raises SpecError when the budget cannot hold
+    them (module doc) and PlanError when the specs do not fit together."""
     resolved = target if isinstance(target, Target) else get_target(target)
-    many = len(specs) > MANY_MODELS
-    plan = RepositoryPlan(resolved, cores, share_preprocessing(tuple(plan_model(s, cores, many) for s in specs)))
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
+    _check_cores(specs, budget)
+    floor = {spec.name: {version.version: 1 for version in spec.versions} for spec in specs}
+    for spec in specs:
+        _check_alone(spec, resolved, budget, floor[spec.name])
+    smallest = _sized(specs, resolved, budget, floor)
+    if smallest.pod_memory_mib() > budget.memory_mib:
+        raise SpecError(
+            f"{budget.settings_file}: memory_mib: the {len(specs)} specs need a {smallest.pod_memory_mib():,} MiB "
+            f"pod with one instance per model version ({smallest.describe_memory()}): raise memory_mib, quantize "
+            "models (model.quantize) or remove specs"
+        )
+    plan = _sized(specs, resolved, budget, allocate_instances(specs, budget, smallest))
     owners: dict[str, str] = {
         pre.name: "the preprocessing of " + pre.describe_users() for pre in plan.preprocess_models()
     }
@@ -598,7 +685,78 @@ def plan_repository(specs: list[ModelSpec], target: str | Target, cores: int) ->
                 )
             owners[name] = model.spec.name
     _check_process_wide_threads(plan)
+    assert plan.pod_memory_mib() <= budget.memory_mib, "allocate_instances stays within the budget"
     return plan
+
+
+def _sized(specs: list[ModelSpec], target: Target, budget: Budget, instances: Instances) -> RepositoryPlan:
+    """The plan of `specs` with these inference instances (`auto` models) and shared preprocessing."""
+    models = tuple(plan_model(spec, budget.cores, instances[spec.name]) for spec in specs)
+    return RepositoryPlan(target, budget.cores, share_preprocessing(models), budget.memory_mib)
+
+
+def _check_cores(specs: list[ModelSpec], budget: Budget) -> None:
+    """Every inference instance must fit the rate limiter's `cpu` units (the budget's cores)."""
+    if budget.cores < 1:
+        raise SpecError(f"{budget.cores_from}: the CPU budget must be at least 1 core (got {budget.cores})")
+    for spec in specs:
+        threads = plan_cpu(spec, budget.cores).model_threads
+        if threads > budget.cores:
+            raise SpecError(
+                f"{budget.spec_file(spec.name)}: instances.model_threads: an instance of {threads} threads needs "
+                f"{threads} cores, the budget has {budget.cores} ({budget.cores_from}): lower model_threads or "
+                "raise the cores"
+            )
+
+
+def _check_alone(spec: ModelSpec, target: Target, budget: Budget, floor: dict[int, int]) -> None:
+    """A spec whose model alone (one instance per version, or its explicit count) exceeds the memory budget."""
+    alone = RepositoryPlan(target, budget.cores, share_preprocessing((plan_model(spec, budget.cores, floor),)))
+    alone = replace(alone, memory_budget_mib=budget.memory_mib)
+    if alone.pod_memory_mib() > budget.memory_mib:
+        field_name = "instances.model" if spec.instances.model != "auto" else "versions"
+        raise SpecError(
+            f"{budget.spec_file(spec.name)}: {field_name}: this model alone needs a {alone.pod_memory_mib():,} MiB "
+            f"pod ({alone.describe_memory()}), over the memory budget ({budget.settings_file}: memory_mib): "
+            "raise memory_mib or quantize the model (model.quantize)"
+        )
+
+
+def allocate_instances(specs: list[ModelSpec], budget: Budget, floor: RepositoryPlan) -> Instances:
+    """Inference instances per spec version (module doc, "Memory"): one each (`floor`, planned so),
+    then extra instances, up to ceil(full layout x weight / top weight), one at a time to the
+    highest weight per instance (ties by name), while the pod fits the budget on every target
+    that holds the floor (on another one, generate fails: it has no files to differ)."""
+    top = max((spec.traffic_weight for spec in specs), default=1.0)
+    counts: Instances = {}
+    wanted: dict[tuple[str, int], int] = {}
+    for spec in specs:
+        counts[spec.name] = {version.version: 1 for version in spec.versions}
+        full = plan_cpu(spec, budget.cores).model_instances
+        for version in spec.versions:
+            if spec.instances.model == "auto":
+                wanted[(spec.name, version.version)] = max(1, math.ceil(full * spec.traffic_weight / top - 1e-9))
+    weights = {spec.name: spec.traffic_weight for spec in specs}
+    inference = {(i.spec_name, i.version.version): i for i in floor.inference_models()}
+    # Every target that can hold the repository at all: generating for another one fails anyway.
+    used = {name: floor.expected_memory_mib(target) for name, target in TARGETS.items()}
+    targets = {name: TARGETS[name] for name, mib in used.items() if pod_memory_mib(mib) <= budget.memory_mib}
+    if not targets:
+        return counts
+    queue = [(-weights[spec], spec, version) for (spec, version), want in wanted.items() if want > 1]
+    heapq.heapify(queue)
+    while queue:
+        _, spec_name, version_number = heapq.heappop(queue)
+        model = inference[(spec_name, version_number)]
+        cost = {name: model.instance_memory_mib(target) for name, target in targets.items()}
+        if any(pod_memory_mib(used[name] + cost[name]) > budget.memory_mib for name in targets):
+            continue  # no room for another instance of this one; a cheaper one may fit
+        for name in targets:
+            used[name] += cost[name]
+        count = counts[spec_name][version_number] = counts[spec_name][version_number] + 1
+        if count < wanted[(spec_name, version_number)]:
+            heapq.heappush(queue, (-weights[spec_name] / count, spec_name, version_number))
+    return counts
 
 
 def share_preprocessing(models: tuple[ModelPlan, ...]) -> tuple[ModelPlan, ...]:

@@ -119,8 +119,8 @@ def quantized_key(fp32_key: str, artifact: ModelArtifact) -> str:
         "onnxruntime": onnxruntime.__version__,
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    kind = get_format(artifact.format)
-    digest.update(Path(inspect.getfile(type(kind))).read_bytes())  # the format's quantizer
+    inference_format = get_format(artifact.format)
+    digest.update(Path(inspect.getfile(type(inference_format))).read_bytes())  # the format's quantizer
     return digest.hexdigest()[:16]
 
 
@@ -137,18 +137,18 @@ def build_quantized(
     once it passes the gate (QuantizationError otherwise)."""
     settings = artifact.quantize
     assert settings is not None
-    kind = get_format(artifact.format)
+    inference_format = get_format(artifact.format)
     key = quantized_key(fp32_key, artifact)
-    target = cache_dir / key / kind.filename
-    if target.exists():
+    quantized = cache_dir / key / inference_format.filename
+    if quantized.exists():
         progress(f"  {label}: {settings.method} artifact {key} is cached")
     else:
-        quantize_into_cache(kind, settings, fp32, target)
+        quantize_into_cache(inference_format, settings, fp32, quantized)
         progress(
-            f"  {label}: built {settings.method} {target} ({target.stat().st_size / 1e6:.1f} MB, "
+            f"  {label}: built {settings.method} {quantized} ({quantized.stat().st_size / 1e6:.1f} MB, "
             f"fp32 {fp32.stat().st_size / 1e6:.1f} MB)"
         )
-    fidelity = measure_fidelity(kind, fp32, target, gate_texts(artifact), preprocessing)
+    fidelity = measure_fidelity(inference_format, fp32, quantized, gate_texts(artifact), preprocessing)
     problems = fidelity.problems(settings)
     if problems:
         raise QuantizationError(
@@ -156,20 +156,20 @@ def build_quantized(
             "(nothing was written: lower the threshold in the spec, or serve fp32 without `quantize`)"
         )
     progress(f"  {label}: {settings.method} fidelity gate passed: {fidelity.summary()}")
-    return target, key
+    return quantized, key
 
 
-def quantize_into_cache(kind: InferenceFormat, settings: Quantize, source: Path, target: Path) -> None:
-    """Quantize `source` into the cache folder of `target`, which appears whole or not at all."""
-    target.parent.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}-", dir=target.parent.parent))
+def quantize_into_cache(inference_format: InferenceFormat, settings: Quantize, source: Path, quantized: Path) -> None:
+    """Quantize `source` into the cache folder of `quantized`, which appears whole or not at all."""
+    quantized.parent.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{quantized.parent.name}-", dir=quantized.parent.parent))
     try:
         try:
-            kind.quantize(settings.method, source, work / target.name, settings.per_channel)
+            inference_format.quantize(settings.method, source, work / quantized.name, settings.per_channel)
         except Exception as error:  # the quantizer raises many error types
             raise ArtifactError(f"{source}: {settings.method} quantization failed: {error}") from error
-        if not target.parent.exists():
-            os.replace(work, target.parent)
+        if not quantized.parent.exists():
+            os.replace(work, quantized.parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -179,14 +179,14 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def run_texts(
-    kind: InferenceFormat, run: Runner, texts: tuple[str, ...], preprocessing: Preprocessing
+    inference_format: InferenceFormat, run: Runner, texts: tuple[str, ...], preprocessing: Preprocessing
 ) -> dict[str, np.ndarray]:
     """Every output of a file for `texts`, in batches of GATE_BATCH, one row per text."""
     tokenize = get_preprocessor(preprocessing.kind).tokenize_padded
     batches: list[dict[str, np.ndarray]] = []
     for start in range(0, len(texts), GATE_BATCH):
         ids, mask = tokenize(list(texts[start : start + GATE_BATCH]), preprocessing)
-        batches.append(run(kind.example_inputs(ids, mask)))
+        batches.append(run(inference_format.example_inputs(ids, mask)))
     return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
 
@@ -199,11 +199,15 @@ def row_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def measure_fidelity(
-    kind: InferenceFormat, reference: Path, candidate: Path, texts: tuple[str, ...], preprocessing: Preprocessing
+    inference_format: InferenceFormat,
+    reference: Path,
+    candidate: Path,
+    texts: tuple[str, ...],
+    preprocessing: Preprocessing,
 ) -> Fidelity:
     """Run both files on `texts` and compare every output (floats by cosine, strings by equality)."""
-    want = run_texts(kind, kind.runner(reference, GATE_THREADS), texts, preprocessing)
-    got = run_texts(kind, kind.runner(candidate, GATE_THREADS), texts, preprocessing)
+    want = run_texts(inference_format, inference_format.runner(reference, GATE_THREADS), texts, preprocessing)
+    got = run_texts(inference_format, inference_format.runner(candidate, GATE_THREADS), texts, preprocessing)
     cosines = [row_cosines(want[name], got[name]) for name in want if np.issubdtype(want[name].dtype, np.floating)]
     labels = [want[name].ravel() == got[name].ravel() for name in want if want[name].dtype == object]
     if not cosines:

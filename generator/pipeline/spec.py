@@ -31,6 +31,8 @@ from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingSettings, 
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_NAME_LENGTH = 48
+REPOSITORY_FILE = "repository.yaml"
+"""The repository's settings next to the specs (`repository_settings.py`): not a spec."""
 
 
 class SpecError(TritongenError, ValueError):
@@ -48,7 +50,7 @@ if TYPE_CHECKING:  # what every kind's settings have in common
     Preprocessing: TypeAlias = PreprocessingSettings
     Build: TypeAlias = BuildSettings
 else:
-    Preprocessing = _union_of([kind.settings for kind in PREPROCESSORS.values()], "kind")
+    Preprocessing = _union_of([preprocessor.settings for preprocessor in PREPROCESSORS.values()], "kind")
     """A version's `preprocessing` section: the settings of one of `PREPROCESSORS`."""
     Build = _union_of([builder.settings for builder in BUILDERS.values()], "builder")
     """A version's `model.build` section: the settings of one of `BUILDERS`."""
@@ -83,7 +85,9 @@ class Quantize(StrictModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        methods = sorted({method for kind in FORMATS.values() for method in kind.quantize_methods})
+        methods = sorted(
+            {method for inference_format in FORMATS.values() for method in inference_format.quantize_methods}
+        )
         if value not in methods:
             raise ValueError(f"unknown quantize method {value!r}: use one of {', '.join(methods)}")
         return value
@@ -124,7 +128,7 @@ class ModelArtifact(StrictModel):
     @model_validator(mode="after")
     def _quantizable(self) -> ModelArtifact:
         if self.quantize is not None and self.quantize.method not in FORMATS[self.format].quantize_methods:
-            formats = [name for name, kind in FORMATS.items() if self.quantize.method in kind.quantize_methods]
+            formats = [name for name, known in FORMATS.items() if self.quantize.method in known.quantize_methods]
             raise ValueError(
                 f"quantize: format {self.format} cannot be quantized ({self.quantize.method} "
                 f"applies to {', '.join(formats)})"
@@ -227,22 +231,25 @@ class Batching(StrictModel):
 
 
 class Instances(StrictModel):
-    """Instance counts; `auto` sizes them from the CPU budget (see `plan.py`)."""
+    """Instance counts; `auto` sizes them from the repository budget (see `plan.py`)."""
 
     preprocess: int | Literal["auto"] = "auto"
     """Instances of the preprocessing model, one thread each (1 to 64); `auto`: one per 8 cores
     of the CPU budget, at least one."""
     model: int | Literal["auto"] = "auto"
-    """Instances of each version's inference model (1 to 64); `auto`: as many as the inference
-    cores allow with `model_threads` each, or one when the repository has many specs."""
+    """Instances of each version's inference model (1 to 64); `auto`: from the spec's
+    `traffic_weight` and the repository budget (`plan.py`): the most-weighted spec gets enough
+    instances to use every inference core, the others in proportion to their weight, at least
+    one, fewer when the repository's memory budget is reached."""
     model_threads: int | Literal["auto"] = "auto"
-    """Intra-op threads of each inference instance (1 to 64); `auto`: 1 up to 4 cores, else 2."""
+    """Intra-op threads of each inference instance (1 to 64, at most the budget's cores); `auto`:
+    1 up to 4 cores, else 2."""
     rate_limit: Literal["auto"] | bool = "auto"
     """Declare each inference instance's threads as `cpu` resources of Triton's rate limiter:
-    a server started with the CPU budget then runs at most that many threads of inference at
-    once across all models, in arrival order, instead of letting the OS time-slice every
-    instance of every model. `auto`: on when the repository has more than `plan.MANY_MODELS`
-    specs (then `model: auto` is one instance; see `plan.py`)."""
+    the server, always started with the budget's cores as its `cpu` resource, then runs at most
+    that many threads of inference at once across all models instead of letting the OS
+    time-slice every instance of every model. `auto` (on) or `true`; `false` runs this model's
+    instances outside the limiter."""
 
     @field_validator("preprocess", "model", "model_threads")
     @classmethod
@@ -292,7 +299,22 @@ class ModelSpec(StrictModel):
     bulk_batching: BulkBatching = BulkBatching()
     """The bulk entry point `<name>_batch`: same model, lower priority, larger requests."""
     instances: Instances = Instances()
-    """Instance and thread counts; `auto` sizes them from the CPU budget."""
+    """Instance and thread counts; `auto` sizes them from the repository budget."""
+    traffic_weight: float = 1.0
+    """The model's expected share of the traffic, relative to the other specs' (a positive
+    number; default 1: every spec alike). `instances.model: auto` sizes from it: the
+    most-weighted spec can use every inference core, a spec of half its weight half of them
+    (at least one instance), and extra instances go to the most-weighted specs first when the
+    repository's memory budget is short. E.g. the requests per second you expect."""
+
+    @field_validator("traffic_weight", mode="before")
+    @classmethod
+    def _positive_weight(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            raise ValueError(
+                "must be a positive number (the model's share of the traffic, relative to the other specs)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -307,7 +329,7 @@ class ModelSpec(StrictModel):
             build = version.model.build
             builder = get_builder(build.builder)
             if self.kind not in builder.model_kinds:
-                kinds = " or ".join(f"{kind}s" for kind in builder.model_kinds)
+                kinds = " or ".join(f"{model_kind}s" for model_kind in builder.model_kinds)
                 raise ValueError(f"{where}.model.build: {builder.name} is for {kinds}")
             if self.kind == "embedding":
                 if outputs.embedding_dim is None or outputs.labels is not None:
@@ -322,7 +344,7 @@ class ModelSpec(StrictModel):
                             f"{where}: outputs.labels {list(outputs.labels)} differ from the build's labels {labels}"
                         )
                     if not FORMATS[version.model.format].classifiers:
-                        classifier_formats = [name for name, kind in FORMATS.items() if kind.classifiers]
+                        classifier_formats = [name for name, known in FORMATS.items() if known.classifiers]
                         raise ValueError(f"{where}.model.format: {builder.name} builds {', '.join(classifier_formats)}")
         for index, version in enumerate(self.versions):
             ragged = FORMATS[version.model.format].ragged
@@ -340,7 +362,7 @@ class ModelSpec(StrictModel):
                     )
                 raise ValueError(
                     f"{where}.preprocessing.padding: `none` (unpadded tokens) needs a ragged format "
-                    f"({', '.join(name for name, kind in FORMATS.items() if kind.ragged)})"
+                    f"({', '.join(name for name, known in FORMATS.items() if known.ragged)})"
                 )
         return self
 
@@ -439,7 +461,7 @@ def load_specs(folder: Path) -> list[ModelSpec]:
     if not folder.is_dir():
         raise SpecError(f"{folder}: spec folder not found")
     specs, problems = [], []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in sorted(p for p in folder.glob("*.yaml") if p.name != REPOSITORY_FILE):
         try:
             specs.append(load_spec(path))
         except SpecError as error:

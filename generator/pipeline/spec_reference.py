@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from generator import PROJECT_ROOT
-from generator.pipeline.spec import ModelSpec
+from generator.pipeline.repository_settings import RepositorySettings
+from generator.pipeline.spec import REPOSITORY_FILE, ModelSpec
 
 REFERENCE_PATH = PROJECT_ROOT / "docs" / "spec.md"
 """Where the reference is written."""
@@ -35,8 +36,10 @@ INTRO = f"""\
 # Model spec reference
 
 Each served model is one YAML file, `models/<name>.yaml` (the file name is the spec's `name`);
-`tritongen generate` loads every `*.yaml` of the folder, and unknown keys are errors. The top
-level of a file is a [ModelSpec](#modelspec); the sections below follow its fields down.
+`tritongen generate` loads every `*.yaml` of the folder but `{REPOSITORY_FILE}`, and unknown keys
+are errors. The top level of a file is a [ModelSpec](#modelspec); the sections below follow its
+fields down. `models/{REPOSITORY_FILE}` (optional) holds the budget of the whole repository:
+[RepositorySettings](#repositorysettings).
 
 This file is generated from the spec models' docstrings: do not edit it by hand, run
 `{COMMAND}` (a unit test fails when it is out of date).
@@ -274,6 +277,8 @@ def render_reference(root: type[BaseModel] = ModelSpec) -> str:
         if _is_enum(kind):
             assert issubclass(kind, Enum)
             lines += _enum_section(kind, paths)
+    if root is ModelSpec:
+        lines += _model_section(RepositorySettings, [f"models/{REPOSITORY_FILE}"])
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -37,6 +37,19 @@ def still_loading(log: str) -> list[str]:
     return sorted(set(started) - finished)
 
 
+_HTTP_CONNECTIONS = re.compile(r"Timeout (\d+): Found (\d+) HTTP service connections")
+
+
+def open_http_connections(log: str) -> tuple[int, int] | None:
+    """(open connections, seconds left) of the last line in which a stopping tritonserver says it
+    waits for clients to close their HTTP connections; None when it does not."""
+    found = _HTTP_CONNECTIONS.findall(log)
+    if not found:
+        return None
+    seconds, connections = found[-1]
+    return int(connections), int(seconds)
+
+
 def startup_finished(log: str) -> bool:
     """True once the server printed its model table (every model has a final state)."""
     return (

@@ -38,7 +38,24 @@ from generator.base.triton import (
     find_triton,
 )
 from generator.pipeline.manifest import find_manifest
-from generator.serving.diagnostics import load_errors, startup_finished, still_loading, stub_states
+from generator.serving.diagnostics import (
+    load_errors,
+    open_http_connections,
+    startup_finished,
+    still_loading,
+    stub_states,
+)
+
+EXIT_TIMEOUT_S = 30
+"""tritonserver's `--exit-timeout-secs` (its default; `server_command` keeps it). After SIGTERM
+the server first waits, up to this long, for clients to close their HTTP connections (idle
+keep-alive ones included: it keeps serving them meanwhile), then unloads every model in what is
+left of it; with nothing left it exits at once, code 1 ("Exit timeout expired"), and the stubs
+follow on their own (docs/facts.md, "Stopping")."""
+UNLOAD_GRACE_S = 30.0
+"""How long `TritonProcess.stop` waits beyond EXIT_TIMEOUT_S before SIGKILL: unloading every
+model and finalizing the backends takes a few seconds (4-7 s for the shipped repository on 2
+busy cores), and a server whose exit timeout ran out exits by itself."""
 
 
 def manifest_settings(repository: Path) -> ServerSettings:
@@ -165,18 +182,45 @@ class TritonProcess:
             f"loading); models still loading: {stuck}; log tail:\n{self.log_tail()}"
         )
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """Stop the server (SIGTERM, then SIGKILL) and return its exit code."""
+    def stop(
+        self, timeout_s: float = EXIT_TIMEOUT_S + UNLOAD_GRACE_S, progress: Callable[[str], None] | None = None
+    ) -> int:
+        """Stop the server and return its exit code: SIGTERM, then SIGKILL after `timeout_s`.
+
+        The default outlasts the server's own exit timeout (EXIT_TIMEOUT_S), so the server
+        always ends its own shutdown. `progress` is told once when that shutdown waits for
+        clients to close their HTTP connections (a client that keeps one open makes the stop
+        take the whole exit timeout).
+        """
         if self.process.poll() is None:
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + timeout_s
+            told = progress is None
+            while self.process.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                waiting = None if told else open_http_connections(self._log_since(offset))
+                if waiting is not None and progress is not None:
+                    connections, seconds = waiting
+                    progress(
+                        f"  tritonserver waits for {connections} open HTTP connection(s) to close before it "
+                        f"unloads the models (at most {seconds} s more): close the clients that hold them"
+                    )
+                    told = True
+            if self.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         return self.process.returncode
+
+    def _log_since(self, offset: int) -> str:
+        """The log written after `offset` bytes."""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+        return ""
 
 
 LOCAL_STUB_DISPATCHER = """#!/bin/bash

@@ -1,7 +1,8 @@
 """`tritongen tune`: measure an ensemble on the real server and propose its CPU settings.
 
-For one spec it generates candidate repositories (the real generator, a temporary folder),
-serves each on the embedded tritonserver, drives the online entry point `<name>` with a
+For one spec it varies the typed spec in memory and generates a candidate repository from
+each variant (the real generator, a temporary folder; no spec file is written), serves each on
+the embedded tritonserver, drives the online entry point (from the manifest) with a
 closed-loop gRPC load of sample texts, and reads Triton's statistics extension
 (`/v2/models/<m>/stats`) for every stage: preprocessing cost per request, inference cost
 per batch size, queue time per request, average batch. The search is coordinate descent
@@ -17,15 +18,14 @@ over, in order:
 
 keeping at each step the candidate with the highest throughput whose p99 meets the bound
 (else the lowest p99); a candidate replaces the current best only when more than 5% better.
-`--write` puts the winner into the spec YAML, changing only the lines of the tuned keys
-(comments stay).
+`--write` writes the winner into the spec YAML once, at the end, changing only the lines of
+the fields that differ (comments stay).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import random
 import re
@@ -37,17 +37,27 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from generator.base.launch import ServerOptions, ServerPorts
 from generator.base.spec_sources import resolve_source
 from generator.kinds.formats import FORMATS
-from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
+from generator.kinds.preprocessing import PreprocessingSettings
+from generator.kinds.preprocessing.textprep import TextPrepSettings
+from generator.pipeline.checks import check_artifacts, check_configs
+from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, assemble, build_artifacts, plan_and_render
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
-from generator.pipeline.spec import SENTENCE_TRANSFORMER_BUILDERS, SpecError, parse_spec
+from generator.pipeline.spec import (
+    SENTENCE_TRANSFORMER_BUILDERS,
+    ModelSpec,
+    SpecError,
+    format_validation_error,
+    parse_spec,
+)
 from generator.serving.ports import free_ports
 from generator.serving.process import running_server
-from generator.serving.yaml_edit import apply_changes, changes_between
+from generator.serving.yaml_edit import YamlEditError, apply_changes, model_changes
 
 DELAYS_US = (0, 500, 2000)
 
@@ -77,13 +87,16 @@ class Trial:
     """One candidate configuration, measured."""
 
     label: str
-    spec: dict[str, Any]
+    spec: ModelSpec
+    """The candidate spec (environments kept: generation strips them, `--write` does not)."""
     rps: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     errors: int = 0
     stages: dict[str, StageStats] = field(default_factory=dict)
     """Statistics of the entry point and each model it runs, by model name."""
+    entry_point: str = ""
+    """The online entry point measured (from the repository's manifest)."""
     inference_model: str = ""
     """The inference model the entry point runs (from the repository's manifest)."""
 
@@ -219,59 +232,74 @@ def layouts(cores: int) -> list[tuple[int, int]]:
     return pairs or [(1, cores)]
 
 
-def with_settings(spec: dict[str, Any], **settings: Any) -> dict[str, Any]:
-    """A copy of the spec dict with tuned settings applied to the online entry point."""
-    spec = copy.deepcopy(spec)
-    if "instances" in settings:
-        model, threads = settings["instances"]
-        spec.setdefault("instances", {}).update(model=model, model_threads=threads)
-    default = _default_version(spec)
-    if "format" in settings:
-        default["model"]["format"] = settings["format"]
-    if "padding" in settings:
-        padding, buckets = settings["padding"]
-        default["preprocessing"]["padding"] = padding
-        if buckets:
-            default["preprocessing"]["buckets"] = list(buckets)
-        else:
-            default["preprocessing"].pop("buckets", None)
-    if "delay_us" in settings:
-        spec.setdefault("batching", {})["max_queue_delay_us"] = settings["delay_us"]
-    if "preferred" in settings:
-        spec.setdefault("batching", {})["preferred_batch_sizes"] = list(settings["preferred"])
-    return spec
+def with_settings(
+    spec: ModelSpec,
+    *,
+    instances: tuple[int, int] | None = None,
+    format_name: str | None = None,
+    padding: tuple[str, tuple[int, ...]] | None = None,
+    delay_us: int | None = None,
+    preferred: tuple[int, ...] | None = None,
+) -> ModelSpec:
+    """The spec with tuned settings applied to the online entry point (its default version):
+    `instances` (instances, threads), the default version's format (`format_name`), its `padding`
+    (padding, buckets), the batcher's `delay_us` and `preferred` batch sizes.
+
+    A new spec validated whole (`model_copy(update=...)` would skip the validators): a SpecError
+    names the field when the combination is not a valid spec."""
+    data = spec.model_dump()
+    default = next(v for v in data["versions"] if v["version"] == spec.default_version)
+    if instances is not None:
+        data["instances"].update(model=instances[0], model_threads=instances[1])
+    if format_name is not None:
+        default["model"]["format"] = format_name
+    if padding is not None:
+        default["preprocessing"].update(padding=padding[0], buckets=padding[1])
+    if delay_us is not None:
+        data["batching"]["max_queue_delay_us"] = delay_us
+    if preferred is not None:
+        data["batching"]["preferred_batch_sizes"] = preferred
+    return _validated(spec.name, data)
 
 
-def ragged_candidate(spec: dict[str, Any]) -> dict[str, Any] | None:
+def _validated(name: str, data: dict[str, Any]) -> ModelSpec:
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(f"{name} (tuned candidate)", error)) from None
+
+
+def ragged_candidate(spec: ModelSpec) -> ModelSpec | None:
     """The spec with its default version served by the ragged variant of its format and
     `padding: none`, when its model is built by an encoder builder in a padded format (and the
     result is a valid spec); else None."""
-    model = _default_version(spec).get("model", {})
-    kind = FORMATS.get(model.get("format", ""))
-    if kind is None or kind.ragged_variant is None:
+    model = spec.version(spec.default_version).model
+    inference_format = FORMATS[model.format]
+    if inference_format.ragged_variant is None or model.build.builder not in SENTENCE_TRANSFORMER_BUILDERS:
         return None
-    if model.get("build", {}).get("builder") not in SENTENCE_TRANSFORMER_BUILDERS:
-        return None
-    candidate = with_settings(spec, format=kind.ragged_variant, padding=("none", ()))
     try:
-        parse_spec(yaml.safe_dump(candidate, sort_keys=False), f"{spec.get('name')}.yaml")
+        return with_settings(spec, format_name=inference_format.ragged_variant, padding=("none", ()))
     except SpecError:
         return None
-    return candidate
 
 
-def ragged_label(spec: dict[str, Any]) -> str:
+def ragged_label(spec: ModelSpec) -> str:
     """How the report names a ragged candidate."""
-    return f"ragged: {_default_version(spec)['model']['format']}, padding none"
+    return f"ragged: {spec.version(spec.default_version).model.format}, padding none"
 
 
-def strip_environments(spec: dict[str, Any]) -> dict[str, Any]:
+SERVER_PYTHON_KEYS = ("environment", "environment_format", "ship_stub")
+"""The preprocessing settings of a packed execution environment (`strip_environments` resets them)."""
+
+
+def strip_environments(spec: ModelSpec) -> ModelSpec:
     """Preprocessing in the server's own Python (tuning measures CPU cost, not packaging)."""
-    spec = copy.deepcopy(spec)
-    for version in spec["versions"]:
-        for key in ("environment", "environment_format", "ship_stub"):
-            version["preprocessing"].pop(key, None)
-    return spec
+    data = spec.model_dump()
+    for version in data["versions"]:
+        version["preprocessing"].update(
+            {key: PreprocessingSettings.model_fields[key].default for key in SERVER_PYTHON_KEYS}
+        )
+    return _validated(spec.name, data)
 
 
 @dataclass
@@ -288,28 +316,36 @@ class TuneOptions:
     """Every measured candidate, in order."""
 
 
-def measure(options: TuneOptions, label: str, spec: dict[str, Any]) -> Trial:
-    """Generate the candidate, serve it, load it, and read every stage's statistics."""
-    name = spec["name"]
-    folder = Path(tempfile.mkdtemp(prefix="candidate-", dir=options.workdir))
-    specs_dir = folder / "specs"
-    specs_dir.mkdir()
-    (specs_dir / f"{name}.yaml").write_text(yaml.safe_dump(strip_environments(spec), sort_keys=False))
+def generate_candidate(spec: ModelSpec, folder: Path, cores: int) -> Path:
+    """Generate the repository of one candidate spec (from memory: no spec file is written) into
+    `folder/repository` and check its artifacts; return the repository. The spec is served alone
+    on `cores`: `folder` holds no `repository.yaml`, so no other repository setting applies."""
     repository = folder / "repository"
-    generate(GenerateOptions(specs_dir=specs_dir, output=repository, cores=options.cores, progress=lambda _: None))
+    options = GenerateOptions(specs_dir=folder, output=repository, cores=cores, progress=lambda _: None)
+    generated = plan_and_render(options, [strip_environments(spec)])
+    build_artifacts(generated, options)
+    assemble(generated, repository)
+    check_artifacts(repository, check_configs(generated.texts()))
+    return repository
+
+
+def measure(options: TuneOptions, label: str, spec: ModelSpec) -> Trial:
+    """Generate the candidate, serve it, load it, and read every stage's statistics."""
+    folder = Path(tempfile.mkdtemp(prefix="candidate-", dir=options.workdir))
+    repository = generate_candidate(spec, folder, options.cores)
+    manifest = read_manifest(repository)
+    entry_point = manifest.entry_points("online", spec.name)[0].name
+    steps = list(manifest.models[entry_point].depends_on)
     http, grpc, metrics = free_ports(3)
-    server_options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), models=(name,))
-    trial = Trial(label, spec)
+    server_options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), models=(entry_point,))
+    trial = Trial(label, spec, entry_point=entry_point, inference_model=manifest.inference_model(entry_point))
     with running_server(server_options, folder, ready_timeout_s=300) as server:
-        manifest = read_manifest(repository)
-        steps = list(manifest.models[name].depends_on)
-        trial.inference_model = manifest.inference_model(name)
-        drive(server.grpc_url, name, options.texts, options.concurrency, options.warmup_s)
-        before = {m: model_stats(server.http_url, m) for m in [name, *steps]}
+        drive(server.grpc_url, entry_point, options.texts, options.concurrency, options.warmup_s)
+        before = {m: model_stats(server.http_url, m) for m in [entry_point, *steps]}
         trial.rps, trial.p50_ms, trial.p99_ms, trial.errors = drive(
-            server.grpc_url, name, options.texts, options.concurrency, options.seconds
+            server.grpc_url, entry_point, options.texts, options.concurrency, options.seconds
         )
-        after = {m: model_stats(server.http_url, m) for m in [name, *steps]}
+        after = {m: model_stats(server.http_url, m) for m in [entry_point, *steps]}
     trial.stages = {m: stage_delta(before[m], after[m]) for m in before}
     options.trials.append(trial)
     print(describe(trial), flush=True)
@@ -322,7 +358,7 @@ def describe(trial: Trial) -> str:
         f"p99 {trial.p99_ms:6.1f} ms  errors {trial.errors}"
     ]
     for model, stage in trial.stages.items():
-        if model == trial.spec.get("name"):
+        if model == trial.entry_point:
             lines.append(f"      {model:<30} ensemble: {stage.compute_ms_per_request:6.2f} ms/req inside the server")
             continue
         batches = ", ".join(f"{b}x{n}: {stage.compute_ms_per_batch[b]:.1f}ms" for b, n in sorted(stage.batches.items()))
@@ -363,7 +399,6 @@ def preferred_sizes(stage: StageStats, max_batch: int) -> tuple[int, ...]:
 
 def tune(options: TuneOptions) -> Trial:
     """Coordinate descent over layout, padding and batching; returns the best trial."""
-    base = yaml.safe_load(options.spec_path.read_text(encoding="utf-8"))
     spec = parse_spec(options.spec_path.read_text(encoding="utf-8"), str(options.spec_path))
     version = spec.version(spec.default_version)
     tokenizer_file = resolve_source(version.preprocessing.tokenizer)
@@ -386,19 +421,23 @@ def tune(options: TuneOptions) -> Trial:
     print("step 1: instance layout (instances x intra-op threads)", flush=True)
     best: Trial | None = None
     for instances, threads in layouts(options.cores):
-        candidate = with_settings(base, instances=(instances, threads))
+        candidate = with_settings(spec, instances=(instances, threads))
         trial = measure(options, f"{instances} instances x {threads} threads", candidate)
         best = trial if best is None else better(best, trial, options.p99_ms)
     assert best is not None
 
     print("step 2: padding (and the ragged variant)", flush=True)
+    current = padding_of(best.spec)
     paddings: list[tuple[str, tuple[int, ...]]] = [("batch_longest", ())]
     paddings += [("buckets", b) for b in bucket_choices(lengths, version.preprocessing.max_length)]
-    if _padding_of(best.spec)[0] == "none":
+    if current is None:
+        print(f"  skipped: preprocessing {version.preprocessing.kind} has no padding setting", flush=True)
+        paddings = []
+    elif current[0] == "none":
         print("  skipped: the format takes unpadded tokens (padding: none)", flush=True)
         paddings = []
     for padding, buckets in paddings:
-        if _padding_of(best.spec) == (padding, buckets):
+        if padding_of(best.spec) == (padding, buckets):
             continue  # measured in step 1 already
         candidate = with_settings(best.spec, padding=(padding, buckets))
         label = padding + (f" {','.join(map(str, buckets))}" if buckets else "")
@@ -418,40 +457,46 @@ def tune(options: TuneOptions) -> Trial:
     return best
 
 
-def _default_version(spec: dict[str, Any]) -> dict[str, Any]:
-    version: dict[str, Any] = next(v for v in spec["versions"] if v["version"] == spec["default_version"])
-    return version
-
-
-def _padding_of(spec: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
-    pre = _default_version(spec)["preprocessing"]
-    return pre.get("padding", "batch_longest"), tuple(pre.get("buckets", ()))
+def padding_of(spec: ModelSpec) -> tuple[str, tuple[int, ...]] | None:
+    """(padding, buckets) of the default version; None when its preprocessing kind has no padding."""
+    preprocessing = spec.version(spec.default_version).preprocessing
+    if not isinstance(preprocessing, TextPrepSettings):
+        return None
+    return preprocessing.padding.value, tuple(preprocessing.buckets)
 
 
 def proposal(best: Trial) -> dict[str, Any]:
-    """The tuned keys of the spec (what `--write` changes)."""
-    default = _default_version(best.spec)
-    pre = default["preprocessing"]
+    """The tuned sections of the spec, for the report (`--write` changes what differs)."""
+    spec = best.spec
     result: dict[str, Any] = {
-        "instances": best.spec.get("instances", {}),
-        "batching": best.spec.get("batching", {}),
-        "format": default["model"]["format"],
-        "padding": pre.get("padding", "batch_longest"),
+        "instances": spec.instances.model_dump(mode="json"),
+        "batching": spec.batching.model_dump(mode="json"),
+        "format": spec.version(spec.default_version).model.format,
     }
-    if pre.get("buckets"):
-        result["buckets"] = pre["buckets"]
+    padding = padding_of(spec)
+    if padding is not None:
+        result["padding"] = padding[0]
+        if padding[1]:
+            result["buckets"] = list(padding[1])
     return result
 
 
 TUNED_HEADER = "# Tuned by `tritongen tune`: "
 
 
+def tuned_text(text: str, source: str, tuned: ModelSpec) -> str:
+    """The spec YAML `text` (named `source` in errors) with the fields that differ in `tuned`
+    written into their lines (comments and layout stay); it must load as `tuned`."""
+    edited = apply_changes(text, model_changes(parse_spec(text, source), tuned))
+    if parse_spec(edited, source) != tuned:
+        raise YamlEditError(f"{source}: the edited spec does not load as the tuned one")
+    return edited
+
+
 def write_spec(path: Path, best: Trial, summary: str) -> None:
-    """Write the tuned settings into the spec YAML, editing only the lines of the keys that
-    change (comments and layout stay), under a `# Tuned by` first line; validated first."""
-    original = path.read_text(encoding="utf-8")
-    edited = apply_changes(original, changes_between(yaml.safe_load(original), best.spec))
-    lines = edited.splitlines(keepends=True)
+    """Write the tuned spec into its YAML file, editing only the lines of the fields that
+    change (`tuned_text`), under a `# Tuned by` first line; validated first."""
+    lines = tuned_text(path.read_text(encoding="utf-8"), str(path), best.spec).splitlines(keepends=True)
     if lines and lines[0].startswith(TUNED_HEADER):
         lines = lines[1:]  # the previous run's summary
     text = f"{TUNED_HEADER}{summary}\n" + "".join(lines)

@@ -20,6 +20,15 @@ Triton loads a new model object next to the serving one and swaps it in; request
 flight finish on the old one, and a failed reload leaves the old one serving. An ensemble
 whose composing model failed is not loaded (the previous entry point keeps serving).
 
+Server settings (`ServerSettings`: the rate limiter's `cpu` units, parallel loading, backend
+configs; the manifest's `server_settings`) are flags of the running process: no API changes
+them. `tritongen serve` records the ones it started the server with in the state file; when
+the repository asks for others, `update` still loads every model the running server can take,
+skips those that need the new settings (an instance taking more `cpu` units than the running
+limiter has could never run), names each setting that only a restart applies and the command
+that applies it, and exits non-zero. They depend on the repository budget only
+(`repository.yaml`), never on the number of specs: adding or removing a spec never needs one.
+
 Content index: per Triton model folder, a sha256 over the relative path and content of
 every file under it (config.pbtxt, artifacts, tokenizer files), plus the execution
 environment that `EXECUTION_ENV_PATH` names when it lies outside the folder (environments
@@ -44,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT
-from generator.base.launch import ADMIN_KEY_VARIABLE, admin_headers
+from generator.base.launch import ADMIN_KEY_VARIABLE, ServerSettings, admin_headers
 from generator.errors import TritongenError
 from generator.pipeline.manifest import ManifestModel, read_manifest
 
@@ -150,11 +159,32 @@ def read_state(path: Path) -> dict[str, str]:
     return dict(data.get("models", {}))
 
 
-def write_state(path: Path, repository: Path, models: Mapping[str, str]) -> None:
-    """Record what the server loaded (written atomically)."""
+def read_server_settings(path: Path) -> ServerSettings | None:
+    """The settings the server was started with, as `serve` recorded them (None: unknown)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("server")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UpdateError(f"unreadable update state {path}: {error}") from error
+    if not isinstance(data, dict):
+        return None
+    return ServerSettings(
+        data.get("rate_limit_cores"), data.get("model_load_threads"), tuple(data.get("backend_configs", ()))
+    )
+
+
+def write_state(path: Path, repository: Path, models: Mapping[str, str], server: ServerSettings | None = None) -> None:
+    """Record what the server loaded, and the settings it was started with (written atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    payload = {"format": 1, "repository": str(repository), "models": dict(sorted(models.items()))}
+    payload: dict[str, Any] = {"format": 1, "repository": str(repository), "models": dict(sorted(models.items()))}
+    if server is not None:
+        payload["server"] = {
+            "rate_limit_cores": server.rate_limit_cores,
+            "model_load_threads": server.model_load_threads,
+            "backend_configs": list(server.backend_configs),
+        }
     temporary.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
@@ -192,10 +222,16 @@ class UpdatePlan:
     """(model, reason) in load order; reason is 'new', 'changed' or 'not ready'."""
     unload: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    restart: list[str] = field(default_factory=list)
+    """Server settings that differ from the running server's (`before -> after`): a restart applies them."""
+    held: dict[str, str] = field(default_factory=dict)
+    """Models not loaded because only the restarted server can run them -> why."""
 
     def describe(self) -> str:
         lines = [f"load {name} ({reason})" for name, reason in self.load]
+        lines += [f"hold {name}: {why}" for name, why in self.held.items()]
         lines += [f"unload {name} (not in the repository)" for name in self.unload]
+        lines += [f"server setting needs a restart: {change}" for change in self.restart]
         lines.append(f"{len(self.load)} to load, {len(self.unload)} to unload, {len(self.unchanged)} unchanged")
         return "\n".join(lines)
 
@@ -222,6 +258,25 @@ def plan_update(
     return plan
 
 
+def hold_for_restart(
+    plan: UpdatePlan, running: ServerSettings, wanted: ServerSettings, cpu_units: Mapping[str, int]
+) -> None:
+    """Record the server settings only a restart applies (`running` -> `wanted`) in `plan`, and
+    hold back the loads the running server cannot take: an instance taking more `cpu` units
+    (`cpu_units`: model -> units per instance) than the running rate limiter has, and every
+    ensemble over such a model. Unloads wait too (the update is incomplete)."""
+    plan.restart = running.changes(wanted)
+    if running.rate_limit_cores is None:
+        return  # a server without the limiter runs any instance (unbounded until the restart)
+    for name, _ in plan.load:
+        units = cpu_units.get(name)
+        if units is not None and units > running.rate_limit_cores:
+            plan.held[name] = (
+                f"an instance takes {units} cpu units, the running server's rate limiter has {running.rate_limit_cores}"
+            )
+    plan.load = [(name, reason) for name, reason in plan.load if name not in plan.held]
+
+
 @dataclass
 class UpdateResult:
     loaded: list[str] = field(default_factory=list)
@@ -229,10 +284,12 @@ class UpdateResult:
     skipped: dict[str, str] = field(default_factory=dict)
     unloaded: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    restart: list[str] = field(default_factory=list)
+    """Server settings not applied: only a restart applies them (`UpdatePlan.restart`)."""
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.skipped
+        return not self.failed and not self.skipped and not self.restart
 
 
 def http_client(url: str, timeout_s: float = 600.0) -> Any:
@@ -279,7 +336,9 @@ def apply_update(
     """Load and unload as planned; ensembles over failed models are skipped."""
     from tritonclient.utils import InferenceServerException
 
-    result = UpdateResult()
+    result = UpdateResult(restart=list(plan.restart))
+    for name, why in plan.held.items():
+        result.skipped[name] = f"needs a restart ({why})"
     started = time.monotonic()
     for name, reason in plan.load:
         blocked = [s for s in index[name].steps if s in result.failed or s in result.skipped]
@@ -325,6 +384,8 @@ def update(
     state_path = state_path or default_state_path(url)
     headers = admin_headers(admin_key)
     index = content_index(repository)
+    manifest = read_manifest(repository)
+    running = read_server_settings(state_path)
     client = http_client(url)
     try:
         states = server_states(client, headers)
@@ -337,6 +398,14 @@ def update(
             progress(f"no record of what the server loaded ({state_path}): reloading every model")
         gone = [name for name, state in states.items() if state == "READY" and name not in index]
         plan = plan_update(index, recorded, states, ensembles_among(client, headers, gone))
+        if running is None:
+            progress(
+                f"the running server's settings are unknown (no record in {state_path}): if they differ from the "
+                f"repository's ({' '.join(manifest.server_settings().flags())}), only a restart applies them"
+            )
+        else:
+            units = {name: model.cpu_units for name, model in manifest.models.items() if model.cpu_units is not None}
+            hold_for_restart(plan, running, manifest.server_settings(), units)
         progress(plan.describe())
         if dry_run:
             return UpdateResult()
@@ -346,7 +415,7 @@ def update(
     models = {name: digest for name, digest in recorded.items() if name in index}
     for name in plan.unchanged + result.loaded:
         models[name] = index[name].digest
-    write_state(state_path, repository, models)
+    write_state(state_path, repository, models, running)
     return result
 
 
@@ -356,17 +425,18 @@ def record_loaded(
     admin_key: str | None,
     index: Mapping[str, ModelEntry],
     state_path: Path | None = None,
+    settings: ServerSettings | None = None,
 ) -> Path:
-    """Write the state of a freshly started server: `index` (taken before start) of its READY models."""
+    """Write the state of a freshly started server: `index` (taken before start) of its READY
+    models, and the settings it was started with (default: the repository manifest's)."""
     client = http_client(url, timeout_s=60)
     try:
         states = server_states(client, admin_headers(admin_key))
     finally:
         client.close()
     path = state_path or default_state_path(url)
-    write_state(
-        path, repository.resolve(), {name: entry.digest for name, entry in index.items() if states.get(name) == "READY"}
-    )
+    ready = {name: entry.digest for name, entry in index.items() if states.get(name) == "READY"}
+    write_state(path, repository.resolve(), ready, settings or read_manifest(repository).server_settings())
     return path
 
 
@@ -389,6 +459,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     if result.ok:
         print(summary)
         return 0
+    if result.restart:
+        print(restart_refusal(result.restart, args.repository), file=sys.stderr)
     print(
         f"{summary}, {len(result.failed)} FAILED, {len(result.skipped)} skipped "
         "(the previous versions of these models keep serving):",
@@ -397,6 +469,21 @@ def cmd_update(args: argparse.Namespace) -> int:
     for name, error in {**result.failed, **result.skipped}.items():
         print(f"  {name}: {error}", file=sys.stderr)
     return 1
+
+
+def restart_refusal(changes: list[str], repository: Path) -> str:
+    """Why `update` did not apply `changes` (server settings) and the commands that apply them."""
+    lines = [
+        f"refused: {len(changes)} server setting(s) differ from the running server's; only a restart applies them:"
+    ]
+    lines += [f"  {change}" for change in changes]
+    lines += [
+        "apply them by starting the server again on the regenerated repository:",
+        f"  tritongen serve: stop it (Ctrl-C), then `tritongen serve --repository {repository}`",
+        "  containers: stop it, then `sh docker-run.sh` or `docker compose up` in the repository",
+        "  Kubernetes: bake the image and roll out the regenerated deploy/k8s manifests (docs/operations.md)",
+    ]
+    return "\n".join(lines)
 
 
 def add_update_subcommand(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Line-level edits of a YAML document that keep everything else (comments, order, layout).
 
-`tritongen tune --write` changes a few keys of a hand-written spec; re-dumping the document
-would drop every comment. This edits only the lines of the keys that change, for the YAML
+`tritongen tune --write` changes a few fields of a hand-written spec; re-dumping the document
+would drop every comment. `model_changes` lists the fields that differ between the spec as
+loaded and as tuned; `apply_changes` edits only the lines of those keys, for the YAML
 that specs are written in: block mappings, block sequences of mappings (`versions:`), and
 one-line flow mappings (`batching: {max_batch_size: 32, ...}`); values written are scalars,
 flow lists and flow mappings. `apply_changes` checks its result: the edited text must load
@@ -10,12 +11,15 @@ as the wanted document, else it raises instead of writing something else.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from generator.errors import TritongenError
 
@@ -36,26 +40,41 @@ class Change:
     value: Any
 
 
-def changes_between(old: Any, new: Any, path: Path_ = ()) -> list[Change]:
-    """The changes that turn document `old` into `new` (mappings by key, lists of mappings of
-    equal length by index; any other difference replaces the value)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        changes = [Change((*path, key), DELETE) for key in old if key not in new]
-        for key, value in new.items():
-            if key not in old:
-                changes.append(Change((*path, key), value))
-            elif old[key] != value:
-                changes += changes_between(old[key], value, (*path, key))
-        return changes
-    if (
-        isinstance(old, list)
-        and isinstance(new, list)
+def model_changes(old: BaseModel, new: BaseModel, path: Path_ = ()) -> list[Change]:
+    """The changes that turn a document loading as `old` into one loading as `new`: two models
+    of one class compared field by field (nested models of one class, and tuples of them of
+    equal length by index, field by field too). A changed field is set to its new value in
+    YAML's plain types; one changed to its default empty tuple is deleted (`buckets`)."""
+    if type(old) is not type(new):
+        raise TypeError(
+            f"model_changes compares two models of one class, not {type(old).__name__} and {type(new).__name__}"
+        )
+    changes: list[Change] = []
+    for name, info in type(new).model_fields.items():
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        where = (*path, name)
+        if isinstance(before, BaseModel) and type(before) is type(after):
+            changes += model_changes(before, after, where)
+        elif _alike_models(before, after):
+            for index, (a, b) in enumerate(zip(before, after, strict=True)):
+                changes += model_changes(a, b, (*where, index))
+        elif after == () and info.default == ():
+            changes.append(Change(where, DELETE))
+        else:
+            changes.append(Change(where, to_jsonable_python(after)))
+    return changes
+
+
+def _alike_models(old: Any, new: Any) -> bool:
+    """Whether `old` and `new` are tuples of equal length of models of one class, item by item."""
+    return (
+        isinstance(old, tuple)
+        and isinstance(new, tuple)
         and len(old) == len(new)
-        and all(isinstance(item, dict) for item in old + new)
-    ):
-        pairs = enumerate(zip(old, new, strict=True))
-        return [change for index, (a, b) in pairs for change in changes_between(a, b, (*path, index))]
-    return [Change(path, new)]
+        and all(isinstance(a, BaseModel) and type(a) is type(b) for a, b in zip(old, new, strict=True))
+    )
 
 
 def apply_changes(text: str, changes: Sequence[Change]) -> str:
@@ -267,16 +286,16 @@ def _split_top_level(text: str) -> list[str]:
 
 def _changed(document: Any, change: Change) -> Any:
     """`document` with `change` applied (the expected result of an edit)."""
-    import copy
-
     document = copy.deepcopy(document)
-    target = document
+    parent = document
     for step in change.path[:-1]:
-        if isinstance(step, str) and step not in target:
-            target[step] = {}
-        target = target[step]
+        if isinstance(step, str) and step not in parent:
+            if change.value is DELETE:
+                return document  # nothing to delete (`_apply` leaves the text alone too)
+            parent[step] = {}
+        parent = parent[step]
     if change.value is DELETE:
-        target.pop(change.path[-1], None)
+        parent.pop(change.path[-1], None)
     else:
-        target[change.path[-1]] = change.value
+        parent[change.path[-1]] = change.value
     return document

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import many
-from generator.pipeline.spec import ModelSpec
+from generator.pipeline.plan import plan_repository
+from generator.pipeline.repository_settings import resolve_budget
+from generator.pipeline.spec import REPOSITORY_FILE, ModelSpec, load_specs
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +94,89 @@ def test_queue_summary_splits_the_hottest_model_from_the_others() -> None:
         "compute_ms_per_batch": pytest.approx(20.0),
     }
     assert summary["others"]["models"] == 2 and summary["others"]["queue_ms"] == pytest.approx(1.0)
+
+
+def test_catalogue_weights_are_the_zipf_shares_and_give_the_hottest_the_cores(specs: list[dict[str, Any]]) -> None:
+    assert [spec["traffic_weight"] for spec in specs[:3]] == [1.0, 0.5, 0.333333]
+    plan = plan_repository([ModelSpec.model_validate(spec) for spec in specs[:5]], "local", 2)
+    assert [(i.spec_name, i.instances, i.threads) for i in plan.inference_models()] == [
+        ("clf000", 2, 1),
+        *((f"clf00{index}", 1, 1) for index in range(1, 5)),
+    ]
+
+
+def test_written_specs_carry_the_memory_budget(specs: list[dict[str, Any]], tmp_path: Path) -> None:
+    folder = many.write_specs(tmp_path, specs[:2], memory_mib=4096)
+    assert [spec.name for spec in load_specs(folder)] == ["clf000", "clf001"]
+    assert resolve_budget(folder, cores=2).memory_mib == 4096
+    many.write_specs(tmp_path, specs[:1])
+    assert sorted(path.name for path in folder.iterdir()) == ["clf000.yaml", REPOSITORY_FILE]
+
+
+def _step(models: int, rps: float, p99: float, failed: int = 0, returncode: int = 0) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "models": models,
+        "hottest": "2 x 1",
+        "instances": models + 1,
+        "load": {
+            "rps": rps,
+            "p50_ms": p99 / 3,
+            "p99_ms": p99,
+            "pss_mb": 400.0 + 80 * models,
+            "threads": 60,
+            "processes": 3 + models,
+            "errors": 0,
+            "requests": int(rps * 10),
+        },
+        "server_setting_changes": [],
+    }
+    if models > 1:
+        step["update"] = {
+            "seconds": 3.0,
+            "returncode": returncode,
+            "refused": False,
+            "loaded": [],
+            "requests": 500,
+            "failed": failed,
+            "p99_ms_max": p99 * 2,
+        }
+    return step
+
+
+def test_growth_targets_count_every_request_and_compare_with_the_first_step() -> None:
+    steps = [_step(1, 100.0, 400.0), _step(2, 98.0, 420.0), _step(3, 95.0, 500.0)]
+    verdicts = {t["target"]: t["met"] for t in many.evaluate_growth(steps)}
+    assert verdicts == {
+        "0 failed requests": True,
+        "every model added by `tritongen update`, no restart": True,
+        "Zipf throughput with 3 models >= 0.9 x single": True,
+        "Zipf p99 with 3 models <= 1.5 x single": True,
+    }
+    steps[1]["update"]["failed"] = 2
+    steps[2]["server_setting_changes"] = ["server setting ...: (none) -> --rate-limit=execution_count"]
+    failed = {t["target"]: t for t in many.evaluate_growth(steps)}
+    assert not failed["0 failed requests"]["met"] and failed["0 failed requests"]["detail"].startswith("2 of ")
+    assert not failed["every model added by `tritongen update`, no restart"]["met"]
+    stopped = [_step(1, 100.0, 400.0), {"models": 2, "update": {**_step(2, 0, 0)["update"], "returncode": 1}}]
+    assert [t["met"] for t in many.evaluate_growth(stopped)] == [True, False]
+
+
+def test_growth_report_has_a_row_per_step() -> None:
+    steps = [_step(1, 100.0, 400.0), _step(2, 98.0, 420.0)]
+    data = {
+        "steps": steps,
+        "targets": many.evaluate_growth(steps),
+        "quantize": "dynamic_int8",
+        "cores": 2,
+        "memory_mib": 16384,
+        "host": "h",
+        "load_average": ["1", "1", "1"],
+        "concurrency": 32,
+        "seconds": 10,
+        "warmup_s": 3,
+        "notes": ["n"],
+    }
+    text = many.growth_markdown(data)
+    assert "1 -> 2 classifiers (dynamic_int8)" in text
+    assert "| 2 | 2 x 1 | 3 | 3.0 | 0 of 500 | 98.0 | 0.98 | 140 | 420 | 1.05 | 560 | 80.0 | 60 | 5 | 0 |" in text
+    assert "**MET**" in text and "- note: n" in text

@@ -1,4 +1,4 @@
-"""The benchmark table's per-cell columns and issue 11's targets, from hand-made results (no server)."""
+"""The benchmark table's per-cell columns and the ragged S4's targets, from hand-made results (no server)."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def test_table_has_corpus_cpu_per_request_and_batch_columns() -> None:
     assert "| corpus |" in header and "| CPU ms/req | avg batch |" in header
     row = next(line for line in text.splitlines() if RAGGED in line and "long-tail" in line)
     assert "| 130.0 |" in row and "| 11.5 | 9.0 |" in row  # 1.5 cores / 130 req/s = 11.5 ms
-    assert "## Targets of issue 11 (ragged S4)" in text
-    # the first issue's S4 choice ignores the long-tail cells
+    assert "## Targets of the ragged S4" in text
+    # the serving targets' S4 choice ignores the long-tail cells
     assert report.s4_choice(_run()) == RAGGED
 
 

@@ -49,3 +49,36 @@ def test_unknown_arguments_are_still_errors(capsys: pytest.CaptureFixture[str]) 
         cli.main(["check", "--no-such-option"])
     assert exited.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["image", "bake"])
+def test_container_tools_name_themselves_as_typed(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert capsys.readouterr().out.startswith(f"usage: tritongen {command} ")
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    action = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = action.choices[name]
+    assert isinstance(parser, argparse.ArgumentParser)
+    return parser
+
+
+def test_serve_options_are_described_with_their_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    for action in _subparser("serve")._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings[0]} is undescribed"
+        if action.default not in (None, False, True, argparse.SUPPRESS):
+            assert "default" in (action.help or ""), f"{action.option_strings[0]} does not state its default"
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in (
+        "(default: 8000)",
+        "(default: 8001)",
+        "(default: 8002)",
+        "(default: 127.0.0.1)",
+        "(default: 300.0)",
+    ):
+        assert default in out

@@ -41,7 +41,11 @@ def test_generate_is_deterministic_and_check_passes(
     again = tmp_path / "repository"
     assert main(["generate", "--output", str(again), "--cores", "2", *channel_args(conda_channels)]) == 0
     assert tree_digest(again) == tree_digest(generated_repository)
+    capsys.readouterr()
     assert main(["check", "--output", str(again), *channel_args(conda_channels)]) == 0
+    checked = capsys.readouterr()
+    assert checked.out.startswith("ok: "), checked.out  # the verdict alone, as the README promises
+    assert "environment textprep-tok023:" in checked.err  # what the solve says on the way
 
 
 def test_failed_generation_leaves_the_output_untouched(

@@ -1,15 +1,19 @@
-"""The client examples of README.md ("Calling a model") and docs/clients.md, run as written
-against a real tritonserver serving minilm_embed and text_classifier (addresses substituted)."""
+"""The client examples of README.md ("Calling a model", the admin API call) and docs/clients.md,
+run as written against a real tritonserver serving minilm_embed and text_classifier with
+restricted admin APIs, as `tritongen serve` starts it (addresses substituted)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
+from generator.serving.update import state_dir
 
 from .conftest import READY_TIMEOUT_S
 
@@ -27,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ("minilm_embed", "text_classifier")
+ADMIN_KEY = "client-examples-admin-key"
 
 
 def blocks(path: Path, language: str, section: str | None = None) -> list[str]:
@@ -52,7 +58,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[str]) 
     generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels))
     http, grpc, metrics = free_ports(3)
     process = start_ready_server(
-        ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics)), folder, READY_TIMEOUT_S
+        ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key=ADMIN_KEY),
+        folder,
+        READY_TIMEOUT_S,
     )
     try:
         yield process
@@ -103,3 +111,45 @@ def test_curl_examples_answer(server: TritonProcess, tmp_path: Path, document: s
             answers.append(answer)
             text = text[end:].strip()
         assert answers and all("outputs" in a for a in answers), done.stdout[:500]
+
+
+def test_admin_example_lists_the_repository_with_the_key(server: TritonProcess, tmp_path: Path) -> None:
+    """README's admin API call, run from a checkout whose `serve` wrote its key where `serve` does."""
+    section = "The admin APIs need a key"
+    (code,) = [c for c in blocks(ROOT / "README.md", "bash", section) if "curl" in c]
+    key_file = tmp_path / state_dir("localhost:8000").relative_to(ROOT) / "admin-key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(ADMIN_KEY + "\n")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", addressed(code, server)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, (code, done.stderr)
+    states = {entry["name"]: entry.get("state") for entry in json.loads(done.stdout)}
+    assert states["minilm_embed"] == states["text_classifier"] == "READY", states
+    request = urllib.request.Request(f"http://{server.http_url}/v2/repository/index", data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403 and "restricted" in refused.value.read().decode()
+
+
+def test_stop_says_it_waits_for_an_open_connection(server: TritonProcess) -> None:
+    """Runs last: it stops the module's server. An idle keep-alive HTTP connection holds
+    tritonserver's shutdown until it closes (docs/facts.md, "Stopping"): `stop` says so, and once
+    the client closes it the server unloads every model and exits cleanly (exit code 0, not the
+    1 of an expired exit timeout)."""
+    host, port = server.http_url.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("GET", "/v2/health/live")
+    assert connection.getresponse().read() == b""
+    said: list[str] = []
+
+    def progress(line: str) -> None:
+        said.append(line)
+        connection.close()  # what the message asks the user to do
+
+    assert server.stop(progress=progress) == 0
+    assert len(said) == 1 and "open HTTP connection(s)" in said[0], said

@@ -1,4 +1,4 @@
-"""The generated deploy files restrict the admin APIs in a real container (issue 10, item 6).
+"""The generated deploy files restrict the admin APIs in a real container.
 
 `docker-run.sh`, as `tritongen generate` writes it, is run with a secret file the operator names
 at run time (`TRITONGEN_ADMIN_KEY_FILE`): the server answers clients, and refuses every admin

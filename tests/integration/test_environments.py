@@ -1,4 +1,4 @@
-"""Per-version execution environments in a real tritonserver (issue 3).
+"""Per-version execution environments in a real tritonserver.
 
 Builds the offline conda channel and the two `envs/textprep-tok0*.yml` environments (cached
 under build/), then serves two versions of one preprocessing model, each in its own packed

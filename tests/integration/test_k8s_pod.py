@@ -1,4 +1,4 @@
-"""The generated Deployment's pod, run for real in Docker, and a rolling update (issue 13).
+"""The generated Deployment's pod, run for real in Docker, and a rolling update.
 
 The repository `generate` wrote (with `deploy/k8s/`) is baked into its image by
 `generator.containers.bake`; `tests/k8s_pod.py` turns the Deployment's container spec into a

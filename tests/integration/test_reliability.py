@@ -1,4 +1,4 @@
-"""Reliability and security (issue 6) on a real tritonserver with the admin APIs restricted.
+"""Reliability and security on a real tritonserver with the admin APIs restricted.
 
 One server per module serves a hard-linked copy of the generated repository. The tests run
 in file order: key checks, a zero-downtime update under a client loop (the default version
@@ -524,9 +524,17 @@ def test_serve_default_serves_the_healthy_models_and_lists_the_failed(broken_rep
         assert infer(http, httpclient, "minilm_embed_v1", output="EMBEDDING").shape == (384,)
         assert not http.is_model_ready("text_classifier_v1_model")
         assert list(temporary.glob("tritongen-serve-*")), "serve's backend folder is not under $TMPDIR"
+        # Stopped while a client keeps its HTTP connection open: tritonserver waits for it (up to
+        # its exit timeout) before it unloads anything; serve says so and stops once it closes.
+        process.send_signal(signal.SIGTERM)
+        while not lines[-1].startswith("  tritonserver waits for") and lines[-1]:
+            lines.append(process.stdout.readline())
+        assert "waits for 1 open HTTP connection(s)" in lines[-1], "".join(lines)
+        http.close()
     finally:
         process.send_signal(signal.SIGTERM)
-        _out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=120)
     assert "FAILED to load" in err and "text_classifier_v1_model: " in err and "Protobuf" in err, err
     assert process.returncode == 0
+    assert "tritonserver stopped (exit code 0)" in out, out
     assert list(temporary.glob("tritongen-serve-*")) == [], "serve left its temporary folder behind"

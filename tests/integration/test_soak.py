@@ -1,4 +1,4 @@
-"""A short soak (issue 6) in CI: mixed valid and 10% malformed traffic on a real tritonserver.
+"""A short soak in CI: mixed valid and 10% malformed traffic on a real tritonserver.
 
 The full 10-minute soak is `python -m bench.soak` (report under bench/results/).
 """

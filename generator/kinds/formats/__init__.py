@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
 FORMATS: dict[str, InferenceFormat] = {
-    kind.name: kind for kind in (Onnx(), TorchScript(), OnnxRagged(), TorchScriptRagged())
+    inference_format.name: inference_format
+    for inference_format in (Onnx(), TorchScript(), OnnxRagged(), TorchScriptRagged())
 }
 """Every inference format by its spec name."""
 
@@ -37,9 +38,10 @@ def get_format(name: str) -> InferenceFormat:
 def format_for_config(config: mc.ModelConfig) -> InferenceFormat | None:
     """The format of an inference model's config (backend, file name, ragged inputs)."""
     ragged = any(tensor.allow_ragged_batch for tensor in config.input)
-    for kind in FORMATS.values():
-        if (kind.backend, kind.filename, kind.ragged) == (config.backend, config.default_model_filename, ragged):
-            return kind
+    wanted = (config.backend, config.default_model_filename, ragged)
+    for inference_format in FORMATS.values():
+        if (inference_format.backend, inference_format.filename, inference_format.ragged) == wanted:
+            return inference_format
     return None
 
 

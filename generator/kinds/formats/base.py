@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from generator.base.footprint import Footprint
 from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.errors import TritongenError
 from generator.kinds.builders.base import Builder
@@ -40,11 +41,22 @@ class InferenceFormat(ABC):
     pad (`padding: none`), every request of any length batches with every other."""
     ragged_variant: ClassVar[str | None] = None
     """The ragged format that serves this format's builders unpadded (`tune` measures it)."""
-    memory_mib: ClassVar[float]
-    """Memory of one instance in the Kubernetes pod (a runner's stub with onnxruntime or torch and
-    its own copy of the weights): the mean proportional set size (PSS) per process measured on the
-    local image with the shipped specs (see the Kubernetes deploy output), an upper bound for
-    NVIDIA's native backends, which run instances inside tritonserver."""
+    standin_memory: ClassVar[Mapping[str | None, Footprint]]
+    """Memory of one instance on the `local` stand-ins (a runner's stub process with onnxruntime or
+    torch and its own copy of the weights), by `model.quantize` method (None: full precision).
+    Measured with MiniLM-L6-sized encoders (the only ones the builders make): a `file` build of
+    another size is counted at these figures."""
+    native_memory: ClassVar[Mapping[str | None, Footprint]] = {}
+    """The same on NVIDIA's native backend (a session inside tritonserver, no process). A
+    precision measured on the stand-in only counts at the stand-in's figure: an upper bound
+    (the native backend saves the process)."""
+
+    def memory(self, native: bool, quantize: str | None) -> Footprint:
+        """One instance's footprint on the native backends (`native`) or the stand-ins, at the
+        precision `quantize` (a method this format has no figure for counts at full precision)."""
+        table = self.native_memory if native else self.standin_memory
+        found = table.get(quantize) or self.standin_memory.get(quantize) or table.get(None)
+        return found or self.standin_memory[None]
 
     @abstractmethod
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generator.base.footprint import Footprint
 from generator.base.tensors import dims_agree, type_name
 from generator.kinds.formats.base import InferenceFormat
 
@@ -24,14 +25,44 @@ QUANTIZED_OPS = ["MatMul", "Gather"]
 """Operators whose constant weights are quantized: the dense layers and the embedding tables
 (quantizing the tables too costs MiniLM no measurable fidelity and saves 35 of its 90 MB)."""
 
+STANDIN_MEMORY: dict[str | None, Footprint] = {
+    None: Footprint(
+        170.0,
+        "mean PSS of the shipped specs' onnx inference stubs in the Kubernetes pod (baked local image, "
+        "2 cores, every entry point answered over HTTP and gRPC): 123-422 MiB, mean 170 "
+        "(tests/integration/test_k8s_pod.py, 2026-12-01); bench.many's 100 fp32 classifiers: 134.7 each",
+    ),
+    "dynamic_int8": Footprint(
+        83.0,
+        "mean PSS of the inference stubs of `python -m bench.many --grow --models 5 --quantize dynamic_int8` "
+        "(int8 prototype classifiers, one instance each but the hottest's two, under a Zipf load; 2 cores, "
+        "2026-12-07): 82.7 with 6 stubs, 99.2 with 2; 77-79 MiB of server PSS per extra model",
+    ),
+}
+"""One instance of the onnx formats on the `local` stand-in, by `model.quantize` method."""
+NATIVE_MEMORY: dict[str | None, Footprint] = {
+    None: Footprint(
+        128.0,
+        "PSS per extra model on NVIDIA's r24.10 onnxruntime and python backends (tritonserver 2.51), "
+        "bench.many's prototype classifiers (MiniLM-L6 + head), one instance each: 373 MiB for 1 model, "
+        "2,800 MiB for 20",
+    ),
+    "dynamic_int8": Footprint(
+        38.5,
+        "as the fp32 figure, the int8 classifiers: 185 MiB for 1 model, 916 MiB for 20",
+    ),
+}
+"""One instance of the onnx formats on NVIDIA's native onnxruntime backend (a session inside
+tritonserver), by `model.quantize` method."""
+
 
 class Onnx(InferenceFormat):
     name = "onnx"
     filename = "model.onnx"
     backend = "onnxruntime"
     ragged_variant = "onnx_ragged"
-    memory_mib = 170.0
-    """Measured 123-422 MiB per instance (mean 170)."""
+    standin_memory = STANDIN_MEMORY
+    native_memory = NATIVE_MEMORY
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         outputs = ("logits", "label") if model_kind == "classifier" else ("embedding",)
@@ -195,17 +226,17 @@ def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
     problems = []
     # Batch inputs are graph inputs of shape [-1] computed by the backend (ragged batching).
     computed = [
-        _ComputedInput(target, batch_input.data_type) for batch_input in config.batch_input
-        for target in batch_input.target_name
+        _ComputedInput(target_name, batch_input.data_type) for batch_input in config.batch_input
+        for target_name in batch_input.target_name
     ]  # fmt: skip
-    for kind, declared, actual in (
+    for side, declared, actual in (
         ("input", [*config.input, *computed], [i for i in graph.input if i.name not in initializers]),
         ("output", config.output, list(graph.output)),
     ):
         graph_tensors = {t.name: t for t in actual}
         if set(graph_tensors) != {t.name for t in declared}:
             problems.append(
-                f"{config.name}: config {kind}s {sorted(t.name for t in declared)} differ from the "
+                f"{config.name}: config {side}s {sorted(t.name for t in declared)} differ from the "
                 f"ONNX graph's {sorted(graph_tensors)} ({path})"
             )
             continue
@@ -214,7 +245,7 @@ def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
             onnx_type = ONNX_TYPES.get(info.elem_type, f"onnx type {info.elem_type}")
             if onnx_type != type_name(tensor.data_type):
                 problems.append(
-                    f"{config.name}: {kind} {tensor.name!r} is {type_name(tensor.data_type)} in "
+                    f"{config.name}: {side} {tensor.name!r} is {type_name(tensor.data_type)} in "
                     f"the config but {onnx_type} in the ONNX graph"
                 )
             graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.shape.dim]
@@ -226,7 +257,7 @@ def check_onnx(path: Path, config: mc.ModelConfig) -> list[str]:
                 expected = list(tensor.dims)
             if not dims_agree(tuple(graph_dims), tuple(expected)):
                 problems.append(
-                    f"{config.name}: {kind} {tensor.name!r} has dims {expected} (with batch) in "
+                    f"{config.name}: {side} {tensor.name!r} has dims {expected} (with batch) in "
                     f"the config but {graph_dims} in the ONNX graph"
                 )
     return problems

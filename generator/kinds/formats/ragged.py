@@ -28,7 +28,10 @@ from generator.base.spec_sources import resolve_source
 from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.kinds.builders.base import Builder
 from generator.kinds.formats.base import InferenceFormat
+from generator.kinds.formats.onnx import NATIVE_MEMORY as ONNX_NATIVE_MEMORY
 from generator.kinds.formats.onnx import QUANTIZE_METHODS, append_label_lookup, check_onnx, onnx_runner, quantize_onnx
+from generator.kinds.formats.onnx import STANDIN_MEMORY as ONNX_STANDIN_MEMORY
+from generator.kinds.formats.torchscript import STANDIN_MEMORY as TORCHSCRIPT_STANDIN_MEMORY
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 if TYPE_CHECKING:
@@ -90,8 +93,10 @@ class OnnxRagged(_Ragged):
     name = "onnx_ragged"
     filename = "model.onnx"
     backend = "onnxruntime"
-    memory_mib = 170.0
-    """As `onnx` (the same runner and weights)."""
+    standin_memory = ONNX_STANDIN_MEMORY
+    """As `onnx`: the same runner and weights (measured together in the Kubernetes pod)."""
+    native_memory = ONNX_NATIVE_MEMORY
+    """As `onnx` (the same weights in the same runtime; not measured on its own)."""
 
     def parameters(self, threads: int) -> dict[str, str]:
         return {"intra_op_thread_count": str(threads), "inter_op_thread_count": "1"}
@@ -143,7 +148,7 @@ class TorchScriptRagged(_Ragged):
     name = "torchscript_ragged"
     filename = "model.pt"
     backend = "pytorch"
-    memory_mib = 267.0
+    standin_memory = TORCHSCRIPT_STANDIN_MEMORY
     """As `torchscript` (the same runner and weights)."""
     process_wide_threads = True
     classifiers = False

@@ -14,7 +14,7 @@ from generator.errors import TritongenError
 from generator.kinds.preprocessing.base import PreprocessingKind, PreprocessingSettings
 from generator.kinds.preprocessing.textprep import TextPrep
 
-PREPROCESSORS: dict[str, PreprocessingKind] = {kind.name: kind for kind in (TextPrep(),)}
+PREPROCESSORS: dict[str, PreprocessingKind] = {preprocessor.name: preprocessor for preprocessor in (TextPrep(),)}
 """Every preprocessing kind by its spec name."""
 
 

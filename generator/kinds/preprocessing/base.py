@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from generator.base.footprint import Footprint
 from generator.base.spec_sources import Source, StrictModel
 from generator.base.tensors import TensorPlan
 
@@ -49,6 +50,9 @@ class PreprocessingKind(ABC):
     """Triton backend of the preprocessing model (one of NVIDIA's image)."""
     package: ClassVar[str]
     """Distribution name of the versioned package the model runs, pinned in its environment."""
+    memory: ClassVar[Footprint]
+    """Memory of one instance: a python-backend stub process on every target (NVIDIA's image runs
+    python models in stubs too), counted in the repository's expected memory."""
 
     @abstractmethod
     def inputs(self) -> tuple[TensorPlan, ...]:

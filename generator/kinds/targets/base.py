@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from generator.base.footprint import Footprint
 from generator.errors import TritongenError
 
 TRITON_RELEASE = "24.10"
@@ -42,5 +43,10 @@ class Target:
     """The server's stub as `tritongen env --target` names it."""
     stub_source: str
     """Where the server's stub comes from (environment checks name it)."""
+    server_memory: Footprint
+    """tritonserver itself, with the backends the shipped repository loads (not its instances)."""
+    native_inference: bool
+    """Inference instances run inside tritonserver (NVIDIA's native backends: no process, no
+    /dev/shm region each); False: one stand-in stub process per instance."""
     triton_root: PurePosixPath = CONTAINER_TRITON_ROOT
     """Where the server's image keeps `bin/tritonserver` and `backends/`."""

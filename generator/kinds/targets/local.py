@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from generator.base.footprint import Footprint
 from generator.kinds.targets.base import TRITON_RELEASE, Target
 
 IMAGE_REPOSITORY = "tritongen-triton"
@@ -29,4 +30,11 @@ LOCAL = Target(
     server_stub_python="3.11",
     stub_name="local",
     stub_source="nvidia-pytriton 0.7.0's embedded server, project Python",
+    server_memory=Footprint(
+        50.0,
+        "PSS of tritonserver (HTTP/gRPC frontends, ensembles, the python backend; the stand-ins' "
+        "instances are processes of their own) in the Kubernetes pod with the shipped specs (baked local "
+        "image, 2 cores; tests/integration/test_k8s_pod.py, 2026-12-01)",
+    ),
+    native_inference=False,
 )

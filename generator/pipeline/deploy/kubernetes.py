@@ -14,9 +14,11 @@ generated text:
 The pod runs the image with the repository baked in (`tritongen-repository:<generation>`, built
 by `generator.containers.bake` FROM the target's `server_image`), with the same command line as
 the deploy files (the admin-key launcher, explicit model control loading every model), the
-admin key from a Secret (`secretKeyRef`), Guaranteed QoS with CPU = the plan's core budget,
-memory from the footprint measured on the local image (MEASURED and the formats' `memory_mib`,
-with headroom), `/dev/shm` and `/tmp` as emptyDirs under a read-only root filesystem, non-root,
+admin key from a Secret (`secretKeyRef`), Guaranteed QoS with CPU = the plan's core budget and
+memory = the plan's pod memory (`RepositoryPlan.pod_memory_mib`: the expected memory from the
+measured footprints of the target's server and each instance, with MEMORY_HEADROOM; the same
+figure `generate` checks against the repository's memory budget), `/dev/shm` and `/tmp` as
+emptyDirs under a read-only root filesystem, non-root,
 no privilege escalation, no capabilities, seccomp RuntimeDefault, probes on `/v2/health/ready`
 and `/v2/health/live` timed from the measured load.
 """
@@ -34,11 +36,13 @@ import yaml
 from generator.base.launch import ADMIN_KEY_VARIABLE, THREAD_VARIABLES, ServerPorts
 from generator.pipeline.deploy.base import DeployOutput
 from generator.pipeline.deploy.launcher import CONTAINER_PORTS, launch_arguments
-from generator.pipeline.plan import RepositoryPlan
+from generator.pipeline.plan import STUB_SHM_MIB, RepositoryPlan
+from generator.pipeline.repository_settings import MEMORY_HEADROOM as MEMORY_HEADROOM
 
 K8S_DIR = "deploy/k8s"
 """Where the manifests go, relative to the repository root (a folder without config.pbtxt:
-`serve` and the deploy files load models by name, so Triton never looks at it)."""
+Triton lists it in its repository index, but `serve`, the deploy files and the pod load models
+by name, so it is never loaded; docs/repository.md, "Layout")."""
 DEPLOYMENT_FILE = f"{K8S_DIR}/base/deployment.yaml"
 """The Deployment, relative to the repository (bake reads the baked image's name there)."""
 APP = "tritongen"
@@ -58,24 +62,16 @@ GENERATION_ANNOTATION = "tritongen.io/generation"
 
 @dataclass(frozen=True)
 class Measured:
-    """Footprint and load time of the shipped specs (4 specs, 2 cores: 19 stub processes) in the
+    """Volumes and load time of the shipped specs (4 specs, 2 cores: 19 stub processes) in the
     pod, measured 2026-12-01 by tests/integration/test_k8s_pod.py (which prints these figures on
-    every run and fails when the footprint outgrows them by more than 25 %): the baked local
-    image, uid 1000, read-only root filesystem, CPU limit 2, on a shared 2-core machine.
-
-    Per process: proportional set size (PSS, `/proc/<pid>/smaps_rollup`) after loading and
-    answering every entry point over HTTP and gRPC, the mean per kind (so that the sum over the
-    plan's instances is the measured total: 2.9 GiB PSS, cgroup peak 3.0 GiB with /tmp and
-    /dev/shm); an inference instance's figure is its format's `memory_mib`. NVIDIA's native
-    backends run instances inside tritonserver without a Python process each: the figures are an
-    upper bound for the `ngc` target.
+    every run and fails when the footprint outgrows the pod's memory by more than 25 %): the
+    baked local image, uid 1000, read-only root filesystem, CPU limit 2, on a shared 2-core
+    machine. The memory figures of the same run (PSS per process after loading and answering
+    every entry point over HTTP and gRPC: 2.9 GiB in all, cgroup peak 3.0 GiB) are the kinds'
+    own: `Target.server_memory`, `PreprocessingKind.memory`, `InferenceFormat.memory`.
     """
 
-    server_mib: float = 50.0
-    """tritonserver itself (HTTP/gRPC frontends, ensembles, the python backend)."""
-    preprocess_mib: float = 43.0
-    """One preprocessing instance (a python stub with numpy and tokenizers): 36-54 MiB."""
-    shm_mib_per_process: float = 1.0
+    shm_mib_per_process: float = STUB_SHM_MIB
     """/dev/shm per stub process (the python backend's default 1 MiB region; 19 MiB measured)."""
     environment_mib: float = 120.0
     """One packed environment extracted into /tmp (2 extracted: 237 MiB)."""
@@ -87,8 +83,6 @@ class Measured:
 
 
 MEASURED = Measured()
-MEMORY_HEADROOM = 1.5
-"""Memory limit = 1.5 x the measured footprint: batches of long texts, allocator fragmentation."""
 STARTUP_HEADROOM = 8.0
 """The startup probe allows 8x the measured load time (a busy node, a cold page cache, a slow
 volume); it only delays liveness, so a generous budget costs nothing once the pod is up."""
@@ -149,18 +143,11 @@ def _round_up(value: float, step: int) -> int:
 
 
 def sizing(plan: RepositoryPlan, measured: Measured = MEASURED) -> Sizing:
-    """CPU = the plan's core budget; memory = headroom x (server + every instance's measured
-    footprint + shared memory); /tmp fits every packed environment; startup fits the load time."""
-    pre = [p.instances for p in plan.preprocess_models()]
-    inference = [(i.format.memory_mib, i.instances) for i in plan.inference_models()]
-    processes = sum(pre) + sum(count for _, count in inference)
+    """CPU = the plan's core budget; memory = the plan's pod memory (MEMORY_HEADROOM x its
+    expected memory on its target); /tmp fits every packed environment; startup fits the load
+    time."""
+    processes = sum(p.instances for p in plan.preprocess_models()) + sum(i.instances for i in plan.inference_models())
     shm = max(SHM_MIN_MIB, _round_up(2 * processes * measured.shm_mib_per_process, 64))
-    footprint = (
-        measured.server_mib
-        + sum(pre) * measured.preprocess_mib
-        + sum(count * memory for memory, count in inference)
-        + processes * measured.shm_mib_per_process
-    )
     packed = {
         p.environment.name
         for p in plan.preprocess_models()
@@ -170,7 +157,7 @@ def sizing(plan: RepositoryPlan, measured: Measured = MEASURED) -> Sizing:
     expected_load = measured.load_seconds * max(1.0, processes / max(1, measured.processes))
     return Sizing(
         cpu=plan.cores,
-        memory_mib=_round_up(footprint * MEMORY_HEADROOM, 64),
+        memory_mib=plan.pod_memory_mib(),
         shm_mib=shm,
         tmp_mib=tmp,
         startup_failure_threshold=max(12, math.ceil(expected_load * STARTUP_HEADROOM / PROBE_PERIOD_S)),
@@ -529,7 +516,7 @@ def render_manifests(plan: RepositoryPlan, repository_files: Mapping[str, str]) 
             ),
             header=header
             + f"\nNeeds the Secret {SECRET_NAME} (key {SECRET_KEY}) in the namespace and the image {BAKED_IMAGE}:{tag}"
-            + "\n(python -m generator.containers.bake). See the README, 'Kubernetes'.",
+            + "\n(`tritongen bake`). See docs/kubernetes.md in tritongen.",
         ),
         f"{K8S_DIR}/overlays/example/kustomization.yaml": dump(
             kustomization(

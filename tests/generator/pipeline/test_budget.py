@@ -11,7 +11,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from generator.base.launch import ServerOptions, ServerSettings, server_command
 from generator.pipeline.plan import (
     BULK_PRIORITY,
-    MANY_MODELS,
     ONLINE_PRIORITY,
     PYTHON_BACKEND_CONFIG,
     RepositoryPlan,
@@ -90,34 +89,34 @@ def test_bulk_batching_has_no_batcher_of_its_own() -> None:
 
 
 @pytest.mark.parametrize("cores", [2, 16])
-def test_few_models_keep_the_per_model_layout(cores: int) -> None:
-    plan = planned(specs(MANY_MODELS), "local", cores)
-    assert plan.rate_limit_cores is None
-    for inference in plan.inference_models():
-        assert not inference.rate_limit
-        assert inference.instances * inference.threads == inference_cores(cores)
+def test_server_settings_do_not_depend_on_the_number_of_specs(cores: int) -> None:
+    """Adding or removing a spec never needs a restart: the limiter is on whatever the count."""
+    settings = {planned(specs(count), "local", cores).server_settings() for count in (1, 2, 4, 5, 12)}
+    assert len(settings) == 1
+    [only] = settings
+    assert only.rate_limit_cores == cores
+    assert only.flags()[:2] == ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{cores}"]
 
 
 @pytest.mark.parametrize("cores", [2, 16])
-def test_many_models_get_one_instance_and_the_rate_limiter(cores: int) -> None:
-    plan = planned(specs(MANY_MODELS + 1), "local", cores)
-    assert plan.rate_limit_cores == cores
+@pytest.mark.parametrize("count", [1, 4, 5])
+def test_equal_weights_with_memory_to_spare_keep_the_full_layout_in_the_limiter(cores: int, count: int) -> None:
+    plan = planned(specs(count), "local", cores)
     for inference in plan.inference_models():
-        assert inference.rate_limit and inference.instances == 1
+        assert inference.rate_limit and inference.instances * inference.threads == inference_cores(cores)
         assert inference.threads == (1 if cores <= 4 else 2)
     for name, config in configs(plan).items():
         if name.endswith("_model"):
             [resource] = config.instance_group[0].rate_limiter.resources
             assert (resource.name, resource.count) == ("cpu", plan.inference_models()[0].threads)
-    assert plan.server_settings().flags()[:2] == ["--rate-limit=execution_count", f"--rate-limit-resource=cpu:{cores}"]
 
 
-def test_a_spec_overrides_the_many_model_defaults() -> None:
-    plan = planned(specs(MANY_MODELS + 1, "instances: {model: 3, rate_limit: false}\n"), "local", 2)
-    assert plan.rate_limit_cores is None
-    assert {i.instances for i in plan.inference_models()} == {3}
-    plan = planned(specs(1, "instances: {rate_limit: true}\n"), "local", 2)
-    assert plan.rate_limit_cores == 2
+def test_a_spec_overrides_the_defaults() -> None:
+    plan = planned(specs(5, "instances: {model: 3, rate_limit: false}\n"), "local", 2)
+    assert {(i.instances, i.cpu_units) for i in plan.inference_models()} == {(3, None)}
+    assert plan.rate_limit_cores == 2  # the server's limiter stays: other specs may use it
+    models = [config for name, config in configs(plan).items() if name.endswith("_model")]
+    assert models and all(not config.instance_group[0].HasField("rate_limiter") for config in models)
 
 
 def test_model_loading_is_parallel() -> None:
@@ -155,7 +154,7 @@ def test_server_command_takes_the_settings_or_the_manifest(tmp_path: Path) -> No
         "--backend-config=onnxruntime,enable-global-threadpool=1",
         "--load-model=m",
     ]
-    plan = planned(specs(MANY_MODELS + 1), "local", 2)
+    plan = planned(specs(5), "local", 2)
     plan.manifest().write(tmp_path)
     command = local_server_command(ServerOptions(tmp_path, models=("m0",)), tmp_path / "backends")
     assert "--rate-limit-resource=cpu:2" in command and "--model-load-thread-count=4" in command

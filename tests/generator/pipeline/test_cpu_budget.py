@@ -67,6 +67,6 @@ def test_rate_limit_declares_cpu_resources_and_the_server_budget(tmp_path: Path)
         (tmp_path / path).write_text(text)
     command = local_server_command(ServerOptions(tmp_path, models=("m",), cpu_budget=2), tmp_path / "backends")
     assert "--rate-limit=execution_count" in command and "--rate-limit-resource=cpu:2" in command
-    plain = parse_spec(SPEC, "m.yaml")
-    files = {f.path: f.text for f in render_repository(planned([plain], "local", 2))}
+    unlimited = parse_spec(SPEC + "instances: {rate_limit: false}\n", "m.yaml")
+    files = {f.path: f.text for f in render_repository(planned([unlimited], "local", 2))}
     assert all("rate_limiter" not in text for text in files.values())

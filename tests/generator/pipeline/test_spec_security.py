@@ -1,4 +1,4 @@
-"""Spec values that reach generated files or paths are validated (issue 6).
+"""Spec values that reach generated files or paths are validated.
 
 Model names become folder and file names (`repository/<name>_v<N>_model/`, `models/<name>.yaml`);
 artifact paths are read from packages and the project; environment names become

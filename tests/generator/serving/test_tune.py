@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 from generator.pipeline.generate import DEFAULT_SPECS
-from generator.pipeline.spec import parse_spec
+from generator.pipeline.spec import ModelSpec, SpecError, load_spec, parse_spec
 from generator.serving.tune import (
     StageStats,
     Trial,
     better,
     bucket_choices,
     layouts,
+    padding_of,
     preferred_sizes,
     proposal,
     ragged_candidate,
     ragged_label,
     stage_delta,
+    strip_environments,
     with_settings,
 )
 from tests.generator.pipeline.test_cpu_budget import SPEC
@@ -61,36 +65,56 @@ def test_candidates_fit_the_budget() -> None:
 
 
 def test_goal_prefers_throughput_within_the_bound() -> None:
-    fast_slow = Trial("a", {}, rps=200, p99_ms=900)
-    slow_ok = Trial("b", {}, rps=100, p99_ms=100)
-    fast_ok = Trial("c", {}, rps=150, p99_ms=150)
+    spec = parse_spec(SPEC, "m.yaml")
+    fast_slow = Trial("a", spec, rps=200, p99_ms=900)
+    slow_ok = Trial("b", spec, rps=100, p99_ms=100)
+    fast_ok = Trial("c", spec, rps=150, p99_ms=150)
     assert better(fast_slow, slow_ok, 200) is slow_ok
     assert better(slow_ok, fast_ok, 200) is fast_ok
-    assert better(fast_slow, Trial("d", {}, rps=300, p99_ms=500), 200).label == "d"  # lowest p99
-    assert better(fast_ok, Trial("e", {}, rps=155, p99_ms=150), 200) is fast_ok  # within noise
+    assert better(fast_slow, Trial("d", spec, rps=300, p99_ms=500), 200).label == "d"  # lowest p99
+    assert better(fast_ok, Trial("e", spec, rps=155, p99_ms=150), 200) is fast_ok  # within noise
 
 
 def test_settings_make_a_valid_spec() -> None:
-    import yaml
-
-    base = yaml.safe_load(SPEC)
-    tuned = with_settings(base, instances=(1, 2), padding=("buckets", (16, 32, 128)), delay_us=2000, preferred=(2, 4))
-    spec = parse_spec(yaml.safe_dump(tuned), "m.yaml")
+    base = parse_spec(SPEC, "m.yaml")
+    spec = with_settings(base, instances=(1, 2), padding=("buckets", (16, 32, 128)), delay_us=2000, preferred=(2, 4))
+    assert isinstance(spec, ModelSpec)
     assert (spec.instances.model, spec.instances.model_threads) == (1, 2)
-    assert spec.versions[0].preprocessing.buckets == (16, 32, 128)
+    assert spec.versions[0].preprocessing.buckets == (16, 32, 128)  # type: ignore[attr-defined]
     assert spec.batching.max_queue_delay_us == 2000 and spec.batching.preferred_batch_sizes == (2, 4)
-    assert "instances" not in base  # the input is not modified
+    assert base.instances.model == "auto" and padding_of(base) == ("batch_longest", ())  # the input is unchanged
+    # Back to batch_longest: the buckets go with it.
+    assert padding_of(with_settings(spec, padding=("batch_longest", ()))) == ("batch_longest", ())
 
 
-def _shipped(name: str) -> dict:
-    import yaml
+def test_an_invalid_candidate_is_a_spec_error_naming_the_field() -> None:
+    base = parse_spec(SPEC, "m.yaml")
+    with pytest.raises(SpecError, match=r"m \(tuned candidate\): .*largest bucket exceeds max_length"):
+        with_settings(base, padding=("buckets", (16, 4096)))
+    with pytest.raises(SpecError, match="preferred batch size 64 exceeds max_batch_size"):
+        with_settings(base, preferred=(2, 64))
+    with pytest.raises(SpecError, match="needs a ragged format"):
+        with_settings(base, padding=("none", ()))
 
-    return yaml.safe_load((DEFAULT_SPECS / f"{name}.yaml").read_text(encoding="utf-8"))
+
+def test_candidates_are_generated_without_environments() -> None:
+    shipped = _shipped("minilm_embed_ts")
+    assert shipped.versions[0].preprocessing.environment is not None
+    stripped = strip_environments(shipped)
+    preprocessing = stripped.versions[0].preprocessing
+    assert (preprocessing.environment, preprocessing.environment_format, preprocessing.ship_stub) == (
+        None,
+        "tarball",
+        False,
+    )
+    assert stripped.versions[0].model == shipped.versions[0].model
+
+
+def _shipped(name: str) -> ModelSpec:
+    return load_spec(DEFAULT_SPECS / f"{name}.yaml")
 
 
 def test_padded_encoders_get_a_ragged_candidate() -> None:
-    import yaml
-
     for name, padded, expected in (
         ("minilm_embed", "onnx", "onnx_ragged"),
         ("minilm_embed_ts", "torchscript", "torchscript_ragged"),
@@ -98,25 +122,23 @@ def test_padded_encoders_get_a_ragged_candidate() -> None:
         base = _shipped(name)
         candidate = ragged_candidate(base)
         assert candidate is not None, name
-        version = parse_spec(yaml.safe_dump(candidate, sort_keys=False), f"{name}.yaml").version(1)
-        assert (version.model.format, version.preprocessing.padding.value) == (expected, "none")
+        assert (candidate.version(1).model.format, padding_of(candidate)) == (expected, ("none", ()))
         assert ragged_label(candidate) == f"ragged: {expected}, padding none"
-        assert base["versions"][0]["model"]["format"] == padded  # the input is not modified
+        assert base.versions[0].model.format == padded  # the input is not modified
     # The classifier's padded version 1 as default: its ragged variant is a valid spec too.
-    classifier = {**_shipped("text_classifier"), "default_version": 1}
+    classifier = _shipped("text_classifier").model_copy(update={"default_version": 1})
     candidate = ragged_candidate(classifier)
     assert candidate is not None
-    spec = parse_spec(yaml.safe_dump(candidate, sort_keys=False), "text_classifier.yaml")
-    assert spec.version(1).model.format == "onnx_ragged" and spec.version(2).model.format == "onnx_ragged"
-    assert "buckets" not in candidate["versions"][0]["preprocessing"]
+    assert candidate.version(1).model.format == "onnx_ragged" and candidate.version(2).model.format == "onnx_ragged"
+    assert padding_of(candidate) == ("none", ())
 
 
 def test_ragged_or_file_built_models_get_no_ragged_candidate() -> None:
     assert ragged_candidate(_shipped("minilm_embed_ragged")) is None
     assert ragged_candidate(_shipped("text_classifier")) is None  # its default version 2 is ragged
-    file_built = _shipped("minilm_embed")
-    file_built["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
-    assert ragged_candidate(file_built) is None
+    data = _shipped("minilm_embed").model_dump()
+    data["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
+    assert ragged_candidate(ModelSpec.model_validate(data)) is None
 
 
 def test_the_proposal_names_the_format() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import memory_growth
-from generator.base.launch import RESTRICTED_APIS, ServerOptions, admin_headers, server_command
+from generator.base.launch import RESTRICTED_APIS, ServerOptions, ServerSettings, admin_headers, server_command
 from generator.base.triton import TritonServerError
 from generator.pipeline.manifest import (
     MANIFEST_FILE,
@@ -53,8 +53,9 @@ def make_repository(root: Path) -> Path:
     return root
 
 
-def write_manifest(root: Path, environment: str | None = None) -> None:
-    """The manifest `tritongen generate` would write for make_repository's models."""
+def write_manifest(root: Path, environment: str | None = None, rate_limit_cores: int | None = None) -> None:
+    """The manifest `tritongen generate` would write for make_repository's models (with
+    `rate_limit_cores`: the limiter on, the inference model taking that many `cpu` units)."""
     steps = ("textprep_00000000d001", "demo_v1_model")
     models = [
         ManifestModel(
@@ -76,6 +77,7 @@ def write_manifest(root: Path, environment: str | None = None) -> None:
             format="onnx",
             files=("model.onnx",),
             batching=ManifestBatching(max_batch_size=8, max_queue_delay_us=1000),
+            cpu_units=rate_limit_cores,
         ),
         *(
             ManifestModel(
@@ -95,7 +97,7 @@ def write_manifest(root: Path, environment: str | None = None) -> None:
         target="local",
         image="tritongen-triton:latest",
         cpu_budget=2,
-        rate_limit_cores=None,
+        rate_limit_cores=rate_limit_cores,
         model_load_threads=4,
         backend_configs=(),
         models={model.name: model for model in models},
@@ -262,6 +264,92 @@ def test_state_round_trip_and_admin_key_file(tmp_path: Path, monkeypatch: pytest
     assert upd.resolve_admin_key("explicit-key-0123456789", "127.0.0.1:8123") == "explicit-key-0123456789"
     with pytest.raises(upd.UpdateError, match="host:port"):
         upd.state_dir("localhost")
+
+
+def test_the_state_records_the_settings_the_server_was_started_with(tmp_path: Path) -> None:
+    path = tmp_path / "loaded.json"
+    assert upd.read_server_settings(path) is None
+    upd.write_state(path, tmp_path, {"a": "1"})
+    assert upd.read_server_settings(path) is None  # a state written before settings were recorded
+    settings = ServerSettings(2, 4, ("python,thread-pool-size=1",))
+    upd.write_state(path, tmp_path, {"a": "1"}, settings)
+    assert upd.read_server_settings(path) == settings and upd.read_state(path) == {"a": "1"}
+
+
+class FakeServer:
+    """The model-repository API of a tritonserver that loads whatever it is asked to (no server)."""
+
+    def __init__(self, ready: dict[str, str]) -> None:
+        self.ready = dict(ready)
+        self.loaded: list[str] = []
+
+    def get_model_repository_index(self, headers: dict[str, str]) -> list[dict[str, str]]:
+        return [{"name": name, "state": state} for name, state in self.ready.items()]
+
+    def is_model_ready(self, name: str) -> bool:
+        return self.ready.get(name) == "READY"
+
+    def get_model_config(self, name: str, headers: dict[str, str]) -> dict[str, str]:
+        return {}
+
+    def load_model(self, name: str, headers: dict[str, str]) -> None:
+        self.loaded.append(name)
+        self.ready[name] = "READY"
+
+    def unload_model(self, name: str, headers: dict[str, str]) -> None:
+        self.ready.pop(name, None)
+
+    def close(self) -> None:
+        pass
+
+
+def test_update_holds_a_server_setting_change_for_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server runs without the limiter; the regenerated repository asks for it: the models
+    load (a server without the limiter runs any instance), the settings are refused by name."""
+    repository = make_repository(tmp_path / "repo")
+    state = tmp_path / "loaded.json"
+    running = ServerSettings(None, 4, ())
+    upd.write_state(
+        state, repository, {name: entry.digest for name, entry in upd.content_index(repository).items()}, running
+    )
+    write_manifest(repository, rate_limit_cores=2)
+    (repository / "demo_v1_model" / "1" / "model.onnx").write_bytes(b"retrained")
+    server = FakeServer(dict.fromkeys(upd.content_index(repository), "READY"))
+    monkeypatch.setattr(upd, "http_client", lambda url, timeout_s=600.0: server)
+    said: list[str] = []
+    result = upd.update(repository, "127.0.0.1:8000", None, state, progress=said.append)
+    assert server.loaded == ["demo_v1_model"] and not result.ok
+    assert result.restart == [
+        "(none) -> --rate-limit=execution_count",
+        "(none) -> --rate-limit-resource=cpu:2",
+    ]
+    assert "server setting needs a restart: (none) -> --rate-limit-resource=cpu:2" in "\n".join(said)
+    assert upd.read_server_settings(state) == running  # still what the running server has
+    refusal = upd.restart_refusal(result.restart, repository)
+    assert f"tritongen serve --repository {repository}" in refusal and "docs/operations.md" in refusal
+    # The same settings: nothing to refuse.
+    upd.write_state(state, repository, upd.read_state(state), ServerSettings(2, 4, ()))
+    assert upd.update(repository, "127.0.0.1:8000", None, state, progress=said.append).ok
+
+
+def test_models_the_running_limiter_cannot_run_wait_for_the_restart() -> None:
+    index = {
+        "demo": upd.ModelEntry("d1", True, ("textprep_00000000d001", "demo_v1_model"), "online"),
+        "demo_v1_model": upd.ModelEntry("m2"),
+        "textprep_00000000d001": upd.ModelEntry("p1"),
+    }
+    plan = upd.plan_update(index, {"textprep_00000000d001": "p1"}, {"textprep_00000000d001": "READY"})
+    upd.hold_for_restart(plan, ServerSettings(2, 4), ServerSettings(4, 8), {"demo_v1_model": 4})
+    assert plan.restart == [
+        "--model-load-thread-count=4 -> --model-load-thread-count=8",
+        "--rate-limit-resource=cpu:2 -> --rate-limit-resource=cpu:4",
+    ]
+    assert plan.held == {"demo_v1_model": "an instance takes 4 cpu units, the running server's rate limiter has 2"}
+    assert [name for name, _ in plan.load] == ["demo"]
+    server = FakeServer({})
+    result = upd.apply_update(plan, index, server, {}, progress=lambda _: None)
+    assert server.loaded == [] and result.restart == plan.restart  # demo runs the held model: not loaded
+    assert set(result.skipped) == {"demo_v1_model", "demo"} and not result.ok
 
 
 def test_server_command_restricts_admin_apis_only_with_a_key(tmp_path: Path) -> None:

@@ -228,5 +228,16 @@ def test_drift_check_covers_the_manifests(manifests: dict[str, str], tmp_path: P
 
 
 def test_every_format_has_a_measured_footprint() -> None:
-    """The pod's memory counts each inference instance at its format's `memory_mib`."""
-    assert all(kind.memory_mib > 0 for kind in FORMATS.values())
+    """The pod's memory counts each inference instance at its format's footprint, on every target
+    and at every precision it can be quantized to, each with how it was measured."""
+    for inference_format in FORMATS.values():
+        for native in (False, True):
+            for quantize in (None, *inference_format.quantize_methods):
+                footprint = inference_format.memory(native, quantize)
+                assert footprint.mib > 0 and footprint.measured, (inference_format.name, native, quantize)
+
+
+def test_the_pods_memory_is_the_plans_figure(plan: RepositoryPlan) -> None:
+    """The Deployment requests the memory `generate` checks against the budget."""
+    assert k8s.sizing(plan).memory_mib == plan.pod_memory_mib() <= plan.memory_budget_mib
+    assert plan.pod_memory_mib() >= plan.expected_memory_mib() * k8s.MEMORY_HEADROOM
