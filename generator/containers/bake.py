@@ -90,8 +90,10 @@ def manifest_target(manifest: Manifest) -> Target:
 
 
 def read_bake_plan(repository: Path) -> BakePlan:
-    """The baked image's name and USER as the generated Deployment states them; its server image
-    and CMD (the Deployment's arguments) from the repository's manifest."""
+    """The baked image's server image and CMD from the repository's manifest, its USER from the
+    Kubernetes output's pod identity, and its name as the generated Deployment states it: the
+    tag is a digest of the repository's files, the manifest among them, so the manifest cannot
+    hold it."""
     try:
         manifest = Manifest.read(repository)
     except ManifestError as error:
@@ -100,9 +102,7 @@ def read_bake_plan(repository: Path) -> BakePlan:
     try:
         deployment = yaml.safe_load(path.read_text(encoding="utf-8"))
         template = deployment["spec"]["template"]
-        container = template["spec"]["containers"][0]
-        security = template["spec"]["securityContext"]
-        image, user = str(container["image"]), f"{security['runAsUser']}:{security['runAsGroup']}"
+        image = str(template["spec"]["containers"][0]["image"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as error:
         raise BakeError(f"{path}: no generated Deployment to bake for ({error}); run `tritongen generate`") from error
     target = manifest_target(manifest)
@@ -110,7 +110,7 @@ def read_bake_plan(repository: Path) -> BakePlan:
         image=image,
         server_image=target.server_image,
         arguments=tuple(launch_arguments(manifest.names(), manifest.server_settings(), target)),
-        user=user,
+        user=f"{kubernetes.RUN_AS}:{kubernetes.RUN_AS}",
     )
 
 

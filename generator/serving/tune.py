@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
-import re
 import tempfile
 import time
 import urllib.request
@@ -40,9 +38,8 @@ import yaml
 from pydantic import ValidationError
 
 from generator.base.launch import ServerOptions, ServerPorts
-from generator.base.spec_sources import resolve_source
 from generator.kinds.formats import FORMATS
-from generator.kinds.preprocessing import PreprocessingSettings
+from generator.kinds.preprocessing import PreprocessingSettings, get_preprocessor
 from generator.kinds.preprocessing.textprep import TextPrepSettings
 from generator.pipeline.checks import check_artifacts, check_configs
 from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, assemble, build_artifacts, plan_and_render
@@ -102,23 +99,6 @@ class Trial:
 
 
 # --- sample texts and load ------------------------------------------------------------------
-
-
-def sample_texts(tokenizer_file: Path, count: int = 1000, seed: int = 7) -> list[str]:
-    """Seeded sentences of 8-40 vocabulary words (when no `--texts` file is given)."""
-    vocab = json.loads(tokenizer_file.read_text(encoding="utf-8"))["model"]["vocab"]
-    words = sorted(w for w in vocab if re.fullmatch(r"[a-z]{3,12}", w))
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(count)]
-
-
-def token_lengths(tokenizer_file: Path, texts: list[str], max_length: int) -> list[int]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
-    return sorted(len(e.ids) for e in tokenizer.encode_batch(texts))
 
 
 def bucket_choices(lengths: list[int], max_length: int) -> list[tuple[int, ...]]:
@@ -401,10 +381,10 @@ def tune(options: TuneOptions) -> Trial:
     """Coordinate descent over layout, padding and batching; returns the best trial."""
     spec = parse_spec(options.spec_path.read_text(encoding="utf-8"), str(options.spec_path))
     version = spec.version(spec.default_version)
-    tokenizer_file = resolve_source(version.preprocessing.tokenizer)
+    preprocessor = get_preprocessor(version.preprocessing.kind)
     if not options.texts:
-        options.texts = sample_texts(tokenizer_file)
-    lengths = token_lengths(tokenizer_file, options.texts, version.preprocessing.max_length)
+        options.texts = preprocessor.sample_texts(version.preprocessing, count=1000, seed=7)
+    lengths = sorted(preprocessor.token_lengths(version.preprocessing, options.texts))
     print(
         f"tune {spec.name}: {options.cores} cores, c={options.concurrency}, p99 bound "
         f"{options.p99_ms:.0f} ms; {len(options.texts)} texts of {lengths[0]}-{lengths[-1]} tokens "

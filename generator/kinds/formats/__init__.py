@@ -10,15 +10,10 @@ check of a built file against its config. Adding a format is one module with one
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from generator.kinds.formats.base import InferenceFormat, UnknownFormatError
 from generator.kinds.formats.onnx import Onnx
 from generator.kinds.formats.ragged import OnnxRagged, TorchScriptRagged
 from generator.kinds.formats.torchscript import TorchScript
-
-if TYPE_CHECKING:
-    from tritonclient.grpc import model_config_pb2 as mc
 
 FORMATS: dict[str, InferenceFormat] = {
     inference_format.name: inference_format
@@ -35,14 +30,4 @@ def get_format(name: str) -> InferenceFormat:
         raise UnknownFormatError(f"unknown model format {name!r}: use one of {', '.join(FORMATS)}") from None
 
 
-def format_for_config(config: mc.ModelConfig) -> InferenceFormat | None:
-    """The format of an inference model's config (backend, file name, ragged inputs)."""
-    ragged = any(tensor.allow_ragged_batch for tensor in config.input)
-    wanted = (config.backend, config.default_model_filename, ragged)
-    for inference_format in FORMATS.values():
-        if (inference_format.backend, inference_format.filename, inference_format.ragged) == wanted:
-            return inference_format
-    return None
-
-
-__all__ = ["FORMATS", "InferenceFormat", "UnknownFormatError", "format_for_config", "get_format"]
+__all__ = ["FORMATS", "InferenceFormat", "UnknownFormatError", "get_format"]

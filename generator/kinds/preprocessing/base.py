@@ -82,3 +82,11 @@ class PreprocessingKind(ABC):
     def tokenize_padded(self, texts: list[str], settings: Any) -> tuple[Any, Any]:
         """`texts` as the server's model would tokenize them, padded to the longest: int64
         `input_ids` and `attention_mask` arrays [texts, tokens] (builders and gates run them)."""
+
+    def sample_texts(self, settings: Any, count: int, seed: int) -> list[str]:
+        """`count` seeded inputs to measure with when the user gives none (`tritongen tune`)."""
+        raise NotImplementedError(f"preprocessing kind {self.name} cannot make sample texts")
+
+    def token_lengths(self, settings: Any, texts: list[str]) -> list[int]:
+        """Tokens per text as the model sees them (truncated), to choose padding buckets (`tune`)."""
+        raise NotImplementedError(f"preprocessing kind {self.name} does not count tokens")

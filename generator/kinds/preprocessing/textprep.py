@@ -8,6 +8,9 @@ the parameter contract (`TokenizerSettings.to_parameters` / `from_parameters`).
 
 from __future__ import annotations
 
+import json
+import random
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -129,3 +132,18 @@ class TextPrep(PreprocessingKind):
         )
         tokenizer, pad_id = load_tokenizer(package_settings)
         return encode(tokenizer, texts, package_settings, pad_id)
+
+    def sample_texts(self, settings: Any, count: int, seed: int) -> list[str]:
+        """Seeded sentences of 8-40 lowercase words of the tokenizer's vocabulary."""
+        vocab = json.loads(resolve_source(settings.tokenizer).read_text(encoding="utf-8"))["model"]["vocab"]
+        words = sorted(word for word in vocab if re.fullmatch(r"[a-z]{3,12}", word))
+        rng = random.Random(seed)
+        return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(count)]
+
+    def token_lengths(self, settings: Any, texts: list[str]) -> list[int]:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(resolve_source(settings.tokenizer)))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=settings.max_length)
+        return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts)]
