@@ -546,6 +546,29 @@ def _choices(parser: argparse.ArgumentParser, option: str, value: str, allowed: 
     return items
 
 
+def _positive_ints(parser: argparse.ArgumentParser, option: str, value: str) -> tuple[int, ...]:
+    """The comma-separated `value` as positive integers (else a usage error)."""
+    items = [v.strip() for v in value.split(",")]
+    if not all(v.isdecimal() and int(v) > 0 for v in items):
+        parser.error(f"{option}: {value!r} is not a comma-separated list of positive integers")
+    return tuple(int(v) for v in items)
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
@@ -570,9 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         help="only what the ragged S4's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
         "--no-grpc --concurrency 32 --corpora corpus,long-tail (explicit options override)",
     )
-    parser.add_argument("--models", type=int, help="copies in the many-models scenario")
-    parser.add_argument("--seconds", type=float, help="measurement seconds per cell")
-    parser.add_argument("--cores", type=int, default=None, help="CPU budget (default: detected)")
+    parser.add_argument("--models", type=_positive(int), help="copies in the many-models scenario")
+    parser.add_argument("--seconds", type=_positive(float), help="measurement seconds per cell")
+    parser.add_argument("--cores", type=_positive(int), default=None, help="CPU budget (default: detected)")
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.ragged_targets:
@@ -588,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds:
         profile.seconds = args.seconds
     if args.concurrency:
-        profile.concurrency = tuple(int(c) for c in args.concurrency.split(","))
+        profile.concurrency = _positive_ints(parser, "--concurrency", args.concurrency)
     profile.corpora = _choices(parser, "--corpora", args.corpora, CORPORA)
     profile.s4_variants = _choices(parser, "--s4", args.s4, S4_VARIANTS)
     profile.grpc = not args.no_grpc
