@@ -219,9 +219,17 @@ def check_single_texts_equal_batched(target: Target, protocol: str, model: str) 
         assert float(single @ batched[index]) >= 0.9999
 
 
+def boundary_batch_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes where splitting can go wrong: 1-3, each side of a quarter and a half of
+    the limit (the preferred sizes are powers of two), and the limit itself."""
+    quarter, half = max_batch_size // 4, max_batch_size // 2
+    candidates = {1, 2, 3, quarter, quarter + 1, half - 1, half, half + 1, max_batch_size - 1, max_batch_size}
+    return sorted(size for size in candidates if 1 <= size <= max_batch_size)
+
+
 def check_batch_sizes(target: Target, protocol: str, model: str, max_batch_size: int, output: str) -> None:
-    """Every batch size 1..max_batch_size returns one row per text."""
-    for size in range(1, max_batch_size + 1):
+    """Every boundary batch size up to max_batch_size returns one row per text."""
+    for size in boundary_batch_sizes(max_batch_size):
         texts = [SENTENCES[i % len(SENTENCES)] for i in range(size)]
         result = infer_texts(target, protocol, model, texts, [output])[output]
         assert result.shape[0] == size, f"{model}: batch {size} gave {result.shape}"

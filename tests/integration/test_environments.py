@@ -315,48 +315,6 @@ def test_unchanged_environments_are_not_rebuilt(
     )
 
 
-def _load_seconds(log: str, model: str) -> float:
-    """Seconds between `loading: <model>:1` and `successfully loaded '<model>'` in a log."""
-
-    def stamp(marker: str) -> float:
-        for line in log.splitlines():
-            if marker in line:
-                hours, minutes, seconds = line.split()[1].split(":")
-                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-        raise AssertionError(f"{marker!r} not in the server log")
-
-    return stamp(f"successfully loaded '{model}'") - stamp(f"loading: {model}:1")
-
-
-def test_load_time_tarball_vs_folder(
-    built_envs: dict[str, BuiltEnvironment], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Model load time (from the server log) with the environment as tarball and as folder."""
-    results: dict[str, float] = {}
-    for name, built in built_envs.items():
-        for unpacked in (False, True):
-            label = f"{name} {'folder' if unpacked else 'tarball'}"
-            work = tmp_path / label.replace(" ", "-")
-            repository = work / "repository"
-            _preprocessing_model(repository, "tok_pre", "placeholder")
-            env_path = _place_env(repository, "tok_pre", built, unpacked)
-            config = repository / "tok_pre" / "config.pbtxt"
-            config.write_text(config.read_text().replace("placeholder", env_path))
-            options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports()))
-            with running_server(options, work / "server", ready_timeout_s=240) as server:
-                _check_answer(_infer(server, "tok_pre", TEXTS), TEXTS)
-                results[label] = _load_seconds(server.log_text(), "tok_pre")
-    with capsys.disabled():
-        print()
-        for name, built in built_envs.items():
-            size = built.tarball.stat().st_size / 1e6
-            print(
-                f"{name}: tarball {size:.1f} MB, model load {results[name + ' tarball']:.2f}s "
-                f"as tarball, {results[name + ' folder']:.2f}s as folder"
-            )
-    assert all(seconds > 0 for seconds in results.values())
-
-
 def test_activation_hook_clears_pythonpath(built_envs: dict[str, BuiltEnvironment], tmp_path: Path) -> None:
     """`source bin/activate` (what the python backend runs before the stub) drops the
     server's PYTHONPATH, so a Python that honours it still imports the environment's copy.

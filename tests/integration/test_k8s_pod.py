@@ -47,6 +47,9 @@ from .restriction import check_admin_restricted
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 TEXTS = ["How do plants make food?", "Solve 2x + 3 = 11", "Ünïcödé têxt 🚀"]
+ANSWERS_PER_PHASE = 30
+"""Requests answered through the balancer in each phase of the rolling update (old pod alone,
+old and new pods, new pod alone) before the next step: the phases are counted, not timed."""
 
 
 def _deployment(repository: Path) -> dict[str, Any]:
@@ -282,6 +285,7 @@ class Traffic:
         self.answers: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
 
     def _run(self) -> None:
@@ -296,11 +300,19 @@ class Traffic:
             with self._lock:
                 self.ok += 1
                 self.answers.append(answer)
+                self._answered.notify_all()
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
             thread.start()
         return self
+
+    def answered_more(self, count: int, timeout_s: float = 120.0) -> None:
+        """Wait until `count` more requests than now have been answered (fail after `timeout_s`)."""
+        with self._answered:
+            target = self.ok + count
+            if not self._answered.wait_for(lambda: self.ok >= target or self._stop.is_set(), timeout_s):
+                raise AssertionError(f"traffic: {self.ok - target + count} of {count} answers in {timeout_s:.0f}s")
 
     def stop(self) -> None:
         self._stop.set()
@@ -347,14 +359,14 @@ def _roll(
             balancer.set_endpoints([("127.0.0.1", old.ports["http"])])
             with Traffic(balancer.url) as traffic:
                 event("traffic through the balancer to the old pod")
-                time.sleep(5)
+                traffic.answered_more(ANSWERS_PER_PHASE)
                 with run_pod_container(client, _pod(second_generation), admin_key) as new:
                     event("new pod created")
                     _start(new)  # maxSurge 1: the new pod is ready before the old one goes
                     after = _classify(new.url("http"), "What is 7 times 8?")
                     balancer.set_endpoints([("127.0.0.1", old.ports["http"]), ("127.0.0.1", new.ports["http"])])
                     event("new pod ready: endpoints old + new")
-                    time.sleep(3)
+                    traffic.answered_more(ANSWERS_PER_PHASE)
                     # Termination: endpoints drop the old pod a moment after its preStop hook starts.
                     only_new = [("127.0.0.1", new.ports["http"])]
                     timer = threading.Timer(1.0, lambda: (balancer.set_endpoints(only_new), event("endpoints: new")))
@@ -363,7 +375,7 @@ def _roll(
                     code = old.terminate(before_sigterm=lambda: event("old pod: SIGTERM"))
                     timer.join()
                     event(f"old pod exited ({code})")
-                    time.sleep(5)
+                    traffic.answered_more(ANSWERS_PER_PHASE)
                     traffic.stop()  # before the new pod goes away with this block
                     event("traffic stopped")
                     served = traffic.ok

@@ -23,7 +23,7 @@ from .conftest import READY_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
-SOAK_SECONDS = float(os.environ.get("TRITONGEN_SOAK_SECONDS", "60"))
+SOAK_SECONDS = float(os.environ.get("TRITONGEN_SOAK_SECONDS", "20"))
 
 
 @pytest.fixture(scope="module")
