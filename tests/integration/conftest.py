@@ -28,6 +28,9 @@ environment, then a server loads 20 models on 2 shared cores)."""
 CONTAINER_TIMEOUT_S = 3600
 """Container tests: the first one builds the image (debootstrap) when it is not cached."""
 HERE = Path(__file__).parent
+FIXTURE_EXIT_TIMEOUT = "--exit-timeout-secs=5"
+"""For servers a module shares, whose stop nothing asserts: tritonserver waits for its clients'
+idle keep-alive HTTP connections up to this (default 30 s) before it unloads and exits."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -63,6 +63,7 @@ from tests.dockerd import DockerEngine
 
 from . import assertions, test_serving
 from .assertions import Target
+from .conftest import wait_until
 from .test_environments import (  # noqa: F401  (fixtures and helpers of the environment tests)
     TEXTS,
     TOKENIZER_VERSIONS,
@@ -506,10 +507,14 @@ def test_model_with_a_311_environment_and_its_stub_runs_it_from_a_writable_folde
         # Writable, a 3.11 stub without an environment still cannot start (the libraries it
         # needs, libcudart of the wheel and libpython3.11, come only with an environment made
         # for it); the python backend then waits for it, as on NVIDIA's image.
-        status, message = _load(container, "stub_without_env", timeout_s=60)
+        status, message = _load(container, "stub_without_env", timeout_s=10)
         print(f"stub_without_env (writable): HTTP {status}: {message[:300]}")
         assert status != 200, message
-        assert "triton_python_backend_stub: error while loading shared libraries" in container.logs()
+        wait_until(
+            lambda: "triton_python_backend_stub: error while loading shared libraries" in container.logs(),
+            60,
+            "the 3.11 stub's failure to start in the container's log",
+        )
     print(f"in_env_311: {info}")
     assert str(info["python"]).startswith("3.11."), info
     assert "/opt/" not in str(info["prefix"]), info

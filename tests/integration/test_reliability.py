@@ -36,7 +36,7 @@ from generator.serving.process import TritonProcess, start_server
 from generator.serving.update import content_index, record_loaded, update
 from generator.serving.watchdog import StubWatchdog, stub_processes
 
-from .conftest import READY_TIMEOUT_S, wait_until
+from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,12 @@ def served(generated_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     workdir = tmp_path_factory.mktemp("reliability")
     repository = hardlink_copy(generated_repository, workdir / "repository")
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key=ADMIN_KEY)
+    options = ServerOptions(
+        repository=repository,
+        ports=ServerPorts(http, grpc, metrics),
+        admin_key=ADMIN_KEY,
+        extra_args=(FIXTURE_EXIT_TIMEOUT,),
+    )
     index = content_index(repository)
     server = start_server(options, workdir)
     try:

@@ -19,7 +19,7 @@ from generator.serving.process import TritonProcess, start_server
 from generator.serving.watchdog import StubWatchdog
 
 from .assertions import BAD_REQUESTS
-from .conftest import READY_TIMEOUT_S
+from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,10 @@ def soak_server(generated_repository: Path, tmp_path_factory: pytest.TempPathFac
     shutil.copytree(generated_repository, repository, copy_function=os.link)
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(
-        repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key="soak-admin-key-0123456789"
+        repository=repository,
+        ports=ServerPorts(http, grpc, metrics),
+        admin_key="soak-admin-key-0123456789",
+        extra_args=(FIXTURE_EXIT_TIMEOUT,),
     )
     server = start_server(options, workdir)
     try:
