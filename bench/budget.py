@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from bench import corpus, procstat
+from bench.arguments import positive
 from generator import PROJECT_ROOT
 from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
@@ -275,34 +276,19 @@ def run_threads(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
     }
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` above zero."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-        return value
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__.splitlines()[0])
-    parser.add_argument("--cores", type=_positive(int), default=detected_cores())
+    parser.add_argument("--cores", type=positive(int), default=detected_cores())
     commands = parser.add_subparsers(dest="command", required=True)
     priority = commands.add_parser("priority", help="online latency under a bulk job, with and without priority")
-    priority.add_argument("--duration", type=_positive(float), default=30.0)
-    priority.add_argument("--online", type=_positive(int), default=4, help="online closed-loop clients")
-    priority.add_argument("--bulk", type=_positive(int), default=2, help="bulk closed-loop clients")
-    priority.add_argument("--bulk-batch", type=_positive(int), default=64, help="texts per bulk request")
+    priority.add_argument("--duration", type=positive(float), default=30.0)
+    priority.add_argument("--online", type=positive(int), default=4, help="online closed-loop clients")
+    priority.add_argument("--bulk", type=positive(int), default=2, help="bulk closed-loop clients")
+    priority.add_argument("--bulk-batch", type=positive(int), default=64, help="texts per bulk request")
     threads = commands.add_parser("threads", help="threads per model in a loaded server")
-    threads.add_argument("--copies", type=_positive(int), default=6)
+    threads.add_argument("--copies", type=positive(int), default=6)
     threads.add_argument("--specs", type=Path, default=None, help="generate this folder's specs instead of copies")
-    threads.add_argument("--load-threads", type=_positive(int), default=None, help="replace --model-load-thread-count")
+    threads.add_argument("--load-threads", type=positive(int), default=None, help="replace --model-load-thread-count")
     args = parser.parse_args(argv)
     if args.command == "priority" and args.bulk_batch >= corpus.SIZE:
         parser.error(f"--bulk-batch must be below the corpus's {corpus.SIZE} texts, not {args.bulk_batch}")

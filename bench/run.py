@@ -26,6 +26,7 @@ import yaml
 from generator.pipeline.plan import detected_cores
 
 from . import corpus, limit, loadgen, procstat, report
+from .arguments import positive
 from .systems import (
     BenchError,
     Running,
@@ -554,21 +555,6 @@ def _positive_ints(parser: argparse.ArgumentParser, option: str, value: str) -> 
     return tuple(int(v) for v in items)
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` above zero."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not positive")
-        return value
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
@@ -593,9 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         help="only what the ragged S4's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
         "--no-grpc --concurrency 32 --corpora corpus,long-tail (explicit options override)",
     )
-    parser.add_argument("--models", type=_positive(int), help="copies in the many-models scenario")
-    parser.add_argument("--seconds", type=_positive(float), help="measurement seconds per cell")
-    parser.add_argument("--cores", type=_positive(int), default=None, help="CPU budget (default: detected)")
+    parser.add_argument("--models", type=positive(int), help="copies in the many-models scenario")
+    parser.add_argument("--seconds", type=positive(float), help="measurement seconds per cell")
+    parser.add_argument("--cores", type=positive(int), default=None, help="CPU budget (default: detected)")
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.ragged_targets:
