@@ -16,7 +16,7 @@ from typing import Any
 
 from generator import PROJECT_ROOT  # noqa: E402
 from generator.base.triton import find_triton
-from generator.environments.cache import build_environment
+from generator.environments.cache import DEFAULT_CACHE_DIR, build_environment
 from generator.environments.envspec import spec_path_for
 from generator.environments.pack import unpack_environment
 from generator.environments.settings import default_channels
@@ -56,7 +56,7 @@ class GenerateOptions:
     """CPU budget (`--cores`), over the one of `repository.yaml` next to the specs; None: that
     file's, else the existing repository's (its manifest), else the cores this process may use."""
     cache_dir: Path = DEFAULT_CACHE
-    env_cache_dir: Path = PROJECT_ROOT / "build" / "envs"
+    env_cache_dir: Path = DEFAULT_CACHE_DIR
     channels: Sequence[str] | None = None
     """Conda channels for execution environments; None: $TRITONGEN_CONDA_CHANNELS or conda-forge."""
     progress: Progress = print
@@ -281,10 +281,11 @@ def layout_changes(previous: Manifest | None, new: Manifest) -> list[str]:
     return lines
 
 
-def generate(options: GenerateOptions) -> Generated:
-    """Run the whole pipeline and write the repository atomically; return what was generated."""
+def generate(options: GenerateOptions, specs: list[ModelSpec] | None = None) -> Generated:
+    """Run the whole pipeline and write the repository atomically; return what was generated.
+    `specs`: these (e.g. `tune`'s candidates, held in memory) instead of the spec folder's."""
     say = options.progress
-    generated = plan_and_render(options)
+    generated = plan_and_render(options, specs)
     plan = generated.plan
     say(plan_summary(plan))
     for line in layout_changes(previous_manifest(options.output_dir), plan.manifest()):

@@ -97,10 +97,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from generator import PROJECT_ROOT
 from generator.base.launch import ServerSettings
 from generator.base.spec_sources import ArtifactError, resolve_source
 from generator.base.tensors import BatchInputPlan, TensorPlan
+from generator.environments.envspec import ENVS_DIR
 from generator.errors import TritongenError
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
@@ -133,7 +133,6 @@ PREPROCESS_CODE_FILE = "model.py"
 """The generated python-backend code of a preprocessing model, in its version folder."""
 PREPROCESS_HASH_LENGTH = 12
 """Hex digits of the identity hash in a preprocessing model's name (`<kind>_<12 hex>`)."""
-ENVS_DIR = PROJECT_ROOT / "envs"
 """`envs/<name>.yml`: the environment specs (their bytes are part of a preprocessing identity)."""
 
 Role = Literal["online", "bulk", "pinned"]

@@ -41,8 +41,7 @@ from generator.base.launch import ServerOptions, ServerPorts
 from generator.kinds.formats import FORMATS
 from generator.kinds.preprocessing import PreprocessingSettings, get_preprocessor
 from generator.kinds.preprocessing.textprep import TextPrepSettings
-from generator.pipeline.checks import check_artifacts, check_configs
-from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, assemble, build_artifacts, plan_and_render
+from generator.pipeline.generate import DEFAULT_SPECS, GenerateOptions, generate
 from generator.pipeline.manifest import read_manifest
 from generator.pipeline.plan import detected_cores, plan_cpu
 from generator.pipeline.spec import (
@@ -302,10 +301,7 @@ def generate_candidate(spec: ModelSpec, folder: Path, cores: int) -> Path:
     on `cores`: `folder` holds no `repository.yaml`, so no other repository setting applies."""
     repository = folder / "repository"
     options = GenerateOptions(specs_dir=folder, output=repository, cores=cores, progress=lambda _: None)
-    generated = plan_and_render(options, [strip_environments(spec)])
-    build_artifacts(generated, options)
-    assemble(generated, repository)
-    check_artifacts(repository, check_configs(generated.texts()))
+    generate(options, [strip_environments(spec)])
     return repository
 
 

@@ -59,7 +59,6 @@ like the padded ones, see `torchscript.deterministic_archive`).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -70,14 +69,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from generator.kinds.formats.torchscript import deterministic_archive
+from generator.kinds.formats import torchscript
+from generator.kinds.formats.onnx import ONNX_OPSET
 
 INPUT_NAMES = ("input_ids", "lengths", "token_offsets", "text_offsets")
 """Graph inputs in order (TorchScript: the `forward` argument names)."""
 OUTPUT_NAME = "embedding"
 DEFAULT_BUCKETS = (32, 64, 128)
 """Upper length bounds of the attention buckets; texts longer than the last form one more."""
-ONNX_OPSET = 17
 _MASKED = -1.0e9
 """Added to attention scores of padded key positions (exp underflows to exactly 0)."""
 
@@ -342,12 +341,6 @@ def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT
 
 def export_torchscript(module: torch.nn.Module, output: Path) -> None:
     """Traced, frozen TorchScript with byte-identical output for identical weights."""
-    torch.jit._state._python_cu = torch._C.CompilationUnit()
-    torch.jit._recursive.concrete_type_store = torch.jit._recursive.ConcreteTypeStore()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, sample_inputs(), check_trace=False, strict=False)
-        frozen = torch.jit.freeze(traced.eval())
-    buffer = io.BytesIO()
-    torch.jit.save(frozen, buffer)
-    output.write_bytes(deterministic_archive(buffer.getvalue()))
+        torchscript.export_torchscript(module, sample_inputs(), output)
