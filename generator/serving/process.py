@@ -134,7 +134,14 @@ class TritonProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def is_ready(self) -> bool:
-        url = f"http://{self.http_url}/v2/health/ready"
+        return self._health("ready")
+
+    def is_live(self) -> bool:
+        """The HTTP endpoint answers (the server may still be loading or have failed models)."""
+        return self._health("live")
+
+    def _health(self, which: str) -> bool:
+        url = f"http://{self.http_url}/v2/health/{which}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)
@@ -173,7 +180,10 @@ class TritonProcess:
             failed = load_errors(self.log_text())
             if failed and startup_finished(self.log_text()):
                 if allow_failed:
-                    return
+                    if self.is_live():  # its log says the HTTP service started a moment earlier
+                        return
+                    time.sleep(poll_s)
+                    continue
                 raise TritonServerError(f"models failed to load:\n{failed}")
             time.sleep(poll_s)
         stuck = ", ".join(still_loading(self.log_text())) or "none"
