@@ -22,6 +22,7 @@ from generator.environments.cli import add_envs_subcommands
 from generator.environments.settings import CHANNELS_VARIABLE
 from generator.errors import TritongenError
 from generator.kinds.targets import TARGETS
+from generator.pipeline.add_model import add_model
 from generator.pipeline.checks import check_configs, check_native_rules, drift
 from generator.pipeline.generate import (
     DEFAULT_OUTPUT,
@@ -175,6 +176,15 @@ def check_configs_offline(options: GenerateOptions) -> str:
     return drift(texts, repository, MANAGED_SUFFIXES)
 
 
+def cmd_add(args: argparse.Namespace) -> int:
+    added = add_model(args.folder, args.specs, args.name, args.force)
+    print(f"wrote {added.path}:")
+    for line in added.findings.explanation():
+        print(f"  {line}")
+    print(f"next: tritongen generate --specs {args.specs}, then tritongen update (a running server) or serve")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     repository = args.repository.resolve()
     if not any(repository.glob("*/config.pbtxt")):
@@ -303,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(chk)
     chk.add_argument("--configs-only", action="store_true", help="skip the artifact checks (no built files needed)")
     chk.set_defaults(func=cmd_check)
+
+    add = commands.add_parser(
+        "add",
+        help="write the spec that serves a model folder (a checkpoint or sentence-transformers folder)",
+        description="Inspect a model folder (config.json's architectures and id2label, sentence-transformers "
+        "files), write a commented models/NAME.yaml with the builder, labels and the folder pinned by its "
+        "content digest, and say what was chosen and why. Nothing is written when the folder cannot be served.",
+    )
+    add.add_argument("folder", type=Path, help="the model folder (inside the project or anywhere, e.g. a mount)")
+    add.add_argument("--name", help="the spec name (default: the folder's name, lowercased, '_' for other characters)")
+    add.add_argument(
+        "--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)"
+    )
+    add.add_argument("--force", action="store_true", help="replace an existing spec of that name (re-pin a digest)")
+    add.set_defaults(func=cmd_add)
 
     srv = commands.add_parser(
         "serve",

@@ -70,6 +70,10 @@ exit 64
     --rate-limit-resource=cpu:2 \
     --model-load-thread-count=4 \
     --backend-config=python,thread-pool-size=1 \
+    --load-model=feedback_sentiment \
+    --load-model=feedback_sentiment_batch \
+    --load-model=feedback_sentiment_v1 \
+    --load-model=feedback_sentiment_v1_model \
     --load-model=minilm_embed \
     --load-model=minilm_embed_batch \
     --load-model=minilm_embed_ragged \
@@ -90,5 +94,6 @@ exit 64
     --load-model=text_classifier_v2_model \
     --load-model=textprep_0b53566165e7 \
     --load-model=textprep_3b2d040c6332 \
+    --load-model=textprep_9830f9ef913b \
     --load-model=textprep_be94dc980c2b \
     --load-model=textprep_e009dc8da3c3

@@ -8,6 +8,7 @@ deterministic: fixed seeds, no randomness, sorted inputs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT
-from generator.base.spec_sources import resolve_source
+from generator.base.sources import resolve_source
 from generator.kinds.builders import get_builder
 from generator.kinds.formats import get_format
 from generator.kinds.preprocessing import get_preprocessor
@@ -28,7 +29,7 @@ from generator.pipeline.quantize import build_quantized
 from generator.pipeline.spec import Build, ModelArtifact, Preprocessing
 
 DEFAULT_CACHE = PROJECT_ROOT / "build" / "artifacts"
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 """Bump when the export code changes: every artifact key changes, so nothing stale is reused."""
 
 Progress = Callable[[str], None]
@@ -51,11 +52,14 @@ def _library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "onnx": onnx.__version__, "transformers": transformers.__version__}
 
 
-def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing) -> str:
-    """Content key of an artifact: settings, source files and the exporting libraries."""
+def artifact_key(artifact: ModelArtifact, preprocessing: Preprocessing, threshold: float | None = None) -> str:
+    """Content key of an artifact: settings, the classifier tail, source files and the exporting libraries."""
     digest = hashlib.sha256(RECIPE_VERSION.encode())
     digest.update(artifact.model_dump_json(exclude={"quantize"}).encode())  # quantized copies: `quantize`
     builder = get_builder(artifact.build.builder)
+    head = builder.head(artifact.build, threshold)
+    if head is not None:
+        digest.update(json.dumps(dataclasses.asdict(head), sort_keys=True).encode())
     if builder.uses_preprocessing:  # e.g. prototypes embedded with this version's preprocessing
         digest.update(preprocessing.model_dump_json().encode())
         _hash_path(digest, resolve_source(preprocessing.tokenizer))
@@ -86,13 +90,16 @@ def build_artifact(
     cache_dir: Path = DEFAULT_CACHE,
     progress: Progress = print,
     label: str = "",
+    threshold: float | None = None,
 ) -> BuiltArtifact:
     """Build (or reuse from the cache) the artifact file of one model version: the builder's
-    file in the spec's format, then its quantized copy if the spec asks for one."""
+    file in the spec's format, then its quantized copy if the spec asks for one; `threshold`:
+    a multi-label classifier's `outputs.threshold` (None: the default)."""
     if artifact.quantize is not None:
-        fp32 = build_artifact(artifact.model_copy(update={"quantize": None}), preprocessing, cache_dir, progress, label)
+        fp32_artifact = artifact.model_copy(update={"quantize": None})
+        fp32 = build_artifact(fp32_artifact, preprocessing, cache_dir, progress, label, threshold)
         return BuiltArtifact(*build_quantized(artifact, preprocessing, fp32.path, fp32.key, cache_dir, progress, label))
-    key = artifact_key(artifact, preprocessing)
+    key = artifact_key(artifact, preprocessing, threshold)
     built_file = cache_dir / key / artifact_filename(artifact)
     if built_file.exists():
         progress(f"  {label}: {artifact.format} artifact {key} is cached")
@@ -107,7 +114,8 @@ def build_artifact(
             shutil.copyfile(resolve_source(builder.source(artifact.build)), output)
         else:
             with _quiet_exporters():
-                get_format(artifact.format).export(builder, artifact.build, preprocessing, output)
+                head = builder.head(artifact.build, threshold)
+                get_format(artifact.format).export(builder, artifact.build, preprocessing, output, head)
         if not built_file.parent.exists():
             os.replace(work, built_file.parent)
     finally:

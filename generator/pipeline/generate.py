@@ -202,7 +202,12 @@ def build_artifacts(generated: Generated, options: GenerateOptions) -> None:
         if key not in built:
             label = f"{inference.spec_name} v{version.version}"
             built[key] = build_artifact(
-                version.model, version.preprocessing, options.cache_dir, options.progress, label
+                version.model,
+                version.preprocessing,
+                options.cache_dir,
+                options.progress,
+                label,
+                version.outputs.threshold,
             ).path
         generated.artifacts[f"{inference.name}/{TRITON_VERSION_DIR}/{inference.artifact_file}"] = built[key]
 

@@ -99,6 +99,11 @@ class ManifestModel(_Frozen):
     """The request priority the entry point's clients send (ensembles; bulk: 2)."""
     users: tuple[ManifestUser, ...] = ()
     """Every spec version using a preprocessing model (shared by content), sorted."""
+    sources: dict[str, str] = {}
+    """Inference models: the content digest (`sha256:<hex>`, `generator.base.sources`) of each
+    source of its spec version, by field path inside the version (`model.build.source`,
+    `preprocessing.tokenizer`); a folder source's covers its whole folder. Changed weights show
+    here as drift (`tritongen check`)."""
 
     @property
     def is_ensemble(self) -> bool:

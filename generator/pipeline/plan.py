@@ -98,7 +98,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from generator.base.launch import ServerSettings
-from generator.base.spec_sources import ArtifactError, resolve_source
+from generator.base.sources import ArtifactError, file_sha256, resolve_source, source_digest
 from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.environments.envspec import ENVS_DIR
 from generator.errors import TritongenError
@@ -108,7 +108,7 @@ from generator.kinds.targets import TARGETS, Target, get_target
 from generator.pipeline.manifest import SCHEMA_VERSION, Manifest, ManifestBatching, ManifestModel, ManifestUser
 from generator.pipeline.repository_settings import DEFAULT_MEMORY_MIB, MEMORY_HEADROOM, Budget
 from generator.pipeline.repository_settings import detected_cores as detected_cores
-from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, SpecError, Version
+from generator.pipeline.spec import Batching, ModelSpec, Preprocessing, Source, SpecError, Version, version_sources
 
 TRITON_VERSION_DIR = "1"
 """Every Triton model has the single version `1` (one Triton model per spec version)."""
@@ -242,6 +242,9 @@ class InferencePlan:
     rate_limit: bool = True
     """Each instance needs `threads` units of the rate limiter's `cpu` resource."""
     batch_inputs: tuple[BatchInputPlan, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+    """The content digest (`source_digest`) of every source of the version (its model's and its
+    preprocessing's), by field path inside the version: changed weights change the manifest."""
 
     @property
     def quantize(self) -> str | None:
@@ -432,6 +435,7 @@ class RepositoryPlan:
                     cpu_units=inference.cpu_units,
                     inputs=tuple(tensor.name for tensor in inference.inputs),
                     outputs=tuple(tensor.name for tensor in inference.outputs),
+                    sources=inference.sources,
                 )
             )
         for ensemble in self.ensembles():
@@ -488,20 +492,27 @@ def plan_cpu(spec: ModelSpec, cores: int, instances: int | None = None) -> CpuPl
 
 
 def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
-    """The client contract: EMBEDDING [dim], or LOGITS [num_labels] and LABEL [1]."""
+    """The client contract: EMBEDDING [dim]; or LOGITS and PROBABILITIES [num_labels], then
+    LABEL [1] (classifier) or LABELS [num_labels] (multi_label_classifier)."""
     if spec.kind == "embedding":
         assert version.outputs.embedding_dim is not None
         return (TensorPlan("EMBEDDING", "TYPE_FP32", (version.outputs.embedding_dim,)),)
     assert version.outputs.labels is not None
+    count = len(version.outputs.labels)
+    if spec.kind == "multi_label_classifier":
+        strings = TensorPlan("LABELS", "TYPE_STRING", (count,))
+    else:
+        strings = TensorPlan("LABEL", "TYPE_STRING", (1,))
     return (
-        TensorPlan("LOGITS", "TYPE_FP32", (len(version.outputs.labels),)),
-        TensorPlan("LABEL", "TYPE_STRING", (1,)),
+        TensorPlan("LOGITS", "TYPE_FP32", (count,)),
+        TensorPlan("PROBABILITIES", "TYPE_FP32", (count,)),
+        strings,
     )
 
 
 def _inference_plan(spec: ModelSpec, version: Version, name: str, batching: Batching, cpu: CpuPlan) -> InferencePlan:
     inference_format = get_format(version.model.format)
-    if spec.kind == "classifier" and not inference_format.classifiers:
+    if spec.kind != "embedding" and not inference_format.classifiers:
         raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {inference_format.name}")
     output_names = inference_format.tensor_names(spec.kind)[1]
     contract = client_outputs(spec, version)
@@ -517,19 +528,19 @@ def _inference_plan(spec: ModelSpec, version: Version, name: str, batching: Batc
         instances=cpu.model_instances,
         threads=cpu.model_threads,
         rate_limit=cpu.rate_limit,
+        sources=source_digests(spec, version),
     )
 
 
-_FILE_SHA256: dict[tuple[str, int, int], str] = {}
-"""(path, size, mtime) -> sha256: a tokenizer file shared by many specs is read once."""
-
-
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_SHA256:
-        _FILE_SHA256[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return _FILE_SHA256[key]
+def source_digests(spec: ModelSpec, version: Version) -> dict[str, str]:
+    """`source_digest` of every source of a version, by field path inside the version."""
+    digests = {}
+    for path, source in version_sources(version).items():
+        try:
+            digests[path] = source_digest(source)
+        except ArtifactError as error:
+            raise PlanError(f"{spec.name} v{version.version}: {path}: {error}") from None
+    return digests
 
 
 def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
@@ -538,7 +549,7 @@ def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
     files: dict[str, str] = {}
     for filename, source in sorted(kind.version_files(settings).items()):
         try:
-            files[filename] = _file_sha256(resolve_source(source))  # type: ignore[arg-type]
+            files[filename] = file_sha256(resolve_source(source))  # read once per process
         except (ArtifactError, OSError) as error:
             raise PlanError(f"preprocessing file {filename}: {error}") from None
     environment: dict[str, Any] | None = None
@@ -546,7 +557,7 @@ def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
         spec_file = ENVS_DIR / f"{settings.environment}.yml"
         environment = {  # not its format: tarball or folder ship the same environment
             "name": settings.environment,
-            "spec_sha256": _file_sha256(spec_file) if spec_file.is_file() else None,
+            "spec_sha256": file_sha256(spec_file) if spec_file.is_file() else None,
             "ship_stub": settings.ship_stub,
         }
     return {

@@ -4,9 +4,11 @@ The full-precision file is built (or taken from the cache) as without `quantize`
 format quantizes it (`InferenceFormat.quantize`) into a cache folder of its own, keyed by the
 fp32 file's key, the method and its settings, the quantizer's version and this module. Every
 generate then runs the gate: both files on the spec's example texts, tokenized by the
-version's own preprocessing, batched the way the backend feeds them; float outputs are compared
-by cosine per text, string outputs (a classifier's `label`) by agreement. Below a threshold
-generate fails before anything is written (`generate` writes the repository atomically).
+version's own preprocessing, batched the way the backend feeds them; the float output
+(`embedding`, or a classifier's `logits`) is compared by cosine per text, string outputs (a
+classifier's `label`, a multi-label classifier's `labels`: the set over the threshold) by
+agreement per text. Below a threshold generate fails before anything is written (`generate`
+writes the repository atomically).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.base.spec_sources import ArtifactError
+from generator.base.sources import ArtifactError
 from generator.kinds.builders import get_builder
 from generator.kinds.formats import InferenceFormat, get_format
+from generator.kinds.formats.base import PROBABILITIES
 from generator.kinds.preprocessing import get_preprocessor
 from generator.pipeline.spec import ModelArtifact, Preprocessing, Quantize
 
@@ -70,7 +73,8 @@ class Fidelity:
     """Lowest cosine over texts and float outputs."""
     mean_cosine: float
     label_agreement: float | None
-    """Share of texts with the same string output (label); None without one."""
+    """Share of texts with the same string outputs (the label, or every label of a multi-label
+    classifier); None without one."""
 
     def problems(self, settings: Quantize) -> list[str]:
         """The thresholds of `settings` this measurement misses (empty: the gate passes)."""
@@ -205,11 +209,15 @@ def measure_fidelity(
     texts: tuple[str, ...],
     preprocessing: Preprocessing,
 ) -> Fidelity:
-    """Run both files on `texts` and compare every output (floats by cosine, strings by equality)."""
+    """Run both files on `texts` and compare their outputs: floats by cosine (not `probabilities`,
+    a function of `logits`), strings by equality of each text's row (a multi-label row: its set)."""
     want = run_texts(inference_format, inference_format.runner(reference, GATE_THREADS), texts, preprocessing)
     got = run_texts(inference_format, inference_format.runner(candidate, GATE_THREADS), texts, preprocessing)
-    cosines = [row_cosines(want[name], got[name]) for name in want if np.issubdtype(want[name].dtype, np.floating)]
-    labels = [want[name].ravel() == got[name].ravel() for name in want if want[name].dtype == object]
+    floats = [name for name in want if np.issubdtype(want[name].dtype, np.floating) and name != PROBABILITIES]
+    cosines = [row_cosines(want[name], got[name]) for name in floats]
+    labels = [
+        (want[name] == got[name]).reshape(len(texts), -1).all(axis=1) for name in want if want[name].dtype == object
+    ]
     if not cosines:
         raise ArtifactError(f"{reference}: no float output to compare")
     every = np.concatenate(cosines)

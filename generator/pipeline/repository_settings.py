@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
-from generator.base.spec_sources import StrictModel
+from generator.base.sources import StrictModel
 from generator.pipeline.spec import REPOSITORY_FILE, SpecError, format_validation_error
 
 DEFAULT_MEMORY_MIB = 16384

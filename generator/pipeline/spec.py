@@ -7,21 +7,21 @@ Unknown keys are errors; every error names the file, the field path and what was
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from generator import PROJECT_ROOT
-from generator.base.source_model import SourceModelError, package_path, read_sentence_transformer_config
-from generator.base.spec_sources import (
-    PACKAGE_PATTERN,
-    ProjectFile,
+from generator.base.source_model import SourceModelError
+from generator.base.sources import (
+    SOURCE_TAGS,
+    ArtifactError,
     Source,
+    SourceSettings,
     StrictModel,
-    check_relative_path,
+    source_digest,
+    source_kind,
 )
 from generator.errors import TritongenError
 from generator.kinds.builders import BUILDERS, get_builder
@@ -76,7 +76,8 @@ class Quantize(StrictModel):
     min_mean_cosine: float = Field(default=0.985, gt=0, le=1)
     """Gate: the mean of those cosines over the examples."""
     min_label_agreement: float = Field(default=0.95, ge=0, le=1)
-    """Gate for classifiers: the share of examples whose quantized `label` equals the fp32 one."""
+    """Gate for classifiers: the share of examples whose quantized `label` equals the fp32 one
+    (multi-label classifiers: whose `labels`, the set over the threshold, equal the fp32 ones)."""
     examples: tuple[str, ...] = ()
     """Texts the gate runs through both files, after a prototype classifier's own label examples;
     none at all (an embedding spec that declares none): `quantize.DEFAULT_EXAMPLES`, varied
@@ -142,7 +143,11 @@ class Outputs(StrictModel):
     embedding_dim: int | None = Field(default=None, ge=1)
     """Embedding models: length of `EMBEDDING`."""
     labels: tuple[str, ...] | None = None
-    """Classifiers: `LABEL` values, in `LOGITS` order."""
+    """Classifiers: the labels in `LOGITS` (and `PROBABILITIES`) order, the values of `LABEL`
+    (`LABELS` for multi-label classifiers); they must equal the build's labels."""
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+    """Multi-label classifiers only: `LABELS` holds each label whose probability (sigmoid) is
+    over this threshold (default 0.5 when omitted), else the empty string."""
 
 
 class Version(StrictModel):
@@ -160,27 +165,31 @@ class Version(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _max_length_from_the_model(cls, data: Any) -> Any:
-        """`preprocessing.max_length` defaults to the source model's `max_seq_length`; never above it."""
-        source = _sentence_transformer_source(data)
-        preprocessing = data.get("preprocessing") if source is not None else None
-        if source is None or not isinstance(preprocessing, dict):
-            return data  # not a sentence-transformers build, or malformed: the field validation reports it
+        """`preprocessing.max_length` defaults to the tokens the build's model takes
+        (`Builder.token_limit`: a sentence-transformers model's `max_seq_length`, a checkpoint's
+        position embeddings capped by its tokenizer's `model_max_length`); never above them. A
+        model of a family the builders do not export is an error here."""
+        build = _raw_build(data)
+        preprocessing = data.get("preprocessing") if build is not None else None
+        if build is None or not isinstance(preprocessing, dict):
+            return data  # malformed: the field validation reports it
         explicit = preprocessing.get("max_length")
         try:
-            config = read_sentence_transformer_config(package_path(*source))
-        except SourceModelError as error:
+            limit = get_builder(build.builder).token_limit(build, _raw_source(preprocessing.get("tokenizer")))
+        except (ArtifactError, SourceModelError) as error:
             if explicit is None:
                 raise ValueError(
-                    f"preprocessing.max_length: not set, and the model's max_seq_length cannot be read: {error}"
+                    f"preprocessing.max_length: not set, and the model's length cannot be read: {error}"
                 ) from None
             return data  # the build reports the unreadable model
+        if limit is None:
+            return data  # e.g. a prebuilt file: the spec sets max_length
         if explicit is None:
-            return {**data, "preprocessing": {**preprocessing, "max_length": config.max_seq_length}}
-        if isinstance(explicit, int) and explicit > config.max_seq_length:
+            return {**data, "preprocessing": {**preprocessing, "max_length": limit.default}}
+        if isinstance(explicit, int) and explicit > limit.most:
             raise ValueError(
-                f"preprocessing.max_length: {explicit} is over the model's max_seq_length "
-                f"{config.max_seq_length} ({config.encoder_folder / 'sentence_bert_config.json'}): "
-                "omit it to use the model's length, or set a lower one (a deviation from the model)"
+                f"preprocessing.max_length: {explicit} is over {limit.reason}: omit it to use the model's "
+                "length, or set a lower one (a deviation from the model)"
             )
         return data
 
@@ -189,22 +198,29 @@ SENTENCE_TRANSFORMER_BUILDERS = tuple(name for name, builder in BUILDERS.items()
 """Builders whose source is a sentence-transformers model folder (its config is read)."""
 
 
-def _sentence_transformer_source(data: Any) -> tuple[str, str] | None:
-    """(package, path) of a raw version's sentence-transformers source, if well-formed."""
+_SOURCE: TypeAdapter[Source] = TypeAdapter(Source)
+
+
+def _raw_source(value: Any) -> Source | None:
+    """A raw source mapping as a `Source` (any source kind), None if malformed."""
+    try:
+        return _SOURCE.validate_python(value)
+    except ValidationError:
+        return None  # the field validation reports it
+
+
+def _raw_build(data: Any) -> BuildSettings | None:
+    """A raw version's `model.build` as its builder's settings, None if malformed."""
     model = data.get("model") if isinstance(data, dict) else None
     build = model.get("build") if isinstance(model, dict) else None
-    if not isinstance(build, dict) or build.get("builder") not in SENTENCE_TRANSFORMER_BUILDERS:
-        return None
-    source = build.get("source")
-    package = source.get("package") if isinstance(source, dict) else None
-    path = source.get("path") if isinstance(source, dict) else None
-    if not isinstance(package, str) or not re.fullmatch(PACKAGE_PATTERN, package) or not isinstance(path, str):
+    name = build.get("builder") if isinstance(build, dict) else None
+    builder = BUILDERS.get(name) if isinstance(name, str) else None
+    if builder is None:
         return None
     try:
-        check_relative_path(path)
-    except ValueError:
-        return None
-    return package, path
+        return builder.settings.model_validate(build)
+    except ValidationError:
+        return None  # the field validation reports it
 
 
 class Batching(StrictModel):
@@ -285,9 +301,11 @@ class ModelSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     """The model's name, the stem of its file (`models/<name>.yaml`) and of its Triton models:
     lowercase letters, digits and `_`, starting with a letter, at most 48 characters."""
-    kind: Literal["embedding", "classifier"]
-    """The client contract: `embedding` returns `EMBEDDING`; `classifier` returns `LOGITS` and
-    `LABEL`."""
+    kind: Literal["embedding", "classifier", "multi_label_classifier"]
+    """The client contract: `embedding` returns `EMBEDDING`; `classifier` returns `LOGITS`,
+    `PROBABILITIES` (softmax) and `LABEL` (the most probable label); `multi_label_classifier`
+    returns `LOGITS`, `PROBABILITIES` (a sigmoid per label) and `LABELS` (one string per label,
+    in label order: the label where its probability is over `outputs.threshold`, else "")."""
     description: str = ""
     """Free text for the people reading the spec; it changes nothing generated."""
     default_version: int
@@ -328,23 +346,32 @@ class ModelSpec(StrictModel):
             outputs = version.outputs
             build = version.model.build
             builder = get_builder(build.builder)
-            if self.kind not in builder.model_kinds:
-                kinds = " or ".join(f"{model_kind}s" for model_kind in builder.model_kinds)
-                raise ValueError(f"{where}.model.build: {builder.name} is for {kinds}")
+            try:
+                problem = builder.kind_problem(build, self.kind)
+                labels = builder.labels(build) if problem is None else None
+            except ValueError as error:
+                raise ValueError(f"{where}.{error}") from None
+            if problem is not None:
+                raise ValueError(f"{where}.{problem}")
+            if outputs.threshold is not None and self.kind != "multi_label_classifier":
+                raise ValueError(f"{where}.outputs.threshold: only for kind: multi_label_classifier")
             if self.kind == "embedding":
                 if outputs.embedding_dim is None or outputs.labels is not None:
                     raise ValueError(f"{where}.outputs: an embedding model needs embedding_dim only")
             else:
                 if outputs.labels is None or outputs.embedding_dim is not None:
                     raise ValueError(f"{where}.outputs: a classifier needs labels only")
-                labels = builder.labels(build)
                 if labels is not None:
                     if tuple(labels) != outputs.labels:
                         raise ValueError(
                             f"{where}: outputs.labels {list(outputs.labels)} differ from the build's labels {labels}"
                         )
                     if not FORMATS[version.model.format].classifiers:
-                        classifier_formats = [name for name, known in FORMATS.items() if known.classifiers]
+                        classifier_formats = [
+                            name
+                            for name, known in FORMATS.items()
+                            if known.classifiers and (builder.sentence_transformer or not known.ragged)
+                        ]
                         raise ValueError(f"{where}.model.format: {builder.name} builds {', '.join(classifier_formats)}")
         for index, version in enumerate(self.versions):
             ragged = FORMATS[version.model.format].ragged
@@ -353,6 +380,13 @@ class ModelSpec(StrictModel):
                 raise ValueError(
                     f"{where}.model.build: format {version.model.format} is built by sentence_embedding"
                     + (" or prototype_classifier" if FORMATS[version.model.format].classifiers else "")
+                )
+            build = version.model.build
+            unpadded_problem = get_builder(build.builder).unpadded_problem(build) if ragged else None
+            if unpadded_problem is not None:
+                padded = [name for name, known in FORMATS.items() if known.ragged_variant == version.model.format]
+                raise ValueError(
+                    f"{where}.model.format: {version.model.format}: {unpadded_problem} (use {' or '.join(padded)})"
                 )
             if ragged != get_preprocessor(version.preprocessing.kind).unpadded(version.preprocessing):
                 if ragged:
@@ -376,7 +410,7 @@ def _format_location(location: tuple[str | int, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in {"PackageFile", "ProjectFile", "sentence_embedding", "file", "prototype_classifier"}:
+        elif part in {*SOURCE_TAGS, *BUILDERS}:
             continue  # union branch names, not fields
         else:
             text += f".{part}" if text else str(part)
@@ -420,14 +454,37 @@ def parse_spec(text: str, source: str) -> ModelSpec:
 
 
 def load_spec(path: Path) -> ModelSpec:
-    """Load one spec file; its file name must be `<name>.yaml`."""
+    """Load one spec file; its file name must be `<name>.yaml`; every source it names must exist
+    here and have the content digest it is pinned to."""
     spec = parse_spec(path.read_text(encoding="utf-8"), str(path))
     if path.stem != spec.name:
         raise SpecError(f"{path}: name: the file must be named {spec.name}.yaml (got {path.name})")
-    missing = missing_sources(spec)
-    if missing:
-        raise SpecError("\n".join(f"{path}: {field}: {problem}" for field, problem in missing))
+    problems = missing_sources(spec) or changed_sources(spec)
+    if problems:
+        raise SpecError("\n".join(f"{path}: {field}: {problem}" for field, problem in problems))
     return spec
+
+
+def version_sources(version: Version) -> dict[str, SourceSettings]:
+    """Every source a version names (any kind's settings, any field), by its field path inside
+    the version (`preprocessing.tokenizer`, `model.build.source`), in field order."""
+    found: dict[str, SourceSettings] = {}
+
+    def visit(value: Any, path: str) -> None:
+        if isinstance(value, SourceSettings):
+            found[path] = value
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                visit(getattr(value, name), f"{path}.{name}" if path else name)
+        elif isinstance(value, tuple | list):
+            for index, item in enumerate(value):
+                visit(item, f"{path}[{index}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}.{key}")
+
+    visit(version, "")
+    return found
 
 
 def missing_sources(spec: ModelSpec) -> list[tuple[str, str]]:
@@ -437,22 +494,38 @@ def missing_sources(spec: ModelSpec) -> list[tuple[str, str]]:
     """
     problems = []
     for index, version in enumerate(spec.versions):
-        fields: list[tuple[str, Source]] = [
-            (f"versions[{index}].preprocessing.tokenizer", version.preprocessing.tokenizer)
-        ]
-        fields.append((f"versions[{index}].model.build.source", version.model.build.source))
-        for field, source in fields:
-            if isinstance(source, ProjectFile):
-                if not (PROJECT_ROOT / source.file).exists():
-                    problems.append((field, f"project file {source.file!r} does not exist"))
+        for field, source in version_sources(version).items():
+            problem = source_kind(source).missing(source)
+            if problem is not None:
+                problems.append((f"versions[{index}].{field}", problem))
+    return problems
+
+
+def changed_sources(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(field path, problem) for every source pinned to a content digest (a folder's `digest`)
+    that its files no longer have: the weights changed since the spec was written."""
+    problems = []
+    for index, version in enumerate(spec.versions):
+        for field, source in version_sources(version).items():
+            kind = source_kind(source)
+            expected = kind.pinned_digest(source)
+            if expected is None:
                 continue
             try:
-                location = package_path(source.package, source.path)
-            except SourceModelError as error:
-                problems.append((field, str(error)))
+                actual = source_digest(source)
+            except ArtifactError as error:
+                problems.append((f"versions[{index}].{field}", str(error)))
                 continue
-            if not location.exists():
-                problems.append((field, f"{source.path!r} is not in package {source.package!r} ({location})"))
+            if actual != expected:
+                root = kind.digest_root(source)
+                problems.append(
+                    (
+                        f"versions[{index}].{field}.digest",
+                        f"{root} has digest {actual}, the spec pins {expected}: its files changed since "
+                        f"it was pinned. If the change is intended, re-pin it (`tritongen add {root} "
+                        f"--name {spec.name} --force`, or set `digest: {actual}`); else restore the files",
+                    )
+                )
     return problems
 
 

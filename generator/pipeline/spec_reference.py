@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, Discriminator
 from pydantic.fields import FieldInfo
 
 from generator import PROJECT_ROOT
@@ -187,6 +187,8 @@ def _constraints(field: FieldInfo) -> list[str]:
             words.append(f"at most {_count(item.max_length, field)}")
         elif getattr(item, "pattern", None) is not None:
             words.append(f"matching `{item.pattern}`")
+        elif isinstance(item, Discriminator):
+            continue  # a union chosen by a function (`_field_type`)
         else:
             words.append(f"`{item!r}`")
     return words
@@ -197,6 +199,9 @@ def _field_type(field: FieldInfo) -> str:
     if isinstance(field.discriminator, str):
         members = [_type_text(member) for member in get_args(field.annotation)]
         text = f"one of {', '.join(members)}, chosen by its `{field.discriminator}`"
+    elif any(isinstance(item, Discriminator) for item in field.metadata):
+        members = [_type_text(member) for member in get_args(field.annotation)]
+        text = f"one of {', '.join(members)}, chosen by the key it holds"
     constraints = _constraints(field)
     return f"{text}; {', '.join(constraints)}" if constraints else text
 

@@ -112,6 +112,14 @@ def test_outputs_are_split_by_each_requests_batch_size() -> None:
     assert [r[0].tolist() for r in results] == [[[0, 1]], [[2, 3], [4, 5]], [[6, 7]]]
 
 
+def test_string_rows_are_split_with_their_texts() -> None:
+    """A multi-label classifier's `labels` [texts, labels]: strings, "" where a label is off."""
+    rows = np.array([[b"a", b""], [b"", b"b"], [b"a", b"b"], [b"", b""]], dtype=object)
+    results = ragged_config().split(REQUESTS, [rows])
+    assert [r[0].tolist() for r in results] == [[[b"a", b""]], [[b"", b"b"], [b"a", b"b"]], [[b"", b""]]]
+    assert all(r[0].dtype == object for r in results)
+
+
 def test_too_few_output_rows_fail_like_the_native_backend() -> None:
     """One row per request (what an element-count-only model returns) fails multi-text requests."""
     results = ragged_config().split(REQUESTS, [np.zeros((3, 2), dtype=np.float32)])

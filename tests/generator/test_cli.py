@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 import pytest
 
 from generator import cli
+from generator.base.sources import FolderSource, source_digest
+from generator.pipeline.generate import GenerateOptions, deploy_files
+from generator.pipeline.plan import plan_repository
+from generator.pipeline.render import render_repository
+from generator.pipeline.spec import load_specs
+from tests.generator.pipeline.checkpoints import checkpoint, file_spec, written
 
 
 def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -82,3 +90,30 @@ def test_serve_options_are_described_with_their_defaults(capsys: pytest.CaptureF
         "(default: 300.0)",
     ):
         assert default in out
+
+
+def test_changed_weights_of_a_folder_source_are_drift_and_a_pinned_digest_stops_generate(tmp_path: Path) -> None:
+    """`check --configs-only` shows a weight byte's change in the manifest; pinned, nothing is written."""
+    folder = checkpoint(tmp_path / "store" / "mine")
+    specs, output = tmp_path / "specs", tmp_path / "repository"
+    written(tmp_path, file_spec(folder))
+    options = GenerateOptions(specs_dir=specs, output=output, cores=2)
+    plan = plan_repository(load_specs(specs), "local", 2)
+    for rendered in render_repository(plan) + deploy_files(plan):  # as generate writes them
+        (output / rendered.path).parent.mkdir(parents=True, exist_ok=True)
+        (output / rendered.path).write_text(rendered.text, encoding="utf-8")
+    assert cli.check_configs_offline(options) == ""
+    before = source_digest(FolderSource(folder=str(folder)))
+    weights = folder / "model.onnx"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    after = source_digest(FolderSource(folder=str(folder)))
+    diff = cli.check_configs_offline(options)
+    assert (
+        f'-        "model.build.source": "{before}",' in diff and f'+        "model.build.source": "{after}",' in diff
+    )
+    assert "repository/tritongen-manifest.json" in diff
+
+    written(tmp_path, file_spec(folder, digest=before))  # pinned to the old weights
+    shutil.rmtree(output)
+    assert cli.main(["generate", "--specs", str(specs), "--output", str(output), "--cores", "2"]) == 2
+    assert not output.exists()

@@ -249,8 +249,10 @@ def check_classifier(target: Target, protocol: str) -> None:
     logits_by_version = {}
     for number in (1, 2):
         want_logits, want_labels = reference_classifier(texts, versions[number])
-        got = infer_texts(target, protocol, f"{CLASSIFIER}_v{number}", texts, ["LOGITS", "LABEL"])
-        assert got["LOGITS"].shape == (len(texts), len(versions[number]["labels"]))
+        got = infer_texts(target, protocol, f"{CLASSIFIER}_v{number}", texts, ["LOGITS", "PROBABILITIES", "LABEL"])
+        assert got["LOGITS"].shape == got["PROBABILITIES"].shape == (len(texts), len(versions[number]["labels"]))
+        softmax = np.exp(got["LOGITS"] - got["LOGITS"].max(1, keepdims=True))
+        assert np.allclose(got["PROBABILITIES"], softmax / softmax.sum(1, keepdims=True), atol=1e-6), number
         assert np.allclose(got["LOGITS"], want_logits, atol=2e-3), (
             number,
             got["LOGITS"],

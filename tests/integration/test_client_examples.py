@@ -1,9 +1,11 @@
 """The client examples of README.md ("Calling a model", the admin API call) and docs/clients.md,
-run as written against a real tritonserver serving minilm_embed and text_classifier with
+run as written against a real tritonserver serving minilm_embed, text_classifier and a
+multi-label `feedback_tags` (a tiny seeded checkpoint, `tests/classifier_checkpoints.py`) with
 restricted admin APIs, as `tritongen serve` starts it (addresses substituted)."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import http.client
 import io
@@ -25,6 +27,7 @@ from generator.pipeline.generate import GenerateOptions, generate
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
 from generator.serving.update import state_dir
+from tests.classifier_checkpoints import TOKENIZER, tiny_classifier
 
 from .conftest import READY_TIMEOUT_S
 
@@ -33,6 +36,30 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ("minilm_embed", "text_classifier")
 ADMIN_KEY = "client-examples-admin-key"
+CLASSIFIERS = "Classifiers"
+"""The section of docs/clients.md whose examples call the classifiers."""
+TAGS = ("question", "complaint", "praise")
+"""`feedback_tags`' labels, as docs/clients.md names them."""
+
+
+def feedback_tags_spec(checkpoint: Path) -> str:
+    """The multi-label classifier of docs/clients.md; its preprocessing is minilm_embed's (shared)."""
+    return f"""
+name: feedback_tags
+kind: multi_label_classifier
+default_version: 1
+versions:
+  - version: 1
+    preprocessing:
+      package_version: "1.0.0"
+      environment: textprep-tok023
+      tokenizer: {{package: {TOKENIZER[0]}, path: {TOKENIZER[1]}}}
+      max_length: 256
+    model:
+      format: onnx
+      build: {{builder: transformers_classifier, source: {{folder: {checkpoint}}}}}
+    outputs: {{labels: [{", ".join(TAGS)}]}}
+"""
 
 
 def blocks(path: Path, language: str, section: str | None = None) -> list[str]:
@@ -54,6 +81,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[str]) 
     specs.mkdir()
     for name in SPECS:
         shutil.copy(ROOT / "models" / f"{name}.yaml", specs / f"{name}.yaml")
+    checkpoint = tiny_classifier(folder / "feedback-tags", TAGS, multi_label=True)
+    (specs / "feedback_tags.yaml").write_text(feedback_tags_spec(checkpoint))
     repository = folder / "repository"
     generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels))
     http, grpc, metrics = free_ports(3)
@@ -74,12 +103,29 @@ EXAMPLES = [("README.md", "Calling a model"), ("docs/clients.md", None)]
 @pytest.mark.parametrize(("document", "section"), EXAMPLES)
 def test_python_examples_print_the_embedding_shape(server: TritonProcess, document: str, section: str | None) -> None:
     examples = blocks(ROOT / document, "python", section)
+    if document == "docs/clients.md":
+        examples = [code for code in examples if code not in blocks(ROOT / document, "python", CLASSIFIERS)]
     assert examples, f"no python example in {document}"
     for code in examples:
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             exec(compile(addressed(code, server), document, "exec"), {"__name__": "__example__"})  # noqa: S102
         assert printed.getvalue().strip() == "(2, 384)", (document, code)
+
+
+def test_classifier_examples_print_labels(server: TritonProcess) -> None:
+    """docs/clients.md's classifier examples: text_classifier's labels as the comment says, and
+    each text's multi-label tags (a random checkpoint's: any of its labels)."""
+    single, multi = blocks(ROOT / "docs/clients.md", "python", CLASSIFIERS)
+    printed = []
+    for code in (single, multi):
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(addressed(code, server), "docs/clients.md", "exec"), {"__name__": "__example__"})  # noqa: S102
+        printed.append(output.getvalue().strip())
+    assert printed[0] == single.rsplit("# ", 1)[1].strip(), printed[0]
+    tags = ast.literal_eval(printed[1])
+    assert len(tags) == 2 and all(set(row) <= set(TAGS) and len(row) == len(set(row)) for row in tags), tags
 
 
 @pytest.mark.parametrize(("document", "section"), EXAMPLES)

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from abc import ABC
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from generator.base.spec_sources import ArtifactError, Source, StrictModel
+from generator.base.sources import ArtifactError, Source, StrictModel
+from generator.kinds.builders.families import TokenLimit
 
 if TYPE_CHECKING:
     from generator.kinds.preprocessing.base import PreprocessingSettings
+
+
+DEFAULT_THRESHOLD = 0.5
+"""A multi-label classifier's threshold when its spec names none (`outputs.threshold`)."""
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """The classifier tail of an exported graph, after the builder's `logits`: `probabilities`
+    (softmax, or sigmoid for a multi-label classifier) and the label strings (`label`: the
+    argmax label; multi-label `labels`: each label whose probability is over `threshold`, else "")."""
+
+    labels: tuple[str, ...]
+    """The labels in logits order."""
+    multi_label: bool = False
+    threshold: float = DEFAULT_THRESHOLD
 
 
 class BuildSettings(StrictModel):
@@ -43,12 +61,44 @@ class Builder(ABC):
         return settings.source
 
     def labels(self, settings: Any) -> list[str] | None:
-        """Classifier labels in logits order (a string `label` output is added), or None."""
+        """Classifier labels in logits order (the formats add the classifier tail), or None;
+        ValueError naming the field when they cannot be read."""
         return None
+
+    def multi_label(self, settings: Any) -> bool:
+        """Whether the build is a multi-label classifier (independent sigmoid per label)."""
+        return False
+
+    def kind_problem(self, settings: Any, model_kind: str) -> str | None:
+        """Why this build cannot serve a spec of `model_kind` (`ModelSpec.kind`), starting with the
+        field (`model.build...: `), or None."""
+        if model_kind not in self.model_kinds:
+            return f"model.build: {self.name} is for {' or '.join(f'{kind}s' for kind in self.model_kinds)}"
+        return None
+
+    def head(self, settings: Any, threshold: float | None = None) -> ClassifierHead | None:
+        """The classifier tail the formats add (None: not a classifier); `threshold`: a
+        multi-label spec's `outputs.threshold` (None: `DEFAULT_THRESHOLD`)."""
+        labels = self.labels(settings)
+        if labels is None:
+            return None
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        return ClassifierHead(tuple(labels), self.multi_label(settings), threshold)
 
     def example_texts(self, settings: Any) -> tuple[str, ...]:
         """Texts the build itself declares (quantization's fidelity gate runs them first)."""
         return ()
+
+    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit | None:
+        """The tokens per text its model takes: bound and default of `preprocessing.max_length`
+        (`tokenizer`: the version's tokenizer file, if well-formed); None: unknown (the spec sets
+        it). SourceModelError or ArtifactError when the source cannot be read,
+        UnsupportedModelError for a model of a family `families.FAMILIES` does not list."""
+        return None
+
+    def unpadded_problem(self, settings: Any) -> str | None:
+        """Why the ragged formats cannot export this build unpadded, or None."""
+        return None
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         """The padded torch module (inputs `input_ids`, `attention_mask`) the formats export."""

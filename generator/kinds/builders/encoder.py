@@ -1,8 +1,9 @@
 """The sentence-transformers encoder both encoder builders start from (padded forward).
 
 `SentenceEmbedding` is the model's own pipeline: transformer -> its pooling over the attention
-mask -> L2 normalization when the model has a `Normalize` module, so the exported file equals
-`SentenceTransformer(<source>).encode(...)`.
+mask (one mode, or several concatenated) -> its `Dense` and `Normalize` modules in
+`modules.json` order, so the exported file equals `SentenceTransformer(<source>).encode(...)`.
+The transformer must be one of `families.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -10,36 +11,74 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from generator.base.source_model import SentenceTransformerConfig, SourceModelError, read_sentence_transformer_config
-from generator.base.spec_sources import ArtifactError, PackageFile, resolve_source
+from generator.base.source_model import (
+    Dense,
+    Normalize,
+    SentenceTransformerConfig,
+    SourceModelError,
+    read_sentence_transformer_config,
+)
+from generator.base.sources import ArtifactError, Source, resolve_source
+from generator.kinds.builders.families import TokenLimit, model_to_build, supported, transformers_model
 
 
-def sentence_transformer_config(source: PackageFile) -> SentenceTransformerConfig:
-    """The source model's sentence-transformers definition (length, pooling, normalization)."""
+def read_source_config(source: Source) -> SentenceTransformerConfig:
+    """The source's sentence-transformers definition; ArtifactError or SourceModelError when it
+    is missing or cannot be reproduced."""
+    return read_sentence_transformer_config(resolve_source(source))
+
+
+def sentence_transformer_config(source: Source) -> SentenceTransformerConfig:
+    """The source model's sentence-transformers definition (length, pooling, layers after it)."""
     try:
-        return read_sentence_transformer_config(resolve_source(source))
+        return read_source_config(source)
     except SourceModelError as error:
-        raise ArtifactError(f"{source.package}/{source.path}: {error}") from None
+        raise ArtifactError(f"model.build.source: {error}") from None
 
 
-def load_encoder(config: SentenceTransformerConfig) -> Any:
-    """The transformer of a sentence-transformers folder, offline, in eval mode."""
+def encoder_token_limit(source: Source) -> TokenLimit:
+    """`preprocessing.max_length`'s bound and default for a sentence-transformers source: its
+    `max_seq_length`, at most the tokens its transformer takes (`families`)."""
+    config = read_source_config(source)
+    model = transformers_model(config.encoder_folder)
+    if config.max_seq_length > model.tokens:
+        return TokenLimit(model.tokens, model.tokens, model.tokens_reason())
+    reason = f"the model's max_seq_length {config.max_seq_length} ({config.max_seq_length_file})"
+    return TokenLimit(config.max_seq_length, config.max_seq_length, reason)
+
+
+def encoder_unpadded_problem(source: Source) -> str | None:
+    """Why the ragged formats' unpadded encoder cannot export this source, or None (also when
+    the source cannot be read: the build reports that)."""
+    try:
+        config = read_source_config(source)
+        model = transformers_model(config.encoder_folder)
+    except (ArtifactError, SourceModelError):
+        return None
+    if not model.family.unpadded:
+        return f"the unpadded encoder covers {supported(unpadded=True)} only, the source is {model.describe()}"
+    if config.pooling != ("mean",):
+        return f"the unpadded encoder pools by mean only, {config.folder} pools by {' + '.join(config.pooling)}"
+    if any(isinstance(layer, Dense) for layer in config.layers):
+        return f"the unpadded encoder has no Dense modules, {config.folder} has"
+    return None
+
+
+def load_encoder(config: SentenceTransformerConfig, max_length: int) -> Any:
+    """The transformer of a sentence-transformers folder, offline, in eval mode, for texts of
+    up to `max_length` tokens."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
 
+    model = model_to_build(config.encoder_folder)  # an unsupported family is refused by name
+    if max_length > model.tokens:
+        raise ArtifactError(f"max_length {max_length} is over {model.tokens_reason()}")
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     torch.manual_seed(0)
-    model = AutoModel.from_pretrained(str(config.encoder_folder), attn_implementation="eager")
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions < config.max_seq_length:
-        raise ArtifactError(
-            f"{config.encoder_folder}: max_seq_length {config.max_seq_length} exceeds the model's "
-            f"{positions} position embeddings"
-        )
-    return model.eval()
+    return AutoModel.from_pretrained(str(config.encoder_folder), attn_implementation="eager").eval()
 
 
 def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
@@ -50,8 +89,18 @@ def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
     if mode == "cls":  # the first unmasked token ([CLS] with right padding)
         first = attention_mask.to(torch.int32).argmax(dim=1)
         return torch.gather(hidden, 1, first.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+    if mode == "lasttoken":  # the last unmasked token (a fully masked row: the last position)
+        values, from_end = attention_mask.to(torch.int32).flip(1).max(dim=1)
+        tokens = hidden.shape[1]
+        from_end = torch.where(values == 0, tokens - 1, from_end)
+        last = (tokens - 1 - from_end).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        return torch.gather(hidden * mask, 1, last).squeeze(1)
     if mode == "max":
         return hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    if mode == "weightedmean":  # position weights 1, 2, ... from the first unmasked token
+        positions = torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype).view(1, -1, 1)
+        weights = mask * (positions - attention_mask.to(torch.int32).argmax(dim=1).view(-1, 1, 1))
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
     count = mask.sum(dim=1).clamp(min=1e-9)
     total = (hidden * mask).sum(dim=1)
     if mode == "mean":
@@ -61,29 +110,79 @@ def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
     raise ArtifactError(f"pooling mode {mode!r} is not supported")
 
 
-def sentence_embedding_module(source: PackageFile, max_length: int, normalize: bool | None = None) -> Any:
-    """The padded torch module of a sentence-transformers model in eval mode: encoder -> pooling
-    -> normalization (`normalize` None: as the model defines it)."""
+def _dense_weights(layer: Dense) -> dict[str, Any]:
+    """The `linear.*` weights of a Dense module's folder (safetensors, else a torch pickle)."""
     import torch
 
-    class SentenceEmbedding(torch.nn.Module):
-        """Encoder -> the model's pooling over the attention mask -> L2 normalization if the model has it."""
+    safetensors_file, pickle_file = layer.folder / "model.safetensors", layer.folder / "pytorch_model.bin"
+    if safetensors_file.exists():
+        from safetensors.torch import load_file
 
-        def __init__(self, encoder: Any, pooling: str, normalize: bool) -> None:
+        state = load_file(str(safetensors_file))
+    elif pickle_file.exists():
+        state = torch.load(str(pickle_file), map_location="cpu", weights_only=True)
+    else:
+        raise ArtifactError(f"{layer.folder}: no model.safetensors or pytorch_model.bin (the Dense weights)")
+    return {key.removeprefix("linear."): value for key, value in state.items() if key.startswith("linear.")}
+
+
+def _activation(layer: Dense) -> Any:
+    """The Dense module's activation, instantiated without arguments as sentence-transformers does."""
+    import importlib
+
+    import torch
+
+    module_name, _, class_name = layer.activation.rpartition(".")
+    try:
+        activation_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        activation_class = None
+    if not isinstance(activation_class, type) or not issubclass(activation_class, torch.nn.Module):
+        raise ArtifactError(f"{layer.folder}: activation_function {layer.activation!r} is not a torch.nn module")
+    return activation_class()
+
+
+def sentence_embedding_module(source: Source, max_length: int, normalize: bool = False) -> Any:
+    """The padded torch module of a sentence-transformers model in eval mode: encoder -> pooling
+    -> its Dense and Normalize modules (`normalize`: add a Normalize last if the model has none
+    there)."""
+    import torch
+
+    class L2Normalize(torch.nn.Module):
+        """sentence-transformers' `Normalize`: unit L2 norm along the last dimension."""
+
+        def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.normalize(embedding, p=2.0, dim=-1)
+
+    class SentenceEmbedding(torch.nn.Module):
+        """Encoder -> the model's pooling over the attention mask -> the model's layers after it."""
+
+        def __init__(self, encoder: Any, pooling: tuple[str, ...], layers: list[Any], normalize: bool) -> None:
             super().__init__()
             self.encoder = encoder
             self.pooling = pooling
+            self.layers = torch.nn.Sequential(*layers)
             self.normalize = normalize
+            """The embeddings are unit length (the last layer is a Normalize)."""
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-            pooled = pool(hidden, attention_mask, self.pooling)
-            if self.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-            return pooled
+            pooled = [pool(hidden, attention_mask, mode) for mode in self.pooling]
+            return self.layers(pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1))
+
+    def layer_module(layer: Dense | Normalize) -> torch.nn.Module:
+        if isinstance(layer, Normalize):
+            return L2Normalize()
+        linear = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+        linear.load_state_dict(_dense_weights(layer))
+        return torch.nn.Sequential(linear, _activation(layer))
 
     config = sentence_transformer_config(source)
     if max_length > config.max_seq_length:
         raise ArtifactError(f"max_length {max_length} exceeds the model's max_seq_length {config.max_seq_length}")
-    encoder = load_encoder(config)
-    return SentenceEmbedding(encoder, config.pooling, config.normalize if normalize is None else normalize).eval()
+    layers = list(config.layers)
+    if normalize and not config.normalize:
+        layers.append(Normalize())
+    encoder = load_encoder(config, max_length)
+    unit_length = bool(layers) and isinstance(layers[-1], Normalize)
+    return SentenceEmbedding(encoder, config.pooling, [layer_module(layer) for layer in layers], unit_length).eval()

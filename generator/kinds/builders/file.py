@@ -1,19 +1,19 @@
-"""`file`: a prebuilt model file of the project, copied as is (its format must match the spec's)."""
+"""`file`: a prebuilt model file (any source kind), copied as is (its format must match the spec's)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from generator.base.spec_sources import ProjectFile
+from generator.base.sources import Source
 from generator.kinds.builders.base import Builder, BuildSettings
 
 
 class FileBuild(BuildSettings):
-    """A prebuilt artifact file of the project (copied as is)."""
+    """A prebuilt artifact file (copied as is): in the project, a package or a folder of your own."""
 
     builder: Literal["file"]
     """Selects this builder."""
-    source: ProjectFile
+    source: Source
     """The artifact file (e.g. an `.onnx` or TorchScript `.pt` file) in the model's format."""
 
 

@@ -12,9 +12,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from generator.base.spec_sources import PackageFile
+from generator.base.sources import Source
 from generator.kinds.builders.base import Builder, BuildSettings
-from generator.kinds.builders.encoder import sentence_embedding_module
+from generator.kinds.builders.encoder import (
+    encoder_token_limit,
+    encoder_unpadded_problem,
+    sentence_embedding_module,
+)
+from generator.kinds.builders.families import TokenLimit
 from generator.kinds.preprocessing import get_preprocessor
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
@@ -28,7 +33,7 @@ class PrototypeClassifierBuild(BuildSettings):
 
     builder: Literal["prototype_classifier"]
     """Selects this builder."""
-    source: PackageFile
+    source: Source
     """The sentence-transformers model folder whose embeddings the prototypes are made of."""
     labels: dict[str, tuple[str, ...]]
     """Label -> example texts; label order is the order of LOGITS."""
@@ -62,6 +67,12 @@ class PrototypeClassifier(Builder):
 
     def example_texts(self, settings: Any) -> tuple[str, ...]:
         return tuple(text for examples in settings.labels.values() for text in examples)
+
+    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
+        return encoder_token_limit(settings.source)
+
+    def unpadded_problem(self, settings: Any) -> str | None:
+        return encoder_unpadded_problem(settings.source)
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         import torch

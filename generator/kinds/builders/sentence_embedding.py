@@ -1,27 +1,36 @@
-"""`sentence_embedding`: a sentence-transformers model exported with its own pooling and normalization."""
+"""`sentence_embedding`: a sentence-transformers model exported with its own pooling and the modules after it."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from generator.base.spec_sources import PackageFile
+from generator.base.sources import Source
 from generator.kinds.builders.base import Builder, BuildSettings
-from generator.kinds.builders.encoder import sentence_embedding_module
+from generator.kinds.builders.encoder import (
+    encoder_token_limit,
+    encoder_unpadded_problem,
+    sentence_embedding_module,
+)
+from generator.kinds.builders.families import TokenLimit
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 
 class EmbeddingBuild(BuildSettings):
-    """Export a sentence-transformers model with its own pooling and normalization inside.
+    """Export a sentence-transformers model with its own pooling, Dense and Normalize modules inside.
 
-    Pooling (`1_Pooling/config.json`) and normalization (a `Normalize` module in `modules.json`)
-    are the model's, so the embeddings equal `SentenceTransformer(<source>).encode(...)`.
+    The transformer is one of the supported families (BERT, DistilBERT, ELECTRA, MPNet, RoBERTa,
+    XLM-RoBERTa); the pooling (`1_Pooling/config.json`: any mode, or several concatenated) and
+    the `Dense` and `Normalize` modules after it (in `modules.json` order) are the model's, so
+    the embeddings equal `SentenceTransformer(<source>).encode(...)`; what `encode` would do
+    otherwise (e.g. `do_lower_case`, a default prompt) is refused by name.
     """
 
     builder: Literal["sentence_embedding"]
     """Selects this builder."""
-    source: PackageFile
-    """The sentence-transformers model folder (`modules.json`, `sentence_bert_config.json`,
-    the pooling config, and the transformers `config.json` and weights)."""
+    source: Source
+    """The sentence-transformers model folder as `SentenceTransformer.save` wrote it
+    (`modules.json`, `sentence_bert_config.json`, the modules' folders, the transformers
+    `config.json` and weights)."""
 
 
 class SentenceEmbedding(Builder):
@@ -29,6 +38,12 @@ class SentenceEmbedding(Builder):
     settings = EmbeddingBuild
     model_kinds = ("embedding",)
     sentence_transformer = True
+
+    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
+        return encoder_token_limit(settings.source)
+
+    def unpadded_problem(self, settings: Any) -> str | None:
+        return encoder_unpadded_problem(settings.source)
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         return sentence_embedding_module(settings.source, preprocessing.max_length)

@@ -10,12 +10,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from generator.base.footprint import Footprint
 from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.errors import TritongenError
-from generator.kinds.builders.base import Builder
+from generator.kinds.builders.base import Builder, ClassifierHead
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 if TYPE_CHECKING:
     import numpy as np
     from tritonclient.grpc import model_config_pb2 as mc
+
+
+PROBABILITIES = "probabilities"
+"""The classifier tail's softmax (or sigmoid) of `logits`, [batch, labels] FP32."""
+GRAPH_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "embedding": ("embedding",),
+    "classifier": ("logits", PROBABILITIES, "label"),
+    "multi_label_classifier": ("logits", PROBABILITIES, "labels"),
+}
+"""A graph's outputs by model kind (`ModelSpec.kind`), in the client contract's order: the
+builder's float output, then the classifier tail (`ClassifierHead`): `label` [batch, 1] or
+multi-label `labels` [batch, labels] strings."""
 
 
 class UnknownFormatError(TritongenError, KeyError):
@@ -35,7 +47,7 @@ class InferenceFormat(ABC):
     """The native backend's thread settings are process-wide (last loaded model wins): every
     model of this format in one repository must use the same thread count."""
     classifiers: ClassVar[bool] = True
-    """Whether classifier artifacts (logits and a string label) can be built in this format."""
+    """Whether classifier artifacts (logits, probabilities and string labels) can be built in this format."""
     ragged: ClassVar[bool] = False
     """Inputs are unpadded token streams (Triton's ragged batching): the preprocessing must not
     pad (`padding: none`), every request of any length batches with every other."""
@@ -60,7 +72,7 @@ class InferenceFormat(ABC):
 
     @abstractmethod
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Input and output tensor names inside the file for a model kind (embedding, classifier)."""
+        """Input and output tensor names inside the file for a model kind (`GRAPH_OUTPUTS`' keys)."""
 
     def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
         """The model's inputs in the config (default: padded INT64 token tensors, dims [-1])."""
@@ -74,13 +86,21 @@ class InferenceFormat(ABC):
         """Files of this project whose code shapes the exported file (hashed into its cache key)."""
         return ()
 
-    def export(self, builder: Builder, settings: Any, preprocessing: PreprocessingSettings, output: Path) -> None:
-        """Write the file of a builder's `settings` (default: export its padded torch module)."""
-        self.export_module(builder.padded_module(settings, preprocessing), output, builder.labels(settings))
+    def export(
+        self,
+        builder: Builder,
+        settings: Any,
+        preprocessing: PreprocessingSettings,
+        output: Path,
+        head: ClassifierHead | None,
+    ) -> None:
+        """Write the file of a builder's `settings` (default: export its padded torch module);
+        `head`: a classifier's tail (`Builder.head`), None for an embedding."""
+        self.export_module(builder.padded_module(settings, preprocessing), output, head)
 
-    def export_module(self, module: Any, output: Path, labels: list[str] | None) -> None:
+    def export_module(self, module: Any, output: Path, head: ClassifierHead | None) -> None:
         """Write a padded torch module (`input_ids`, `attention_mask` -> one float output) in this
-        format; `labels`: a classifier's labels in logits order."""
+        format; `head`: a classifier's tail after its `logits`."""
         raise NotImplementedError(f"format {self.name} cannot export a torch module")
 
     quantize_methods: ClassVar[tuple[str, ...]] = ()

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from generator.base.footprint import Footprint
 from generator.base.tensors import dims_agree, type_name
-from generator.kinds.formats.base import InferenceFormat
+from generator.kinds.builders.base import ClassifierHead
+from generator.kinds.formats.base import GRAPH_OUTPUTS, PROBABILITIES, InferenceFormat
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,8 +66,7 @@ class Onnx(InferenceFormat):
     native_memory = NATIVE_MEMORY
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        outputs = ("logits", "label") if model_kind == "classifier" else ("embedding",)
-        return ("input_ids", "attention_mask"), outputs
+        return ("input_ids", "attention_mask"), GRAPH_OUTPUTS[model_kind]
 
     def parameters(self, threads: int) -> dict[str, str]:
         # Per session (per instance) on the native backend; inter-op 1: the graphs are sequential.
@@ -86,25 +86,28 @@ class Onnx(InferenceFormat):
     def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         return onnx_runner(path, threads)
 
-    def export_module(self, module: Any, output: Path, labels: list[str] | None) -> None:
-        export_padded_onnx(module, output, labels)
+    def export_module(self, module: Any, output: Path, head: ClassifierHead | None) -> None:
+        export_padded_onnx(module, output, head)
 
 
 def sample_padded_inputs() -> tuple[Any, Any]:
-    """A padded batch of two texts (`input_ids`, `attention_mask`) to trace an encoder with."""
+    """A padded batch of two texts (`input_ids`, `attention_mask`) to trace an encoder with: small
+    token ids, valid in any vocabulary; the padding (id 0) is masked, so whatever a model's pad id
+    is, no output depends on it."""
     import torch
 
-    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
+    ids = torch.tensor([[2, 5, 6, 3, 0], [2, 7, 8, 9, 3]], dtype=torch.int64)
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.int64)
     return ids, mask
 
 
-def export_padded_onnx(module: Any, output: Path, labels: list[str] | None) -> None:
-    """Export a padded torch module: `embedding` or, with `labels`, `logits` and the string `label`."""
+def export_padded_onnx(module: Any, output: Path, head: ClassifierHead | None) -> None:
+    """Export a padded torch module: `embedding` or, with a classifier `head`, `logits` and the
+    classifier tail (`append_classifier_outputs`)."""
     import onnx
     import torch
 
-    output_name = "logits" if labels is not None else "embedding"
+    output_name = "logits" if head is not None else "embedding"
     with torch.no_grad():
         torch.onnx.export(
             module,
@@ -129,25 +132,40 @@ def export_padded_onnx(module: Any, output: Path, labels: list[str] | None) -> N
     for dim, size in zip(output_dims, sample_output.shape[1:], strict=True):
         dim.Clear()
         dim.dim_value = int(size)
-    if labels is not None:
-        append_label_lookup(graph_model, labels)
+    if head is not None:
+        append_classifier_outputs(graph_model, head)
     graph_model.producer_name = "tritongen"
     graph_model.producer_version = ""
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, str(output))
 
 
-def append_label_lookup(graph_model: Any, labels: list[str]) -> None:
-    """Add `label` (string [batch, 1]) = labels[argmax(logits)] to the graph."""
+def append_classifier_outputs(graph_model: Any, head: ClassifierHead) -> None:
+    """Add the classifier tail after `logits` [batch, labels] (`GRAPH_OUTPUTS`): `probabilities`
+    (softmax over the labels; multi-label: a sigmoid per label) and the label strings: `label`
+    [batch, 1] = labels[argmax(logits)], or multi-label `labels` [batch, labels]: each label whose
+    probability is over the threshold, in label order, else "" (every row has one shape)."""
     from onnx import TensorProto, helper
 
     graph = graph_model.graph
-    names = [label.encode() for label in labels]
-    label_values = helper.make_tensor("label_names", TensorProto.STRING, [len(labels)], names)  # type: ignore[arg-type]
-    graph.initializer.append(label_values)
-    graph.node.append(helper.make_node("ArgMax", ["logits"], ["label_index"], axis=1, keepdims=1))
-    graph.node.append(helper.make_node("Gather", ["label_names", "label_index"], ["label"], axis=0))
-    graph.output.append(helper.make_tensor_value_info("label", TensorProto.STRING, ["batch", 1]))
+    logits = next(output for output in graph.output if output.name == "logits")
+    batch, width = (dim.dim_param or dim.dim_value or None for dim in logits.type.tensor_type.shape.dim)
+    names = [label.encode() for label in head.labels]
+    graph.initializer.append(helper.make_tensor("label_names", TensorProto.STRING, [len(names)], names))  # type: ignore[arg-type]
+    if head.multi_label:
+        graph.initializer.append(helper.make_tensor("label_threshold", TensorProto.FLOAT, [], [head.threshold]))
+        graph.initializer.append(helper.make_tensor("no_label", TensorProto.STRING, [], [b""]))  # type: ignore[list-item]
+        graph.node.append(helper.make_node("Sigmoid", ["logits"], [PROBABILITIES]))
+        graph.node.append(helper.make_node("Greater", [PROBABILITIES, "label_threshold"], ["label_over"]))
+        graph.node.append(helper.make_node("Where", ["label_over", "label_names", "no_label"], ["labels"]))
+        strings = helper.make_tensor_value_info("labels", TensorProto.STRING, [batch, width])
+    else:
+        graph.node.append(helper.make_node("Softmax", ["logits"], [PROBABILITIES], axis=1))
+        graph.node.append(helper.make_node("ArgMax", ["logits"], ["label_index"], axis=1, keepdims=1))
+        graph.node.append(helper.make_node("Gather", ["label_names", "label_index"], ["label"], axis=0))
+        strings = helper.make_tensor_value_info("label", TensorProto.STRING, [batch, 1])
+    graph.output.append(helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [batch, width]))
+    graph.output.append(strings)
 
 
 def onnx_session(path: Path, threads: int) -> Any:

@@ -12,9 +12,9 @@ compute ragged inputs and batch inputs as those do (`backends/triton/tritongen_b
 Builders: `sentence_embedding` (`embedding` [texts, dim]) and, in ONNX, `prototype_classifier`:
 the padded builder module (`Builder.padded_module`: the same prototypes, embedded with the
 version's preprocessing) turned ragged (`unpadded_encoder.ragged_from_padded`), `logits` [texts, labels],
-and `label` [texts, 1] looked up in the graph as for the padded ONNX classifier. TorchScript
-cannot return the string `label` to the pytorch backend, so `torchscript_ragged` serves
-embeddings only (like `torchscript`).
+then `probabilities` and `label` [texts, 1] computed in the graph as for the padded ONNX
+classifier (`onnx.append_classifier_outputs`). TorchScript cannot return the string `label` to
+the pytorch backend, so `torchscript_ragged` serves embeddings only (like `torchscript`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generator.base.source_model import read_sentence_transformer_config
-from generator.base.spec_sources import resolve_source
+from generator.base.sources import resolve_source
 from generator.base.tensors import BatchInputPlan, TensorPlan
-from generator.kinds.builders.base import Builder
-from generator.kinds.formats.base import InferenceFormat
+from generator.kinds.builders.base import Builder, ClassifierHead
+from generator.kinds.formats.base import GRAPH_OUTPUTS, InferenceFormat
 from generator.kinds.formats.onnx import NATIVE_MEMORY as ONNX_NATIVE_MEMORY
-from generator.kinds.formats.onnx import QUANTIZE_METHODS, append_label_lookup, check_onnx, onnx_runner, quantize_onnx
+from generator.kinds.formats.onnx import (
+    QUANTIZE_METHODS,
+    append_classifier_outputs,
+    check_onnx,
+    onnx_runner,
+    quantize_onnx,
+)
 from generator.kinds.formats.onnx import STANDIN_MEMORY as ONNX_STANDIN_MEMORY
 from generator.kinds.formats.torchscript import STANDIN_MEMORY as TORCHSCRIPT_STANDIN_MEMORY
 from generator.kinds.preprocessing.base import PreprocessingSettings
@@ -47,7 +53,7 @@ class _Ragged(InferenceFormat):
     ragged = True
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return RAGGED_INPUTS, (("logits", "label") if model_kind == "classifier" else ("embedding",))
+        return RAGGED_INPUTS, GRAPH_OUTPUTS[model_kind]
 
     def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
         return (
@@ -65,27 +71,34 @@ class _Ragged(InferenceFormat):
         here = Path(__file__)
         return (here.with_name("unpadded_encoder.py"), here)
 
-    def export(self, builder: Builder, settings: Any, preprocessing: PreprocessingSettings, output: Path) -> None:
+    def export(
+        self,
+        builder: Builder,
+        settings: Any,
+        preprocessing: PreprocessingSettings,
+        output: Path,
+        head: ClassifierHead | None,
+    ) -> None:
         from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        labels = builder.labels(settings)
         builders = "sentence_embedding or prototype_classifier" if self.classifiers else "sentence_embedding"
-        if not builder.sentence_transformer or (labels is not None and not self.classifiers):
+        if not builder.sentence_transformer or (head is not None and not self.classifiers):
             raise ValueError(f"{self.name} is built by the {builders} builder only")
+        problem = builder.unpadded_problem(settings)  # e.g. a family or a pooling it does not cover
+        if problem is not None:
+            raise ValueError(f"{self.name}: {problem}")
         model = read_sentence_transformer_config(resolve_source(builder.source(settings)))
-        if model.pooling != "mean":
-            raise ValueError(f"{self.name}: the ragged encoder pools by mean only, {model.folder} uses {model.pooling}")
-        if labels is None:
+        if head is None:
             module = unpadded_encoder.load_ragged_module(model.encoder_folder, normalize=model.normalize)
             self._write(module, output)
             return
         classifier = unpadded_encoder.ragged_from_padded(builder.padded_module(settings, preprocessing))
-        self._write_classifier(classifier, labels, output)
+        self._write_classifier(classifier, head, output)
 
     def _write(self, module: object, output: Path) -> None:
         raise NotImplementedError
 
-    def _write_classifier(self, module: object, labels: list[str], output: Path) -> None:
+    def _write_classifier(self, module: object, head: ClassifierHead, output: Path) -> None:
         raise NotImplementedError
 
 
@@ -109,15 +122,15 @@ class OnnxRagged(_Ragged):
 
         unpadded_encoder.export_onnx(module, output)  # type: ignore[arg-type]
 
-    def _write_classifier(self, module: object, labels: list[str], output: Path) -> None:
-        """`logits` as exported, then `label` = labels[argmax] in the graph (the padded recipe)."""
+    def _write_classifier(self, module: object, head: ClassifierHead, output: Path) -> None:
+        """`logits` as exported, then the classifier tail in the graph (the padded recipe)."""
         import onnx
 
         from generator.kinds.formats import unpadded_encoder  # imports torch
 
         unpadded_encoder.export_onnx(module, output, output_name="logits")  # type: ignore[arg-type]
         graph_model = onnx.load(str(output))
-        append_label_lookup(graph_model, labels)
+        append_classifier_outputs(graph_model, head)
         onnx.checker.check_model(graph_model)
         onnx.save(graph_model, str(output))
 

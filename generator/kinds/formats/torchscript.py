@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from generator.base.footprint import Footprint
 from generator.base.tensors import dims_agree
+from generator.kinds.builders.base import ClassifierHead
 from generator.kinds.formats.base import InferenceFormat
 from generator.kinds.formats.onnx import sample_padded_inputs
 
@@ -53,8 +54,8 @@ class TorchScript(InferenceFormat):
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         return check_torchscript(path, config)
 
-    def export_module(self, module: Any, output: Path, labels: list[str] | None) -> None:
-        if labels is not None:
+    def export_module(self, module: Any, output: Path, head: ClassifierHead | None) -> None:
+        if head is not None:
             raise ValueError(f"{self.name} cannot return the string label of a classifier")
         export_torchscript(module, sample_padded_inputs(), output)
 
@@ -103,8 +104,7 @@ def check_torchscript(path: Path, config: mc.ModelConfig) -> list[str]:
 
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-        ids = torch.tensor([[101, 2023, 2003, 102], [101, 7592, 102, 0]], dtype=torch.int64)
-        sample = [ids, (ids != 0).to(torch.int64)][: len(config.input)]
+        sample = list(sample_padded_inputs())[: len(config.input)]
         with torch.inference_mode():
             result = module(*sample)
     except Exception as error:  # torch raises many error types on load/run

@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from generator.kinds.builders.families import BY_MODEL_TYPE, supported
 from generator.kinds.formats import torchscript
 from generator.kinds.formats.onnx import ONNX_OPSET
 
@@ -109,8 +110,9 @@ class RaggedSentenceEmbedding(torch.nn.Module):
     def __init__(self, encoder: Any, normalize: bool = True, buckets: Sequence[int] = DEFAULT_BUCKETS) -> None:
         super().__init__()
         config = encoder.config
-        if getattr(config, "model_type", "") != "bert":
-            raise RaggedError(f"ragged export supports BERT encoders, got model_type {config.model_type!r}")
+        family = BY_MODEL_TYPE.get(str(getattr(config, "model_type", "")))
+        if family is None or not family.unpadded:
+            raise RaggedError(f"ragged export covers {supported(unpadded=True)}, got model_type {config.model_type!r}")
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             raise RaggedError("ragged export needs absolute position embeddings")
         if list(buckets) != sorted(set(buckets)) or (buckets and buckets[0] < 1):
@@ -296,7 +298,8 @@ def load_ragged_module(
 
 def sample_inputs() -> tuple[torch.Tensor, ...]:
     """Tracing inputs: two requests, the second with two texts (one pad token), several buckets."""
-    requests = [[[101] + [2000 + i for i in range(40)] + [102]], [[101, 7592, 102], [101, 2023, 1037, 102]]]
+    # Small token ids, valid in any vocabulary.
+    requests = [[[2] + [10 + i for i in range(40)] + [3]], [[2, 5, 3], [2, 6, 7, 3]]]
     packed = [pack_request(texts) for texts in requests]
     ids = np.concatenate([p[0].ravel() for p in packed])
     lengths = np.concatenate([p[1].ravel() for p in packed])
@@ -308,8 +311,8 @@ def sample_inputs() -> tuple[torch.Tensor, ...]:
 def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT_NAME) -> None:
     """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, width]`.
 
-    `output_name`: `embedding`, or `logits` for a classifier (then `onnx.append_label_lookup`
-    can add `label` as for the padded graph).
+    `output_name`: `embedding`, or `logits` for a classifier (then `onnx.append_classifier_outputs`
+    adds the classifier tail as for the padded graph).
     """
     import onnx
 

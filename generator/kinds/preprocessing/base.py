@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from generator.base.footprint import Footprint
-from generator.base.spec_sources import Source, StrictModel
+from generator.base.sources import Source, StrictModel
 from generator.base.tensors import TensorPlan
 
 
@@ -32,11 +32,13 @@ class PreprocessingSettings(StrictModel):
     tokenizer: Source
     """The `tokenizer.json` file (tokenizers format)."""
     max_length: int = Field(ge=1, le=8192)
-    """Tokens per text, special tokens included (longer texts are truncated). Omit it for a
-    sentence-transformers model (builders `sentence_embedding`, `prototype_classifier`): it is then
-    the model's own `max_seq_length` (`sentence_bert_config.json`), what sentence-transformers
-    truncates at. A lower value is a deliberate deviation from the model (say so in the spec); a
-    higher one is an error. Required for `file` builds."""
+    """Tokens per text, special tokens included (longer texts are truncated). Omit it to use the
+    model's own length: for a sentence-transformers model (builders `sentence_embedding`,
+    `prototype_classifier`) its `max_seq_length`, what sentence-transformers truncates at; for a
+    `transformers_classifier` checkpoint the tokens its model takes (`max_position_embeddings`,
+    minus 2 for RoBERTa, XLM-RoBERTa and MPNet), at most its tokenizer's `model_max_length`
+    (`tokenizer_config.json`). A lower value is a deliberate deviation from the model (say so in
+    the spec); a higher one than the model takes is an error. Required for `file` builds."""
 
 
 class PreprocessingKind(ABC):

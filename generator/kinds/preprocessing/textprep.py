@@ -26,7 +26,7 @@ from tritongen_textprep.tokenize import (
 )
 
 from generator.base.footprint import Footprint
-from generator.base.spec_sources import Source, resolve_source
+from generator.base.sources import Source, resolve_source
 from generator.base.tensors import TensorPlan
 from generator.kinds.preprocessing.base import PreprocessingKind, PreprocessingSettings
 
@@ -136,7 +136,10 @@ class TextPrep(PreprocessingKind):
     def sample_texts(self, settings: Any, count: int, seed: int) -> list[str]:
         """Seeded sentences of 8-40 lowercase words of the tokenizer's vocabulary."""
         vocab = json.loads(resolve_source(settings.tokenizer).read_text(encoding="utf-8"))["model"]["vocab"]
-        words = sorted(word for word in vocab if re.fullmatch(r"[a-z]{3,12}", word))
+        # WordPiece and BPE: a token -> id mapping; Unigram: [piece, score] pairs. Byte-level BPE
+        # and SentencePiece mark a word's start with "Ġ" or "▁".
+        pieces = (entry[0] if isinstance(entry, list) else entry for entry in vocab)
+        words = sorted({piece.lstrip("Ġ▁") for piece in pieces if re.fullmatch(r"[Ġ▁]?[a-z]{3,12}", piece)})
         rng = random.Random(seed)
         return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(count)]
 

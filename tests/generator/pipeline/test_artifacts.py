@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from generator.base.source_model import POOLING_MODES
-from generator.base.spec_sources import ArtifactError, PackageFile, ProjectFile, resolve_source
+from generator.base.sources import ArtifactError, PackageFile, ProjectFile, resolve_source
 from generator.kinds.builders.encoder import pool
 from generator.pipeline.artifacts import BuiltArtifact, build_artifact, tokenize_like_server
 from generator.pipeline.spec import load_specs
@@ -98,14 +98,18 @@ def test_pooling_equals_sentence_transformers(mode: str) -> None:
     assert torch.allclose(pool(hidden, mask, mode), want, atol=1e-6)
 
 
-def test_classifier_graph_returns_labels(tmp_path: Path) -> None:
+def test_classifier_graph_returns_probabilities_and_labels(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     version = SPECS["text_classifier"].version(1)
     built = build_artifact(version.model, version.preprocessing, tmp_path, progress=lambda _: None)
     ids, mask = tokenize_like_server(["What is 12 times 12?", "Who was Julius Caesar?"], version.preprocessing)
-    logits, labels = ort.InferenceSession(str(built.path)).run(None, {"input_ids": ids, "attention_mask": mask})
-    assert logits.shape == (2, 4) and labels.shape == (2, 1)
+    session = ort.InferenceSession(str(built.path))
+    assert [output.name for output in session.get_outputs()] == ["logits", "probabilities", "label"]
+    logits, probabilities, labels = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    assert logits.shape == probabilities.shape == (2, 4) and labels.shape == (2, 1)
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.abs(probabilities - softmax / softmax.sum(1, keepdims=True)).max() <= 1e-6
     names = list(version.outputs.labels or ())
     assert [str(v) for v in labels[:, 0]] == [names[i] for i in np.argmax(logits, axis=1)]
     assert [str(v) for v in labels[:, 0]] == ["math", "history"]

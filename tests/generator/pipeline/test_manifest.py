@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from generator.base.sources import source_digest
 from generator.pipeline.checks import CheckError, check_artifacts, check_configs
 from generator.pipeline.manifest import MANIFEST_FILE, SCHEMA_VERSION, Manifest, ManifestError, find_manifest
 from generator.pipeline.render import render_repository
@@ -116,3 +117,15 @@ def test_check_artifacts_takes_the_model_files_from_the_manifest(tmp_path: Path)
         if filename != "model.py"  # rendered, the others are built
     ]
     assert expected and str(raised.value).splitlines() == [f"{line} (run `tritongen generate`)" for line in expected]
+
+
+def test_inference_models_record_the_digests_of_their_versions_sources(manifest: Manifest) -> None:
+    version = next(spec for spec in SPECS if spec.name == "minilm_embed").version(1)
+    inference = manifest.models[manifest.inference_model("minilm_embed")]
+    assert inference.sources == {
+        "preprocessing.tokenizer": source_digest(version.preprocessing.tokenizer),
+        "model.build.source": source_digest(version.model.build.source),
+    }
+    assert inference.sources["model.build.source"].startswith("sha256:")
+    assert "/" not in json.dumps(inference.sources)  # no path of this machine
+    assert all(not model.sources for model in manifest.models.values() if model.role != "inference")

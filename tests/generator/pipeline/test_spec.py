@@ -47,8 +47,14 @@ def parse(data: dict) -> ModelSpec:
 
 def test_shipped_specs_load() -> None:
     specs = load_specs(PROJECT / "models")
-    assert [s.name for s in specs] == ["minilm_embed", "minilm_embed_ragged", "minilm_embed_ts", "text_classifier"]
-    classifier = specs[3]
+    assert [s.name for s in specs] == [
+        "feedback_sentiment",
+        "minilm_embed",
+        "minilm_embed_ragged",
+        "minilm_embed_ts",
+        "text_classifier",
+    ]
+    classifier = specs[4]
     assert {v.version for v in classifier.versions} == {1, 2}
     assert classifier.version(1).preprocessing != classifier.version(2).preprocessing
 
@@ -68,7 +74,7 @@ def test_max_length_is_the_models_unless_lowered() -> None:
     assert message.startswith("models/demo.yaml: versions[0]: preprocessing.max_length: 512 is over")
     assert "max_seq_length 256" in message and "model/sentence_bert_config.json" in message
     missing = spec_with(versions__0__model__build__source={"package": "no_such_package", "path": "model"})
-    with pytest.raises(SpecError, match="preprocessing.max_length: not set, and the model's max_seq_length cannot"):
+    with pytest.raises(SpecError, match="preprocessing.max_length: not set, and the model's length cannot"):
         parse(missing)
     file_build = spec_with(versions__0__model__build={"builder": "file", "source": {"file": "m.onnx"}})
     with pytest.raises(SpecError, match="versions\\[0\\].preprocessing.max_length: Field required"):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from generator.base.spec_sources import StrictModel
+from generator.base.sources import StrictModel
 from generator.pipeline.spec import ModelSpec
 from generator.pipeline.spec_reference import COMMAND, REFERENCE_PATH, main, render_reference, spec_types, undocumented
 
@@ -25,7 +25,8 @@ def test_every_spec_model_and_field_has_a_docstring() -> None:
 
 def test_the_reference_reaches_every_nested_model_and_enum() -> None:
     names = {kind.__name__ for kind in spec_types()}
-    assert {"ModelSpec", "Version", "TextPrepSettings", "PackageFile", "ProjectFile", "ModelArtifact"} <= names
+    assert {"ModelSpec", "Version", "TextPrepSettings", "PackageFile", "ProjectFile", "FolderSource"} <= names
+    assert "ModelArtifact" in names
     assert {"EmbeddingBuild", "PrototypeClassifierBuild", "FileBuild", "Quantize", "Outputs"} <= names
     assert {"Batching", "BulkBatching", "Instances", "Casing", "Padding"} <= names
     assert spec_types()[ModelSpec] == [""]
@@ -42,6 +43,8 @@ def test_the_reference_shows_types_defaults_constraints_and_docstrings() -> None
     assert "| `lowercase` | BERT normalizer, lowercasing (uncased vocabularies). |" in text
     assert "matching `^[a-z][a-z0-9_]*$`" in text
     assert "Where: `versions[].preprocessing.tokenizer`, `versions[].model.build.source`." in text
+    assert "| `tokenizer` | one of [PackageFile](#packagefile), [ProjectFile](#projectfile), [FolderSource]" in text
+    assert "(#recipesource), chosen by the key it holds | required |" in text and "Discriminator" not in text
     assert render_reference() == text  # deterministic
 
 

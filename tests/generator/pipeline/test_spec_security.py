@@ -112,6 +112,17 @@ def test_build_sources_cannot_escape_the_package(path: str) -> None:
     rejected(spec(versions__0__model__build__source={"package": "pkg", "path": path}), "source")
 
 
+@pytest.mark.parametrize("path", [path for path in TRAVERSALS if path])  # "": the folder itself
+def test_folder_sources_cannot_leave_their_folder(path: str) -> None:
+    rejected(spec(versions__0__preprocessing__tokenizer={"folder": "/mnt/models/x", "path": path}), "tokenizer")
+    rejected(spec(versions__0__model__build__source={"folder": "/mnt/models/x", "path": path}), "source")
+
+
+@pytest.mark.parametrize("folder", ["../models", "a/../../models", "/mnt/../etc", "..", "a\\..\\m", "", "~/m"])
+def test_relative_folders_stay_in_the_project(folder: str) -> None:
+    rejected(spec(versions__0__model__build__source={"folder": folder}), "source.folder")
+
+
 @pytest.mark.parametrize("package", ["../pkg", "pkg/sub", "os; rm -rf /", "", "1pkg"])
 def test_package_names_are_import_names(package: str) -> None:
     rejected(spec(versions__0__preprocessing__tokenizer={"package": package, "path": "tok.json"}), "package")

@@ -57,10 +57,10 @@ def test_the_graph_takes_flat_tensors_and_the_format_s_batch_inputs(built: Built
     assert all(t.ragged for t in kind.inputs("classifier"))
     assert {b.source for b in kind.batch_inputs()} == {t.name for t in kind.inputs("classifier")}
     outputs = {o.name: o.type.tensor_type for o in graph.output}
-    assert list(outputs) == list(kind.tensor_names("classifier")[1]) == ["logits", "label"]
+    assert list(outputs) == list(kind.tensor_names("classifier")[1]) == ["logits", "probabilities", "label"]
     shapes = {n: [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim] for n, t in outputs.items()}
-    assert shapes == {"logits": [-1, 4], "label": [-1, 1]}
-    assert outputs["logits"].elem_type == onnx.TensorProto.FLOAT
+    assert shapes == {"logits": [-1, 4], "probabilities": [-1, 4], "label": [-1, 1]}
+    assert outputs["logits"].elem_type == outputs["probabilities"].elem_type == onnx.TensorProto.FLOAT
     assert outputs["label"].elem_type == onnx.TensorProto.STRING
 
 
@@ -103,18 +103,22 @@ def test_logits_and_labels_equal_the_padded_classifier_for_1_to_256_tokens(built
         start, size = start + size, size % 3 + 1
     session = ort.InferenceSession(str(built.path), providers=["CPUExecutionProvider"])
     config = _batching().BatchingConfig.from_model_config(classifier_config())
-    results = config.execute([r for _, r in requests], lambda feed: session.run(["logits", "label"], feed))
+    outputs = ["logits", "probabilities", "label"]
+    results = config.execute([r for _, r in requests], lambda feed: session.run(outputs, feed))
     logits = np.zeros((len(texts), 4), np.float32)
+    probabilities = np.zeros((len(texts), 4), np.float32)
     labels: list[Any] = [None] * len(texts)
     for (chunk, _), result in zip(requests, results, strict=True):
         assert isinstance(result, list), result
-        logits[chunk] = result[0]
-        for index, label in zip(chunk, result[1][:, 0], strict=True):
+        logits[chunk], probabilities[chunk] = result[0], result[1]
+        for index, label in zip(chunk, result[2][:, 0], strict=True):
             labels[index] = str(label)
     padded = _padded_logits(version, texts)
     difference = float(np.abs(logits - padded).max())
     print(f"max |logit difference| ragged vs padded over {len(texts)} texts: {difference:.2e}")
     assert difference <= 1e-4 and float(np.abs(padded).max()) > 5
+    softmax = np.exp(padded - padded.max(1, keepdims=True))
+    assert np.abs(probabilities - softmax / softmax.sum(1, keepdims=True)).max() <= 1e-5
     names = list(version.outputs.labels or ())
     assert labels == [names[i] for i in padded.argmax(1)]
     assert {labels[i] for i in range(len(QUESTIONS))} == {"math", "science", "history", "language"}
@@ -128,6 +132,7 @@ def classifier_config() -> dict[str, Any]:
         **RAGGED_CONFIG,
         "output": [
             {"name": "logits", "data_type": "TYPE_FP32", "dims": [4]},
+            {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [4]},
             {"name": "label", "data_type": "TYPE_STRING", "dims": [1]},
         ],
     }

@@ -1,0 +1,179 @@
+"""The Transformers encoder families the builders export, and what the project knows of each.
+
+One registry, `FAMILIES`, read from a model folder's `config.json` (`model_type`): how many
+tokens per text the model takes, whether it takes `token_type_ids`, and whether the unpadded
+(ragged) encoder covers it. The spec checks `preprocessing.max_length` and the ragged formats
+against it; the builders refuse a model of any other family by name, before exporting it.
+
+Tokens per text: BERT, DistilBERT and ELECTRA number positions 0, 1, ..., so they take
+`max_position_embeddings` tokens; RoBERTa, XLM-RoBERTa and MPNet number them from the padding
+index + 1 (`create_position_ids_from_input_ids`), so two position embeddings are never used
+for tokens and they take `max_position_embeddings - 2` (514 -> 512).
+
+Adding a family: one `Family` below, after checking that its padded ONNX and TorchScript
+exports equal the library for any batch size and sequence length (tests/model_folders.py
+makes a small model of every family for that).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from generator.base.source_model import SourceModelError
+from generator.base.sources import ArtifactError
+from generator.errors import TritongenError
+
+
+class UnsupportedModelError(TritongenError, ValueError):
+    """A model folder's `config.json` names a family the builders do not export."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One encoder family (Transformers `model_type`) and how the exports treat it."""
+
+    name: str
+    """Its name in messages and docs."""
+    model_type: str
+    """`config.json` `model_type`."""
+    position_offset: int
+    """Position embeddings before the first token's (the padding index + 1 for RoBERTa-style
+    position ids, else 0): the model takes `max_position_embeddings - position_offset` tokens."""
+    token_type_ids: bool
+    """The model has a `token_type_ids` input; the exported graphs do not pass it, so the model
+    uses its default of zeros, which is what its tokenizer gives for a single text."""
+    unpadded: bool
+    """The unpadded encoder of the ragged formats (`formats/unpadded_encoder.py`) covers it."""
+    tokenizer: str
+    """The tokenizer algorithm of its published checkpoints (docs)."""
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("BERT", "bert", 0, token_type_ids=True, unpadded=True, tokenizer="WordPiece"),
+    Family("DistilBERT", "distilbert", 0, token_type_ids=False, unpadded=False, tokenizer="WordPiece"),
+    Family("ELECTRA", "electra", 0, token_type_ids=True, unpadded=False, tokenizer="WordPiece"),
+    Family("MPNet", "mpnet", 2, token_type_ids=False, unpadded=False, tokenizer="WordPiece"),
+    Family("RoBERTa", "roberta", 2, token_type_ids=True, unpadded=False, tokenizer="byte-level BPE"),
+    Family("XLM-RoBERTa", "xlm-roberta", 2, token_type_ids=True, unpadded=False, tokenizer="Unigram (SentencePiece)"),
+)
+"""Every family the padded formats export (`sentence_embedding`, `transformers_classifier`,
+`prototype_classifier`), by `model_type`."""
+BY_MODEL_TYPE: dict[str, Family] = {family.model_type: family for family in FAMILIES}
+
+
+def supported(unpadded: bool = False) -> str:
+    """The supported families for messages: `BERT (bert), ...` (`unpadded`: the ragged encoder's)."""
+    return ", ".join(f"{f.name} ({f.model_type})" for f in FAMILIES if f.unpadded or not unpadded)
+
+
+@dataclass(frozen=True)
+class TransformersModel:
+    """What a model folder's `config.json` says: its family, architecture and length."""
+
+    config_file: Path
+    family: Family
+    architecture: str
+    """`architectures[0]` (e.g. `RobertaForSequenceClassification`), else the `model_type`."""
+    max_position_embeddings: int
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per text the model takes, special tokens included."""
+        return self.max_position_embeddings - self.family.position_offset
+
+    def describe(self) -> str:
+        """`RobertaModel (model_type roberta, <config.json>)` for messages."""
+        return f"{self.architecture} (model_type {self.family.model_type}, {self.config_file})"
+
+    def tokens_reason(self) -> str:
+        """Where `tokens` comes from, for messages."""
+        offset = self.family.position_offset
+        arithmetic = (
+            f"max_position_embeddings {self.max_position_embeddings} - {offset}: {self.family.name} "
+            "numbers positions after the padding index"
+            if offset
+            else f"max_position_embeddings {self.max_position_embeddings}"
+        )
+        return f"the {self.tokens} tokens the model takes ({self.config_file}: {arithmetic})"
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SourceModelError(f"{path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise SourceModelError(f"{path}: cannot be read as JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise SourceModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def transformers_model(folder: Path) -> TransformersModel:
+    """The model of a Transformers folder (`config.json`): SourceModelError when it cannot be
+    read, UnsupportedModelError naming the model and the supported families when its
+    `model_type` is not one of `FAMILIES`."""
+    config_file = folder / "config.json"
+    config = json_object(config_file)
+    model_type = config.get("model_type")
+    architectures = config.get("architectures")
+    architecture = str(architectures[0]) if isinstance(architectures, list) and architectures else None
+    family = BY_MODEL_TYPE.get(str(model_type))
+    if family is None:
+        named = f"{architecture} (model_type {model_type!r})" if architecture else f"model_type {model_type!r}"
+        raise UnsupportedModelError(
+            f"{config_file}: {named} is not a supported encoder family: the builders export {supported()}"
+        )
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= family.position_offset:
+        raise SourceModelError(
+            f"{config_file}: max_position_embeddings: expected an integer over {family.position_offset}, "
+            f"got {positions!r}"
+        )
+    return TransformersModel(config_file, family, architecture or family.model_type, positions)
+
+
+def model_to_build(folder: Path) -> TransformersModel:
+    """`transformers_model` for a build: ArtifactError when `config.json` cannot be read."""
+    try:
+        return transformers_model(folder)
+    except SourceModelError as error:
+        raise ArtifactError(f"model.build.source: {error}") from None
+
+
+def tokenizer_max_length(*folders: Path) -> tuple[int, Path] | None:
+    """(`model_max_length`, file) of the first `tokenizer_config.json` in `folders` that sets one
+    (Transformers' 'no limit' sentinel, 1e30, counts as not set); None when none does."""
+    for folder in folders:
+        path = folder / "tokenizer_config.json"
+        if not path.is_file():
+            continue
+        value = json_object(path).get("model_max_length")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**9:
+            return value, path
+    return None
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """The tokens per text a build's model takes: bound and default of `preprocessing.max_length`."""
+
+    most: int
+    """The highest `preprocessing.max_length` (a longer text would not fit the model)."""
+    default: int
+    """`preprocessing.max_length` when the spec omits it."""
+    reason: str
+    """Where `most` comes from, for messages ('the 512 tokens the model takes (...)')."""
+
+
+def checkpoint_token_limit(folder: Path, tokenizer_folders: tuple[Path, ...] = ()) -> TokenLimit:
+    """`preprocessing.max_length`'s bound and default for a Transformers checkpoint folder: the
+    tokens its model takes; the default is capped by the tokenizer's `model_max_length` (the
+    first `tokenizer_config.json` of `tokenizer_folders`, then of the checkpoint, that sets one)."""
+    model = transformers_model(folder)
+    found = tokenizer_max_length(*tokenizer_folders, folder)
+    default = model.tokens if found is None else min(model.tokens, found[0])
+    return TokenLimit(model.tokens, default, model.tokens_reason())

@@ -1,0 +1,98 @@
+"""`tritongen add FOLDER`: the spec a model folder gets, and the folders it refuses (nothing written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator.base.sources import path_digest
+from generator.cli import main as tritongen
+from generator.pipeline.add_model import AddError, add_model
+from generator.pipeline.spec import load_spec
+from tests import model_folders
+from tests.classifier_checkpoints import tiny_classifier
+
+LABELS = ("question", "complaint", "praise")
+
+
+def test_a_classifier_checkpoint_gets_a_pinned_commented_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tiny_classifier(tmp_path / "Feedback-Tags v2", LABELS, multi_label=True)
+    specs = tmp_path / "specs"
+    assert tritongen(["add", str(folder), "--specs", str(specs)]) == 0
+    said = capsys.readouterr().out
+    assert "kind multi_label_classifier, builder transformers_classifier" in said
+    assert "labels from id2label, in id order: question, complaint, praise" in said
+    path = specs / "feedback_tags_v2.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Written by `tritongen add ") and "family BERT" in text
+    spec = load_spec(path)
+    version = spec.versions[0]
+    assert (spec.kind, version.outputs.labels, version.model.format) == ("multi_label_classifier", LABELS, "onnx")
+    assert version.model.build.source.digest == path_digest(folder)  # type: ignore[attr-defined]
+    assert version.preprocessing.max_length == 512
+    # Same folder, same bytes: a re-pin with --force changes nothing.
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--force"]) == 0
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_a_sentence_transformers_folder_gets_an_embedding_spec(tmp_path: Path) -> None:
+    folder = model_folders.cached_sentence_transformer("roberta", pooling="cls", dense=(16,))
+    added = add_model(folder, tmp_path, name="roberta_embed")
+    spec = load_spec(added.path)
+    assert (spec.kind, spec.versions[0].outputs.embedding_dim) == ("embedding", 16)
+    assert spec.versions[0].model.build.builder == "sentence_embedding"
+    assert "family RoBERTa" in added.path.read_text(encoding="utf-8")
+
+
+def _broken(tmp_path: Path, change: str) -> Path:
+    folder = tiny_classifier(tmp_path / "model", LABELS, multi_label=False)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if change == "no tokenizer":
+        (folder / "tokenizer.json").unlink()
+    elif change == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif change == "unsupported":
+        config["model_type"], config["architectures"] = "gpt2", ["GPT2ForSequenceClassification"]
+    elif change == "default label names":
+        config["id2label"] = {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+    elif change == "not a classifier":
+        config["architectures"] = ["BertForMaskedLM"]
+    config_path.write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("no tokenizer", "no tokenizer.json .a fast tokenizer's file."),
+        ("no weights", "no weights .model.safetensors or pytorch_model.bin."),
+        ("unsupported", "GPT2ForSequenceClassification .model_type 'gpt2'. is not a supported encoder family"),
+        ("default label names", "does not name the labels"),
+        ("not a classifier", "BertForMaskedLM.*serves sequence classifiers"),
+    ],
+)
+def test_a_folder_it_cannot_serve_is_refused_and_nothing_is_written(tmp_path: Path, change: str, message: str) -> None:
+    folder = _broken(tmp_path, change)
+    specs = tmp_path / "specs"
+    with pytest.raises(AddError, match=message):
+        add_model(folder, specs, name="model")
+    assert not specs.exists()
+
+
+def test_an_existing_spec_is_kept_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tiny_classifier(tmp_path / "model", LABELS, multi_label=False)
+    (tmp_path / "specs").mkdir()
+    existing = tmp_path / "specs" / "model.yaml"
+    existing.write_text("kept\n")
+    assert tritongen(["add", str(folder), "--specs", str(tmp_path / "specs")]) == 2
+    assert "exists: choose another --name, or --force" in capsys.readouterr().err
+    assert existing.read_text() == "kept\n"
+    shutil.rmtree(folder)
+    assert tritongen(["add", str(folder), "--specs", str(tmp_path / "specs")]) == 2
+    assert "not a folder" in capsys.readouterr().err
