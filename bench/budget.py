@@ -246,7 +246,8 @@ def run_threads(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
 
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for entry in manifest.ensembles():
-                _infer(client, entry.name, ["Threads of a loaded server."], entry.outputs[0], entry.priority or 0)
+                if entry.inputs == ("TEXT",):  # rerankers' entry points take QUERY too
+                    _infer(client, entry.name, ["Threads of a loaded server."], entry.outputs[0], entry.priority or 0)
             client.close()
             pid = server.process.pid
             server_threads = procstat.threads([pid])[pid][1]

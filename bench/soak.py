@@ -73,10 +73,11 @@ class EntryPoint:
 
 
 def entry_points(repository: Path) -> list[EntryPoint]:
-    """Every ensemble of the repository (from its manifest)."""
+    """Every ensemble of the repository that takes TEXT alone (from its manifest)."""
     points = [
         EntryPoint(entry.name, entry.batching.max_batch_size, entry.outputs[0], entry.priority or 0)
         for entry in read_manifest(repository).ensembles()
+        if entry.inputs == ("TEXT",)  # rerankers' entry points take QUERY too
     ]
     if not points:
         raise ValueError(f"{repository} has no ensembles")

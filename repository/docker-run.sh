@@ -70,6 +70,11 @@ exit 64
     --rate-limit-resource=cpu:2 \
     --model-load-thread-count=4 \
     --backend-config=python,thread-pool-size=1 \
+    --load-model=course_reranker \
+    --load-model=course_reranker_batch \
+    --load-model=course_reranker_rerank \
+    --load-model=course_reranker_v1 \
+    --load-model=course_reranker_v1_model \
     --load-model=feedback_sentiment \
     --load-model=feedback_sentiment_batch \
     --load-model=feedback_sentiment_v1 \
@@ -92,8 +97,10 @@ exit 64
     --load-model=text_classifier_v1_model \
     --load-model=text_classifier_v2 \
     --load-model=text_classifier_v2_model \
-    --load-model=textprep_0b53566165e7 \
-    --load-model=textprep_3b2d040c6332 \
-    --load-model=textprep_9830f9ef913b \
-    --load-model=textprep_be94dc980c2b \
-    --load-model=textprep_e009dc8da3c3
+    --load-model=textprep_0c0714cc2f1a \
+    --load-model=textprep_14bdf7232b6f \
+    --load-model=textprep_440137902ecd \
+    --load-model=textprep_580252a7241a \
+    --load-model=textprep_922a893d3516 \
+    --load-model=textprep_b68424bdb68d \
+    --load-model=textprep_f36f490ad001

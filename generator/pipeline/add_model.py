@@ -20,6 +20,7 @@ from generator import PROJECT_ROOT
 from generator.base.source_model import SourceModelError, read_sentence_transformer_config
 from generator.base.sources import FolderSource, source_digest
 from generator.errors import TritongenError
+from generator.kinds.builders.cross_encoder import read_cross_encoder
 from generator.kinds.builders.families import (
     TransformersModel,
     UnsupportedModelError,
@@ -27,6 +28,7 @@ from generator.kinds.builders.families import (
     json_object,
     transformers_model,
 )
+from generator.kinds.preprocessing.textprep import PAIRS_SINCE
 from generator.pipeline.spec import MAX_NAME_LENGTH, SpecError, parse_spec
 
 WEIGHT_FILES = (
@@ -49,7 +51,7 @@ class FolderFindings:
     """What `add` read in a model folder and what it chose, with the reasons."""
 
     kind: str
-    """The spec kind: `embedding`, `classifier` or `multi_label_classifier`."""
+    """The spec kind: `embedding`, `classifier`, `multi_label_classifier` or `reranker`."""
     builder: str
     """The builder that exports it."""
     model: TransformersModel
@@ -104,6 +106,8 @@ def inspect_folder(folder: Path) -> FolderFindings:
     """What kind of model `folder` holds and how to serve it (AddError when it cannot be served)."""
     if not folder.is_dir():
         raise AddError(f"{folder}: not a folder")
+    if _one_label_classifier(folder):  # CrossEncoder folders have a modules.json too
+        return _cross_encoder_findings(folder)
     if (folder / "modules.json").is_file():
         try:
             model = read_sentence_transformer_config(folder)
@@ -168,6 +172,41 @@ def inspect_folder(folder: Path) -> FolderFindings:
     )
 
 
+def _one_label_classifier(folder: Path) -> bool:
+    """Whether `config.json` is a sequence classifier with one label (a cross-encoder's)."""
+    if not (folder / "config.json").is_file():
+        return False
+    config = _read_json(folder / "config.json")
+    architectures = [str(name) for name in config.get("architectures") or []]
+    id2label = config.get("id2label")
+    labels = len(id2label) if isinstance(id2label, dict) else config.get("num_labels", 2)
+    return labels == 1 and any(name.endswith("ForSequenceClassification") for name in architectures)
+
+
+def _cross_encoder_findings(folder: Path) -> FolderFindings:
+    """A cross-encoder folder (a one-label sequence classifier): kind reranker, builder cross_encoder."""
+    _check_model_files(folder, folder)
+    try:
+        _, activation = read_cross_encoder(FolderSource(folder=folder.as_posix()))
+        limit = checkpoint_token_limit(folder)
+    except (SourceModelError, UnsupportedModelError, ValueError) as error:
+        raise AddError(str(error).removeprefix("model.build.source: ")) from None
+    architectures = ", ".join(str(name) for name in _read_json(folder / "config.json").get("architectures") or [])
+    return FolderFindings(
+        kind="reranker",
+        builder="cross_encoder",
+        model=_model(folder),
+        tokenizer_path="tokenizer.json",
+        max_length=f"{limit.default} per (query, text) pair: {limit.reason}"
+        + (", capped by the tokenizer's model_max_length" if limit.default < limit.most else ""),
+        reasons=[
+            f"config.json: {architectures} with one label: a cross-encoder -> kind reranker, builder "
+            "cross_encoder: clients send QUERY and TEXT and get SCORE; <name>_rerank ranks n texts for one query",
+            f"activation {activation.rsplit('.', 1)[1]} (as CrossEncoder.predict applies it), in the ONNX graph",
+        ],
+    )
+
+
 def spec_name(folder: Path, name: str | None) -> str:
     """The spec name: `name`, else the folder's name in lowercase with `_` for other characters."""
     if name is None:
@@ -203,6 +242,11 @@ def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str) 
         "versions:",
         "  - version: 1",
         "    preprocessing:",
+        *(
+            [f'      package_version: "{PAIRS_SINCE}"   # tokenizes (query, text) pairs']
+            if findings.kind == "reranker"
+            else []
+        ),
         f"      environment: {DEFAULT_ENVIRONMENT}   # envs/{DEFAULT_ENVIRONMENT}.yml, conda-packed",
         f"      tokenizer: {tokenizer}",
         "    model:",
@@ -210,9 +254,11 @@ def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str) 
         "      build:",
         f"        builder: {findings.builder}",
         f"        source: {source}",
-        "    outputs:",
+        "    outputs:" + (" {}   # SCORE" if findings.kind == "reranker" else ""),
     ]
-    if findings.embedding_dim is not None:
+    if findings.kind == "reranker":
+        pass
+    elif findings.embedding_dim is not None:
         lines.append(f"      embedding_dim: {findings.embedding_dim}")
     else:
         lines.append(f"      labels: [{', '.join(json.dumps(label) for label in findings.labels)}]")

@@ -10,7 +10,7 @@ every one is there, and each inference model's file, in the manifest's format, m
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -38,15 +38,25 @@ def parse_config(text: str, where: str) -> mc.ModelConfig:
     return config
 
 
-def _tensor_types(tensors: object) -> dict[str, tuple[int, tuple[int, ...]]]:
-    return {t.name: (t.data_type, tuple(t.dims)) for t in tensors}  # type: ignore[attr-defined]
+TensorType = tuple[int, tuple[int, ...], tuple[int, ...]]
+"""A tensor's data type, dims, and full dims (with the batch dimension of a batching model)."""
+
+
+def _tensor_types(tensors: Iterable[mc.ModelInput | mc.ModelOutput], batching: bool) -> dict[str, TensorType]:
+    return {t.name: (t.data_type, tuple(t.dims), ((-1,) if batching else ()) + tuple(t.dims)) for t in tensors}
+
+
+def _shapes_agree(want: TensorType, have: TensorType) -> bool:
+    """Triton's ensemble rule: the dims agree, or the full dims do (a tensor between a model
+    without batching, [-1, d...], and a batching one, [d...])."""
+    return dims_agree(want[1], have[1]) or dims_agree(want[2], have[2])
 
 
 def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig]) -> list[str]:
     """Problems in one ensemble's wiring (names, dtypes, dims, batching), as messages."""
     problems = []
     where = f"{config.name}/config.pbtxt"
-    available = _tensor_types(config.input)  # tensor name inside the ensemble -> type
+    available = _tensor_types(config.input, config.max_batch_size > 0)  # tensor name inside the ensemble -> type
     for index, step in enumerate(config.ensemble_scheduling.step):
         at = f"{where}: step {index} ({step.model_name})"
         model = models.get(step.model_name)
@@ -57,7 +67,7 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
             problems.append(
                 f"{at}: max_batch_size {model.max_batch_size} is below the ensemble's {config.max_batch_size}"
             )
-        model_inputs = _tensor_types(model.input)
+        model_inputs = _tensor_types(model.input, model.max_batch_size > 0)
         for model_input, source in step.input_map.items():
             if model_input not in model_inputs:
                 problems.append(f"{at}: {step.model_name} has no input {model_input!r}")
@@ -69,14 +79,14 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
                     problems.append(
                         f"{at}: input {model_input!r} is {type_name(want[0])} but {source!r} is {type_name(have[0])}"
                     )
-                elif not dims_agree(want[1], have[1]):
+                elif not _shapes_agree(want, have):
                     problems.append(
                         f"{at}: input {model_input!r} has dims {list(want[1])} but {source!r} has {list(have[1])}"
                     )
         missing = set(model_inputs) - set(step.input_map)
         if missing:
             problems.append(f"{at}: inputs {sorted(missing)} of {step.model_name} are not mapped")
-        model_outputs = _tensor_types(model.output)
+        model_outputs = _tensor_types(model.output, model.max_batch_size > 0)
         for model_output, target in step.output_map.items():
             if model_output not in model_outputs:
                 problems.append(f"{at}: {step.model_name} has no output {model_output!r}")
@@ -87,7 +97,8 @@ def check_ensemble(config: mc.ModelConfig, models: Mapping[str, mc.ModelConfig])
             problems.append(f"{where}: output {output.name!r} is produced by no step")
         else:
             have = available[output.name]
-            if have[0] != output.data_type or not dims_agree(have[1], tuple(output.dims)):
+            declared = _tensor_types([output], config.max_batch_size > 0)[output.name]
+            if have[0] != output.data_type or not _shapes_agree(declared, have):
                 problems.append(
                     f"{where}: output {output.name!r} is declared {type_name(output.data_type)} "
                     f"{list(output.dims)} but its step produces {type_name(have[0])} {list(have[1])}"

@@ -153,11 +153,11 @@ def build_environments(plan: RepositoryPlan, options: GenerateOptions) -> Reposi
         result = built[key]
         pinned = result.packages.get(pre.kind.package)
         wanted = pre.settings.package_version
-        if pinned is not None and pinned != wanted:
+        if pinned is not None and not pre.kind.runs_on(wanted, pinned):
             raise PlanError(
                 f"models/{pre.spec_name}.yaml: versions[{pre.users[0].version}].preprocessing.package_version "
-                f"is {wanted}, but environment {environment.name} pins {pre.kind.package}=={pinned} "
-                f"(preprocessing of {pre.describe_users()})"
+                f"is {wanted}, but environment {environment.name} pins {pre.kind.package}=={pinned}, which does "
+                f"not run it (preprocessing of {pre.describe_users()})"
             )
         name = result.tarball.name.removesuffix(".tar.gz")
         source = result.tarball

@@ -24,10 +24,10 @@ SCHEMA_VERSION = 1
 MAX_PROBLEMS_SHOWN = 5
 """Problems of an invalid manifest its error message lists (the rest are counted)."""
 
-ManifestRole = Literal["preprocess", "inference", "online", "bulk", "pinned"]
+ManifestRole = Literal["preprocess", "inference", "online", "bulk", "pinned", "rerank"]
 """`preprocess`, `inference`, or an ensemble's role: `<name>` (online), `<name>_batch` (bulk),
-`<name>_v<N>` (pinned)."""
-ENSEMBLE_ROLES: tuple[ManifestRole, ...] = ("online", "bulk", "pinned")
+`<name>_v<N>` (pinned), a reranker's `<name>_rerank` (one query, n texts)."""
+ENSEMBLE_ROLES: tuple[ManifestRole, ...] = ("online", "bulk", "pinned", "rerank")
 """The roles of ensembles."""
 
 

@@ -7,6 +7,9 @@ execution environment):
     <name>                  ensemble, default version, online entry point (latency first)
     <name>_batch            ensemble, default version, bulk entry point (throughput first)
     <name>_v<N>             ensemble of version N (pin a version)
+    <name>_rerank           rerankers: ensemble of the default version taking one query and
+                            n texts (its own preprocessing, no batching, pairs the query with
+                            each text); the inference model's dynamic batcher batches the pairs
     <kind>_<12 hex>         preprocessing, named by content and shared (see below)
     <name>_v<N>_model       inference model of version N, used by all three ensembles
 
@@ -104,6 +107,7 @@ from generator.environments.envspec import ENVS_DIR
 from generator.errors import TritongenError
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import PREPROCESSORS, PreprocessingKind
+from generator.kinds.preprocessing.base import Layout
 from generator.kinds.targets import TARGETS, Target, get_target
 from generator.pipeline.manifest import SCHEMA_VERSION, Manifest, ManifestBatching, ManifestModel, ManifestUser
 from generator.pipeline.repository_settings import DEFAULT_MEMORY_MIB, MEMORY_HEADROOM, Budget
@@ -135,8 +139,9 @@ PREPROCESS_HASH_LENGTH = 12
 """Hex digits of the identity hash in a preprocessing model's name (`<kind>_<12 hex>`)."""
 """`envs/<name>.yml`: the environment specs (their bytes are part of a preprocessing identity)."""
 
-Role = Literal["online", "bulk", "pinned"]
-"""An ensemble's role: `<name>` (online), `<name>_batch` (bulk) or `<name>_v<N>` (pinned)."""
+Role = Literal["online", "bulk", "pinned", "rerank"]
+"""An ensemble's role: `<name>` (online), `<name>_batch` (bulk), `<name>_v<N>` (pinned) or a
+reranker's `<name>_rerank`."""
 
 
 class PlanError(TritongenError, ValueError):
@@ -493,7 +498,9 @@ def plan_cpu(spec: ModelSpec, cores: int, instances: int | None = None) -> CpuPl
 
 def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
     """The client contract: EMBEDDING [dim]; or LOGITS and PROBABILITIES [num_labels], then
-    LABEL [1] (classifier) or LABELS [num_labels] (multi_label_classifier)."""
+    LABEL [1] (classifier) or LABELS [num_labels] (multi_label_classifier); or SCORE [1] (reranker)."""
+    if spec.kind == "reranker":
+        return (TensorPlan("SCORE", "TYPE_FP32", (1,)),)
     if spec.kind == "embedding":
         assert version.outputs.embedding_dim is not None
         return (TensorPlan("EMBEDDING", "TYPE_FP32", (version.outputs.embedding_dim,)),)
@@ -512,7 +519,7 @@ def client_outputs(spec: ModelSpec, version: Version) -> tuple[TensorPlan, ...]:
 
 def _inference_plan(spec: ModelSpec, version: Version, name: str, batching: Batching, cpu: CpuPlan) -> InferencePlan:
     inference_format = get_format(version.model.format)
-    if spec.kind != "embedding" and not inference_format.classifiers:
+    if spec.kind in ("classifier", "multi_label_classifier") and not inference_format.classifiers:
         raise PlanError(f"{spec.name} v{version.version}: classifiers cannot be served from {inference_format.name}")
     output_names = inference_format.tensor_names(spec.kind)[1]
     contract = client_outputs(spec, version)
@@ -543,8 +550,9 @@ def source_digests(spec: ModelSpec, version: Version) -> dict[str, str]:
     return digests
 
 
-def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
-    """What decides a preprocessing model's behaviour and files (named by its hash; module doc)."""
+def preprocess_identity(settings: Preprocessing, layout: Layout = "text", max_texts: int = 0) -> dict[str, Any]:
+    """What decides a preprocessing model's behaviour and files (named by its hash; module doc);
+    `layout` and `max_texts` (a `rerank` request's most texts) are in its parameters and inputs."""
     kind = PREPROCESSORS[settings.kind]
     files: dict[str, str] = {}
     for filename, source in sorted(kind.version_files(settings).items()):
@@ -560,41 +568,49 @@ def preprocess_identity(settings: Preprocessing) -> dict[str, Any]:
             "spec_sha256": file_sha256(spec_file) if spec_file.is_file() else None,
             "ship_stub": settings.ship_stub,
         }
-    return {
+    identity = {
         "kind": kind.name,
         "package_version": settings.package_version,
-        "parameters": kind.parameters(settings),
-        "outputs": [[t.name, t.data_type, list(t.dims)] for t in kind.outputs(settings)],
+        "parameters": kind.parameters(settings, layout, max_texts),
+        "outputs": [[t.name, t.data_type, list(t.dims)] for t in kind.outputs(settings, layout)],
         "files": files,
         "model_code_sha256": hashlib.sha256(kind.model_code().encode()).hexdigest(),
         "environment": environment,
     }
+    if layout != "text":  # added with pairs: the identities of text models stay as they were
+        identity["inputs"] = [[t.name, t.data_type, list(t.dims)] for t in kind.inputs(layout)]
+    return identity
 
 
-def preprocess_name(settings: Preprocessing) -> str:
+def preprocess_name(settings: Preprocessing, layout: Layout = "text", max_texts: int = 0) -> str:
     """`<kind>_<12 hex>`: the content name of a version's preprocessing model (deterministic)."""
-    canonical = json.dumps(preprocess_identity(settings), sort_keys=True, separators=(",", ":"))
+    identity = preprocess_identity(settings, layout, max_texts)
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return f"{settings.kind}_{hashlib.sha256(canonical.encode()).hexdigest()[:PREPROCESS_HASH_LENGTH]}"
 
 
-def _preprocess_plan(spec: ModelSpec, version: Version, instances: int) -> PreprocessPlan:
+def _preprocess_plan(
+    spec: ModelSpec, version: Version, instances: int, layout: Layout = "text", max_texts: int = 0
+) -> PreprocessPlan:
+    """A version's preprocessing for `layout` requests (`rerank`: no batching, `max_texts` per request)."""
     settings = version.preprocessing
     kind = PREPROCESSORS[settings.kind]
+    largest_bulk = spec.bulk_batching.max_batch_size
     environment = (
         EnvironmentPlan(settings.environment, settings.ship_stub, settings.environment_format == "folder")
         if settings.environment
         else None
     )
     return PreprocessPlan(
-        name=preprocess_name(settings),
+        name=preprocess_name(settings, layout, max_texts),
         users=(PreprocessUser(spec.name, version.version),),
         settings=settings,
         kind=kind,
         instances=instances,
-        max_batch_size=max(spec.batching.max_batch_size, spec.bulk_batching.max_batch_size),
-        inputs=kind.inputs(),
-        outputs=kind.outputs(settings),
-        parameters=kind.parameters(settings),
+        max_batch_size=0 if layout == "rerank" else max(spec.batching.max_batch_size, largest_bulk),
+        inputs=kind.inputs(layout),
+        outputs=kind.outputs(settings, layout),
+        parameters=kind.parameters(settings, layout, max_texts),
         files=dict(kind.version_files(settings)),  # type: ignore[arg-type]
         environment=environment,
     )
@@ -609,7 +625,8 @@ def plan_model(spec: ModelSpec, cores: int, instances: Mapping[int, int] | None 
     for version in sorted(spec.versions, key=lambda v: v.version):
         cpu = plan_cpu(spec, cores, None if instances is None else instances[version.version])
         base = f"{spec.name}_v{version.version}"
-        pre = _preprocess_plan(spec, version, cpu.preprocess_instances)
+        pairs = spec.kind == "reranker"
+        pre = _preprocess_plan(spec, version, cpu.preprocess_instances, "pairs" if pairs else "text")
         default = version.version == spec.default_version
         # The default version's model also runs `<name>_batch` (at BULK_PRIORITY): it takes the
         # bulk entry point's largest request too (preferred sizes and delay stay online's). So
@@ -656,6 +673,24 @@ def plan_model(spec: ModelSpec, cores: int, instances: Mapping[int, int] | None 
                     output_map,
                     f"{spec.name} (default version {version.version}, bulk: send priority {BULK_PRIORITY})",
                     spec.bulk_batching.max_batch_size,
+                )
+            )
+        if default and pairs:
+            # One query and n texts per request, n up to the inference model's batch: its own
+            # preprocessing without batching pairs the query with each text (module doc).
+            rerank = _preprocess_plan(spec, version, cpu.preprocess_instances, "rerank", largest)
+            preprocess.append(rerank)
+            scores = tuple(TensorPlan("SCORES", o.data_type, (-1, *o.dims)) for o in outputs)
+            ensembles.append(
+                EnsemblePlan(
+                    f"{spec.name}_rerank",
+                    "rerank",
+                    rerank,
+                    online,
+                    scores,
+                    tuple((i.name, c.name) for i, c in zip(online.outputs, scores, strict=True)),
+                    f"{spec.name} (default version {version.version}, rerank: one QUERY, up to {largest} TEXTs)",
+                    0,
                 )
             )
     return ModelPlan(spec, tuple(preprocess), tuple(inference), tuple(ensembles))

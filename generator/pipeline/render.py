@@ -73,9 +73,10 @@ def preprocess_config(pre: PreprocessPlan) -> mc.ModelConfig:
         _tensor(config.output.add(), output)
     group = config.instance_group.add(count=pre.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     group.name = f"{pre.name}_cpu"
-    # Take every request waiting, with no added delay: one encode_batch call per execute.
-    config.dynamic_batching.max_queue_delay_microseconds = 0
-    _priorities(config.dynamic_batching)
+    if pre.max_batch_size > 0:  # a rerank model takes one request at a time (no batching)
+        # Take every request waiting, with no added delay: one encode_batch call per execute.
+        config.dynamic_batching.max_queue_delay_microseconds = 0
+        _priorities(config.dynamic_batching)
     parameters = dict(pre.parameters)
     if pre.environment_parameter:
         parameters["EXECUTION_ENV_PATH"] = pre.environment_parameter

@@ -117,7 +117,7 @@ class ModelArtifact(StrictModel):
 
     build: Build
     """How the file is made, chosen by its `builder` key: `sentence_embedding`,
-    `prototype_classifier` or `file`."""
+    `prototype_classifier`, `file`, `transformers_classifier` or `cross_encoder`."""
     quantize: Quantize | None = None
     """Serve a quantized copy of the built file (see `Quantize`); None: full precision."""
 
@@ -191,6 +191,20 @@ class Version(StrictModel):
                 f"preprocessing.max_length: {explicit} is over {limit.reason}: omit it to use the model's "
                 "length, or set a lower one (a deviation from the model)"
             )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_fits_the_model(cls, data: Any) -> Any:
+        """The tokenizer gives no token id at or above the model's `vocab_size`
+        (`Builder.vocabulary_problem`): such an id indexes outside its embedding table."""
+        build = _raw_build(data)
+        preprocessing = data.get("preprocessing") if build is not None else None
+        if build is None or not isinstance(preprocessing, dict):
+            return data  # malformed: the field validation reports it
+        problem = get_builder(build.builder).vocabulary_problem(build, _raw_source(preprocessing.get("tokenizer")))
+        if problem is not None:
+            raise ValueError(f"preprocessing.tokenizer: {problem}")
         return data
 
 
@@ -301,11 +315,13 @@ class ModelSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     """The model's name, the stem of its file (`models/<name>.yaml`) and of its Triton models:
     lowercase letters, digits and `_`, starting with a letter, at most 48 characters."""
-    kind: Literal["embedding", "classifier", "multi_label_classifier"]
+    kind: Literal["embedding", "classifier", "multi_label_classifier", "reranker"]
     """The client contract: `embedding` returns `EMBEDDING`; `classifier` returns `LOGITS`,
     `PROBABILITIES` (softmax) and `LABEL` (the most probable label); `multi_label_classifier`
     returns `LOGITS`, `PROBABILITIES` (a sigmoid per label) and `LABELS` (one string per label,
-    in label order: the label where its probability is over `outputs.threshold`, else "")."""
+    in label order: the label where its probability is over `outputs.threshold`, else "");
+    `reranker` takes `QUERY` and `TEXT` per row and returns `SCORE` (the pair's relevance), and
+    `<name>_rerank` takes one `QUERY` and n `TEXT`s and returns their n `SCORES`."""
     description: str = ""
     """Free text for the people reading the spec; it changes nothing generated."""
     default_version: int
@@ -358,6 +374,10 @@ class ModelSpec(StrictModel):
             if self.kind == "embedding":
                 if outputs.embedding_dim is None or outputs.labels is not None:
                     raise ValueError(f"{where}.outputs: an embedding model needs embedding_dim only")
+            elif self.kind == "reranker":
+                problem = _reranker_problem(version)
+                if problem is not None:
+                    raise ValueError(f"{where}.{problem}")
             else:
                 if outputs.labels is None or outputs.embedding_dim is not None:
                     raise ValueError(f"{where}.outputs: a classifier needs labels only")
@@ -370,16 +390,21 @@ class ModelSpec(StrictModel):
                         classifier_formats = [
                             name
                             for name, known in FORMATS.items()
-                            if known.classifiers and (builder.sentence_transformer or not known.ragged)
+                            if known.classifiers and (builder.ragged or not known.ragged)
                         ]
                         raise ValueError(f"{where}.model.format: {builder.name} builds {', '.join(classifier_formats)}")
         for index, version in enumerate(self.versions):
             ragged = FORMATS[version.model.format].ragged
             where = f"versions[{index}]"
-            if ragged and not get_builder(version.model.build.builder).sentence_transformer:
+            if ragged and not get_builder(version.model.build.builder).ragged:
+                builders = [
+                    name
+                    for name, known in BUILDERS.items()
+                    if known.ragged and (FORMATS[version.model.format].classifiers or "embedding" in known.model_kinds)
+                ]
                 raise ValueError(
-                    f"{where}.model.build: format {version.model.format} is built by sentence_embedding"
-                    + (" or prototype_classifier" if FORMATS[version.model.format].classifiers else "")
+                    f"{where}.model.build: format {version.model.format} is built by "
+                    + (f"{', '.join(builders[:-1])} or {builders[-1]}" if len(builders) > 1 else builders[0])
                 )
             build = version.model.build
             unpadded_problem = get_builder(build.builder).unpadded_problem(build) if ragged else None
@@ -403,6 +428,18 @@ class ModelSpec(StrictModel):
     def version(self, number: int) -> Version:
         """The version with this number."""
         return next(v for v in self.versions if v.version == number)
+
+
+def _reranker_problem(version: Version) -> str | None:
+    """Why a reranker spec's version cannot be served (starting with the field), or None."""
+    if version.outputs.labels is not None or version.outputs.embedding_dim is not None:
+        return "outputs: a reranker returns SCORE: leave outputs empty ({})"
+    if not FORMATS[version.model.format].rerankers:
+        return f"model.format: rerankers are built in {', '.join(n for n, f in FORMATS.items() if f.rerankers)}"
+    if version.model.quantize is not None:
+        return "model.quantize: rerankers are served in full precision (the int8 gate compares texts, not pairs)"
+    preprocessing = version.preprocessing
+    return get_preprocessor(preprocessing.kind).layout_problem(preprocessing, "pairs")
 
 
 def _format_location(location: tuple[str | int, ...]) -> str:

@@ -376,6 +376,8 @@ def preferred_sizes(stage: StageStats, max_batch: int) -> tuple[int, ...]:
 def tune(options: TuneOptions) -> Trial:
     """Coordinate descent over layout, padding and batching; returns the best trial."""
     spec = parse_spec(options.spec_path.read_text(encoding="utf-8"), str(options.spec_path))
+    if spec.kind == "reranker":  # its entry points take (query, text) pairs, not the texts tune sends
+        raise SpecError(f"{options.spec_path}: kind reranker: tune measures entry points of texts, not pairs")
     version = spec.version(spec.default_version)
     preprocessor = get_preprocessor(version.preprocessing.kind)
     if not options.texts:

@@ -72,6 +72,31 @@ def infer_texts(
     return {name: result.as_numpy(name) for name in outputs}
 
 
+def infer_entry_point(
+    target: Target, protocol: str, model: str, texts: list[str], outputs: list[str], inputs: dict[str, list[int]]
+) -> dict[str, np.ndarray]:
+    """Call any entry point with `texts` (`inputs`: its input names and dims from its metadata):
+    TEXT alone; a reranker's QUERY and TEXT per row; or `<name>_rerank`'s one QUERY and n TEXTs
+    (its outputs then have the texts as first dimension too)."""
+    if set(inputs) == {"TEXT"}:
+        return infer_texts(target, protocol, model, texts, outputs)
+    module = httpclient if protocol == "http" else grpcclient
+    rerank = list(inputs["TEXT"]) == [-1]
+    data = {
+        "QUERY": np.array(
+            [b"what is this about?"] if rerank else [[b"what is this about?"]] * len(texts), dtype=object
+        ),
+        "TEXT": np.array([t.encode() for t in texts] if rerank else [[t.encode()] for t in texts], dtype=object),
+    }
+    tensors = []
+    for name, values in data.items():
+        tensor = module.InferInput(name, list(values.shape), "BYTES")
+        tensor.set_data_from_numpy(values)
+        tensors.append(tensor)
+    result = client(target, protocol).infer(model, tensors, outputs=[module.InferRequestedOutput(o) for o in outputs])
+    return {name: result.as_numpy(name) for name in outputs}
+
+
 # --- references -----------------------------------------------------------------------------
 
 
@@ -353,7 +378,7 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 """Case -> (request, substrings the error message must ALL contain: the input, the item, the problem)."""
 
 
-def _rejection(label: str, protocol: str, send: Any) -> str:
+def rejection(label: str, protocol: str, send: Any) -> str:
     """Run `send`, which must fail with INVALID_ARG; return the error message."""
     try:
         send()
@@ -372,7 +397,7 @@ def check_bad_requests(target: Target, protocol: str, model: str = "minilm_embed
     for label, (request, keywords) in BAD_REQUESTS.items():
         name = request.get("input_name", "TEXT")
         send = functools.partial(_raw_request, target, protocol, model, request["data"], name)
-        message = _rejection(label, protocol, send)
+        message = rejection(label, protocol, send)
         missing = [k for k in keywords if k.lower() not in message.lower()]
         assert not missing, f"{label} over {protocol}: {message!r} does not name {missing}"
         assert client(target, protocol).is_server_live() and client(target, protocol).is_model_ready(model)

@@ -1,7 +1,8 @@
-"""The client examples of README.md ("Calling a model", the admin API call) and docs/clients.md,
-run as written against a real tritonserver serving minilm_embed, text_classifier and a
-multi-label `feedback_tags` (a tiny seeded checkpoint, `tests/classifier_checkpoints.py`) with
-restricted admin APIs, as `tritongen serve` starts it (addresses substituted)."""
+"""The client examples of README.md ("Calling a model", "Reranking", the admin API call) and
+docs/clients.md, run as written against a real tritonserver serving minilm_embed,
+text_classifier, course_reranker and a multi-label `feedback_tags` (a tiny seeded checkpoint,
+`tests/classifier_checkpoints.py`) with restricted admin APIs, as `tritongen serve` starts it
+(addresses substituted)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ from .conftest import READY_TIMEOUT_S
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = ("minilm_embed", "text_classifier")
+SPECS = ("minilm_embed", "text_classifier", "course_reranker")
 ADMIN_KEY = "client-examples-admin-key"
 CLASSIFIERS = "Classifiers"
 """The section of docs/clients.md whose examples call the classifiers."""
+RERANKERS = (("README.md", "Reranking"), ("docs/clients.md", "Rerankers"))
+"""The sections whose examples rank passages with course_reranker."""
 TAGS = ("question", "complaint", "praise")
 """`feedback_tags`' labels, as docs/clients.md names them."""
 
@@ -97,14 +100,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[str]) 
         process.stop()
 
 
-EXAMPLES = [("README.md", "Calling a model"), ("docs/clients.md", None)]
+EXAMPLES = [("README.md", "Calling a model"), ("README.md", "Reranking"), ("docs/clients.md", None)]
 
 
 @pytest.mark.parametrize(("document", "section"), EXAMPLES)
 def test_python_examples_print_the_embedding_shape(server: TritonProcess, document: str, section: str | None) -> None:
+    if (document, section) in RERANKERS:
+        return  # test_reranker_examples_rank_the_passage_first
     examples = blocks(ROOT / document, "python", section)
     if document == "docs/clients.md":
-        examples = [code for code in examples if code not in blocks(ROOT / document, "python", CLASSIFIERS)]
+        others = blocks(ROOT / document, "python", CLASSIFIERS) + blocks(ROOT / document, "python", RERANKERS[1][1])
+        examples = [code for code in examples if code not in others]
     assert examples, f"no python example in {document}"
     for code in examples:
         printed = io.StringIO()
@@ -126,6 +132,15 @@ def test_classifier_examples_print_labels(server: TritonProcess) -> None:
     assert printed[0] == single.rsplit("# ", 1)[1].strip(), printed[0]
     tags = ast.literal_eval(printed[1])
     assert len(tags) == 2 and all(set(row) <= set(TAGS) and len(row) == len(set(row)) for row in tags), tags
+
+
+@pytest.mark.parametrize(("document", "section"), RERANKERS)
+def test_reranker_examples_rank_the_passage_first(server: TritonProcess, document: str, section: str) -> None:
+    (code,) = blocks(ROOT / document, "python", section)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(addressed(code, server), document, "exec"), {"__name__": "__example__"})  # noqa: S102
+    assert printed.getvalue().startswith("Photosynthesis turns sunlight"), printed.getvalue()
 
 
 @pytest.mark.parametrize(("document", "section"), EXAMPLES)

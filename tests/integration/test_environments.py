@@ -206,7 +206,7 @@ def test_tarballs_are_conda_pack_output(built_envs: dict[str, BuiltEnvironment])
         assert not any(n.startswith("lib/python3.10/site-packages/pip/") for n in names)
         assert f"lib/python3.10/site-packages/tokenizers-{TOKENIZER_VERSIONS[name]}.dist-info/METADATA" in names
         assert built.packages["tokenizers"] == TOKENIZER_VERSIONS[name]
-        assert built.packages["tritongen-textprep"] == "1.0.0"
+        assert built.packages["tritongen-textprep"] == "1.1.0"
         assert built.python_version.startswith("3.10.")
 
 

@@ -150,22 +150,24 @@ def _memory_report(pod: PodContainer, repository: Path) -> dict[str, Any]:
     return {"peak_mib": round(peak / 2**20), "pss_mib_total": totals, "pss_mib": roles, "du_mib": usage.split()}
 
 
-def _entry_points(target: Target, repository: Path) -> dict[str, list[str]]:
-    """Every ensemble (client entry point) of the repository -> its outputs, from model metadata."""
+def _entry_points(target: Target, repository: Path) -> dict[str, tuple[list[str], dict[str, list[int]]]]:
+    """Every ensemble (client entry point) of the repository -> its outputs and its inputs' dims,
+    from model metadata."""
     http = assertions.client(target, "http")
     entries = {}
     for name in repository_models(repository):
         metadata = http.get_model_metadata(name)
         if metadata.get("platform") == "ensemble":
-            entries[name] = [output["name"] for output in metadata["outputs"]]
+            inputs = {tensor["name"]: [int(d) for d in tensor["shape"]] for tensor in metadata["inputs"]}
+            entries[name] = ([output["name"] for output in metadata["outputs"]], inputs)
     return entries
 
 
 def _check_entry_points(target: Target, repository: Path) -> list[str]:
     entries = _entry_points(target, repository)
     assert len(entries) >= 10, entries
-    for name, outputs in sorted(entries.items()):
-        answers = {p: assertions.infer_texts(target, p, name, TEXTS, outputs) for p in ("http", "grpc")}
+    for name, (outputs, inputs) in sorted(entries.items()):
+        answers = {p: assertions.infer_entry_point(target, p, name, TEXTS, outputs, inputs) for p in ("http", "grpc")}
         for output in outputs:
             assert answers["http"][output].shape[0] == len(TEXTS), (name, output)
             if answers["http"][output].dtype.kind == "f":

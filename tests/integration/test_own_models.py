@@ -4,8 +4,9 @@ tritonserver, HTTP and gRPC; the answers compared with the library on the same f
 The folders are made here, offline (tests/model_folders.py, tests/finetuned_folders.py): a small
 seeded model of each encoder family with a tokenizer trained by `tokenizers` (WordPiece, byte-level
 BPE, Unigram), as a sequence classifier or a sentence-transformers folder, and a multi-label
-fine-tune of the packaged MiniLM. The shipped single-label fine-tune (models/feedback_sentiment.yaml,
-built by its recipe) is checked on the session's server.
+fine-tune of the packaged MiniLM, and a BERT cross-encoder (`<name>` pairs and `<name>_rerank`).
+The shipped single-label fine-tune (models/feedback_sentiment.yaml) and cross-encoder
+(models/course_reranker.yaml), built by their recipes, are checked on the session's server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 import yaml
 
 from generator import PROJECT_ROOT
@@ -43,6 +46,8 @@ EMBEDDINGS = {
     "mpnet_embed": ("mpnet", {"pooling": "mean", "dense": (24,)}),
 }
 """Spec name -> (family, sentence-transformers options) of the seeded embedding folders."""
+RERANKER = "pair_ranker"
+"""A seeded BERT cross-encoder whose tokenizer gives token types (`model_folders.cross_encoder`)."""
 MULTI_LABEL = "feedback_tags"
 MULTI_LABEL_INT8 = "feedback_tags_int8"
 INT8_GATE = {"min_cosine": 0.9, "min_mean_cosine": 0.97, "min_label_agreement": 0.9}
@@ -104,6 +109,7 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     for name, (family, options) in EMBEDDINGS.items():
         folders[name] = model_folders.sentence_transformer(family, root / "folders" / name, **options)
     folders[MULTI_LABEL] = finetuned_folders.finetune_multi_label(root / "folders" / MULTI_LABEL)
+    folders[RERANKER] = model_folders.cross_encoder("bert", root / "folders" / RERANKER, token_types=True)
     for name, folder in folders.items():
         assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs)]) == 0
     # The int8 copy: the same folder and spec, quantized, gated at generate time.
@@ -187,3 +193,128 @@ def test_shipped_fine_tuned_classifier_equals_transformers(server: Target, proto
 
     folder = resolve_source(spec.versions[0].model.build.source)
     check_classifier(server, protocol, "feedback_sentiment", folder, PROJECT_ROOT / "models")
+
+
+# --- rerankers ------------------------------------------------------------------------------
+
+
+def pair_inputs(protocol: str, query: Any, text: Any) -> list[Any]:
+    """QUERY and TEXT BYTES tensors of any shape (None: left out)."""
+    module = httpclient if protocol == "http" else grpcclient
+    tensors = []
+    for name, values in (("QUERY", query), ("TEXT", text)):
+        if values is not None:
+            data = np.array(values, dtype=object)
+            tensor = module.InferInput(name, list(data.shape), "BYTES")
+            tensor.set_data_from_numpy(data)
+            tensors.append(tensor)
+    return tensors
+
+
+def score_pairs(target: Target, protocol: str, name: str, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """`<name>`'s SCORE of each pair, sent as QUERY and TEXT [n, 1]."""
+    queries = [[query.encode()] for query, _ in pairs]
+    texts = [[text.encode()] for _, text in pairs]
+    result = assertions.client(target, protocol).infer(name, pair_inputs(protocol, queries, texts))
+    return result.as_numpy("SCORE")[:, 0]
+
+
+def rerank(target: Target, protocol: str, name: str, query: str, texts: list[str]) -> np.ndarray:
+    """`<name>_rerank`'s SCORES of one query and n texts (QUERY [1], TEXT [n])."""
+    inputs = pair_inputs(protocol, [query.encode()], [text.encode() for text in texts])
+    scores = assertions.client(target, protocol).infer(f"{name}_rerank", inputs).as_numpy("SCORES")
+    assert scores.shape == (len(texts), 1)
+    return scores[:, 0]
+
+
+def check_reranker(target: Target, protocol: str, name: str, folder: Path, query: str, texts: list[str]) -> None:
+    """`<name>` and `<name>_rerank` within 1e-4 of `CrossEncoder.predict`, in the same order."""
+    from sentence_transformers import CrossEncoder
+
+    want = CrossEncoder(str(folder), device="cpu").predict([(query, text) for text in texts], batch_size=1)
+    for got in (
+        score_pairs(target, protocol, name, [(query, text) for text in texts]),
+        rerank(target, protocol, name, query, texts),
+    ):
+        assert np.abs(got - want).max() <= 1e-4, np.abs(got - want)
+        assert list(np.argsort(-got, kind="stable")) == list(np.argsort(-want, kind="stable"))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_reranker_equals_cross_encoder(own_models: dict[str, Any], protocol: str) -> None:
+    folder = own_models["folders"][RERANKER]
+    texts = texts_for(folder)  # 1 to 600 tokens (truncated longest-first with the query), CJK, emoji...
+    for query in ("what is a cell", SPECIAL_TEXTS["cjk"], texts[3]):  # short, CJK, 300 tokens
+        check_reranker(own_models["target"], protocol, RERANKER, folder, query, texts)
+
+
+RERANK_BAD = {
+    "pair without QUERY": (RERANKER, None, [[b"a text"]], ("QUERY",)),
+    "empty text in a pair": (RERANKER, [[b"q"], [b"q"]], [[b"a"], [b""]], ("TEXT[1] is empty",)),
+    "empty query in a pair": (RERANKER, [[b""]], [[b"a"]], ("QUERY[0] is empty",)),
+    "rerank without QUERY": (f"{RERANKER}_rerank", None, [b"a"], ("QUERY",)),
+    "rerank empty text": (f"{RERANKER}_rerank", [b"q"], [b"a", b"b", b""], ("TEXT[2] is empty",)),
+    "rerank over the limit": (f"{RERANKER}_rerank", [b"q"], [b"t"] * 65, ("65 texts", "limit of 64")),
+}
+"""Case -> (entry point, QUERY, TEXT, substrings the error names)."""
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_reranker_bad_requests_are_client_errors(own_models: dict[str, Any], protocol: str) -> None:
+    target = own_models["target"]
+    before = rerank(target, protocol, RERANKER, "what is a cell", ["a cell", "a rock"])
+    for label, (model, query, text, keywords) in RERANK_BAD.items():
+        inputs = pair_inputs(protocol, query, text)
+        send = functools.partial(assertions.client(target, protocol).infer, model, inputs)
+        message = assertions.rejection(label, protocol, send)
+        assert all(keyword in message for keyword in keywords), f"{label}: {message!r}"
+        assert assertions.client(target, protocol).is_model_ready(model)
+    after = rerank(target, protocol, RERANKER, "what is a cell", ["a cell", "a rock"])
+    assert np.allclose(before, after, atol=1e-6)
+
+
+def test_rerank_requests_are_batched_by_the_inference_model(own_models: dict[str, Any]) -> None:
+    """Concurrent rerank requests of equal shapes run in fewer executions of the inference model."""
+    import concurrent.futures
+    import threading
+
+    target = own_models["target"]
+    model = f"{RERANKER}_v1_model"
+    texts = ["a cell is small", "rocks are hard", "water boils"]
+    count = 8
+    start = threading.Barrier(count)
+    clients = [assertions.client(target, "http") for _ in range(count)]  # one per thread (gevent)
+    statistics = assertions.client(target, "http")
+
+    def send(index: int) -> np.ndarray:
+        inputs = pair_inputs("http", [b"what is a cell"], [text.encode() for text in texts])
+        start.wait(timeout=60)
+        return clients[index].infer(f"{RERANKER}_rerank", inputs).as_numpy("SCORES")
+
+    for _attempt in range(3):
+        stats = statistics.get_inference_statistics(model)["model_stats"][0]
+        before = (int(stats["execution_count"]), int(stats["inference_count"]))
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(send, range(count)))
+        stats = statistics.get_inference_statistics(model)["model_stats"][0]
+        executions = int(stats["execution_count"]) - before[0]
+        assert int(stats["inference_count"]) - before[1] == count * len(texts)
+        assert all(np.allclose(result, results[0], atol=1e-6) for result in results)
+        if executions < count:
+            return
+    raise AssertionError(f"{count} concurrent rerank requests always ran one per execution")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_shipped_reranker_equals_cross_encoder(server: Target, protocol: str) -> None:
+    from generator.base.sources import resolve_source
+
+    spec = load_spec(PROJECT_ROOT / "models" / "course_reranker.yaml")
+    folder = resolve_source(spec.versions[0].model.build.source)
+    passages = [
+        "Photosynthesis is how green plants make their food from sunlight, water and carbon dioxide.",
+        "The French Revolution began in 1789.",
+        "植物は光合成で栄養を作ります。",
+        "Volcanoes form where magma rises through the crust. " * 60,  # over 512 tokens with the query
+    ]
+    check_reranker(server, protocol, "course_reranker", folder, "How do plants make their own food?", passages)

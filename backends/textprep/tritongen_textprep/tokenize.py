@@ -39,6 +39,17 @@ class Padding(str, Enum):
     """No padding, for ragged inference models (`pack_request`): outputs `input_ids` and `lengths`."""
 
 
+class Inputs(str, Enum):
+    """What a request holds (since 1.1.0; 1.0.0 knows `text` only)."""
+
+    TEXT = "text"
+    """TEXT [batch, 1]: one text per row."""
+    PAIRS = "pairs"
+    """QUERY and TEXT [batch, 1]: one (query, text) pair per row, tokenized as a pair."""
+    RERANK = "rerank"
+    """QUERY [1] and TEXT [n] (a model without batching): the query paired with each text."""
+
+
 TOKENIZER_FILE = "tokenizer.json"
 """The tokenizer file's name in the model's version folder."""
 
@@ -63,6 +74,10 @@ class TokenizerSettings:
     """The tritongen-textprep version the model version was made with (checked at load)."""
     threads: int = 1
     """Tokenizer (Rayon) threads of one model instance."""
+    inputs: Inputs = Inputs.TEXT
+    """What a request holds; pairs also output TOKEN_TYPE_IDS (the segment of each token)."""
+    max_texts: int = 0
+    """`rerank`: the most texts one request may hold (the inference model's batch limit)."""
 
     @property
     def lowercase(self) -> Optional[bool]:
@@ -81,6 +96,9 @@ class TokenizerSettings:
             "max_text_bytes": str(self.max_text_bytes),
             "package_version": self.package_version,
             "tokenizer_threads": str(self.threads),
+            # Added in 1.1.0, written only when set: 1.0.0's parameters stay as they were.
+            **({"inputs": self.inputs.value} if self.inputs is not Inputs.TEXT else {}),
+            **({"max_texts": str(self.max_texts)} if self.max_texts else {}),
         }
 
     @staticmethod
@@ -104,6 +122,8 @@ class TokenizerSettings:
                 max_text_bytes=int(value("max_text_bytes", defaults.max_text_bytes)),
                 package_version=values.get("package_version", ""),
                 threads=int(value("tokenizer_threads", defaults.threads)),
+                inputs=Inputs(value("inputs", defaults.inputs.value)),
+                max_texts=int(value("max_texts", defaults.max_texts)),
             )
         except ValueError as error:
             raise ValueError(f"invalid preprocessing parameters: {error}") from None
@@ -133,29 +153,64 @@ def load_tokenizer(settings: TokenizerSettings):  # type: ignore[no-untyped-def]
     return tokenizer, pad_id
 
 
-def decode_texts(raw: Optional[np.ndarray], max_text_bytes: int) -> List[str]:
-    """Decode a [batch, 1] BYTES array into strings, rejecting empty, oversized or non-UTF-8 ones."""
+def decode_texts(raw: Optional[np.ndarray], max_text_bytes: int, name: str = "TEXT") -> List[str]:
+    """Decode a [batch, 1] BYTES array (input `name`) into strings, rejecting empty, oversized or
+    non-UTF-8 ones."""
     if raw is None:
-        raise TextError("input TEXT is missing: send TEXT, BYTES of shape [batch, 1]")
+        raise TextError(f"input {name} is missing: send {name}, BYTES of shape [batch, 1]")
     if raw.ndim != 2 or raw.shape[1] != 1:
-        raise TextError(f"input TEXT must have shape [batch, 1], got {list(raw.shape)}")
-    if raw.shape[0] == 0:
-        raise TextError("input TEXT is an empty batch: send at least one text")
+        raise TextError(f"input {name} must have shape [batch, 1], got {list(raw.shape)}")
+    return _decode_items(raw[:, 0], max_text_bytes, name)
+
+
+def _decode_items(items: np.ndarray, max_text_bytes: int, name: str) -> List[str]:
+    """Decode a flat BYTES array of input `name` into strings (module doc of `decode_texts`)."""
+    if items.shape[0] == 0:
+        raise TextError(f"input {name} is an empty batch: send at least one text")
     texts = []
-    for index, item in enumerate(raw[:, 0]):
+    for index, item in enumerate(items):
         data = item if isinstance(item, bytes) else str(item).encode()
         if len(data) == 0:
             # Triton turns an HTTP request without a body into a "raw binary" request: one
             # TEXT element holding the (empty) body, which the model cannot tell from "".
-            hint = " (an HTTP request without body arrives as one empty TEXT)" if raw.shape[0] == 1 else ""
-            raise TextError(f"TEXT[{index}] is empty{hint}: send a non-empty text")
+            hint = f" (an HTTP request without body arrives as one empty {name})" if items.shape[0] == 1 else ""
+            raise TextError(f"{name}[{index}] is empty{hint}: send a non-empty text")
         if len(data) > max_text_bytes:
-            raise TextError(f"TEXT[{index}] has {len(data)} bytes, over the limit of {max_text_bytes} bytes")
+            raise TextError(f"{name}[{index}] has {len(data)} bytes, over the limit of {max_text_bytes} bytes")
         try:
             texts.append(data.decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise TextError(f"TEXT[{index}] is not valid UTF-8: {error.reason} at byte {error.start}") from None
+            raise TextError(f"{name}[{index}] is not valid UTF-8: {error.reason} at byte {error.start}") from None
     return texts
+
+
+def decode_pairs(query: Optional[np.ndarray], text: Optional[np.ndarray], max_text_bytes: int) -> List[Tuple[str, str]]:
+    """One request's (query, text) pairs: QUERY and TEXT, both BYTES [batch, 1] with one batch size."""
+    texts = decode_texts(text, max_text_bytes, "TEXT")
+    if query is None:
+        raise TextError("input QUERY is missing: a pair request sends QUERY and TEXT, BYTES of shape [batch, 1]")
+    queries = decode_texts(query, max_text_bytes, "QUERY")
+    if len(queries) != len(texts):
+        raise TextError(f"QUERY has {len(queries)} rows but TEXT has {len(texts)}: send one query per text")
+    return list(zip(queries, texts))
+
+
+def decode_rerank(
+    query: Optional[np.ndarray], text: Optional[np.ndarray], max_text_bytes: int, max_texts: int
+) -> List[Tuple[str, str]]:
+    """A rerank request's pairs: its one QUERY (BYTES [1]) with each of its TEXT (BYTES [n])."""
+    if query is None:
+        raise TextError("input QUERY is missing: a rerank request sends QUERY, BYTES of shape [1]")
+    if text is None:
+        raise TextError("input TEXT is missing: a rerank request sends TEXT, BYTES of shape [n] (the texts to rank)")
+    if query.ndim != 1 or query.shape[0] != 1:
+        raise TextError(f"input QUERY must have shape [1] (one query), got {list(query.shape)}")
+    if text.ndim != 1:
+        raise TextError(f"input TEXT must have shape [n] (the texts to rank), got {list(text.shape)}")
+    if max_texts and text.shape[0] > max_texts:
+        raise TextError(f"TEXT has {text.shape[0]} texts, over the limit of {max_texts} per request")
+    (query_text,) = _decode_items(query, max_text_bytes, "QUERY")
+    return [(query_text, item) for item in _decode_items(text, max_text_bytes, "TEXT")]
 
 
 @dataclass(frozen=True)
@@ -181,6 +236,37 @@ def gather_texts(inputs: Sequence[Optional[np.ndarray]], max_text_bytes: int) ->
         rows.append((len(texts), len(texts) + len(decoded)))
         texts.extend(decoded)
     return CallTexts(texts, rows)
+
+
+@dataclass(frozen=True)
+class CallPairs:
+    """The (query, text) pairs of all requests of one execute call, and where each request's rows are."""
+
+    pairs: List[Tuple[str, str]]
+    """Every valid request's pairs, in request order (tokenized together)."""
+    rows: List[Union[Tuple[int, int], TextError]]
+    """Per request: its (start, stop) rows in `pairs`, or why it was rejected."""
+
+
+def gather_pairs(
+    requests: Sequence[Tuple[Optional[np.ndarray], Optional[np.ndarray]]], settings: TokenizerSettings
+) -> CallPairs:
+    """Decode each request's (QUERY, TEXT) as `settings.inputs` says (`pairs` or `rerank`); a bad
+    request does not stop the others."""
+    pairs: List[Tuple[str, str]] = []
+    rows: List[Union[Tuple[int, int], TextError]] = []
+    for query, text in requests:
+        try:
+            if settings.inputs is Inputs.RERANK:
+                decoded = decode_rerank(query, text, settings.max_text_bytes, settings.max_texts)
+            else:
+                decoded = decode_pairs(query, text, settings.max_text_bytes)
+        except TextError as error:
+            rows.append(error)
+            continue
+        rows.append((len(pairs), len(pairs) + len(decoded)))
+        pairs.extend(decoded)
+    return CallPairs(pairs, rows)
 
 
 def padded_length(longest: int, settings: TokenizerSettings) -> int:
@@ -209,6 +295,27 @@ def encode(
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+def encode_pairs(
+    tokenizer,  # type: ignore[no-untyped-def]
+    pairs: Sequence[Tuple[str, str]],
+    settings: TokenizerSettings,
+    pad_id: int = 0,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenize (query, text) pairs in one `encode_batch` call, truncated `longest_first` as the
+    models' own tokenizers do; return (input_ids, attention_mask, token_type_ids), int64."""
+    encodings = tokenizer.encode_batch(list(pairs))
+    length = padded_length(max(len(e.ids) for e in encodings), settings)
+    input_ids = np.full((len(encodings), length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(encodings), length), dtype=np.int64)
+    token_type_ids = np.zeros((len(encodings), length), dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        ids = encoding.ids[:length]
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+        token_type_ids[row, : len(ids)] = encoding.type_ids[:length]
+    return input_ids, attention_mask, token_type_ids
 
 
 def encode_unpadded(tokenizer, texts: Sequence[str]) -> List[List[int]]:  # type: ignore[no-untyped-def]

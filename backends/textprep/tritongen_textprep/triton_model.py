@@ -1,5 +1,9 @@
 """TritonPythonModel of the preprocessing models: TEXT (BYTES [batch, 1]) -> int64 tensors.
 
+Pair models (`inputs: pairs`, since 1.1.0) take QUERY and TEXT [batch, 1] and also output
+TOKEN_TYPE_IDS; rerank models (`inputs: rerank`, no batching) take one QUERY [1] and TEXT [n]
+and output the n pairs' tensors [n, tokens], which the inference model's batcher batches.
+
 All texts of all requests handed to one `execute` call are tokenized in ONE `encode_batch`
 call and padded to one length, so that the inference model's dynamic batcher can merge the
 requests again (it only merges tensors of identical shape). A request with a bad text gets
@@ -15,20 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, runs
 from .tokenize import (
     CallTexts,
+    Inputs,
     Padding,
     TextError,
     TokenizerSettings,
     encode,
+    encode_pairs,
     encode_unpadded,
+    gather_pairs,
     gather_texts,
     load_tokenizer,
     pack_request,
 )
 
 OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK")
+PAIR_OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS")
 
 
 class TritonPythonModel:
@@ -47,7 +55,7 @@ class TritonPythonModel:
         self._pb = pb_utils
         model_dir = os.path.join(args["model_repository"], args["model_version"])
         self.settings = TokenizerSettings.from_parameters(parameters, model_dir)
-        if self.settings.package_version and self.settings.package_version != __version__:
+        if self.settings.package_version and not runs(self.settings.package_version, __version__):
             raise ValueError(
                 f"{args['model_name']}: made with tritongen-textprep {self.settings.package_version}, but the "
                 f"model's environment has {__version__}: rebuild the environment (tritongen generate)"
@@ -63,6 +71,8 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self._pb
+        if self.settings.inputs is not Inputs.TEXT:
+            return self._execute_pairs(requests)
         tensors = [pb.get_input_tensor_by_name(request, "TEXT") for request in requests]
         call = gather_texts([None if t is None else t.as_numpy() for t in tensors], self.settings.max_text_bytes)
         if self.settings.padding is Padding.NONE:
@@ -73,8 +83,31 @@ class TritonPythonModel:
                 encoded = encode(self.tokenizer, call.texts, self.settings, self.pad_id)
             except Exception as error:  # the tokenizer's own failure: the server's fault
                 failure = pb.TritonError(f"{self.model_name}: tokenization failed: {error}", pb.TritonError.INTERNAL)
+        return self._responses(call.rows, OUTPUT_NAMES, encoded, failure)
+
+    def _execute_pairs(self, requests: list[Any]) -> list[Any]:
+        """Pair and rerank models: every request's (query, text) pairs in one `encode_batch` call."""
+        pb = self._pb
+
+        def array(request: Any, name: str) -> Any:
+            tensor = pb.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        call = gather_pairs([(array(r, "QUERY"), array(r, "TEXT")) for r in requests], self.settings)
+        encoded = failure = None
+        if call.pairs:
+            try:
+                encoded = encode_pairs(self.tokenizer, call.pairs, self.settings, self.pad_id)
+            except Exception as error:  # the tokenizer's own failure: the server's fault
+                failure = pb.TritonError(f"{self.model_name}: tokenization failed: {error}", pb.TritonError.INTERNAL)
+        return self._responses(call.rows, PAIR_OUTPUT_NAMES, encoded, failure)
+
+    def _responses(self, rows_per_request: Any, names: Any, encoded: Any, failure: Any) -> list[Any]:
+        """One response per request: its rows of every encoded tensor, its own rejection
+        (INVALID_ARG), or the tokenizer's failure (INTERNAL) when the call could not be encoded."""
+        pb = self._pb
         responses = []
-        for rows in call.rows:
+        for rows in rows_per_request:
             if isinstance(rows, TextError):
                 rejected = pb.TritonError(f"{self.model_name}: {rows}", pb.TritonError.INVALID_ARG)
                 responses.append(pb.InferenceResponse(error=rejected))
@@ -82,7 +115,7 @@ class TritonPythonModel:
                 responses.append(pb.InferenceResponse(error=failure))
             else:
                 start, stop = rows
-                outputs = [pb.Tensor(name, array[start:stop]) for name, array in zip(OUTPUT_NAMES, encoded)]
+                outputs = [pb.Tensor(name, tensor[start:stop]) for name, tensor in zip(names, encoded)]
                 responses.append(pb.InferenceResponse(output_tensors=outputs))
         return responses
 

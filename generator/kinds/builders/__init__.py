@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from generator.errors import TritongenError
 from generator.kinds.builders.base import Builder
+from generator.kinds.builders.cross_encoder import CrossEncoder
 from generator.kinds.builders.file import File
 from generator.kinds.builders.prototype_classifier import PrototypeClassifier
 from generator.kinds.builders.sentence_embedding import SentenceEmbedding
 from generator.kinds.builders.transformers_classifier import TransformersClassifier
 
 BUILDERS: dict[str, Builder] = {
-    builder.name: builder for builder in (SentenceEmbedding(), PrototypeClassifier(), File(), TransformersClassifier())
+    builder.name: builder
+    for builder in (
+        SentenceEmbedding(),
+        PrototypeClassifier(),
+        File(),
+        TransformersClassifier(),
+        CrossEncoder(),
+    )
 }
 """Every builder by its spec name."""
 

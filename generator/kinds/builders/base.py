@@ -54,7 +54,11 @@ class Builder(ABC):
     uses_preprocessing: ClassVar[bool] = False
     """The built file depends on the version's preprocessing (e.g. prototypes embedded with it)."""
     output_name: ClassVar[str] = "embedding"
-    """The float output of the exported graph (`embedding`, `logits`)."""
+    """The float output of the exported graph (`embedding`, `logits`, `score`)."""
+    pairs: ClassVar[bool] = False
+    """It scores (query, text) pairs: its module also takes `token_type_ids` (the pair's segments)."""
+    ragged: ClassVar[bool] = False
+    """The ragged formats build it too (`padded_module` turned unpadded), unless `unpadded_problem` says why not."""
 
     def source(self, settings: BuildSettings) -> Source:
         """The file or folder the build starts from."""
@@ -96,10 +100,17 @@ class Builder(ABC):
         UnsupportedModelError for a model of a family `families.FAMILIES` does not list."""
         return None
 
+    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
+        """Why the version's tokenizer file (`tokenizer`, if well-formed) cannot feed the build's
+        model: it gives token ids at or above the model's `vocab_size`; None when they fit or
+        either cannot be read (the source checks and the build report that)."""
+        return None
+
     def unpadded_problem(self, settings: Any) -> str | None:
         """Why the ragged formats cannot export this build unpadded, or None."""
         return None
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
-        """The padded torch module (inputs `input_ids`, `attention_mask`) the formats export."""
+        """The padded torch module (inputs `input_ids`, `attention_mask`, and `token_type_ids` for
+        `pairs`) the formats export."""
         raise ArtifactError(f"the {self.name} builder makes no torch module")

@@ -19,7 +19,13 @@ from generator.base.source_model import (
     read_sentence_transformer_config,
 )
 from generator.base.sources import ArtifactError, Source, resolve_source
-from generator.kinds.builders.families import TokenLimit, model_to_build, supported, transformers_model
+from generator.kinds.builders.families import (
+    TokenLimit,
+    model_to_build,
+    transformers_model,
+    unpadded_problem,
+    vocabulary_problem,
+)
 
 
 def read_source_config(source: Source) -> SentenceTransformerConfig:
@@ -47,21 +53,24 @@ def encoder_token_limit(source: Source) -> TokenLimit:
     return TokenLimit(config.max_seq_length, config.max_seq_length, reason)
 
 
+def encoder_vocabulary_problem(source: Source, tokenizer: Source | None) -> str | None:
+    """`families.vocabulary_problem` for a sentence-transformers source's transformer (None also
+    when the source cannot be read: the build reports that)."""
+    try:
+        config = read_source_config(source)
+    except (ArtifactError, SourceModelError):
+        return None
+    return vocabulary_problem(config.encoder_folder, tokenizer)
+
+
 def encoder_unpadded_problem(source: Source) -> str | None:
     """Why the ragged formats' unpadded encoder cannot export this source, or None (also when
     the source cannot be read: the build reports that)."""
     try:
         config = read_source_config(source)
-        model = transformers_model(config.encoder_folder)
     except (ArtifactError, SourceModelError):
         return None
-    if not model.family.unpadded:
-        return f"the unpadded encoder covers {supported(unpadded=True)} only, the source is {model.describe()}"
-    if config.pooling != ("mean",):
-        return f"the unpadded encoder pools by mean only, {config.folder} pools by {' + '.join(config.pooling)}"
-    if any(isinstance(layer, Dense) for layer in config.layers):
-        return f"the unpadded encoder has no Dense modules, {config.folder} has"
-    return None
+    return unpadded_problem(config.encoder_folder)  # any pooling, Dense and Normalize: as padded
 
 
 def load_encoder(config: SentenceTransformerConfig, max_length: int) -> Any:

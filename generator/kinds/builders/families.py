@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.base.source_model import SourceModelError
-from generator.base.sources import ArtifactError
+from generator.base.sources import ArtifactError, Source, resolve_source
 from generator.errors import TritongenError
 
 
@@ -53,11 +53,11 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", "bert", 0, token_type_ids=True, unpadded=True, tokenizer="WordPiece"),
-    Family("DistilBERT", "distilbert", 0, token_type_ids=False, unpadded=False, tokenizer="WordPiece"),
-    Family("ELECTRA", "electra", 0, token_type_ids=True, unpadded=False, tokenizer="WordPiece"),
-    Family("MPNet", "mpnet", 2, token_type_ids=False, unpadded=False, tokenizer="WordPiece"),
-    Family("RoBERTa", "roberta", 2, token_type_ids=True, unpadded=False, tokenizer="byte-level BPE"),
-    Family("XLM-RoBERTa", "xlm-roberta", 2, token_type_ids=True, unpadded=False, tokenizer="Unigram (SentencePiece)"),
+    Family("DistilBERT", "distilbert", 0, token_type_ids=False, unpadded=True, tokenizer="WordPiece"),
+    Family("ELECTRA", "electra", 0, token_type_ids=True, unpadded=True, tokenizer="WordPiece"),
+    Family("MPNet", "mpnet", 2, token_type_ids=False, unpadded=True, tokenizer="WordPiece"),
+    Family("RoBERTa", "roberta", 2, token_type_ids=True, unpadded=True, tokenizer="byte-level BPE"),
+    Family("XLM-RoBERTa", "xlm-roberta", 2, token_type_ids=True, unpadded=True, tokenizer="Unigram (SentencePiece)"),
 )
 """Every family the padded formats export (`sentence_embedding`, `transformers_classifier`,
 `prototype_classifier`), by `model_type`."""
@@ -78,6 +78,8 @@ class TransformersModel:
     architecture: str
     """`architectures[0]` (e.g. `RobertaForSequenceClassification`), else the `model_type`."""
     max_position_embeddings: int
+    vocab_size: int | None = None
+    """`config.json` `vocab_size`: rows of the token embedding table (None: not set)."""
 
     @property
     def tokens(self) -> int:
@@ -133,7 +135,28 @@ def transformers_model(folder: Path) -> TransformersModel:
             f"{config_file}: max_position_embeddings: expected an integer over {family.position_offset}, "
             f"got {positions!r}"
         )
-    return TransformersModel(config_file, family, architecture or family.model_type, positions)
+    vocab_size = config.get("vocab_size")
+    if vocab_size is not None and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1):
+        raise SourceModelError(f"{config_file}: vocab_size: expected a positive integer, got {vocab_size!r}")
+    return TransformersModel(config_file, family, architecture or family.model_type, positions, vocab_size)
+
+
+def unpadded_problem(folder: Path) -> str | None:
+    """Why the ragged formats' unpadded encoder cannot run the model of a Transformers folder, or
+    None (also when its `config.json` cannot be read: the build reports that)."""
+    try:
+        model = transformers_model(folder)
+        position_type = json_object(model.config_file).get("position_embedding_type", "absolute")
+    except (SourceModelError, UnsupportedModelError):
+        return None
+    if not model.family.unpadded:
+        return f"the unpadded encoder covers {supported(unpadded=True)} only, the source is {model.describe()}"
+    if position_type != "absolute":
+        return (
+            f"the unpadded encoder needs absolute position embeddings, {model.describe()} has "
+            f"position_embedding_type {position_type!r}"
+        )
+    return None
 
 
 def model_to_build(folder: Path) -> TransformersModel:
@@ -177,3 +200,43 @@ def checkpoint_token_limit(folder: Path, tokenizer_folders: tuple[Path, ...] = (
     found = tokenizer_max_length(*tokenizer_folders, folder)
     default = model.tokens if found is None else min(model.tokens, found[0])
     return TokenLimit(model.tokens, default, model.tokens_reason())
+
+
+def tokenizer_vocabulary(path: Path) -> int:
+    """The token ids a `tokenizer.json` can give: its highest id + 1 over the model's vocabulary
+    and the added tokens (`len(tokenizer)` in Transformers); SourceModelError when unreadable."""
+    data = json_object(path)
+    model = data.get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):
+        ids = [value for value in vocab.values() if isinstance(value, int)]
+    elif isinstance(vocab, list):  # Unigram: [piece, score] in id order
+        ids = [len(vocab) - 1] if vocab else []
+    else:
+        raise SourceModelError(f"{path}: model.vocab: expected a mapping or a list of pieces")
+    added = data.get("added_tokens") or []
+    ids += [token["id"] for token in added if isinstance(token, dict) and isinstance(token.get("id"), int)]
+    if not ids:
+        raise SourceModelError(f"{path}: the tokenizer has no vocabulary")
+    return max(ids) + 1
+
+
+def vocabulary_problem(model_folder: Path, tokenizer: Source | None) -> str | None:
+    """Why the tokenizer file cannot feed the model of `model_folder`: it gives ids at or above the
+    model's `vocab_size`; None when they fit, or when either cannot be read (the source checks
+    and the build report that)."""
+    if tokenizer is None:
+        return None
+    try:
+        model = transformers_model(model_folder)
+        size = tokenizer_vocabulary(resolve_source(tokenizer))
+    except (ArtifactError, SourceModelError, UnsupportedModelError):
+        return None
+    if model.vocab_size is None or size <= model.vocab_size:
+        return None
+    return (
+        f"{resolve_source(tokenizer)} has a vocabulary of {size} tokens (added tokens included), but the model takes "
+        f"{model.vocab_size} ({model.config_file}: vocab_size {model.vocab_size}): token ids "
+        f"{model.vocab_size} and above would index outside the model's embedding table. Use the "
+        "tokenizer the model was trained with"
+    )

@@ -9,6 +9,7 @@ from generator.kinds.builders.base import Builder, BuildSettings
 from generator.kinds.builders.encoder import (
     encoder_token_limit,
     encoder_unpadded_problem,
+    encoder_vocabulary_problem,
     sentence_embedding_module,
 )
 from generator.kinds.builders.families import TokenLimit
@@ -38,9 +39,13 @@ class SentenceEmbedding(Builder):
     settings = EmbeddingBuild
     model_kinds = ("embedding",)
     sentence_transformer = True
+    ragged = True
 
     def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
         return encoder_token_limit(settings.source)
+
+    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
+        return encoder_vocabulary_problem(settings.source, tokenizer)
 
     def unpadded_problem(self, settings: Any) -> str | None:
         return encoder_unpadded_problem(settings.source)

@@ -22,7 +22,13 @@ from pydantic import field_validator
 
 from generator.base.sources import ArtifactError, Source, resolve_source
 from generator.kinds.builders.base import Builder, BuildSettings
-from generator.kinds.builders.families import TokenLimit, checkpoint_token_limit, model_to_build
+from generator.kinds.builders.families import (
+    TokenLimit,
+    checkpoint_token_limit,
+    model_to_build,
+    unpadded_problem,
+    vocabulary_problem,
+)
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 
@@ -141,6 +147,7 @@ class TransformersClassifier(Builder):
     settings = TransformersClassifierBuild
     model_kinds = ("classifier", "multi_label_classifier")
     output_name = "logits"
+    ragged = True
 
     def labels(self, settings: Any) -> list[str] | None:
         return checkpoint_labels(settings)
@@ -163,6 +170,13 @@ class TransformersClassifier(Builder):
             f"use `kind: {wanted}` (not {model_kind})"
         )
 
+    def unpadded_problem(self, settings: Any) -> str | None:
+        try:
+            folder = resolve_source(settings.source)
+        except ArtifactError:  # reported by the source checks
+            return None
+        return unpadded_problem(folder)
+
     def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
         """The tokens the checkpoint's model takes; by default at most its tokenizer's
         `model_max_length` (`tokenizer_config.json` beside the tokenizer file or in the checkpoint)."""
@@ -171,6 +185,13 @@ class TransformersClassifier(Builder):
             with contextlib.suppress(ArtifactError):  # a missing tokenizer file is reported as such
                 tokenizer_folders = (resolve_source(tokenizer).parent,)
         return checkpoint_token_limit(resolve_source(settings.source), tokenizer_folders)
+
+    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
+        try:
+            folder = resolve_source(settings.source)
+        except ArtifactError:
+            return None  # a missing checkpoint is reported as such
+        return vocabulary_problem(folder, tokenizer)
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -189,6 +210,7 @@ class TransformersClassifier(Builder):
                 return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
         transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
         folder = resolve_source(settings.source)
         known = model_to_build(folder)  # a family the exports do not cover is refused by name
         if preprocessing.max_length > known.tokens:

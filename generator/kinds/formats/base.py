@@ -24,10 +24,13 @@ GRAPH_OUTPUTS: dict[str, tuple[str, ...]] = {
     "embedding": ("embedding",),
     "classifier": ("logits", PROBABILITIES, "label"),
     "multi_label_classifier": ("logits", PROBABILITIES, "labels"),
+    "reranker": ("score",),
 }
 """A graph's outputs by model kind (`ModelSpec.kind`), in the client contract's order: the
 builder's float output, then the classifier tail (`ClassifierHead`): `label` [batch, 1] or
-multi-label `labels` [batch, labels] strings."""
+multi-label `labels` [batch, labels] strings; a reranker's `score` [batch, 1]."""
+PAIR_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""A reranker graph's inputs: the (query, text) pairs' tokens, mask and segments."""
 
 
 class UnknownFormatError(TritongenError, KeyError):
@@ -48,6 +51,8 @@ class InferenceFormat(ABC):
     model of this format in one repository must use the same thread count."""
     classifiers: ClassVar[bool] = True
     """Whether classifier artifacts (logits, probabilities and string labels) can be built in this format."""
+    rerankers: ClassVar[bool] = False
+    """Whether reranker artifacts (pairs with token types -> `score`) can be built in this format."""
     ragged: ClassVar[bool] = False
     """Inputs are unpadded token streams (Triton's ragged batching): the preprocessing must not
     pad (`padding: none`), every request of any length batches with every other."""

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from generator.base.footprint import Footprint
 from generator.base.tensors import dims_agree, type_name
-from generator.kinds.builders.base import ClassifierHead
-from generator.kinds.formats.base import GRAPH_OUTPUTS, PROBABILITIES, InferenceFormat
+from generator.kinds.builders.base import Builder, ClassifierHead
+from generator.kinds.formats.base import GRAPH_OUTPUTS, PAIR_INPUTS, PROBABILITIES, InferenceFormat
+from generator.kinds.preprocessing.base import PreprocessingSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,10 +63,13 @@ class Onnx(InferenceFormat):
     filename = "model.onnx"
     backend = "onnxruntime"
     ragged_variant = "onnx_ragged"
+    rerankers = True
     standin_memory = STANDIN_MEMORY
     native_memory = NATIVE_MEMORY
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if model_kind == "reranker":
+            return PAIR_INPUTS, GRAPH_OUTPUTS[model_kind]
         return ("input_ids", "attention_mask"), GRAPH_OUTPUTS[model_kind]
 
     def parameters(self, threads: int) -> dict[str, str]:
@@ -85,6 +89,19 @@ class Onnx(InferenceFormat):
 
     def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         return onnx_runner(path, threads)
+
+    def export(
+        self,
+        builder: Builder,
+        settings: Any,
+        preprocessing: PreprocessingSettings,
+        output: Path,
+        head: ClassifierHead | None,
+    ) -> None:
+        if builder.pairs:
+            export_pairs_onnx(builder.padded_module(settings, preprocessing), output)
+        else:
+            super().export(builder, settings, preprocessing, output, head)
 
     def export_module(self, module: Any, output: Path, head: ClassifierHead | None) -> None:
         export_padded_onnx(module, output, head)
@@ -134,6 +151,35 @@ def export_padded_onnx(module: Any, output: Path, head: ClassifierHead | None) -
         dim.dim_value = int(size)
     if head is not None:
         append_classifier_outputs(graph_model, head)
+    graph_model.producer_name = "tritongen"
+    graph_model.producer_version = ""
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(output))
+
+
+def export_pairs_onnx(module: Any, output: Path) -> None:
+    """Export a reranker's padded module: `PAIR_INPUTS` [batch, sequence] -> `score` [batch, 1]."""
+    import onnx
+    import torch
+
+    ids, mask = sample_padded_inputs()
+    types = torch.tensor([[0, 0, 1, 1, 0], [0, 0, 0, 1, 1]], dtype=torch.int64)
+    axes = {name: {0: "batch", 1: "sequence"} for name in PAIR_INPUTS}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (ids, mask, types),
+            str(output),
+            input_names=list(PAIR_INPUTS),
+            output_names=["score"],
+            dynamic_axes={**axes, "score": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    graph_model = onnx.load(str(output))
+    score_dims = graph_model.graph.output[0].type.tensor_type.shape.dim
+    score_dims[1].Clear()
+    score_dims[1].dim_value = 1
     graph_model.producer_name = "tritongen"
     graph_model.producer_version = ""
     onnx.checker.check_model(graph_model)

@@ -9,12 +9,13 @@ layer on the flat token stream and pads only inside attention, per length bucket
 Served by NVIDIA's `onnxruntime` and `pytorch` backends, and by the local stand-ins, which
 compute ragged inputs and batch inputs as those do (`backends/triton/tritongen_batching.py`).
 
-Builders: `sentence_embedding` (`embedding` [texts, dim]) and, in ONNX, `prototype_classifier`:
-the padded builder module (`Builder.padded_module`: the same prototypes, embedded with the
-version's preprocessing) turned ragged (`unpadded_encoder.ragged_from_padded`), `logits` [texts, labels],
-then `probabilities` and `label` [texts, 1] computed in the graph as for the padded ONNX
-classifier (`onnx.append_classifier_outputs`). TorchScript cannot return the string `label` to
-the pytorch backend, so `torchscript_ragged` serves embeddings only (like `torchscript`).
+Builders (`Builder.ragged`): the padded builder module (`Builder.padded_module`: the same
+weights, pooling, Dense/Normalize modules, prototypes embedded with the version's preprocessing)
+turned ragged (`unpadded_encoder.ragged_from_padded`): `sentence_embedding` (`embedding`
+[texts, dim]) and, in ONNX, `transformers_classifier` and `prototype_classifier` (`logits`
+[texts, labels], then `probabilities` and `label` [texts, 1] computed in the graph as for the
+padded ONNX classifier, `onnx.append_classifier_outputs`). TorchScript cannot return the string
+`label` to the pytorch backend, so `torchscript_ragged` serves embeddings only (like `torchscript`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generator.base.source_model import read_sentence_transformer_config
-from generator.base.sources import resolve_source
 from generator.base.tensors import BatchInputPlan, TensorPlan
 from generator.kinds.builders.base import Builder, ClassifierHead
 from generator.kinds.formats.base import GRAPH_OUTPUTS, InferenceFormat
@@ -69,7 +68,7 @@ class _Ragged(InferenceFormat):
 
     def code_files(self) -> tuple[Path, ...]:
         here = Path(__file__)
-        return (here.with_name("unpadded_encoder.py"), here)
+        return (here.with_name("unpadded_encoder.py"), here.with_name("unpadded_families.py"), here)
 
     def export(
         self,
@@ -81,19 +80,18 @@ class _Ragged(InferenceFormat):
     ) -> None:
         from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        builders = "sentence_embedding or prototype_classifier" if self.classifiers else "sentence_embedding"
-        if not builder.sentence_transformer or (head is not None and not self.classifiers):
-            raise ValueError(f"{self.name} is built by the {builders} builder only")
-        problem = builder.unpadded_problem(settings)  # e.g. a family or a pooling it does not cover
+        if not builder.ragged:
+            raise ValueError(f"{self.name} cannot build {builder.name}: its builder has no unpadded encoder")
+        if head is not None and not self.classifiers:
+            raise ValueError(f"{self.name} cannot return the string label of a classifier")
+        problem = builder.unpadded_problem(settings)  # e.g. a position embedding type it does not cover
         if problem is not None:
             raise ValueError(f"{self.name}: {problem}")
-        model = read_sentence_transformer_config(resolve_source(builder.source(settings)))
+        module = unpadded_encoder.ragged_from_padded(builder.padded_module(settings, preprocessing))
         if head is None:
-            module = unpadded_encoder.load_ragged_module(model.encoder_folder, normalize=model.normalize)
             self._write(module, output)
-            return
-        classifier = unpadded_encoder.ragged_from_padded(builder.padded_module(settings, preprocessing))
-        self._write_classifier(classifier, head, output)
+        else:
+            self._write_classifier(module, head, output)
 
     def _write(self, module: object, output: Path) -> None:
         raise NotImplementedError

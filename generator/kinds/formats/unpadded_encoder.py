@@ -1,4 +1,4 @@
-"""Unpadded ("ragged") BERT-family sentence encoders for Triton's ragged batching.
+"""Unpadded ("ragged") encoders of every family for Triton's ragged batching.
 
 Contract of the exported model (ONNX and TorchScript, same names, same order):
 
@@ -9,10 +9,13 @@ Contract of the exported model (ONNX and TorchScript, same names, same order):
 | `token_offsets`| INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `input_ids` |
 | `text_offsets` | INT32 | `[-1]`      | `batch_input` BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO of `lengths`   |
 
-Output `embedding` FP32 `[texts, hidden]` (mean-pooled, L2-normalised when asked), or `logits`
-`[texts, labels]` for `RaggedPrototypeClassifier`; one row per text in request order, which
-Triton splits back by each request's batch size. `ragged_from_padded` turns the padded builder
-modules of `Builder.padded_module` into these, with the same weights and prototypes.
+Output `embedding` FP32 `[texts, dim]` (`RaggedSentenceEmbedding`: the model's pooling, any
+mode of the padded path or several concatenated, then its Dense and Normalize modules), or
+`logits` `[texts, labels]` (`RaggedPrototypeClassifier`; `RaggedSequenceClassifier`: a
+checkpoint's own classification head); one row per text in request order, which Triton splits
+back by each request's batch size. `ragged_from_padded` turns the padded builder modules of
+`Builder.padded_module` into these, with the same weights, pooling, layers and prototypes.
+The families differ only in the parts `unpadded_families` reads from the padded model.
 
 Why two data inputs and two batch inputs (a trap of Triton's batch inputs, docs/ngc-standin.md): an element-count
 batch input counts REQUESTS, but a request may carry n texts (`TEXT` of shape `[n, 1]`), and a
@@ -69,9 +72,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from generator.kinds.builders.families import BY_MODEL_TYPE, supported
+from generator.kinds.builders.encoder import pool
 from generator.kinds.formats import torchscript
 from generator.kinds.formats.onnx import ONNX_OPSET
+from generator.kinds.formats.unpadded_families import FlatEncoder, RaggedError, SequenceHead
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "INPUT_NAMES",
+    "OUTPUT_NAME",
+    "RaggedError",
+    "RaggedPrototypeClassifier",
+    "RaggedSentenceEmbedding",
+    "RaggedSequenceClassifier",
+    "export_onnx",
+    "export_torchscript",
+    "load_ragged_module",
+    "pack_request",
+    "ragged_from_padded",
+    "sample_inputs",
+]
 
 INPUT_NAMES = ("input_ids", "lengths", "token_offsets", "text_offsets")
 """Graph inputs in order (TorchScript: the `forward` argument names)."""
@@ -81,9 +101,9 @@ DEFAULT_BUCKETS = (32, 64, 128)
 _MASKED = -1.0e9
 """Added to attention scores of padded key positions (exp underflows to exactly 0)."""
 
-
-class RaggedError(ValueError):
-    """A model folder or a request cannot be turned into ragged tensors."""
+Block = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""One length bucket: token rows [texts, len] (pads -> row 0), additive attention bias
+[texts, 1 or heads, len, len] (key mask, MPNet's relative positions), valid mask [texts, len]."""
 
 
 def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -104,41 +124,31 @@ def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[n
     return packed.reshape(count, width), lengths
 
 
-class RaggedSentenceEmbedding(torch.nn.Module):
-    """A BERT encoder on concatenated token ids, mean pooling and L2 normalisation per text."""
+class L2Normalize(torch.nn.Module):
+    """Unit L2 norm per row (sentence-transformers' `Normalize`)."""
 
-    def __init__(self, encoder: Any, normalize: bool = True, buckets: Sequence[int] = DEFAULT_BUCKETS) -> None:
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(embedding, p=2.0, dim=-1)
+
+
+class _RaggedEncoder(torch.nn.Module):
+    """A family's encoder on concatenated token ids: `encode` gives every token's final hidden
+    state [tokens, hidden], each text's first token, and the length buckets."""
+
+    def __init__(self, encoder: Any, buckets: Sequence[int]) -> None:
         super().__init__()
-        config = encoder.config
-        family = BY_MODEL_TYPE.get(str(getattr(config, "model_type", "")))
-        if family is None or not family.unpadded:
-            raise RaggedError(f"ragged export covers {supported(unpadded=True)}, got model_type {config.model_type!r}")
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise RaggedError("ragged export needs absolute position embeddings")
         if list(buckets) != sorted(set(buckets)) or (buckets and buckets[0] < 1):
             raise RaggedError(f"buckets must be increasing positive lengths, got {list(buckets)}")
-        self.embeddings = encoder.embeddings
-        self.layers = encoder.encoder.layer
-        self.heads = int(config.num_attention_heads)
-        self.hidden = int(config.hidden_size)
-        self.head_dim = self.hidden // self.heads
+        self.flat = FlatEncoder(encoder)
         self.buckets = tuple(int(b) for b in buckets)
-        self.normalize = normalize
-        # Fused Q/K/V projection (one [hidden, 3 * hidden] matmul per layer on the flat tokens).
-        for index, layer in enumerate(self.layers):
-            attention = layer.attention.self
-            weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]).detach()
-            bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]).detach()
-            self.register_buffer(f"qkv_weight_{index}", weight.t().contiguous())
-            self.register_buffer(f"qkv_bias_{index}", bias.contiguous())
 
-    def forward(
+    def encode(
         self,
         input_ids: torch.Tensor,
         lengths: torch.Tensor,
         token_offsets: torch.Tensor,
         text_offsets: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Block]]:
         token_offsets = token_offsets.to(torch.int64)
         text_offsets = text_offsets.to(torch.int64)
         lengths = lengths.to(torch.int64)
@@ -156,23 +166,13 @@ class RaggedSentenceEmbedding(torch.nn.Module):
         slot = slots[text_of_token] + position
         back = torch.where(real, slot, torch.zeros_like(slot))  # padded-buffer row of each token
 
-        embeddings = self.embeddings
-        hidden = embeddings.word_embeddings(input_ids) + embeddings.position_embeddings(position)
-        hidden = hidden + embeddings.token_type_embeddings.weight[0]
-        hidden = embeddings.LayerNorm(hidden)
-        for index, layer in enumerate(self.layers):
-            qkv = torch.addmm(getattr(self, f"qkv_bias_{index}"), hidden, getattr(self, f"qkv_weight_{index}"))
+        flat = self.flat
+        hidden = flat.embed(input_ids, position)
+        for layer in flat.flat_layers():
+            qkv = layer.qkv(hidden)
             context = torch.cat([self._attend(qkv, gather, bias) for gather, bias, _ in blocks])[back]
-            attention_output = layer.attention.output
-            hidden = attention_output.LayerNorm(attention_output.dense(context) + hidden)
-            intermediate = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
-            hidden = layer.output.LayerNorm(layer.output.dense(intermediate) + hidden)
-
-        pooled = torch.cat([_mean(hidden, gather, valid) for gather, _, valid in blocks])
-        pooled = pooled[self._pooled_order(lengths)]
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-        return pooled
+            hidden = layer.finish(context, hidden)
+        return hidden, starts, blocks
 
     def _bucket_of(self, lengths: torch.Tensor) -> torch.Tensor:
         bucket = torch.zeros_like(lengths)
@@ -180,11 +180,9 @@ class RaggedSentenceEmbedding(torch.nn.Module):
             bucket = bucket + (lengths > bound).to(torch.int64)
         return bucket
 
-    def _blocks(
-        self, starts: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Per bucket: token rows [texts, len] (pads -> row 0), key bias, valid mask; and each
-        text's first row in the concatenated padded buffer of all buckets."""
+    def _blocks(self, starts: torch.Tensor, lengths: torch.Tensor) -> tuple[list[Block], torch.Tensor]:
+        """Per bucket its `Block`; and each text's first row in the concatenated padded buffer
+        of all buckets."""
         bucket = self._bucket_of(lengths)
         blocks = []
         slots = torch.zeros_like(lengths)
@@ -198,7 +196,10 @@ class RaggedSentenceEmbedding(torch.nn.Module):
             valid = columns.unsqueeze(0) < member_lengths.unsqueeze(1)
             rows = starts[selected].unsqueeze(1) + columns.unsqueeze(0)
             gather = torch.where(valid, rows, torch.zeros_like(rows))
-            bias = torch.where(valid, 0.0, _MASKED).to(torch.float32)
+            bias = torch.where(valid, 0.0, _MASKED).to(torch.float32).unsqueeze(1).unsqueeze(1)
+            relative = self.flat.position_bias(columns)
+            if relative is not None:
+                bias = bias + relative.unsqueeze(0)
             blocks.append((gather, bias, valid))
             rank = torch.cumsum(member.to(torch.int64), 0) - 1
             slots = torch.where(member, base + rank * longest, slots)
@@ -207,8 +208,8 @@ class RaggedSentenceEmbedding(torch.nn.Module):
 
     def _pooled_order(self, lengths: torch.Tensor) -> torch.Tensor:
         """Row of each text (input order) among the pooled rows, which come bucket by bucket."""
-        bucket = self._bucket_of(lengths)
-        order = torch.zeros_like(lengths)
+        bucket = self._bucket_of(lengths.to(torch.int64))
+        order = torch.zeros_like(bucket)
         before = torch.zeros((), dtype=torch.int64)
         for index in range(len(self.buckets) + 1):
             member = bucket == index
@@ -219,14 +220,73 @@ class RaggedSentenceEmbedding(torch.nn.Module):
 
     def _attend(self, qkv: torch.Tensor, gather: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention of one bucket: [texts * len, hidden] context rows of its padded block."""
+        flat = self.flat
         block = qkv[gather]  # [texts, len, 3 * hidden]
-        block = block.reshape(gather.shape[0], gather.shape[1], 3, self.heads, self.head_dim)
+        block = block.reshape(gather.shape[0], gather.shape[1], 3, flat.heads, flat.head_dim)
         block = block.permute(2, 0, 3, 1, 4)  # [3, texts, heads, len, head_dim]
         query, key, value = block[0], block[1], block[2]
-        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        scores = scores + bias.unsqueeze(1).unsqueeze(1)
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(flat.head_dim) + bias
         context = torch.matmul(torch.softmax(scores, dim=-1), value)  # [texts, heads, len, head_dim]
-        return context.permute(0, 2, 1, 3).reshape(-1, self.hidden)
+        return context.permute(0, 2, 1, 3).reshape(-1, flat.hidden)
+
+
+class RaggedSentenceEmbedding(_RaggedEncoder):
+    """The encoder on concatenated token ids, the model's pooling per text, then its layers.
+
+    `pooling`: modes of the padded path (`encoder.pool`), concatenated in order; `layers`: the
+    modules after pooling (Dense, Normalize; default: an L2 normalisation when `normalize`);
+    `normalize`: whether the output is unit length.
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        normalize: bool = True,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        pooling: Sequence[str] = ("mean",),
+        layers: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__(encoder, buckets)
+        if not pooling:
+            raise RaggedError("pooling needs at least one mode")
+        self.pooling = tuple(pooling)
+        self.layers = layers if layers is not None else torch.nn.Sequential(*([L2Normalize()] if normalize else []))
+        self.normalize = normalize
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        token_offsets: torch.Tensor,
+        text_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        hidden, _, blocks = self.encode(input_ids, lengths, token_offsets, text_offsets)
+        pooled = torch.cat([self._pool(hidden[gather], valid.to(torch.int64)) for gather, _, valid in blocks])
+        return self.layers(pooled[self._pooled_order(lengths)])
+
+    def _pool(self, block: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The padded path's pooling of one bucket (texts right-padded to its longest)."""
+        pooled = [pool(block, mask, mode) for mode in self.pooling]
+        return pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)
+
+
+class RaggedSequenceClassifier(_RaggedEncoder):
+    """A Transformers sequence classifier on concatenated token ids: its head on each text's
+    first token (`unpadded_families.SequenceHead`), `logits` [texts, labels]."""
+
+    def __init__(self, model: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> None:
+        super().__init__(model.base_model, buckets)
+        self.head = SequenceHead(model)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        token_offsets: torch.Tensor,
+        text_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        hidden, starts, _ = self.encode(input_ids, lengths, token_offsets, text_offsets)
+        return self.head(hidden[starts])
 
 
 class RaggedPrototypeClassifier(torch.nn.Module):
@@ -253,13 +313,21 @@ class RaggedPrototypeClassifier(torch.nn.Module):
 
 def ragged_from_padded(module: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> torch.nn.Module:
     """The ragged counterpart, same weights, of a padded builder module of `Builder.padded_module`:
-    `SentenceEmbedding` (`.encoder`, `.normalize`) or `PrototypeClassifier` (`.embedding`,
-    `.prototypes`, `.scale`)."""
+    `SentenceEmbedding` (`.encoder`, `.normalize`, and `.pooling`, `.layers` when it has them),
+    `PrototypeClassifier` (`.embedding`, `.prototypes`, `.scale`) or a sequence classifier's
+    `SequenceLogits` (`.model`)."""
     if hasattr(module, "prototypes"):
-        inner = module.embedding
-        embedding = RaggedSentenceEmbedding(inner.encoder, True, buckets)
+        embedding = _embedding(module.embedding, buckets)
         return RaggedPrototypeClassifier(embedding, module.prototypes, float(module.scale)).eval()
-    return RaggedSentenceEmbedding(module.encoder, bool(module.normalize), buckets).eval()
+    if hasattr(module, "model"):
+        return RaggedSequenceClassifier(module.model, buckets).eval()
+    return _embedding(module, buckets).eval()
+
+
+def _embedding(module: Any, buckets: Sequence[int]) -> RaggedSentenceEmbedding:
+    pooling = tuple(getattr(module, "pooling", ("mean",)))
+    layers = getattr(module, "layers", None)
+    return RaggedSentenceEmbedding(module.encoder, bool(module.normalize), buckets, pooling, layers)
 
 
 def _text_starts(lengths: torch.Tensor, token_offsets: torch.Tensor, text_offsets: torch.Tensor) -> torch.Tensor:
@@ -271,20 +339,13 @@ def _text_starts(lengths: torch.Tensor, token_offsets: torch.Tensor, text_offset
     return token_offsets[:-1][request] + before - before[first_text]
 
 
-def _mean(hidden: torch.Tensor, gather: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over each text's real tokens of one bucket: [texts, hidden]."""
-    weights = valid.to(hidden.dtype)
-    summed = (hidden[gather] * weights.unsqueeze(-1)).sum(1)
-    return summed / weights.sum(1, keepdim=True).clamp(min=1.0)
-
-
 # --- building and exporting -----------------------------------------------------------------
 
 
 def load_ragged_module(
     model_dir: Path, normalize: bool = True, buckets: Sequence[int] = DEFAULT_BUCKETS
 ) -> RaggedSentenceEmbedding:
-    """The ragged module of a transformers model folder (BERT family), in eval mode."""
+    """The mean-pooling ragged module of a transformers model folder (any covered family), in eval mode."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging

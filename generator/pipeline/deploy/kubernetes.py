@@ -380,7 +380,7 @@ def horizontal_pod_autoscaler(plan: RepositoryPlan) -> dict[str, Any]:
 
 
 def _online_entry_points(plan: RepositoryPlan) -> list[str]:
-    """The entry points of online traffic: the `<name>` and `<name>_v<N>` ensembles (bulk
+    """The entry points of online traffic: the `<name>`, `<name>_v<N>` and `<name>_rerank` ensembles (bulk
     `<name>_batch` requests share their models but wait behind them on purpose: not counted)."""
     return sorted(e.name for e in plan.ensembles() if e.role != "bulk")
 

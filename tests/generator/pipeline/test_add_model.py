@@ -63,6 +63,8 @@ def _broken(tmp_path: Path, change: str) -> Path:
         config["id2label"] = {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
     elif change == "not a classifier":
         config["architectures"] = ["BertForMaskedLM"]
+    elif change == "vocabulary over the model's":
+        config["vocab_size"] = 1000  # the tokenizer's 30522 tokens do not fit
     config_path.write_text(json.dumps(config))
     return folder
 
@@ -75,6 +77,7 @@ def _broken(tmp_path: Path, change: str) -> Path:
         ("unsupported", "GPT2ForSequenceClassification .model_type 'gpt2'. is not a supported encoder family"),
         ("default label names", "does not name the labels"),
         ("not a classifier", "BertForMaskedLM.*serves sequence classifiers"),
+        ("vocabulary over the model's", "preprocessing.tokenizer: .* vocabulary of 30522 tokens .* vocab_size 1000"),
     ],
 )
 def test_a_folder_it_cannot_serve_is_refused_and_nothing_is_written(tmp_path: Path, change: str, message: str) -> None:

@@ -73,8 +73,10 @@ def test_switching_the_default_version_changes_no_inference_model() -> None:
 
 def test_every_batcher_has_the_priority_levels() -> None:
     for name, config in configs(planned(load_specs(PROJECT / "models"), "local", 2)).items():
-        if config.platform == "ensemble":
-            assert not config.HasField("dynamic_batching"), name  # ensembles pass any priority on
+        if config.platform == "ensemble" or config.max_batch_size == 0:
+            # Ensembles pass any priority on; a model without batching (a reranker's rerank
+            # preprocessing) runs each request as it comes.
+            assert not config.HasField("dynamic_batching"), name
             continue
         batching = config.dynamic_batching
         assert (batching.priority_levels, batching.default_priority_level) == (2, ONLINE_PRIORITY), name

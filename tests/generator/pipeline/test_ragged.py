@@ -224,14 +224,18 @@ def test_exports_are_byte_identical(module: Any, exported: dict[str, Path], tmp_
         assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(exported[name].read_bytes()).digest()
 
 
-def test_refuses_non_bert_encoders() -> None:
+def test_refuses_other_families_and_relative_position_embeddings() -> None:
     class Config:
-        model_type = "distilbert"
+        model_type = "gpt2"
+        position_embedding_type = "absolute"
 
     class Encoder:
         config = Config()
 
-    with pytest.raises(ragged.RaggedError, match="BERT"):
+    with pytest.raises(ragged.RaggedError, match=r"covers BERT \(bert\), DistilBERT .* got model_type 'gpt2'"):
+        ragged.RaggedSentenceEmbedding(Encoder())
+    Config.model_type, Config.position_embedding_type = "bert", "relative_key"
+    with pytest.raises(ragged.RaggedError, match="absolute position embeddings, the model has 'relative_key'"):
         ragged.RaggedSentenceEmbedding(Encoder())
 
 

@@ -48,13 +48,15 @@ def parse(data: dict) -> ModelSpec:
 def test_shipped_specs_load() -> None:
     specs = load_specs(PROJECT / "models")
     assert [s.name for s in specs] == [
+        "course_reranker",
         "feedback_sentiment",
         "minilm_embed",
         "minilm_embed_ragged",
         "minilm_embed_ts",
         "text_classifier",
     ]
-    classifier = specs[4]
+    assert specs[0].kind == "reranker" and specs[0].versions[0].preprocessing.package_version == "1.1.0"
+    classifier = specs[5]
     assert {v.version for v in classifier.versions} == {1, 2}
     assert classifier.version(1).preprocessing != classifier.version(2).preprocessing
 
@@ -197,5 +199,5 @@ def test_ragged_classifiers_are_onnx_ragged_only() -> None:
     file_build = _classifier("onnx_ragged")
     file_build["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
     file_build["versions"][0]["preprocessing"]["max_length"] = 32
-    with pytest.raises(SpecError, match="built by sentence_embedding or prototype_classifier"):
+    with pytest.raises(SpecError, match="built by sentence_embedding, prototype_classifier or transformers_classifier"):
         parse(file_build)

@@ -49,7 +49,7 @@ FAMILY_CLASSES = {
 
 def test_the_registry_matches_the_test_models() -> None:
     assert [family.model_type for family in FAMILIES] == list(model_folders.FAMILIES)
-    assert [family.name for family in FAMILIES if family.unpadded] == ["BERT"]
+    assert all(family.unpadded for family in FAMILIES)  # tests/generator/kinds/formats/test_unpadded_families.py
 
 
 def spec(
@@ -218,17 +218,22 @@ def test_the_pad_id_changes_no_output(tmp_path: Path) -> None:
 # --- what the spec refuses --------------------------------------------------------------------
 
 
-def test_ragged_is_refused_for_a_family_the_unpadded_encoder_does_not_cover() -> None:
-    folder = model_folders.cached_sentence_transformer("roberta")
+def test_ragged_is_refused_for_a_model_the_unpadded_encoder_does_not_cover(tmp_path: Path) -> None:
+    checkpoint = shutil.copytree(model_folders.cached_sequence_classifier("bert"), tmp_path / "relative")
+    config_file = checkpoint / "config.json"
+    relative = json.loads(config_file.read_text()) | {"position_embedding_type": "relative_key"}
+    config_file.write_text(json.dumps(relative))
     with pytest.raises(SpecError) as raised:
-        version_of(spec(folder, model_format="onnx_ragged", padding="none"))
+        version_of(spec(checkpoint, kind="classifier", model_format="onnx_ragged", padding="none"))
     message = str(raised.value)
-    assert "versions[0].model.format: onnx_ragged: the unpadded encoder covers BERT (bert) only" in message
-    assert "RobertaModel (model_type roberta" in message and "(use onnx)" in message
-    bert = model_folders.cached_sentence_transformer("bert")
-    assert (
-        version_of(spec(bert, model_format="torchscript_ragged", padding="none")).model.format == "torchscript_ragged"
-    )
+    assert "versions[0].model.format: onnx_ragged: the unpadded encoder needs absolute position embeddings" in message
+    assert "BertForSequenceClassification (model_type bert" in message and "'relative_key' (use onnx)" in message
+    roberta = model_folders.cached_sentence_transformer("roberta")
+    ragged = version_of(spec(roberta, model_format="torchscript_ragged", padding="none"))
+    assert ragged.model.format == "torchscript_ragged"
+    classifier = model_folders.cached_sequence_classifier("roberta")
+    with pytest.raises(SpecError, match=r"model\.format: transformers_classifier builds onnx, onnx_ragged"):
+        version_of(spec(classifier, kind="classifier", model_format="torchscript_ragged", padding="none"))
 
 
 def test_max_length_over_what_the_model_takes_is_a_spec_error(tmp_path: Path) -> None:

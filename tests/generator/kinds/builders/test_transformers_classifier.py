@@ -193,7 +193,7 @@ def test_a_checkpoint_s_problem_type_decides_the_kind(checkpoints: dict[str, Pat
 
 def test_what_cannot_be_served_is_a_spec_error(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     single, multi = checkpoints["single"], checkpoints["multi"]
-    with pytest.raises(SpecError, match="model.format: transformers_classifier builds onnx$"):
+    with pytest.raises(SpecError, match="model.format: transformers_classifier builds onnx, onnx_ragged$"):
         parse_spec(spec_text(single, model_format="torchscript"), "subjects.yaml")
     with pytest.raises(SpecError, match="not a Transformers checkpoint folder"):
         parse_spec(spec_text(tmp_path / "no-such-folder"), "subjects.yaml")
@@ -259,3 +259,19 @@ def test_a_quantized_multi_label_classifier_passes_its_gate(checkpoints: dict[st
         dict(zip(("input_ids", "attention_mask"), tokenize_like_server(TEXTS, version.preprocessing), strict=True))
     )
     assert outputs["labels"].shape == (len(TEXTS), len(LABELS)) and outputs["probabilities"].dtype == np.float32
+
+
+def test_loading_the_checkpoint_prints_no_progress_bar(
+    checkpoints: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`generate`'s output has no Transformers progress bars ("Loading weights: 100%|...")."""
+    from transformers.utils import logging as transformers_logging
+
+    from generator.kinds.builders import get_builder
+
+    version = parse_spec(spec_text(checkpoints["single"]), "subjects.yaml").versions[0]
+    transformers_logging.enable_progress_bar()  # as in a fresh process
+    capfd.readouterr()
+    get_builder("transformers_classifier").padded_module(version.model.build, version.preprocessing)
+    said = capfd.readouterr()
+    assert "Loading weights" not in said.err + said.out and "%|" not in said.err

@@ -186,7 +186,7 @@ def test_prometheus_adapter_rule_names_the_plans_online_models(plan: RepositoryP
     quoted = {part.split('"')[1] for part in query.split("model=~")[1:]}
     assert len(quoted) == 1, quoted  # every counter over the same models
     entries = set(quoted.pop().split("|"))
-    assert entries == {e.name for e in plan.ensembles() if e.role in ("online", "pinned")}
+    assert entries == {e.name for e in plan.ensembles() if e.role in ("online", "pinned", "rerank")}
     # The preprocessing and inference models are shared with `<name>_batch`: not in the query.
     bulk = {e.name for e in plan.ensembles() if e.role == "bulk"}
     assert not entries & (bulk | {i.name for i in plan.inference_models()}), "bulk traffic must not scale the pods"

@@ -1,0 +1,122 @@
+"""Rerankers through the pipeline: `tritongen add` on a cross-encoder folder, the spec's checks,
+and the planned entry points `<name>` (pairs) and `<name>_rerank` (one query, n texts), whose
+configs pass the checks of both targets (NVIDIA's image included)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generator.cli import main as tritongen
+from generator.pipeline.checks import CheckError, check_configs, check_native_rules
+from generator.pipeline.plan import BuiltEnvironmentPlan, plan_repository
+from generator.pipeline.render import render_repository
+from generator.pipeline.spec import ModelSpec, SpecError, load_spec, parse_spec
+from tests import model_folders
+
+NAME = "pair_ranker"
+
+
+def add(root: Path) -> Path:
+    """The spec `tritongen add` writes for a seeded BERT cross-encoder folder (sentence-transformers 6 style)."""
+    folder = model_folders.cross_encoder("bert", root / "ranker", "torch.nn.modules.activation.Sigmoid", True)
+    assert tritongen(["add", str(folder), "--name", NAME, "--specs", str(root / "specs")]) == 0
+    return root / "specs" / f"{NAME}.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return add(tmp_path_factory.mktemp("reranker"))
+
+
+def test_add_recognises_a_cross_encoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = add(tmp_path)
+    said = capsys.readouterr().out
+    assert "with one label: a cross-encoder -> kind reranker, builder cross_encoder" in said
+    assert "activation Sigmoid" in said
+    spec = load_spec(path)
+    version = spec.versions[0]
+    assert (spec.kind, version.model.build.builder, version.preprocessing.package_version) == (
+        "reranker",
+        "cross_encoder",
+        "1.1.0",
+    )
+    assert version.preprocessing.max_length == 512
+
+
+def rendered(spec: ModelSpec, target: str) -> dict[str, str]:
+    plan = plan_repository([spec], target, 2)
+    built = BuiltEnvironmentPlan("env/_envs/env.tar.gz", Path("/nonexistent"), "3.10", None)
+    plan = plan.with_environments({pre.name: built for pre in plan.preprocess_models()})
+    return {file.path: file.text for file in render_repository(plan)}
+
+
+@pytest.mark.parametrize("target", ["local", "ngc"])
+def test_the_entry_points_pass_the_checks_of_both_targets(spec_file: Path, target: str) -> None:
+    spec = load_spec(spec_file)
+    files = rendered(spec, target)
+    models = check_configs(files)
+    check_native_rules(models)
+    rerank, online = models[f"{NAME}_rerank"], models[NAME]
+    assert [(t.name, list(t.dims)) for t in online.input] == [("QUERY", [1]), ("TEXT", [1])]
+    assert [(t.name, list(t.dims)) for t in online.output] == [("SCORE", [1])]
+    assert rerank.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in rerank.input] == [("QUERY", [1]), ("TEXT", [-1])]
+    assert [(t.name, list(t.dims)) for t in rerank.output] == [("SCORES", [-1, 1])]
+    # The rerank ensemble's steps: its own preprocessing (no batching), then the one inference model.
+    pre_name, model_name = (step.model_name for step in rerank.ensemble_scheduling.step)
+    pre = models[pre_name]
+    assert pre.max_batch_size == 0 and not pre.HasField("dynamic_batching")
+    assert pre.parameters["inputs"].string_value == "rerank"
+    inference = models[model_name]
+    assert pre.parameters["max_texts"].string_value == str(inference.max_batch_size) == "64"
+    assert [t.name for t in inference.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert model_name == models[NAME].ensemble_scheduling.step[1].model_name  # one copy of the weights
+    pair_pre = models[models[NAME].ensemble_scheduling.step[0].model_name]
+    assert pair_pre.parameters["inputs"].string_value == "pairs"
+    assert [t.name for t in pair_pre.output] == ["INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS"]
+    manifest = files["tritongen-manifest.json"]
+    assert '"role": "rerank"' in manifest
+
+
+def test_the_checks_compare_full_shapes_between_batching_and_non_batching_models(spec_file: Path) -> None:
+    files = rendered(load_spec(spec_file), "local")
+    path = f"{NAME}_rerank/config.pbtxt"
+    broken = files[path].replace("dims: -1\n  dims: 1\n", "dims: -1\n  dims: 2\n")
+    assert broken != files[path]
+    with pytest.raises(CheckError, match="output 'SCORES' is declared TYPE_FP32 \\[-1, 2\\]"):
+        check_configs({**files, path: broken})
+
+
+def spec_with(spec_file: Path, **changes: object) -> str:
+    data = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    version = data["versions"][0]
+    for key, value in changes.items():
+        section, field = key.split("__")
+        version[section][field] = value
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"preprocessing__package_version": "1.0.0"}, "1.0.0 tokenizes single texts; (query, text) pairs need"),
+        ({"preprocessing__padding": "none"}, "pairs are tokenized padded"),
+        ({"model__format": "torchscript"}, "model.format: rerankers are built in onnx"),
+        ({"model__quantize": "dynamic_int8"}, "model.quantize: rerankers are served in full precision"),
+        ({"outputs__labels": ["a", "b"]}, "a reranker returns SCORE"),
+    ],
+)
+def test_reranker_specs_it_cannot_serve_are_refused(spec_file: Path, changes: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(spec_with(spec_file, **changes), "pair_ranker.yaml")
+
+
+def test_other_builders_are_not_rerankers(spec_file: Path) -> None:
+    data = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    data["versions"][0]["model"]["build"]["builder"] = "transformers_classifier"
+    with pytest.raises(SpecError, match="transformers_classifier is for classifiers or multi_label_classifiers"):
+        parse_spec(yaml.safe_dump(data), "pair_ranker.yaml")
