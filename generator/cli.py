@@ -177,9 +177,9 @@ def check_configs_offline(options: GenerateOptions) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    added = add_model(args.folder, args.specs, args.name, args.force)
+    added = add_model(args.folder, args.specs, args.name, args.force, args.padded)
     print(f"wrote {added.path}:")
-    for line in added.findings.explanation():
+    for line in added.explanation:
         print(f"  {line}")
     print(f"next: tritongen generate --specs {args.specs}, then tritongen update (a running server) or serve")
     return 0
@@ -327,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--specs", type=Path, default=DEFAULT_SPECS, help="folder of <name>.yaml model specs (default: models/)"
     )
     add.add_argument("--force", action="store_true", help="replace an existing spec of that name (re-pin a digest)")
+    add.add_argument(
+        "--padded",
+        action="store_true",
+        help="write the padded format (onnx) even where the unpadded one (onnx_ragged, the default) applies",
+    )
     add.set_defaults(func=cmd_add)
 
     srv = commands.add_parser(

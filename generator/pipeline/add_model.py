@@ -65,13 +65,23 @@ class FolderFindings:
     reasons: list[str] = field(default_factory=list)
     """What the folder's files decided, one line each."""
 
-    def explanation(self) -> list[str]:
-        """Every choice and its reason, shown to the user and written into the spec's comment."""
+    def explanation(self, chosen_format: str) -> list[str]:
+        """Every choice and its reason (`chosen_format`: the format line), shown to the user and
+        written into the spec's comment."""
         return [
             *self.reasons,
-            f"encoder: {self.model.architecture}, family {self.model.family.name}: padded ONNX (format onnx)",
+            f"encoder: {self.model.architecture}, family {self.model.family.name}; {chosen_format}",
             f"preprocessing.max_length omitted: {self.max_length}",
         ]
+
+
+RAGGED_FORMAT = "onnx_ragged"
+PADDED_FORMAT = "onnx"
+RAGGED_WHY = (
+    f"format {RAGGED_FORMAT} with padding none: the unpadded encoder (requests of any length batch "
+    "together, nothing computed on padding; the padded model's outputs within fp32 rounding); "
+    f"`--padded` writes format {PADDED_FORMAT}"
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -225,14 +235,15 @@ def folder_field(folder: Path) -> str:
         return folder.as_posix()
 
 
-def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str) -> str:
-    """The commented spec text for the folder (YAML)."""
+def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str, chosen: tuple[str, str]) -> str:
+    """The commented spec text for the folder (YAML); `chosen`: the format and why."""
+    inference_format, why = chosen
     where = folder_field(folder)
     source = f'{{folder: {json.dumps(where)}, digest: "{digest}"}}'
     tokenizer = f'{{folder: {json.dumps(where)}, path: {findings.tokenizer_path}, digest: "{digest}"}}'
     lines = [
         f"# Written by `tritongen add {where}`: what it found and chose.",
-        *(f"#   {line}" for line in findings.explanation()),
+        *(f"#   {line}" for line in findings.explanation(why)),
         "# The digest pins the folder's content: generate refuses a folder whose files changed",
         f"# (re-pin with `tritongen add {where} --name {name} --force`).",
         f"name: {name}",
@@ -249,8 +260,13 @@ def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str) 
         ),
         f"      environment: {DEFAULT_ENVIRONMENT}   # envs/{DEFAULT_ENVIRONMENT}.yml, conda-packed",
         f"      tokenizer: {tokenizer}",
+        *(
+            ["      padding: none   # each request's tokens unpadded, for the ragged format"]
+            if inference_format == RAGGED_FORMAT
+            else []
+        ),
         "    model:",
-        "      format: onnx",
+        f"      format: {inference_format}",
         "      build:",
         f"        builder: {findings.builder}",
         f"        source: {source}",
@@ -271,11 +287,16 @@ class AddedSpec:
 
     path: Path
     findings: FolderFindings
+    explanation: list[str]
+    """Every choice and its reason, as the spec's comment says them."""
 
 
-def add_model(folder: Path, specs_dir: Path, name: str | None = None, force: bool = False) -> AddedSpec:
+def add_model(
+    folder: Path, specs_dir: Path, name: str | None = None, force: bool = False, padded: bool = False
+) -> AddedSpec:
     """Inspect `folder`, validate the spec that serves it and write `specs_dir/<name>.yaml`
-    (AddError or SpecError, nothing written, when it cannot)."""
+    (AddError or SpecError, nothing written, when it cannot). The format is the unpadded
+    (ragged) one wherever the model allows it, else, or with `padded`, the padded one."""
     folder = folder.resolve()
     findings = inspect_folder(folder)
     name = spec_name(folder, name)
@@ -283,7 +304,18 @@ def add_model(folder: Path, specs_dir: Path, name: str | None = None, force: boo
     if path.exists() and not force:
         raise AddError(f"{path} exists: choose another --name, or --force to replace it")
     digest = source_digest(FolderSource(folder=folder_field(folder)))
-    text = render_spec(name, folder, findings, digest)
+    if padded or findings.kind == "reranker":
+        chosen = (
+            PADDED_FORMAT,
+            "format onnx (padded)" + (", as asked (--padded)" if padded else ": pairs have no unpadded path"),
+        )
+    else:
+        chosen = (RAGGED_FORMAT, RAGGED_WHY)
+        try:
+            parse_spec(render_spec(name, folder, findings, digest, chosen), str(path))
+        except SpecError as error:  # a model the unpadded encoder does not cover: the padded format, and why
+            chosen = (PADDED_FORMAT, f"format onnx (padded): {str(error).splitlines()[0].split(': ', 2)[-1]}")
+    text = render_spec(name, folder, findings, digest, chosen)
     try:
         parse_spec(text, str(path))
     except SpecError as error:
@@ -292,4 +324,4 @@ def add_model(folder: Path, specs_dir: Path, name: str | None = None, force: boo
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
-    return AddedSpec(path, findings)
+    return AddedSpec(path, findings, findings.explanation(chosen[1]))

@@ -5,8 +5,8 @@ see generator/containers/image.py and docs/ngc-standin.md) unless `TRITONGEN_TES
 another, e.g. NVIDIA's own image where it can be pulled. The repository is (a checked copy of) the one
 `tritongen generate --target ngc` writes (build/ngc/repository; `TRITONGEN_TEST_TARGET=local`
 serves the `local` one instead), mounted read-only, with the command line its generated
-`docker-run.sh` passes to `docker run`. Every end-to-end test of test_serving.py (HTTP and gRPC,
-every entry point) runs again against it, unchanged: this module's `server` fixture overrides
+`docker-run.sh` passes to `docker run`. The end-to-end tests of test_serving.py (HTTP and gRPC;
+embeddings on one entry point per format) run again against it: this module's `server` fixture overrides
 the process-based one; the per-version environment checks read the container's log.
 
 The stand-in's own promises (NVIDIA's backend folder layout, Python 3.10 for python models
@@ -85,6 +85,15 @@ NGC_REPOSITORY = PROJECT / "build" / "ngc" / "repository"
 _BATCHING_TESTS = {"test_every_batch_size", "test_text_result_independent_of_batch"}
 _SHARED_TESTS = [name for name in dir(test_serving) if name.startswith("test_") and name not in _BATCHING_TESTS]
 globals().update({name: getattr(test_serving, name) for name in _SHARED_TESTS})
+
+
+@pytest.mark.parametrize(
+    ("model", "protocol"), [("minilm_embed", "grpc"), ("minilm_embed_batch", "http"), ("minilm_embed_ts_v1", "http")]
+)
+def test_embeddings_match_reference(server: Target, protocol: str, model: str) -> None:
+    """One entry point per format and protocol here: the process-based suite covers every one
+    (the same ensembles; what differs here is the ngc repository and the image)."""
+    assertions.check_embeddings(server, protocol, model)
 
 
 def _tritongen(*arguments: str, channels: list[str]) -> None:

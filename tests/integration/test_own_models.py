@@ -46,6 +46,8 @@ EMBEDDINGS = {
     "mpnet_embed": ("mpnet", {"pooling": "mean", "dense": (24,)}),
 }
 """Spec name -> (family, sentence-transformers options) of the seeded embedding folders."""
+PADDED = {"distilbert_topics", "electra_embed"}
+"""Added with `--padded` (format onnx); the others get the default unpadded format (onnx_ragged)."""
 RERANKER = "pair_ranker"
 """A seeded BERT cross-encoder whose tokenizer gives token types (`model_folders.cross_encoder`)."""
 MULTI_LABEL = "feedback_tags"
@@ -111,7 +113,10 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     folders[MULTI_LABEL] = finetuned_folders.finetune_multi_label(root / "folders" / MULTI_LABEL)
     folders[RERANKER] = model_folders.cross_encoder("bert", root / "folders" / RERANKER, token_types=True)
     for name, folder in folders.items():
-        assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs)]) == 0
+        padded = ["--padded"] if name in PADDED else []
+        assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs), *padded]) == 0
+    formats = {name: load_spec(specs / f"{name}.yaml").versions[0].model.format for name in folders}
+    assert formats == {name: "onnx" if name in PADDED or name == RERANKER else "onnx_ragged" for name in folders}
     # The int8 copy: the same folder and spec, quantized, gated at generate time.
     quantized = yaml.safe_load((specs / f"{MULTI_LABEL}.yaml").read_text(encoding="utf-8"))
     quantized["name"] = MULTI_LABEL_INT8

@@ -41,7 +41,6 @@ def test_text_result_independent_of_batch(server: Target, model: str) -> None:
         ("minilm_embed", 32, "EMBEDDING", "http"),
         ("minilm_embed_batch", 64, "EMBEDDING", "grpc"),
         ("minilm_embed_ts", 32, "EMBEDDING", "grpc"),
-        ("minilm_embed_ts_batch", 64, "EMBEDDING", "http"),
         ("text_classifier", 32, "LABEL", "http"),
         ("text_classifier_batch", 64, "LABEL", "grpc"),
         ("text_classifier_v1", 32, "LOGITS", "grpc"),

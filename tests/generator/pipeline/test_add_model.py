@@ -32,7 +32,8 @@ def test_a_classifier_checkpoint_gets_a_pinned_commented_spec(
     assert text.startswith("# Written by `tritongen add ") and "family BERT" in text
     spec = load_spec(path)
     version = spec.versions[0]
-    assert (spec.kind, version.outputs.labels, version.model.format) == ("multi_label_classifier", LABELS, "onnx")
+    assert (spec.kind, version.outputs.labels) == ("multi_label_classifier", LABELS)
+    assert (version.model.format, version.preprocessing.padding) == ("onnx_ragged", "none")  # the fast path
     assert version.model.build.source.digest == path_digest(folder)  # type: ignore[attr-defined]
     assert version.preprocessing.max_length == 512
     # Same folder, same bytes: a re-pin with --force changes nothing.
@@ -99,3 +100,17 @@ def test_an_existing_spec_is_kept_without_force(tmp_path: Path, capsys: pytest.C
     shutil.rmtree(folder)
     assert tritongen(["add", str(folder), "--specs", str(tmp_path / "specs")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_padded_when_asked_or_when_the_unpadded_encoder_does_not_cover_the_model(tmp_path: Path) -> None:
+    folder = tiny_classifier(tmp_path / "model", LABELS, multi_label=False)
+    asked = add_model(folder, tmp_path / "specs", name="asked", padded=True)
+    assert load_spec(asked.path).versions[0].model.format == "onnx"
+    assert any("as asked (--padded)" in line for line in asked.explanation)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["position_embedding_type"] = "relative_key"  # what the unpadded encoder refuses
+    config_path.write_text(json.dumps(config))
+    fallback = add_model(folder, tmp_path / "specs", name="fallback")
+    assert load_spec(fallback.path).versions[0].model.format == "onnx"
+    assert any("format onnx (padded): " in line and "relative" in line for line in fallback.explanation)
