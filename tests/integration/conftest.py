@@ -80,7 +80,9 @@ def server_process(generated_repository: Path, tmp_path_factory: pytest.TempPath
     """A real tritonserver on free ports serving every generated model (a start that hangs
     fails with the log and the stubs' states: it is not retried)."""
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository=generated_repository, ports=ServerPorts(http, grpc, metrics))
+    options = ServerOptions(
+        repository=generated_repository, ports=ServerPorts(http, grpc, metrics), extra_args=(FIXTURE_EXIT_TIMEOUT,)
+    )
     workdir = tmp_path_factory.mktemp("server")
     process = start_ready_server(options, workdir, READY_TIMEOUT_S)
     try:

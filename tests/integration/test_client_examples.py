@@ -30,7 +30,7 @@ from generator.serving.process import TritonProcess, start_ready_server
 from generator.serving.update import state_dir
 from tests.classifier_checkpoints import TOKENIZER, tiny_classifier
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[str]) 
     generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels))
     http, grpc, metrics = free_ports(3)
     process = start_ready_server(
-        ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key=ADMIN_KEY),
+        ServerOptions(
+            repository=repository,
+            ports=ServerPorts(http, grpc, metrics),
+            admin_key=ADMIN_KEY,
+            extra_args=(FIXTURE_EXIT_TIMEOUT,),
+        ),
         folder,
         READY_TIMEOUT_S,
     )

@@ -20,7 +20,7 @@ from generator.pipeline.plan import BULK_PRIORITY, ONLINE_PRIORITY
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S
 
 SPEC = Path(__file__).resolve().parents[2] / "models" / "minilm_embed.yaml"
 
@@ -33,7 +33,12 @@ def verbose_server(tmp_path_factory: pytest.TempPathFactory, conda_channels: lis
     output = tmp_path_factory.mktemp("priority") / "repository"
     generate(GenerateOptions(specs_dir=specs, output=output, cores=2, channels=conda_channels, progress=lambda _: None))
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository=output, ports=ServerPorts(http, grpc, metrics), log_verbose=1)
+    options = ServerOptions(
+        repository=output,
+        ports=ServerPorts(http, grpc, metrics),
+        log_verbose=1,
+        extra_args=(FIXTURE_EXIT_TIMEOUT,),
+    )
     process = start_ready_server(options, tmp_path_factory.mktemp("server"), READY_TIMEOUT_S)
     try:
         yield process

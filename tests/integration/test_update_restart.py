@@ -20,7 +20,7 @@ from generator.serving.ports import free_ports
 from generator.serving.process import start_server
 from generator.serving.update import content_index, read_server_settings, record_loaded, update
 
-from .conftest import READY_TIMEOUT_S
+from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,13 @@ def test_a_new_spec_needs_no_restart_and_a_new_budget_is_refused_by_name(
     http, grpc, metrics = free_ports(3)
     index = content_index(repository)
     server = start_server(
-        ServerOptions(repository=repository, ports=ServerPorts(http, grpc, metrics), admin_key=ADMIN_KEY), tmp_path
+        ServerOptions(
+            repository=repository,
+            ports=ServerPorts(http, grpc, metrics),
+            admin_key=ADMIN_KEY,
+            extra_args=(FIXTURE_EXIT_TIMEOUT,),
+        ),
+        tmp_path,
     )
     try:
         server.wait_ready(READY_TIMEOUT_S)
