@@ -136,10 +136,12 @@ def quantized(spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def write_specs(models: dict[str, Path], folder: Path) -> list[dict[str, Any]]:
-    """`tritongen add` of each model folder (the fp32 spec), and its int8 copy; the spec dicts."""
+    """`tritongen add --padded` of each model folder (the fp32 spec), and its int8 copy; the spec
+    dicts. Padded (`onnx`), as the recorded figures were measured: `python -m bench.padding`
+    compares the unpadded format."""
     specs = []
     for family, model in models.items():
-        added = add_model(model, folder, name=spec_name(family, "fp32"), force=True)
+        added = add_model(model, folder, name=spec_name(family, "fp32"), force=True, padded=True)
         fp32 = yaml.safe_load(added.path.read_text(encoding="utf-8"))
         specs += [fp32, quantized(fp32, spec_name(family, "int8"))]
     return specs
