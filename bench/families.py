@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -350,12 +350,16 @@ def main(argv: list[str] | None = None) -> int:
         "notes": bench.notes,
         "specs": specs,
     }
+    write_results(output, data, markdown(data), bench.log)
+    return 0
+
+
+def write_results(output: Path, data: dict[str, Any], text: str, log: Callable[[str], None]) -> None:
+    """results.json (`data`) and results.md (`text`, also printed) in `output`."""
     (output / "results.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-    text = markdown(data)
     (output / "results.md").write_text(text, encoding="utf-8")
     print(text, flush=True)
-    bench.log(f"wrote {output}")
-    return 0
+    log(f"wrote {output}")
 
 
 if __name__ == "__main__":

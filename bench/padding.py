@@ -43,7 +43,7 @@ from generator.pipeline.spec import ModelSpec
 
 from . import corpus, loadgen
 from .arguments import positive
-from .families import FAMILIES, MODELS, make_classifier, mean_tokens, summary
+from .families import FAMILIES, MODELS, make_classifier, mean_tokens, summary, write_results
 from .many import close_to, generate_repository, infer, reference_logits
 from .run import CORPORA, RESULTS, Bench, Cell, Profile, http_script, measure, wrk_load
 from .systems import PROJECT_ROOT, BenchError, inference_model, post_json, spec_dict, start_s4, started
@@ -318,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": bench.notes,
         "specs": specs,
     }
-    (output / "results.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-    text = markdown(data)
-    (output / "results.md").write_text(text, encoding="utf-8")
-    print(text, flush=True)
-    bench.log(f"wrote {output}")
+    write_results(output, data, markdown(data), bench.log)
     return 0
 
 
