@@ -19,6 +19,7 @@ from generator.base.source_model import (
     read_sentence_transformer_config,
 )
 from generator.base.sources import ArtifactError, Source, resolve_source
+from generator.kinds.builders.base import Builder
 from generator.kinds.builders.families import (
     TokenLimit,
     model_to_build,
@@ -42,35 +43,39 @@ def sentence_transformer_config(source: Source) -> SentenceTransformerConfig:
         raise ArtifactError(f"model.build.source: {error}") from None
 
 
-def encoder_token_limit(source: Source) -> TokenLimit:
-    """`preprocessing.max_length`'s bound and default for a sentence-transformers source: its
-    `max_seq_length`, at most the tokens its transformer takes (`families`)."""
-    config = read_source_config(source)
-    model = transformers_model(config.encoder_folder)
-    if config.max_seq_length > model.tokens:
-        return TokenLimit(model.tokens, model.tokens, model.tokens_reason())
-    reason = f"the model's max_seq_length {config.max_seq_length} ({config.max_seq_length_file})"
-    return TokenLimit(config.max_seq_length, config.max_seq_length, reason)
+class SentenceTransformerBuilder(Builder):
+    """A builder whose source is a sentence-transformers folder (`settings.source`): the
+    spec's checks read that folder and its transformer."""
 
+    sentence_transformer = True
+    ragged = True
 
-def encoder_vocabulary_problem(source: Source, tokenizer: Source | None) -> str | None:
-    """`families.vocabulary_problem` for a sentence-transformers source's transformer (None also
-    when the source cannot be read: the build reports that)."""
-    try:
-        config = read_source_config(source)
-    except (ArtifactError, SourceModelError):
-        return None
-    return vocabulary_problem(config.encoder_folder, tokenizer)
+    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
+        """Its `max_seq_length`, at most the tokens its transformer takes (`families`)."""
+        config = read_source_config(settings.source)
+        model = transformers_model(config.encoder_folder)
+        if config.max_seq_length > model.tokens:
+            return TokenLimit(model.tokens, model.tokens, model.tokens_reason())
+        reason = f"the model's max_seq_length {config.max_seq_length} ({config.max_seq_length_file})"
+        return TokenLimit(config.max_seq_length, config.max_seq_length, reason)
 
+    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
+        """`families.vocabulary_problem` for its transformer (None also when the source cannot
+        be read: the build reports that)."""
+        try:
+            config = read_source_config(settings.source)
+        except (ArtifactError, SourceModelError):
+            return None
+        return vocabulary_problem(config.encoder_folder, tokenizer)
 
-def encoder_unpadded_problem(source: Source) -> str | None:
-    """Why the ragged formats' unpadded encoder cannot export this source, or None (also when
-    the source cannot be read: the build reports that)."""
-    try:
-        config = read_source_config(source)
-    except (ArtifactError, SourceModelError):
-        return None
-    return unpadded_problem(config.encoder_folder)  # any pooling, Dense and Normalize: as padded
+    def unpadded_problem(self, settings: Any) -> str | None:
+        """Why the unpadded encoder cannot export it, or None (also when the source cannot be
+        read: the build reports that); any pooling, Dense and Normalize: as padded."""
+        try:
+            config = read_source_config(settings.source)
+        except (ArtifactError, SourceModelError):
+            return None
+        return unpadded_problem(config.encoder_folder)
 
 
 def load_encoder(config: SentenceTransformerConfig, max_length: int) -> Any:

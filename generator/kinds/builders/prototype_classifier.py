@@ -13,14 +13,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from generator.base.sources import Source
-from generator.kinds.builders.base import Builder, BuildSettings
+from generator.kinds.builders.base import BuildSettings
 from generator.kinds.builders.encoder import (
-    encoder_token_limit,
-    encoder_unpadded_problem,
-    encoder_vocabulary_problem,
+    SentenceTransformerBuilder,
     sentence_embedding_module,
 )
-from generator.kinds.builders.families import TokenLimit
 from generator.kinds.preprocessing import get_preprocessor
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
@@ -55,12 +52,10 @@ class PrototypeClassifierBuild(BuildSettings):
         return value
 
 
-class PrototypeClassifier(Builder):
+class PrototypeClassifier(SentenceTransformerBuilder):
     name = "prototype_classifier"
     settings = PrototypeClassifierBuild
     model_kinds = ("classifier",)
-    sentence_transformer = True
-    ragged = True
     uses_preprocessing = True
     output_name = "logits"
 
@@ -69,15 +64,6 @@ class PrototypeClassifier(Builder):
 
     def example_texts(self, settings: Any) -> tuple[str, ...]:
         return tuple(text for examples in settings.labels.values() for text in examples)
-
-    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
-        return encoder_token_limit(settings.source)
-
-    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
-        return encoder_vocabulary_problem(settings.source, tokenizer)
-
-    def unpadded_problem(self, settings: Any) -> str | None:
-        return encoder_unpadded_problem(settings.source)
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         import torch

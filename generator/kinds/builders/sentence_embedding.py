@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from generator.base.sources import Source
-from generator.kinds.builders.base import Builder, BuildSettings
+from generator.kinds.builders.base import BuildSettings
 from generator.kinds.builders.encoder import (
-    encoder_token_limit,
-    encoder_unpadded_problem,
-    encoder_vocabulary_problem,
+    SentenceTransformerBuilder,
     sentence_embedding_module,
 )
-from generator.kinds.builders.families import TokenLimit
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 
@@ -34,21 +31,10 @@ class EmbeddingBuild(BuildSettings):
     `config.json` and weights)."""
 
 
-class SentenceEmbedding(Builder):
+class SentenceEmbedding(SentenceTransformerBuilder):
     name = "sentence_embedding"
     settings = EmbeddingBuild
     model_kinds = ("embedding",)
-    sentence_transformer = True
-    ragged = True
-
-    def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
-        return encoder_token_limit(settings.source)
-
-    def vocabulary_problem(self, settings: Any, tokenizer: Source | None) -> str | None:
-        return encoder_vocabulary_problem(settings.source, tokenizer)
-
-    def unpadded_problem(self, settings: Any) -> str | None:
-        return encoder_unpadded_problem(settings.source)
 
     def padded_module(self, settings: Any, preprocessing: PreprocessingSettings) -> Any:
         return sentence_embedding_module(settings.source, preprocessing.max_length)
