@@ -100,6 +100,10 @@ class Options:
     """Extra tritonserver arguments (to measure a server setting the product does not set)."""
     memory_mib: int = DEFAULT_MEMORY_MIB
     """The repository budget's memory (`repository.yaml`'s `memory_mib`)."""
+    measure_at: tuple[int, ...] = ()
+    """`--grow`: the model counts whose Zipf mix is measured (empty: every count). Every
+    addition runs under load and counts its failed requests either way; the first and the
+    last count are always measured."""
 
 
 # --- the catalogue -----------------------------------------------------------------------------
@@ -672,7 +676,10 @@ def grow(bench: Bench, specs: list[dict[str, Any]], options: Options) -> list[di
                 break
             check_answers(served.url, repository, specs[count - 1 : count], bench.texts)  # the new one, its file
             step = {"generate_s": generate_s, "generate": said, "update": update}
-            steps.append(growth_step(bench, served, repository, specs[:count], options, step))
+            if count == len(specs) or not options.measure_at or count in options.measure_at:
+                steps.append(growth_step(bench, served, repository, specs[:count], options, step))
+            else:
+                steps.append({**step, "models": count, "script": growth_script(bench, specs[:count])})
     finally:
         served.stop()
     return steps
@@ -683,13 +690,12 @@ def growth_step(
 ) -> dict[str, Any]:
     """The Zipf mix over `specs` on the running server (warm-up, then `options.seconds`), its
     process tree's memory and threads, and the layout the repository gives its models."""
-    names = [spec["name"] for spec in specs]
     label = f"grow-{len(specs)}"
-    script = http_script(bench, label, lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
+    script = growth_script(bench, specs)
     running = served.running(label)
     cell = measure(bench, running, "http", options.concurrency, options.seconds, wrk_load(running, script), False)
     manifest = read_manifest(repository)
-    inference = [manifest.models[manifest.inference_model(name)] for name in names]
+    inference = [manifest.models[manifest.inference_model(spec["name"])] for spec in specs]
     return {
         **row,
         "models": len(specs),
@@ -700,6 +706,12 @@ def growth_step(
         "server_setting_changes": [line for line in row.get("generate", []) if line.startswith("server setting")],
         "breakdown": process_breakdown(served.server.process.pid, repository),
     }
+
+
+def growth_script(bench: Bench, specs: list[dict[str, Any]]) -> Path:
+    """The wrk script of the Zipf mix over the online entry points of `specs`."""
+    names = [spec["name"] for spec in specs]
+    return http_script(bench, f"grow-{len(specs)}", lambda n: f"/v2/models/{n}/infer", loadgen.kserve_body, names)
 
 
 def evaluate_growth(steps: list[dict[str, Any]], targets: GrowthTargets = GrowthTargets()) -> list[dict[str, Any]]:
@@ -763,7 +775,8 @@ def growth_markdown(data: dict[str, Any]) -> str:
         during = f"{update['failed']} of {update['requests']}" if update else "-"
         seconds = f"{update['seconds']:.1f}" if update else "(start)"
         if "load" not in step:
-            lines.append(f"| {step['models']} | - | - | {seconds} | {during} | update exit {update['returncode']} |")
+            what = "not measured" if update["returncode"] == 0 else f"update exit {update['returncode']}"
+            lines.append(f"| {step['models']} | - | - | {seconds} | {during} | {what} |")
             continue
         load = step["load"]
         extra = f"{(load['pss_mb'] - single['pss_mb']) / (step['models'] - 1):.1f}" if step["models"] > 1 else "-"
@@ -1030,8 +1043,21 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MEMORY_MIB,
         help=f"the repository budget's memory, repository.yaml's memory_mib (default {DEFAULT_MEMORY_MIB})",
     )
+    parser.add_argument(
+        "--measure-at",
+        default="",
+        help="--grow: comma-separated model counts whose Zipf mix is measured (default: every count; the first "
+        "and last always); every addition runs under load either way",
+    )
+    parser.add_argument(
+        "--update-chunk", type=float, default=10.0, help="seconds of each load window while an update runs"
+    )
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
+    try:
+        measure_at = tuple(int(count) for count in args.measure_at.split(",") if count.strip())
+    except ValueError:
+        parser.error(f"--measure-at takes model counts separated by commas, not {args.measure_at!r}")
     if args.models < 2:
         parser.error("--models must be at least 2 (the single-model run is always part of the run)")
     options = Options(
@@ -1045,6 +1071,8 @@ def main(argv: list[str] | None = None) -> int:
         update=not args.no_update,
         server_args=tuple(args.server_arg),
         memory_mib=args.memory_mib,
+        measure_at=measure_at,
+        update_chunk_s=args.update_chunk,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"many-{stamp}"

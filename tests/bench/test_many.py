@@ -178,5 +178,8 @@ def test_growth_report_has_a_row_per_step() -> None:
     }
     text = many.growth_markdown(data)
     assert "1 -> 2 classifiers (dynamic_int8)" in text
+    unmeasured = {"models": 2, "update": _step(2, 0, 0)["update"], "script": "grow-2.lua"}
+    skipping = many.growth_markdown({**data, "steps": [steps[0], unmeasured, _step(3, 95.0, 500.0)]})
+    assert "| 2 | - | - | 3.0 | 0 of 500 | not measured |" in skipping
     assert "| 2 | 2 x 1 | 3 | 3.0 | 0 of 500 | 98.0 | 0.98 | 140 | 420 | 1.05 | 560 | 80.0 | 60 | 5 | 0 |" in text
     assert "**MET**" in text and "- note: n" in text
