@@ -23,6 +23,7 @@ from generator.environments.settings import CHANNELS_VARIABLE
 from generator.errors import TritongenError
 from generator.kinds.targets import TARGETS
 from generator.pipeline.add_model import add_model
+from generator.pipeline.artifacts import DEFAULT_CACHE
 from generator.pipeline.checks import check_configs, check_native_rules, drift
 from generator.pipeline.generate import (
     DEFAULT_OUTPUT,
@@ -177,10 +178,21 @@ def check_configs_offline(options: GenerateOptions) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    added = add_model(args.folder, args.specs, args.name, args.force, args.padded)
+    added = add_model(
+        args.folder,
+        args.specs,
+        args.name,
+        args.force,
+        args.padded,
+        int8=not args.no_int8_report,
+        cache_dir=DEFAULT_CACHE,
+        progress=lambda line: print(line, flush=True),
+    )
     print(f"wrote {added.path}:")
     for line in added.explanation:
         print(f"  {line}")
+    if added.int8 is not None:
+        print(added.int8.line(added.path))
     print(f"next: tritongen generate --specs {args.specs}, then tritongen update (a running server) or serve")
     return 0
 
@@ -319,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the spec that serves a model folder (a checkpoint or sentence-transformers folder)",
         description="Inspect a model folder (config.json's architectures and id2label, sentence-transformers "
         "files), write a commented models/NAME.yaml with the builder, labels and the folder pinned by its "
-        "content digest, and say what was chosen and why. Nothing is written when the folder cannot be served.",
+        "content digest, and say what was chosen and why. Nothing is written when the folder cannot be served. "
+        "For the ONNX formats it also says what `quantize: dynamic_int8` would give (the fidelity gate's figures, "
+        "the measured speed-up, the file sizes); the spec stays fp32.",
     )
     add.add_argument("folder", type=Path, help="the model folder (inside the project or anywhere, e.g. a mount)")
     add.add_argument("--name", help="the spec name (default: the folder's name, lowercased, '_' for other characters)")
@@ -331,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--padded",
         action="store_true",
         help="write the padded format (onnx) even where the unpadded one (onnx_ragged, the default) applies",
+    )
+    add.add_argument(
+        "--no-int8-report",
+        action="store_true",
+        help="skip the int8 report: by default add builds the fp32 ONNX file and its dynamic_int8 copy (into "
+        "build/artifacts, which generate reuses), runs the fidelity gate and times both, which takes a while for "
+        "a large model; the spec stays fp32 either way",
     )
     add.set_defaults(func=cmd_add)
 

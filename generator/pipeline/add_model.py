@@ -5,6 +5,8 @@ becomes `models/<name>.yaml`: the builder its files call for, its labels, the so
 its content digest, every choice explained in a comment. The spec is validated like any other
 before it is written; a folder that cannot be served gets an error naming what is missing or
 unsupported, and nothing is written. Then `generate`, `check` and `update` work as usual.
+For the ONNX formats `add` also says what `quantize: dynamic_int8` would give (`int8_report`),
+leaving the choice to the user.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from generator import PROJECT_ROOT
 from generator.base.source_model import SourceModelError, read_sentence_transformer_config
-from generator.base.sources import FolderSource, source_digest
+from generator.base.sources import ArtifactError, FolderSource, source_digest
 from generator.errors import TritongenError
 from generator.kinds.builders.cross_encoder import read_cross_encoder
 from generator.kinds.builders.families import (
@@ -29,6 +32,8 @@ from generator.kinds.builders.families import (
     transformers_model,
 )
 from generator.kinds.preprocessing.textprep import PAIRS_SINCE
+from generator.pipeline.artifacts import DEFAULT_CACHE
+from generator.pipeline.int8_report import Int8Report, int8_report, quantizable
 from generator.pipeline.spec import MAX_NAME_LENGTH, SpecError, parse_spec
 
 WEIGHT_FILES = (
@@ -235,8 +240,16 @@ def folder_field(folder: Path) -> str:
         return folder.as_posix()
 
 
-def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str, chosen: tuple[str, str]) -> str:
-    """The commented spec text for the folder (YAML); `chosen`: the format and why."""
+def render_spec(
+    name: str,
+    folder: Path,
+    findings: FolderFindings,
+    digest: str,
+    chosen: tuple[str, str],
+    notes: Sequence[str] = (),
+) -> str:
+    """The commented spec text for the folder (YAML); `chosen`: the format and why; `notes`: more
+    comment lines (the int8 report's)."""
     inference_format, why = chosen
     where = folder_field(folder)
     source = f'{{folder: {json.dumps(where)}, digest: "{digest}"}}'
@@ -246,6 +259,7 @@ def render_spec(name: str, folder: Path, findings: FolderFindings, digest: str, 
         *(f"#   {line}" for line in findings.explanation(why)),
         "# The digest pins the folder's content: generate refuses a folder whose files changed",
         f"# (re-pin with `tritongen add {where} --name {name} --force`).",
+        *(f"# {line}" for line in notes),
         f"name: {name}",
         f"kind: {findings.kind}",
         f"description: {json.dumps(f'served from {folder.name}')}",
@@ -289,14 +303,25 @@ class AddedSpec:
     findings: FolderFindings
     explanation: list[str]
     """Every choice and its reason, as the spec's comment says them."""
+    int8: Int8Report | None = None
+    """What `quantize: dynamic_int8` would give (None: not asked, or no int8 path for the format)."""
 
 
 def add_model(
-    folder: Path, specs_dir: Path, name: str | None = None, force: bool = False, padded: bool = False
+    folder: Path,
+    specs_dir: Path,
+    name: str | None = None,
+    force: bool = False,
+    padded: bool = False,
+    int8: bool = False,
+    cache_dir: Path = DEFAULT_CACHE,
+    progress: Callable[[str], None] = print,
 ) -> AddedSpec:
     """Inspect `folder`, validate the spec that serves it and write `specs_dir/<name>.yaml`
     (AddError or SpecError, nothing written, when it cannot). The format is the unpadded
-    (ragged) one wherever the model allows it, else, or with `padded`, the padded one."""
+    (ragged) one wherever the model allows it, else, or with `padded`, the padded one. With
+    `int8`, where the spec allows `quantize: dynamic_int8`, the fp32 and int8 files are built
+    into `cache_dir` (generate's cache), gated and timed first (`int8_report`); the spec stays fp32."""
     folder = folder.resolve()
     findings = inspect_folder(folder)
     name = spec_name(folder, name)
@@ -320,8 +345,16 @@ def add_model(
         parse_spec(text, str(path))
     except SpecError as error:
         raise AddError(f"{folder}: the spec add would write is not valid:\n{error}") from None
+    report = None
+    version = quantizable(text, str(path)) if int8 else None
+    if version is not None:
+        try:
+            report = int8_report(version, cache_dir, progress, f"{name} v{version.version}")
+        except ArtifactError as error:
+            raise AddError(f"{folder}: the int8 report failed (--no-int8-report skips it): {error}") from None
+        text = render_spec(name, folder, findings, digest, chosen, report.comment())
     specs_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
-    return AddedSpec(path, findings, findings.explanation(chosen[1]))
+    return AddedSpec(path, findings, findings.explanation(chosen[1]), report)

@@ -142,6 +142,31 @@ def build_quantized(
     settings = artifact.quantize
     assert settings is not None
     inference_format = get_format(artifact.format)
+    quantized, key = quantized_file(artifact, fp32, fp32_key, cache_dir, progress, label)
+    fidelity = measure_fidelity(inference_format, fp32, quantized, gate_texts(artifact), preprocessing)
+    problems = fidelity.problems(settings)
+    if problems:
+        raise QuantizationError(
+            f"{label}: model.quantize {settings.method} fails its fidelity gate: {'; '.join(problems)} "
+            "(nothing was written: lower the threshold in the spec, or serve fp32 without `quantize`)"
+        )
+    progress(f"  {label}: {settings.method} fidelity gate passed: {fidelity.summary()}")
+    return quantized, key
+
+
+def quantized_file(
+    artifact: ModelArtifact,
+    fp32: Path,
+    fp32_key: str,
+    cache_dir: Path,
+    progress: Callable[[str], None],
+    label: str,
+) -> tuple[Path, str]:
+    """The quantized copy of the fp32 file `fp32` (built, or reused from the cache) and its key,
+    before any gate."""
+    settings = artifact.quantize
+    assert settings is not None
+    inference_format = get_format(artifact.format)
     key = quantized_key(fp32_key, artifact)
     quantized = cache_dir / key / inference_format.filename
     if quantized.exists():
@@ -152,14 +177,6 @@ def build_quantized(
             f"  {label}: built {settings.method} {quantized} ({quantized.stat().st_size / 1e6:.1f} MB, "
             f"fp32 {fp32.stat().st_size / 1e6:.1f} MB)"
         )
-    fidelity = measure_fidelity(inference_format, fp32, quantized, gate_texts(artifact), preprocessing)
-    problems = fidelity.problems(settings)
-    if problems:
-        raise QuantizationError(
-            f"{label}: model.quantize {settings.method} fails its fidelity gate: {'; '.join(problems)} "
-            "(nothing was written: lower the threshold in the spec, or serve fp32 without `quantize`)"
-        )
-    progress(f"  {label}: {settings.method} fidelity gate passed: {fidelity.summary()}")
     return quantized, key
 
 

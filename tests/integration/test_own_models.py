@@ -114,7 +114,7 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     folders[RERANKER] = model_folders.cross_encoder("bert", root / "folders" / RERANKER, token_types=True)
     for name, folder in folders.items():
         padded = ["--padded"] if name in PADDED else []
-        assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs), *padded]) == 0
+        assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs), *padded, "--no-int8-report"]) == 0
     formats = {name: load_spec(specs / f"{name}.yaml").versions[0].model.format for name in folders}
     assert formats == {name: "onnx" if name in PADDED or name == RERANKER else "onnx_ragged" for name in folders}
     # The int8 copy: the same folder and spec, quantized, gated at generate time.

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from generator import cli
 from generator.base.sources import path_digest
 from generator.cli import main as tritongen
+from generator.kinds.formats import get_format
 from generator.pipeline.add_model import AddError, add_model
-from generator.pipeline.spec import load_spec
+from generator.pipeline.artifacts import build_artifact
+from generator.pipeline.quantize import gate_texts, measure_fidelity, quantized_file
+from generator.pipeline.spec import Quantize, load_spec
 from tests import model_folders
 from tests.classifier_checkpoints import tiny_classifier
 
@@ -23,7 +28,7 @@ def test_a_classifier_checkpoint_gets_a_pinned_commented_spec(
 ) -> None:
     folder = tiny_classifier(tmp_path / "Feedback-Tags v2", LABELS, multi_label=True)
     specs = tmp_path / "specs"
-    assert tritongen(["add", str(folder), "--specs", str(specs)]) == 0
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--no-int8-report"]) == 0
     said = capsys.readouterr().out
     assert "kind multi_label_classifier, builder transformers_classifier" in said
     assert "labels from id2label, in id order: question, complaint, praise" in said
@@ -37,7 +42,7 @@ def test_a_classifier_checkpoint_gets_a_pinned_commented_spec(
     assert version.model.build.source.digest == path_digest(folder)  # type: ignore[attr-defined]
     assert version.preprocessing.max_length == 512
     # Same folder, same bytes: a re-pin with --force changes nothing.
-    assert tritongen(["add", str(folder), "--specs", str(specs), "--force"]) == 0
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--force", "--no-int8-report"]) == 0
     assert path.read_text(encoding="utf-8") == text
 
 
@@ -114,3 +119,49 @@ def test_padded_when_asked_or_when_the_unpadded_encoder_does_not_cover_the_model
     fallback = add_model(folder, tmp_path / "specs", name="fallback")
     assert load_spec(fallback.path).versions[0].model.format == "onnx"
     assert any("format onnx (padded): " in line and "relative" in line for line in fallback.explanation)
+
+
+def test_add_says_what_int8_would_give_and_the_spec_keeps_fp32(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tiny_classifier(tmp_path / "model", LABELS, multi_label=False)
+    cache, specs = tmp_path / "cache", tmp_path / "specs"
+    monkeypatch.setattr(cli, "DEFAULT_CACHE", cache)
+    assert tritongen(["add", str(folder), "--specs", str(specs)]) == 0
+    said = capsys.readouterr().out
+    assert all(step in said for step in ("building the fp32 ONNX file ...", "quantizing", "timing"))
+    path = specs / "model.yaml"
+    text = path.read_text(encoding="utf-8")
+    version = load_spec(path).versions[0]
+    assert version.model.quantize is None  # the user chooses
+    # The figures are the gate's on the files generate would use: both are in its cache already.
+    fp32 = build_artifact(version.model, version.preprocessing, cache, progress=lambda _: None)
+    int8_model = version.model.model_copy(update={"quantize": Quantize(method="dynamic_int8")})
+    steps: list[str] = []
+    int8, _ = quantized_file(int8_model, fp32.path, fp32.key, cache, steps.append, "model v1")
+    assert "is cached" in steps[0]
+    fidelity = measure_fidelity(
+        get_format(version.model.format), fp32.path, int8, gate_texts(int8_model), version.preprocessing
+    )
+    problems = fidelity.problems(Quantize(method="dynamic_int8"))
+    gate = f"gate {'fails' if problems else 'passes'} ({fidelity.summary()}; thresholds min_cosine 0.97,"
+    sizes = f"file {fp32.path.stat().st_size / 1e6:.1f} -> {int8.stat().st_size / 1e6:.1f} MB"
+    line = next(line for line in said.splitlines() if line.startswith("int8 (quantize: dynamic_int8): "))
+    assert gate in line and sizes in line
+    assert re.search(
+        r"; \d+\.\dx (faster|slower) in-process \(fp32 [\d.]+ ms, int8 [\d.]+ ms per batch of 16, 1 thread\)", line
+    )
+    assert ("to use it, add 'quantize: dynamic_int8' under model: in" in line) == (not problems)
+    assert all(problem in line for problem in problems)
+    assert f"#   {gate}" in text and f"#   {sizes};" in text and " ms" not in text  # no timings in the spec
+    # Same folder, same bytes: the timings are printed, never written.
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--force"]) == 0
+    assert path.read_text(encoding="utf-8") == text
+    # --no-int8-report: nothing built, nothing said, the same spec without the int8 comment.
+    capsys.readouterr()
+    monkeypatch.setattr(cli, "DEFAULT_CACHE", tmp_path / "unused")
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--force", "--no-int8-report"]) == 0
+    said = capsys.readouterr().out
+    assert "int8 report" not in said and "int8 (quantize" not in said and not (tmp_path / "unused").exists()
+    plain = path.read_text(encoding="utf-8")
+    assert "# int8:" not in plain and set(plain.splitlines()) < set(text.splitlines())
