@@ -11,7 +11,11 @@ Import the fixtures into a test module (or a conftest):
   engine answers and none can be started.
 - `triton_image` is `$TRITONGEN_TEST_IMAGE` as is (e.g. `nvcr.io/nvidia/tritonserver:24.10-py3`
   for users with registry access), otherwise the project's stand-in of that image, built by
-  `generator.containers.image.build_image` when its inputs changed.
+  `generator.containers.image.build_image` when its inputs changed. When a session collects
+  container tests, `start_prebuild` (called by tests/integration/conftest.py once collection is
+  done) starts the engine and that build in a background thread, so that the build (minutes on
+  a fresh machine, mostly downloads and disk) runs while the tests before the container tests
+  do; both fixtures then wait for it. Its log goes to build/image/prebuild.log.
 - `deploy_command(repository, image)` is what the generated `docker-run.sh` of a repository
   passes to `docker run` (the script is run with a `docker` that records its arguments).
 - `run_triton_container(image, repository)` starts tritonserver with the repository mounted
@@ -28,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from generator.base.launch import repository_models
-from generator.containers.image import build_image
+from generator.containers.image import BUILD_DIR, build_image
 from generator.pipeline.deploy.launcher import CONTAINER_REPOSITORY, container_command
 from generator.serving.diagnostics import load_errors
 from tests.dockerd import DockerEngine, DockerUnavailable, ensure_engine
@@ -83,13 +88,72 @@ def _configure_testcontainers(engine: DockerEngine) -> None:
     testcontainers_config.connection_mode_override = ConnectionMode.docker_host
 
 
+@dataclass
+class Prebuild:
+    """The engine and the stand-in image, made in a background thread while other tests run."""
+
+    thread: threading.Thread | None = None
+    engine: DockerEngine | None = None
+    engine_error: DockerUnavailable | None = None
+    image: str | None = None
+    image_error: BaseException | None = None
+    seconds: float = 0.0
+    log_path: Path = BUILD_DIR / "prebuild.log"
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.engine = ensure_engine()
+        except DockerUnavailable as error:
+            self.engine_error = error
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("w", encoding="utf-8") as log:
+            try:
+                self.image = build_image(self.engine.host, log=lambda line: print(line, file=log, flush=True))
+            except BaseException as error:  # re-raised by the fixture that waits for it
+                self.image_error = error
+        self.seconds = time.monotonic() - started
+
+
+PREBUILD = Prebuild()
+
+
+def start_prebuild(items: Sequence[pytest.Item]) -> None:
+    """Start the engine and the image build in the background if `items` hold container tests
+    that will build the stand-in (no `$TRITONGEN_TEST_IMAGE`)."""
+    if PREBUILD.thread is not None or user_image() or not any(i.get_closest_marker("container") for i in items):
+        return
+    PREBUILD.thread = threading.Thread(target=PREBUILD.run, name="image-prebuild", daemon=True)
+    PREBUILD.thread.start()
+
+
+def stop_prebuild() -> None:
+    """Stop the engine the background build started, if no fixture did (idempotent)."""
+    if PREBUILD.thread is not None:
+        PREBUILD.thread.join()
+    if PREBUILD.engine is not None:
+        PREBUILD.engine.stop()
+
+
+def _prebuilt() -> Prebuild | None:
+    """The finished background build, if one was started (waits for it)."""
+    if PREBUILD.thread is None:
+        return None
+    PREBUILD.thread.join()
+    return PREBUILD
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerEngine]:
     """An answering Docker engine, configured for testcontainers; skips if there is none, except
     in CI (`CI=true`), where the container tests must run: there it fails instead."""
     saved = {k: os.environ.get(k) for k in ("DOCKER_HOST", *TESTCONTAINERS_SETTINGS)}
+    prebuilt = _prebuilt()
     try:
-        engine = ensure_engine()
+        if prebuilt is not None and prebuilt.engine_error is not None:
+            raise prebuilt.engine_error
+        engine = prebuilt.engine if prebuilt is not None and prebuilt.engine is not None else ensure_engine()
     except DockerUnavailable as error:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and no Docker engine can be started: {error}")
@@ -115,6 +179,15 @@ def triton_image(docker_engine: DockerEngine) -> str:
     if image:
         print(f"container tests use the user image {image} (target {container_target()})")
         return image
+    prebuilt = _prebuilt()
+    if prebuilt is not None and prebuilt.image_error is not None:
+        log = prebuilt.log_path.read_text(encoding="utf-8", errors="replace")[-5000:]
+        raise RuntimeError(f"the image build failed: {prebuilt.image_error}\n{log}") from prebuilt.image_error
+    if prebuilt is not None and prebuilt.image is not None:
+        print(
+            f"local image {prebuilt.image} ready (background build) after {prebuilt.seconds:.0f}s ({prebuilt.log_path})"
+        )
+        return prebuilt.image
     started = time.monotonic()
     tag = build_image(docker_engine.host, log=lambda line: print(f"[image] {line}", flush=True))
     print(f"local image {tag} ready in {time.monotonic() - started:.0f}s")

@@ -17,6 +17,7 @@ from generator.environments.settings import CHANNELS_VARIABLE
 from generator.pipeline.generate import GenerateOptions, generate
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
+from tests.container_fixtures import start_prebuild, stop_prebuild
 
 from .assertions import Target
 
@@ -31,6 +32,17 @@ HERE = Path(__file__).parent
 FIXTURE_EXIT_TIMEOUT = "--exit-timeout-secs=5"
 """For servers a module shares, whose stop nothing asserts: tritonserver waits for its clients'
 idle keep-alive HTTP connections up to this (default 30 s) before it unloads and exits."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the container tests' engine and image build in the background (see
+    tests/container_fixtures.py), so that it overlaps the tests that run before them."""
+    start_prebuild(session.items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop a background build's engine that no container fixture took (e.g. after -x)."""
+    stop_prebuild()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
