@@ -1,7 +1,7 @@
 """`python -m bench.cpu_profile`: where the server's CPU goes per request, S4 padded vs ragged.
 
-Serves `minilm_embed` (padded, `models/minilm_embed.yaml`) and the ragged variant
-(`models/minilm_embed_ragged.yaml`, served under the same name) one after the other, drives
+Serves the padded `models/minilm_embed_padded.yaml` (under the name `minilm_embed`) and the
+shipped unpadded ("ragged") `models/minilm_embed.yaml` one after the other, drives
 each with wrk over HTTP at one concurrency, and splits the CPU seconds of the window by
 process and thread (from /proc):
 
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus == "long-tail":
         texts = corpus.long_tail(texts)
     variants = [
-        ("padded", spec_dict("minilm_embed")),
-        ("ragged", {**spec_dict("minilm_embed_ragged"), "name": "minilm_embed"}),
+        ("padded", {**spec_dict("minilm_embed_padded"), "name": "minilm_embed"}),  # served under the same name
+        ("ragged", spec_dict("minilm_embed")),
     ]
     rows = [
         profile_variant(workdir, label, spec, texts, cores, args.concurrency, args.seconds) for label, spec in variants

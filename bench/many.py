@@ -112,10 +112,11 @@ class Options:
 def catalogue_spec(index: int, words: Sequence[str], quantize: str | None = None) -> dict[str, Any]:
     """Classifier `index` of the catalogue: its own labels, examples and scale; shared preprocessing.
 
-    The preprocessing section is `models/minilm_embed.yaml`'s (same tokenizer file, parameters
-    and environment) for every index, so that the models differ only in their weights.
-    `quantize` (e.g. `dynamic_int8`) is the spec's `model.quantize`. Its `traffic_weight` is its
-    share of the Zipf load, 1 / (index + 1) (`corpus.zipf_indices`: index 0 is the hottest).
+    The preprocessing section and the batching are `models/minilm_embed_padded.yaml`'s (same
+    tokenizer file, parameters and environment; padded, as `format: onnx` needs) for every
+    index, so that the models differ only in their weights. `quantize` (e.g. `dynamic_int8`) is
+    the spec's `model.quantize`. Its `traffic_weight` is its share of the Zipf load,
+    1 / (index + 1) (`corpus.zipf_indices`: index 0 is the hottest).
     """
     rng = random.Random(f"bench.many:{index}")
     labels: dict[str, list[str]] = {}
@@ -124,7 +125,7 @@ def catalogue_spec(index: int, words: Sequence[str], quantize: str | None = None
             f"{label} " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 14))) + "."
             for _ in range(rng.randint(2, 4))
         ]
-    base = spec_dict("minilm_embed")
+    base = spec_dict("minilm_embed_padded")
     model: dict[str, Any] = {"format": "onnx"}
     if quantize:
         model["quantize"] = quantize

@@ -1,10 +1,11 @@
-"""int8 against fp32 for minilm_embed: ONNX Runtime session memory, speed and fidelity, side by side.
+"""int8 against fp32 for minilm_embed_padded: ONNX Runtime session memory, speed and fidelity, side by side.
 
     python -m bench.quantize [--threads 2] [--batch 32] [--passes 3]
 
-Builds (or takes from build/artifacts) the fp32 ONNX file of `models/minilm_embed.yaml` and
-its `model.quantize: dynamic_int8` copies (per channel, the default, and per tensor), then, in
-this one process: each file's size; the resident memory a session adds once created and warm
+Builds (or takes from build/artifacts) the fp32 ONNX file of `models/minilm_embed_padded.yaml`
+(the padded graph: input_ids and attention_mask) and its `model.quantize: dynamic_int8` copies
+(per channel, the default, and per tensor), then, in this one process: each file's size; the
+resident memory a session adds once created and warm
 (VmRSS, after `malloc_trim`; the sessions stay open, created int8 first so that fp32 is not
 flattered by memory the others freed); sentences/s over the bench corpus (`bench/corpus.py`,
 batches in corpus order padded to their longest, as the server tokenizes), the variants
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=3, help="timed passes over the corpus per variant")
     args = parser.parse_args(argv)
 
-    version = load_spec(PROJECT_ROOT / "models" / "minilm_embed.yaml").version(1)
+    version = load_spec(PROJECT_ROOT / "models" / "minilm_embed_padded.yaml").version(1)
 
     def built(quantize: Quantize | None) -> Path:
         artifact = version.model.model_copy(update={"quantize": quantize})
-        return build_artifact(artifact, version.preprocessing, label="minilm_embed v1").path
+        return build_artifact(artifact, version.preprocessing, label="minilm_embed_padded v1").path
 
     # Per tensor fails the default gate (0.95 at worst on its examples): measured with the gate off.
     per_tensor = Quantize(method="dynamic_int8", per_channel=False, min_cosine=1e-9, min_mean_cosine=1e-9)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     full = variants[-1].embeddings
     assert full is not None
     print(
-        f"minilm_embed, {len(texts)} bench sentences, batches of {args.batch}, {args.threads} threads, "
+        f"minilm_embed_padded, {len(texts)} bench sentences, batches of {args.batch}, {args.threads} threads, "
         f"best of {args.passes} passes\n"
     )
     print(

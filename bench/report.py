@@ -139,7 +139,7 @@ def ragged_targets(data: dict[str, Any]) -> list[str]:
 
     ragged, padded, s3 = cell("S4", "ragged"), cell("S4", "padded"), cell("S3")
     lines = [
-        f"ragged S4 = `models/minilm_embed_ragged.yaml`, padded S4 = `models/minilm_embed.yaml` "
+        f"ragged S4 = `models/minilm_embed.yaml` (unpadded), padded S4 = `models/minilm_embed_padded.yaml` "
         f"(batch_longest), both served as `minilm_embed`, over HTTP (wrk) at c={top}"
         + ("" if top == 32 else " (this run's top concurrency; the targets name c=32)")
         + ".",

@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for mode in MODES[:2]
         }
-        sizes = (1, 32)
+        sizes = (1, int(spec["batching"]["max_batch_size"]))  # one text, and the online entry point's most
         decode = decode_costs(running, texts, sizes, args.decode_repeats) if args.decode_repeats else []
         cells: list[EncodingCell] = []
         plan = [("wrk", m) for m in MODES[:2]] + [("tritonclient", m) for m in MODES]

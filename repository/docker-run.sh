@@ -81,10 +81,10 @@ exit 64
     --load-model=feedback_sentiment_v1_model \
     --load-model=minilm_embed \
     --load-model=minilm_embed_batch \
-    --load-model=minilm_embed_ragged \
-    --load-model=minilm_embed_ragged_batch \
-    --load-model=minilm_embed_ragged_v1 \
-    --load-model=minilm_embed_ragged_v1_model \
+    --load-model=minilm_embed_padded \
+    --load-model=minilm_embed_padded_batch \
+    --load-model=minilm_embed_padded_v1 \
+    --load-model=minilm_embed_padded_v1_model \
     --load-model=minilm_embed_ts \
     --load-model=minilm_embed_ts_batch \
     --load-model=minilm_embed_ts_v1 \

@@ -30,7 +30,7 @@ def test_catalogue_specs_are_valid_classifiers_with_their_own_heads(specs: list[
 
 
 def test_catalogue_preprocessing_is_identical_and_the_shipped_ones(specs: list[dict[str, Any]]) -> None:
-    shipped = many.spec_dict("minilm_embed")["versions"][0]["preprocessing"]
+    shipped = many.spec_dict("minilm_embed_padded")["versions"][0]["preprocessing"]
     assert all(spec["versions"][0]["preprocessing"] == shipped for spec in specs)
     assert len({ModelSpec.model_validate(spec).versions[0].preprocessing for spec in specs}) == 1
 

@@ -29,8 +29,8 @@ def _cell(system: str, setting: str, rps: float, p99: float, **extra: Any) -> di
     return cell
 
 
-PADDED = "padding batch_longest (models/minilm_embed.yaml)"
-RAGGED = "ragged, unpadded (models/minilm_embed_ragged.yaml)"
+PADDED = "padding batch_longest (models/minilm_embed_padded.yaml)"
+RAGGED = "ragged, unpadded (models/minilm_embed.yaml)"
 
 
 def _data(cells: list[dict[str, Any]], limits: bool = True) -> dict[str, Any]:

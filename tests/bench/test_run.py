@@ -326,7 +326,8 @@ def test_s4_variants_are_valid_specs_served_as_minilm_embed(tmp_path: Path) -> N
     variants = run.s4_variants(_bench(tmp_path))
     assert [key for key, _, _ in variants] == ["padded", "buckets", "ragged"]
     specs = {key: spec for key, _, spec in variants}
-    assert specs["padded"] == systems.spec_dict("minilm_embed")
+    assert specs["padded"] == {**systems.spec_dict("minilm_embed_padded"), "name": "minilm_embed"}
+    assert specs["ragged"] == systems.spec_dict("minilm_embed")  # the shipped spec, unpadded
     validated = {key: ModelSpec.model_validate(spec) for key, spec in specs.items()}
     assert {spec.name for spec in validated.values()} == {"minilm_embed"}
     assert padding_of(validated["padded"]) == ("batch_longest", ())

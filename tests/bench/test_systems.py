@@ -47,7 +47,7 @@ def test_spec_dict_is_the_shipped_yaml_and_a_fresh_copy_each_time() -> None:
     spec["versions"][0]["preprocessing"]["padding"] = "buckets"
     again = systems.spec_dict("minilm_embed")
     assert again["name"] == "minilm_embed"
-    assert again["versions"][0]["preprocessing"]["padding"] == "batch_longest"
+    assert again["versions"][0]["preprocessing"]["padding"] == "none"  # the shipped spec is unpadded
 
 
 def test_without_environments_drops_them_from_every_version_and_leaves_the_input_alone() -> None:
@@ -97,7 +97,10 @@ def test_inference_model_and_file_are_the_ensembles_last_step(
     assert path.parent == repository / model / "1"
     if suffix == ".onnx":
         inputs = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
-        assert inputs == set(re.findall(r'input \{\s+name: "([^"]+)"', config)) == {"input_ids", "attention_mask"}
+        declared = set(re.findall(r'input \{\s+name: "([^"]+)"', config))
+        batch_inputs = set(re.findall(r'target_name: "([^"]+)"', config))  # the unpadded model's offsets
+        assert declared == {"input_ids", "lengths"} and batch_inputs == {"token_offsets", "text_offsets"}
+        assert inputs == declared | batch_inputs
     else:
         assert zipfile.is_zipfile(path)  # a TorchScript archive
 

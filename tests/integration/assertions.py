@@ -17,7 +17,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -26,6 +26,9 @@ import yaml
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from generator import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from generator.pipeline.plan import EnsemblePlan
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -220,10 +223,17 @@ def reference_classifier(texts: list[str], version: dict[str, Any]) -> tuple[np.
 
 def check_embeddings(target: Target, protocol: str, model: str) -> dict[str, float]:
     """Every text of `embedding_texts` equals sentence-transformers' embedding (cosine >= 0.9999,
-    unit length), sent all in one batch call and one text per call; returns label -> min cosine."""
+    unit length), sent in batch calls of the entry point's max_batch_size and one text per call;
+    returns label -> min cosine."""
     labels, texts = zip(*embedding_texts(), strict=True)
     want = reference_embeddings(texts)
-    batched = infer_texts(target, protocol, model, list(texts), ["EMBEDDING"])["EMBEDDING"]
+    limit = max_batch_size(model)
+    batched = np.concatenate(
+        [
+            infer_texts(target, protocol, model, list(texts[start : start + limit]), ["EMBEDDING"])["EMBEDDING"]
+            for start in range(0, len(texts), limit)
+        ]
+    )
     assert batched.shape == (len(texts), 384) and batched.dtype == np.float32, (batched.shape, batched.dtype)
     single = np.stack([infer_texts(target, protocol, model, [text], ["EMBEDDING"])["EMBEDDING"][0] for text in texts])
     worst = np.minimum(cosines(batched, want), cosines(single, want))
@@ -371,11 +381,16 @@ BAD_REQUESTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "empty string": ({"data": np.array([[b""]], dtype=object)}, ("TEXT[0] is empty",)),
     "invalid utf-8": ({"data": np.array([[b"\xff\xfe\xfa broken"]], dtype=object)}, ("TEXT[0]", "UTF-8")),
     "100 kB text": ({"data": np.array([[b"x" * 100_000]], dtype=object)}, ("TEXT[0]", "100000 bytes", "limit")),
-    "batch over max": ({"data": np.array([[b"hi"]] * 33, dtype=object)}, ("batch-size", "32")),
+    # One text over the entry point's max_batch_size (`limit`, from the plan): the limit is named.
+    "batch over max": (
+        {"data": lambda limit: np.array([[b"hi"]] * (limit + 1), dtype=object)},
+        ("batch-size", "<= {limit}"),
+    ),
     "missing input": ({"data": None}, ("missing required input", "TEXT")),
     "wrong input name": ({"data": np.array([[b"hello"]], dtype=object), "input_name": "TEXTS"}, ("'TEXTS'",)),
 }
-"""Case -> (request, substrings the error message must ALL contain: the input, the item, the problem)."""
+"""Case -> (request, substrings the error message must ALL contain: the input, the item, the problem).
+A callable `data` takes the entry point's max_batch_size, and `{limit}` in a substring is it."""
 
 
 def rejection(label: str, protocol: str, send: Any) -> str:
@@ -394,11 +409,13 @@ def check_bad_requests(target: Target, protocol: str, model: str = "minilm_embed
     """Each bad request is a client error naming input, item and problem; the server keeps
     serving and answers valid requests as before."""
     before = infer_texts(target, protocol, model, SENTENCES[:2], ["EMBEDDING"])["EMBEDDING"]
+    limit = max_batch_size(model)
     for label, (request, keywords) in BAD_REQUESTS.items():
         name = request.get("input_name", "TEXT")
-        send = functools.partial(_raw_request, target, protocol, model, request["data"], name)
+        data = request["data"](limit) if callable(request["data"]) else request["data"]
+        send = functools.partial(_raw_request, target, protocol, model, data, name)
         message = rejection(label, protocol, send)
-        missing = [k for k in keywords if k.lower() not in message.lower()]
+        missing = [k for k in (k.format(limit=limit) for k in keywords) if k.lower() not in message.lower()]
         assert not missing, f"{label} over {protocol}: {message!r} does not name {missing}"
         assert client(target, protocol).is_server_live() and client(target, protocol).is_model_ready(model)
     after = infer_texts(target, protocol, model, SENTENCES[:2], ["EMBEDDING"])["EMBEDDING"]
@@ -540,14 +557,23 @@ def _infer_concurrently(
 
 
 @functools.cache
-def preprocessing_model(ensemble: str) -> str:
-    """The preprocessing model (named by content, maybe shared) an ensemble of models/ runs: from
-    the plan, the same for every target and core budget."""
+def _shipped_ensembles() -> dict[str, EnsemblePlan]:
+    """The ensembles of the plan of models/ by name: the same for every target and core budget."""
     from generator.pipeline.plan import plan_repository
     from generator.pipeline.spec import load_specs
 
     plan = plan_repository(load_specs(PROJECT_ROOT / "models"), "local", 1)
-    return next(e.preprocess.name for e in plan.ensembles() if e.name == ensemble)
+    return {e.name: e for e in plan.ensembles()}
+
+
+def preprocessing_model(ensemble: str) -> str:
+    """The preprocessing model (named by content, maybe shared) an ensemble of models/ runs."""
+    return _shipped_ensembles()[ensemble].preprocess.name
+
+
+def max_batch_size(ensemble: str) -> int:
+    """The most texts one request to an entry point of models/ may carry."""
+    return _shipped_ensembles()[ensemble].max_batch_size
 
 
 EXPECTED_TOKENIZERS = {

@@ -46,7 +46,7 @@ TAGS = ("question", "complaint", "praise")
 
 
 def feedback_tags_spec(checkpoint: Path) -> str:
-    """The multi-label classifier of docs/clients.md; its preprocessing is minilm_embed's (shared)."""
+    """The multi-label classifier of docs/clients.md (padded preprocessing, as `format: onnx` needs)."""
     return f"""
 name: feedback_tags
 kind: multi_label_classifier

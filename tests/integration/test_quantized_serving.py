@@ -1,8 +1,9 @@
 """A dynamic-int8 model served by the session's real tritonserver and its onnxruntime runner.
 
-The quantized file of minilm_embed v1 is loaded next to the generated models with Triton's
-load API (config and file in the request: nothing is added to the session's repository), with
-the config generate wrote for the fp32 inference model, and unloaded afterwards. (No ensemble
+The quantized file of minilm_embed_padded v1 (padded inputs: input_ids, attention_mask) is
+loaded next to the generated models with Triton's load API (config and file in the request:
+nothing is added to the session's repository), with the config generate wrote for the fp32
+inference model, and unloaded afterwards. (No ensemble
 around it: Triton polls an ensemble's members from the repository, where this one is not.)
 """
 
@@ -55,11 +56,11 @@ def _infer(
 def test_quantized_model_is_served_by_the_onnxruntime_runner(
     server_process: TritonProcess, generated_repository: Path
 ) -> None:
-    version = load_spec(PROJECT_ROOT / "models" / "minilm_embed.yaml").version(1)
+    version = load_spec(PROJECT_ROOT / "models" / "minilm_embed_padded.yaml").version(1)
     artifact = version.model.model_copy(update={"quantize": Quantize(method="dynamic_int8")})
-    built = build_artifact(artifact, version.preprocessing, progress=print, label="minilm_embed v1")
+    built = build_artifact(artifact, version.preprocessing, progress=print, label="minilm_embed_padded v1")
     manifest = json.loads((generated_repository / "tritongen-manifest.json").read_text())["models"]
-    pinned = manifest["minilm_embed_v1"]
+    pinned = manifest["minilm_embed_padded_v1"]
     inference = next(name for name in pinned["depends_on"] if manifest[name]["role"] == "inference")
     model_config = _config(generated_repository / inference / "config.pbtxt", MODEL)
     client = httpclient.InferenceServerClient(server_process.http_url, network_timeout=120)

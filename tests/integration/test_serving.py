@@ -20,6 +20,7 @@ PROTOCOLS = ("http", "grpc")
         ("minilm_embed", "grpc"),
         ("minilm_embed_batch", "grpc"),
         ("minilm_embed_v1", "http"),
+        ("minilm_embed_padded", "grpc"),
         ("minilm_embed_ts", "http"),
         ("minilm_embed_ts", "grpc"),
         ("minilm_embed_ts_batch", "http"),
@@ -30,7 +31,7 @@ def test_embeddings_match_reference(server: Target, protocol: str, model: str) -
     assertions.check_embeddings(server, protocol, model)
 
 
-@pytest.mark.parametrize("model", ["minilm_embed", "minilm_embed_ts"])
+@pytest.mark.parametrize("model", ["minilm_embed", "minilm_embed_padded", "minilm_embed_ts"])
 def test_text_result_independent_of_batch(server: Target, model: str) -> None:
     assertions.check_single_texts_equal_batched(server, "http", model)
 
@@ -38,8 +39,9 @@ def test_text_result_independent_of_batch(server: Target, model: str) -> None:
 @pytest.mark.parametrize(
     ("model", "max_batch_size", "output", "protocol"),
     [
-        ("minilm_embed", 32, "EMBEDDING", "http"),
+        ("minilm_embed", 16, "EMBEDDING", "http"),
         ("minilm_embed_batch", 64, "EMBEDDING", "grpc"),
+        ("minilm_embed_padded", 32, "EMBEDDING", "http"),
         ("minilm_embed_ts", 32, "EMBEDDING", "grpc"),
         ("text_classifier", 32, "LABEL", "http"),
         ("text_classifier_batch", 64, "LABEL", "grpc"),

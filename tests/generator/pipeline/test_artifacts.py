@@ -18,7 +18,7 @@ from tests.integration.assertions import cosines, embedding_texts, reference_emb
 
 PROJECT = Path(__file__).resolve().parents[3]
 SPECS = {s.name: s for s in load_specs(PROJECT / "models")}
-EMBEDDING_MODELS = ("minilm_embed", "minilm_embed_ts")
+EMBEDDING_MODELS = ("minilm_embed_padded", "minilm_embed_ts")
 
 
 def sha(path: Path) -> str:

@@ -28,14 +28,14 @@ def test_generated_configs_pass(files: dict[str, str]) -> None:
 
 
 def test_unparseable_config_named(files: dict[str, str]) -> None:
-    files["minilm_embed_v1_model/config.pbtxt"] += "\nmax_batch_sise: 4\n"
-    with pytest.raises(CheckError, match="minilm_embed_v1_model/config.pbtxt: not a valid Triton ModelConfig"):
+    files["minilm_embed_padded_v1_model/config.pbtxt"] += "\nmax_batch_sise: 4\n"
+    with pytest.raises(CheckError, match="minilm_embed_padded_v1_model/config.pbtxt: not a valid Triton ModelConfig"):
         check_configs(files)
 
 
 def test_folder_and_name_must_agree(files: dict[str, str]) -> None:
-    path = "minilm_embed_v1_model/config.pbtxt"
-    files[path] = files[path].replace('name: "minilm_embed_v1_model"', 'name: "other"')
+    path = "minilm_embed_padded_v1_model/config.pbtxt"
+    files[path] = files[path].replace('name: "minilm_embed_padded_v1_model"', 'name: "other"')
     with pytest.raises(CheckError, match="differs from its folder"):
         check_configs(files)
 
@@ -44,36 +44,36 @@ def test_folder_and_name_must_agree(files: dict[str, str]) -> None:
     ("path", "old", "new", "message"),
     [
         (
-            "minilm_embed/config.pbtxt",
-            'model_name: "minilm_embed_v1_model"',
+            "minilm_embed_padded/config.pbtxt",
+            'model_name: "minilm_embed_padded_v1_model"',
             'model_name: "nope"',
             "model 'nope' is not in the repository",
         ),
         (
-            "minilm_embed_v1_model/config.pbtxt",
+            "minilm_embed_padded_v1_model/config.pbtxt",
             "data_type: TYPE_INT64",
             "data_type: TYPE_INT32",
             "is TYPE_INT32 but '_input_ids' is TYPE_INT64",
         ),
         (
-            "minilm_embed/config.pbtxt",
+            "minilm_embed_padded/config.pbtxt",
             'value: "_attention_mask"\n    }\n    input_map',
             'value: "_nothing"\n    }\n    input_map',
             "reads '_nothing', which no earlier step produces",
         ),
         (
-            "minilm_embed/config.pbtxt",
+            "minilm_embed_padded/config.pbtxt",
             "dims: 384",
             "dims: 768",
             "output 'EMBEDDING' is declared TYPE_FP32 [768] but its step produces TYPE_FP32 [384]",
         ),
         (
-            "minilm_embed_v1_model/config.pbtxt",
+            "minilm_embed_padded_v1_model/config.pbtxt",
             "max_batch_size: 64",  # the bulk entry point's requests too
             "max_batch_size: 4",
             "max_batch_size 4 is below the ensemble's",
         ),
-        ("minilm_embed_v1_model/config.pbtxt", "kind: KIND_CPU", "kind: KIND_GPU", "is not KIND_CPU"),
+        ("minilm_embed_padded_v1_model/config.pbtxt", "kind: KIND_CPU", "kind: KIND_GPU", "is not KIND_CPU"),
     ],
 )
 def test_miswired_ensembles(files: dict[str, str], path: str, old: str, new: str, message: str) -> None:
@@ -89,7 +89,7 @@ def test_drift_reports_a_diff(tmp_path: Path, files: dict[str, str]) -> None:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
     assert drift(files, tmp_path, MANAGED_SUFFIXES) == ""
-    edited = tmp_path / "minilm_embed/config.pbtxt"
+    edited = tmp_path / "minilm_embed_padded/config.pbtxt"
     edited.write_text(edited.read_text().replace("max_batch_size: 32", "max_batch_size: 16"))
     (tmp_path / "stale_model").mkdir()
     (tmp_path / "stale_model/config.pbtxt").write_text('name: "stale_model"\n')
@@ -110,7 +110,7 @@ def test_onnx_graph_must_match_config(tmp_path: Path, files: dict[str, str]) -> 
     )
     path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    config = check_configs(files)["minilm_embed_v1_model"]
+    config = check_configs(files)["minilm_embed_padded_v1_model"]
     problems = check_onnx(path, config)
     assert any(
         "config inputs ['attention_mask', 'input_ids'] differ from the ONNX graph's ['input_ids']" in p

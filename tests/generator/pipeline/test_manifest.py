@@ -49,7 +49,7 @@ def test_models_record_what_the_tools_need(manifest: Manifest) -> None:
     assert (online.role, online.spec, online.version, online.is_ensemble) == ("online", "minilm_embed", 1, True)
     assert manifest.preprocessing("minilm_embed") == online.depends_on[0]
     inference = manifest.models[manifest.inference_model("minilm_embed")]
-    assert (inference.role, inference.format, inference.files) == ("inference", "onnx", ("model.onnx",))
+    assert (inference.role, inference.format, inference.files) == ("inference", "onnx_ragged", ("model.onnx",))
     assert inference.batching.max_queue_delay_us is not None and inference.threads
     pre = manifest.models[manifest.preprocessing("minilm_embed")]
     assert "model.py" in pre.files and pre.users and pre.inputs == ("TEXT",)

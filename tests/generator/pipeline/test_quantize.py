@@ -18,7 +18,7 @@ from generator.pipeline.spec import ModelArtifact, Quantize, SpecError, load_spe
 
 PROJECT = Path(__file__).resolve().parents[3]
 SPECS = {s.name: s for s in load_specs(PROJECT / "models")}
-SHIPPED = (PROJECT / "models" / "minilm_embed.yaml").read_text()
+SHIPPED = (PROJECT / "models" / "minilm_embed_padded.yaml").read_text()
 
 
 def sha(path: Path) -> str:
@@ -26,7 +26,7 @@ def sha(path: Path) -> str:
 
 
 def spec_text(quantize: Any, model_format: str = "onnx") -> str:
-    """The shipped minilm_embed spec with `model.quantize` (and `model.format`) set."""
+    """The shipped minilm_embed_padded spec with `model.quantize` (and `model.format`) set."""
     data = yaml.safe_load(SHIPPED)
     model = data["versions"][0]["model"]
     model["format"] = model_format
@@ -35,7 +35,7 @@ def spec_text(quantize: Any, model_format: str = "onnx") -> str:
 
 
 def parse(quantize: Any, model_format: str = "onnx") -> ModelArtifact:
-    return parse_spec(spec_text(quantize, model_format), "models/minilm_embed.yaml").version(1).model
+    return parse_spec(spec_text(quantize, model_format), "models/minilm_embed_padded.yaml").version(1).model
 
 
 # --- spec ------------------------------------------------------------------------------------
@@ -54,13 +54,13 @@ def test_method_alone_is_short_for_every_default() -> None:
         (
             "float16",
             "onnx",
-            "models/minilm_embed.yaml: versions[0].model.quantize.method: unknown quantize method "
+            "models/minilm_embed_padded.yaml: versions[0].model.quantize.method: unknown quantize method "
             "'float16': use one of dynamic_int8",
         ),
         (
             "dynamic_int8",
             "torchscript",
-            "models/minilm_embed.yaml: versions[0].model: quantize: format torchscript cannot be "
+            "models/minilm_embed_padded.yaml: versions[0].model: quantize: format torchscript cannot be "
             "quantized (dynamic_int8 applies to onnx, onnx_ragged)",
         ),
         (
@@ -79,10 +79,10 @@ def test_invalid_quantize_is_a_spec_error(quantize: Any, model_format: str, mess
 
 
 def test_torchscript_ragged_is_rejected_too() -> None:
-    data = yaml.safe_load((PROJECT / "models" / "minilm_embed_ragged.yaml").read_text())
+    data = yaml.safe_load((PROJECT / "models" / "minilm_embed.yaml").read_text())
     data["versions"][0]["model"].update(format="torchscript_ragged", quantize="dynamic_int8")
     with pytest.raises(SpecError, match="format torchscript_ragged cannot be quantized"):
-        parse_spec(yaml.safe_dump(data), "models/minilm_embed_ragged.yaml")
+        parse_spec(yaml.safe_dump(data), "models/minilm_embed.yaml")
 
 
 def test_gate_texts_are_the_classifiers_examples_then_the_declared_ones() -> None:
@@ -144,25 +144,25 @@ def fp32(model: str, cache: Path, version: int = 1) -> BuiltArtifact:
 
 def test_quantized_embedding_passes_its_gate_and_is_deterministic(cache: Path, tmp_path: Path) -> None:
     lines: list[str] = []
-    first = quantized("minilm_embed", cache, progress=lines.append)
+    first = quantized("minilm_embed_padded", cache, progress=lines.append)
     assert any("fidelity gate passed: 16 examples: cosine to fp32 min 0.9" in line for line in lines), lines
-    full = fp32("minilm_embed", cache)
+    full = fp32("minilm_embed_padded", cache)
     assert first.key != full.key and first.path.stat().st_size < 0.3 * full.path.stat().st_size
     operators = {node.op_type for node in onnx.load(str(first.path)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= operators
     # Quantized again from scratch, in another cache: the same key and the same bytes.
-    again = quantized("minilm_embed", tmp_path)
+    again = quantized("minilm_embed_padded", tmp_path)
     assert (again.key, sha(again.path)) == (first.key, sha(first.path))
     lines.clear()
-    assert quantized("minilm_embed", cache, progress=lines.append) == first
+    assert quantized("minilm_embed_padded", cache, progress=lines.append) == first
     assert any("is cached" in line for line in lines) and any("gate passed" in line for line in lines)
 
 
 def test_impossible_threshold_fails_naming_the_model_the_figure_and_the_threshold(cache: Path) -> None:
     with pytest.raises(QuantizationError) as error:
-        quantized("minilm_embed", cache, min_cosine=0.99999)
+        quantized("minilm_embed_padded", cache, min_cosine=0.99999)
     message = str(error.value)
-    assert message.startswith("minilm_embed v1: model.quantize dynamic_int8 fails its fidelity gate: ")
+    assert message.startswith("minilm_embed_padded v1: model.quantize dynamic_int8 fails its fidelity gate: ")
     assert "min cosine to fp32 0.9" in message and "over 16 examples is below min_cosine 0.99999" in message
 
 
@@ -176,7 +176,7 @@ def test_quantized_classifier_keeps_its_labels(cache: Path) -> None:
 
 def test_ragged_graph_is_quantized(cache: Path) -> None:
     lines: list[str] = []
-    built = quantized("minilm_embed_ragged", cache, progress=lines.append)
+    built = quantized("minilm_embed", cache, progress=lines.append)
     assert any("gate passed" in line for line in lines), lines
     assert "MatMulInteger" in {node.op_type for node in onnx.load(str(built.path)).graph.node}
 
@@ -190,14 +190,14 @@ def test_failing_gate_leaves_the_output_untouched_and_a_passing_one_serves_the_i
     def write_spec(quantize: dict[str, Any]) -> None:
         data = yaml.safe_load(spec_text(quantize))
         del data["versions"][0]["preprocessing"]["environment"]  # no environment to build
-        (specs / "minilm_embed.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (specs / "minilm_embed_padded.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     write_spec({"method": "dynamic_int8", "min_cosine": 0.99999})
     output = tmp_path / "repository"
     output.mkdir()
     (output / "kept.txt").write_text("before")
     options = GenerateOptions(
-        specs_dir=specs, output=output, cores=2, cache_dir=seeded(cache, "minilm_embed"), progress=lambda _: None
+        specs_dir=specs, output=output, cores=2, cache_dir=seeded(cache, "minilm_embed_padded"), progress=lambda _: None
     )
     with pytest.raises(QuantizationError, match="below min_cosine 0.99999"):
         generate(options)
@@ -207,4 +207,4 @@ def test_failing_gate_leaves_the_output_untouched_and_a_passing_one_serves_the_i
     write_spec({"method": "dynamic_int8"})
     generate(options)
     served = sorted(output.glob("*/1/model.onnx"))
-    assert served and all(sha(path) == sha(quantized("minilm_embed", cache).path) for path in served)
+    assert served and all(sha(path) == sha(quantized("minilm_embed_padded", cache).path) for path in served)

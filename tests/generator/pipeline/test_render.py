@@ -145,7 +145,7 @@ def test_the_ragged_classifier_version_renders_ragged_and_keeps_the_client_contr
 
 def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:
     files = {f.path: f.text for f in render_repository(planned(SPECS, "local", 2))}
-    model = text_format.Parse(files["minilm_embed_ragged_v1_model/config.pbtxt"], mc.ModelConfig())
+    model = text_format.Parse(files["minilm_embed_v1_model/config.pbtxt"], mc.ModelConfig())
     assert [(i.name, list(i.dims), i.allow_ragged_batch) for i in model.input] == [
         ("input_ids", [-1], True),
         ("lengths", [1], True),
@@ -155,7 +155,7 @@ def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:
         (["token_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["input_ids"]),
         (["text_offsets"], "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO", mc.TYPE_INT32, ["lengths"]),
     ]  # fmt: skip
-    pre = text_format.Parse(files[f"{pre_model('minilm_embed_ragged_v1')}/config.pbtxt"], mc.ModelConfig())
+    pre = text_format.Parse(files[f"{pre_model('minilm_embed_v1')}/config.pbtxt"], mc.ModelConfig())
     assert [o.name for o in pre.output] == ["INPUT_IDS", "LENGTHS"]
     assert pre.parameters["padding"].string_value == "none"
 
@@ -170,8 +170,8 @@ def test_a_ragged_format_renders_ragged_inputs_and_batch_inputs() -> None:
 def test_ragged_formats_and_unpadded_preprocessing_go_together(fmt: str, padding: str, message: str) -> None:
     import yaml
 
-    data = yaml.safe_load((PROJECT / "models" / "minilm_embed_ragged.yaml").read_text())
+    data = yaml.safe_load((PROJECT / "models" / "minilm_embed.yaml").read_text())
     data["versions"][0]["model"]["format"] = fmt
     data["versions"][0]["preprocessing"]["padding"] = padding
     with pytest.raises(SpecError, match=re.escape(message)):
-        parse_spec(yaml.safe_dump(data), "models/minilm_embed_ragged.yaml")
+        parse_spec(yaml.safe_dump(data), "models/minilm_embed.yaml")

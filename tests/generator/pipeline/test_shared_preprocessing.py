@@ -21,12 +21,12 @@ from generator.pipeline.render import render_repository
 from generator.pipeline.spec import ModelSpec, parse_spec
 from tests.generator.pipeline.planning import planned
 
-BASE = yaml.safe_load((PROJECT_ROOT / "models" / "minilm_embed.yaml").read_text())
+BASE = yaml.safe_load((PROJECT_ROOT / "models" / "minilm_embed_padded.yaml").read_text())
 CONTENT_NAME = re.compile(r"^textprep_[0-9a-f]{12}$")
 
 
 def spec(name: str, **preprocessing: object) -> ModelSpec:
-    """minilm_embed's spec under another name, its preprocessing updated with `preprocessing`."""
+    """minilm_embed_padded's spec (padded) under another name, its preprocessing updated with `preprocessing`."""
     data = json.loads(json.dumps(BASE))
     data["name"] = name
     data["versions"][0]["preprocessing"].update(preprocessing)

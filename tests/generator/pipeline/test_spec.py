@@ -51,7 +51,7 @@ def test_shipped_specs_load() -> None:
         "course_reranker",
         "feedback_sentiment",
         "minilm_embed",
-        "minilm_embed_ragged",
+        "minilm_embed_padded",
         "minilm_embed_ts",
         "text_classifier",
     ]

@@ -116,7 +116,7 @@ def _shipped(name: str) -> ModelSpec:
 
 def test_padded_encoders_get_a_ragged_candidate() -> None:
     for name, padded, expected in (
-        ("minilm_embed", "onnx", "onnx_ragged"),
+        ("minilm_embed_padded", "onnx", "onnx_ragged"),
         ("minilm_embed_ts", "torchscript", "torchscript_ragged"),
     ):
         base = _shipped(name)
@@ -134,15 +134,15 @@ def test_padded_encoders_get_a_ragged_candidate() -> None:
 
 
 def test_ragged_or_file_built_models_get_no_ragged_candidate() -> None:
-    assert ragged_candidate(_shipped("minilm_embed_ragged")) is None
+    assert ragged_candidate(_shipped("minilm_embed")) is None
     assert ragged_candidate(_shipped("text_classifier")) is None  # its default version 2 is ragged
-    data = _shipped("minilm_embed").model_dump()
+    data = _shipped("minilm_embed_padded").model_dump()
     data["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
     assert ragged_candidate(ModelSpec.model_validate(data)) is None
 
 
 def test_the_proposal_names_the_format() -> None:
-    candidate = ragged_candidate(_shipped("minilm_embed"))
+    candidate = ragged_candidate(_shipped("minilm_embed_padded"))
     assert candidate is not None
     proposed = proposal(Trial(ragged_label(candidate), candidate))
     assert (proposed["format"], proposed["padding"]) == ("onnx_ragged", "none") and "buckets" not in proposed

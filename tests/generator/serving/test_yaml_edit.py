@@ -107,7 +107,7 @@ def test_tune_write_keeps_every_comment_of_the_shipped_specs(spec_path: Path, se
 
 
 def test_model_changes_list_only_the_fields_that_differ() -> None:
-    spec = load_spec(DEFAULT_SPECS / "minilm_embed.yaml")
+    spec = load_spec(DEFAULT_SPECS / "minilm_embed_padded.yaml")
     assert model_changes(spec, spec) == []
     tuned = with_settings(spec, instances=(2, 1), padding=("buckets", (16, 32, 128)), delay_us=0, preferred=())
     assert model_changes(spec, tuned) == [
