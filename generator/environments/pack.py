@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -13,7 +15,7 @@ def pack_prefix(prefix: Path, tarball: Path, env_name: str) -> None:
     """Pack `prefix` into `tarball` with conda-pack (written aside, then moved into place)."""
     import conda_pack
 
-    partial = tarball.with_name(tarball.name + ".partial")
+    partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")  # per process: builds may run side by side
     partial.unlink(missing_ok=True)
     try:
         conda_pack.pack(
@@ -29,13 +31,25 @@ def unpack_environment(tarball: Path, destination: Path) -> Path:
     """Extract a packed environment into `destination` (the 'unpacked folder' option).
 
     Triton uses a folder as is (no extraction at load): faster model loads, larger repository.
+    Processes unpacking the same tarball side by side (two test sessions, a generate and a
+    benchmark) each extract into their own partial folder; the folder appears whole.
     """
-    if destination.exists():
-        shutil.rmtree(destination)
-    partial = destination.with_name(destination.name + ".partial")
+    partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")  # per process, as above
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    with tarfile.open(tarball, "r:gz") as archive:
-        archive.extractall(partial, filter="tar")
-    partial.replace(destination)
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            archive.extractall(partial, filter="tar")
+        if destination.exists():  # moved aside first: another process may be doing the same
+            old = destination.with_name(f"{destination.name}.{os.getpid()}.old")
+            with contextlib.suppress(FileNotFoundError):
+                destination.replace(old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            partial.replace(destination)
+        except OSError:
+            if not destination.is_dir():
+                raise  # else another process unpacked the same tarball there just now
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return destination
