@@ -73,6 +73,11 @@ def kserve_body(text: str) -> str:
     return json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]})
 
 
+def openai_body(text: str, model: str) -> str:
+    """OpenAI-style embeddings request with one text (Infinity's `POST /embeddings`)."""
+    return json.dumps({"model": model, "input": [text]})
+
+
 def plain_body(text: str) -> str:
     """The baselines' request format: {"text": ...}."""
     return json.dumps({"text": text})

@@ -12,7 +12,8 @@ texts replaced by 200-256-token ones), tokenization included, for
   batch's longest: the first prototype, measured on Triton's native backends, docs/facts.md).
 
 Cells run round-robin, `--rounds` times; reported: the best wall-clock round and the median CPU
-time per sentence of the process (robust when other processes share the cores).
+time per sentence of the process (robust when other processes share the cores). `limits` gives
+`bench.run` the unpadded model's limits beside the servers (corpus order and length-sorted).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.corpus import long_tail, model_dir, sentences, tokenizer_file
+from bench.limit import LimitResult
 
 MAX_LENGTH = 256
 
@@ -96,6 +98,29 @@ def run_ragged(session: Any, tokenizer: Any, texts: list[str], batch: int) -> fl
     for start in range(0, len(texts), batch):
         session.run(None, ragged_feed(tokenizer.encode_batch(texts[start : start + batch])))
     return len(texts) / (time.perf_counter() - started)
+
+
+def run_ragged_sorted(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+    """req/s of length-sorted unpadded batches (tokenizing and sorting included)."""
+    started = time.perf_counter()
+    encodings = sorted(tokenizer.encode_batch(texts), key=lambda e: len(e.ids))
+    for start in range(0, len(encodings), batch):
+        session.run(None, ragged_feed(encodings[start : start + batch]))
+    return len(texts) / (time.perf_counter() - started)
+
+
+def limits(onnx_path: Path, texts: list[str], threads: int, batch: int = 32, passes: int = 2) -> list[LimitResult]:
+    """The unpadded model's in-process limits at `batch`: corpus order and length-sorted (one
+    warm-up pass, then the best of `passes`; `threads` intra-op threads, spinning off), as
+    `bench.limit` reports them."""
+    session, tokenizer = _session(onnx_path, threads), _tokenizer()
+    results = []
+    for name, runner in (("L_ragged_arrival", run_ragged), ("L_ragged_sorted", run_ragged_sorted)):
+        runner(session, tokenizer, texts[: max(64, len(texts) // 8)], batch)  # warm-up
+        rate = max(runner(session, tokenizer, texts, batch) for _ in range(passes))
+        setting = f"unpadded (ragged) model, {threads} intra-op threads, spinning off, best of {passes} passes"
+        results.append(LimitResult(name, batch, rate, {batch: rate}, setting))
+    return results
 
 
 def export_models(folder: Path) -> dict[str, Path]:

@@ -28,6 +28,16 @@ def variant_of(cell: dict[str, Any]) -> str:
     return "tuned" if setting.startswith("tuned") else ""
 
 
+def rounds_of(cell: dict[str, Any]) -> str:
+    """Every round's req/s of a cell, in the order measured (`-` in results written before rounds)."""
+    return ", ".join(f"{rate:.1f}" for rate in cell.get("rounds_rps") or []) or "-"
+
+
+def spread_of(cell: dict[str, Any]) -> str:
+    """The worst round's req/s over the median (`-` in results written before rounds)."""
+    return f"{cell['spread']:.2f}" if cell.get("rounds_rps") else "-"
+
+
 def cpu_ms(cell: dict[str, Any]) -> float:
     """Server CPU ms per request."""
     return float(cell.get("cpu_ms") or (cell["cpu_cores"] / cell["rps"] * 1000 if cell["rps"] else 0.0))
@@ -207,14 +217,15 @@ def markdown(data: dict[str, Any]) -> str:
         "",
     ]
     out += [
-        "| system | setting | corpus | proto | c | req/s | p50 ms | p99 ms | server CPU (cores) | "
-        "CPU ms/req | avg batch | machine CPU | threads | x L_sorted | x L_arrival |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | setting | corpus | proto | c | req/s per round | req/s (median) | worst / median | p50 ms | "
+        "p99 ms | server CPU (cores) | CPU ms/req | avg batch | machine CPU | threads | x L_sorted | x L_arrival |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["limits"]:
         out.append(
-            f"| {r['name']} | batch {r['batch_size']}, 1 process, {r.get('setting', '')} | corpus | - | - | "
-            f"{r['rps']:.1f} | - | - | {data['cores']} | {data['cores'] / r['rps'] * 1000 if r['rps'] else 0:.1f} | "
+            f"| {r['name']} | batch {r['batch_size']}, 1 process, {r.get('setting', '')} | corpus | - | - | - | "
+            f"{r['rps']:.1f} | - | - | - | {data['cores']} | "
+            f"{data['cores'] / r['rps'] * 1000 if r['rps'] else 0:.1f} | "
             f"{r['batch_size']} | - | - | "
             f"{r['rps'] / sorted_limit if sorted_limit else 0:.2f} | "
             f"{r['rps'] / arrival_limit if arrival_limit else 0:.2f} |"
@@ -232,12 +243,16 @@ def markdown(data: dict[str, Any]) -> str:
         batch = "-" if c.get("avg_batch") is None else f"{c['avg_batch']:.1f}"
         out.append(
             f"| {c['system']} | {c['setting']} | {corpus_of(c)} | {c['protocol']} | {c['concurrency']} | "
-            f"{c['rps']:.1f}{errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | "
+            f"{rounds_of(c)} | {c['rps']:.1f}{errors} | {spread_of(c)} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | "
             f"{c['cpu_cores']:.2f} | {cpu_ms(c):.1f} | {batch} | {c['machine_cores']:.2f} | {c['threads']} | "
             f"{ratio} | {ratio_a} |"
         )
     out += [
         "",
+        "req/s per round: every round of the cell, in the order measured (the systems alternate order "
+        "round by round); req/s and the other figures: the rounds' medians (errors: their sum); worst / "
+        "median: the slowest round's req/s over the median. L_ragged_*: the unpadded model of "
+        "`models/minilm_embed.yaml` (bench/ragged_limit.py), corpus order and length-sorted. "
         "server CPU: cores used by the server's process tree (/proc/<pid>/stat); CPU ms/req: server CPU "
         "over throughput (for L: all cores over throughput); avg batch: inferences per execution of the "
         "Triton inference model over the cell (`/v2/models/<m>/stats`, S3 and S4; for L: the batch size); "

@@ -2,10 +2,13 @@
 
 Systems: S1 Gunicorn+Flask+Transformers, S2 Tornado+PyTorch, S3 Tornado+Triton (tokenizing
 outside Triton), S4 this project's ensembles (padded, length buckets, ragged; HTTP via wrk, gRPC
-via perf_analyzer), and L the compute limit in one process. Every cell: correctness check,
-warm-up, measurement, server CPU and threads from /proc, the inference model's average batch
-from Triton's statistics. The S4 variants are measured again on the long-tail corpus (1% of texts
-at 200-256 tokens) at the top concurrency. Then the many-models scenario (N copies, Zipf mix).
+via perf_analyzer), Infinity (infinity-emb, optimum and torch engines, its own venv), and L the
+compute limits in one process (padded: bench/limit.py; unpadded: bench/ragged_limit.py). Every
+cell: correctness check, then `--rounds` rounds (systems alternating order) of warm-up and
+measurement, server CPU and threads from /proc, the inference model's average batch from Triton's
+statistics; every round's req/s is printed and listed with the median and the spread. The S4
+variants are measured again on the long-tail corpus (1% of texts at 200-256 tokens) at the top
+concurrency. Then the many-models scenario (N copies, Zipf mix).
 Writes bench/results/<timestamp>/{results.md,results.json,plot.png} and prints the table.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import time
@@ -25,7 +29,7 @@ import yaml
 
 from generator.pipeline.plan import detected_cores
 
-from . import corpus, limit, loadgen, procstat, report
+from . import corpus, infinity, limit, loadgen, procstat, ragged_limit, report
 from .arguments import positive
 from .systems import (
     BenchError,
@@ -79,9 +83,14 @@ class Cell:
     """Inferences per execution of the inference model over the cell (Triton statistics)."""
     cpu_ms: float = 0.0
     """Server CPU ms per request: cpu_cores / rps * 1000."""
+    rounds_rps: list[float] = field(default_factory=list)
+    """req/s of every round, in the order measured (the cell's figures are the rounds' medians)."""
+    spread: float = 1.0
+    """Worst round's req/s over the median (1.0: every round alike, or one round)."""
 
 
 CORPORA = ("corpus", "long-tail")
+SYSTEMS = ("L", "S1", "S2", "S3", "S4", "Infinity")
 S4_VARIANTS = ("padded", "buckets", "ragged")
 
 
@@ -94,12 +103,16 @@ class Profile:
     seconds: float = 10.0
     sweep_seconds: float = 5.0
     limit_texts: int = 400
+    rounds: int = 3
+    """Rounds per cell in the side-by-side measurement (systems alternate order round by round)."""
     many_models: int = 20
     sweep: bool = True
     tune: bool = True
     grpc: bool = True
     corpora: tuple[str, ...] = CORPORA
     s4_variants: tuple[str, ...] = S4_VARIANTS
+    infinity_engines: tuple[str, ...] = infinity.ENGINES
+    """Infinity's engines, one server each (`--infinity`; none without `Infinity` in `--systems`)."""
     p99_bound_ms: float = 1000.0
     """The goal given to `tritongen tune`: highest throughput with p99 under this bound."""
 
@@ -111,6 +124,7 @@ QUICK = Profile(
     sweep_seconds=2.0,
     limit_texts=120,
     many_models=3,
+    rounds=2,
     sweep=False,
     tune=False,
 )
@@ -166,6 +180,29 @@ def measure(
 ) -> Cell:
     """Warm up, then measure one cell with the server's process-tree CPU, RSS and threads, and the
     inference model's average batch (Triton statistics, delta over the measurement)."""
+    cell, threads = measure_round(bench, running, protocol, concurrency, seconds, load, corpus_name)
+    if record:
+        record_cell(bench, cell, threads)
+    return cell
+
+
+def record_cell(bench: Bench, cell: Cell, threads: str) -> None:
+    """Keep a measured cell, and the threads of its server read half-way through."""
+    bench.cells.append(cell)
+    where = "" if cell.corpus == "corpus" else f" {cell.corpus}"
+    bench.thread_reports[f"{cell.system} {cell.protocol} c={cell.concurrency}{where} ({cell.setting})"] = threads
+
+
+def measure_round(
+    bench: Bench,
+    running: Running,
+    protocol: str,
+    concurrency: int,
+    seconds: float,
+    load: Callable[[int, float, Callable[[], None] | None], loadgen.LoadResult],
+    corpus_name: str = "corpus",
+) -> tuple[Cell, str]:
+    """One warmed-up measurement (logged), and the server's threads read half-way through it."""
     load(concurrency, bench.profile.warmup_s, None)
     counts = batch_counts(running)
     sample = procstat.TreeSample(tuple(running.roots))
@@ -200,10 +237,6 @@ def measure(
         cpu_ms=sample.cores / result.rps * 1000 if result.rps else 0.0,
     )
     where = "" if corpus_name == "corpus" else f" {corpus_name}"
-    if record:
-        bench.cells.append(cell)
-        key = f"{running.name} {protocol} c={concurrency}{where} ({running.setting})"
-        bench.thread_reports[key] = midway.get("threads", "")
     bench.log(
         f"{running.name:<3} {protocol:<4} c={concurrency:<3} {result.rps:7.1f} req/s  "
         f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  cpu {sample.cores:.2f}"
@@ -213,7 +246,74 @@ def measure(
     )
     if result.errors:
         bench.notes.append(f"{running.name} {protocol} c={concurrency}{where}: {result.errors} errors")
-    return cell
+    return cell, midway.get("threads", "")
+
+
+def combined(rounds: list[Cell]) -> Cell:
+    """One cell from its rounds: the medians of the figures, errors and requests summed, and every
+    round's req/s with the spread (worst round over the median)."""
+    rates = [c.rps for c in rounds]
+    median = float(np.median(rates))
+
+    def mid(name: str) -> float:
+        return float(np.median([getattr(c, name) for c in rounds]))
+
+    batches = [c.avg_batch for c in rounds if c.avg_batch is not None]
+    return dataclasses.replace(
+        rounds[-1],
+        rps=median,
+        p50_ms=mid("p50_ms"),
+        p99_ms=mid("p99_ms"),
+        cpu_cores=mid("cpu_cores"),
+        machine_cores=mid("machine_cores"),
+        threads=round(mid("threads")),
+        rss_mb=mid("rss_mb"),
+        pss_mb=mid("pss_mb"),
+        errors=sum(c.errors for c in rounds),
+        requests=sum(c.requests for c in rounds),
+        avg_batch=float(np.median(batches)) if batches else None,
+        cpu_ms=mid("cpu_ms"),
+        rounds_rps=rates,
+        spread=min(rates) / median if median else 0.0,
+    )
+
+
+Job = tuple[Running, str, Callable[..., loadgen.LoadResult]]
+"""(server, protocol, load generator) of one cell."""
+
+
+def measure_rounds(
+    bench: Bench,
+    jobs: list[Job],
+    concurrency: int,
+    seconds: float,
+    reverse: bool = False,
+    corpus_name: str = "corpus",
+) -> list[Cell]:
+    """`profile.rounds` rounds of every job at `concurrency`, the jobs alternating order round by
+    round (`reverse`: the first round in reverse order); each job's rounds recorded as one cell."""
+    rounds: list[list[Cell]] = [[] for _ in jobs]
+    threads = [""] * len(jobs)
+    for index in range(bench.profile.rounds):
+        order = list(range(len(jobs)))
+        if (index + reverse) % 2:
+            order.reverse()
+        for job in order:
+            running, protocol, load = jobs[job]
+            cell, threads[job] = measure_round(bench, running, protocol, concurrency, seconds, load, corpus_name)
+            rounds[job].append(cell)
+    cells = []
+    for job, measured in enumerate(rounds):
+        cell = combined(measured)
+        record_cell(bench, cell, threads[job])
+        where = "" if corpus_name == "corpus" else f" {corpus_name}"
+        bench.log(
+            f"{cell.system:<3} {cell.protocol:<4} c={concurrency:<3} rounds "
+            f"{', '.join(f'{r:.1f}' for r in cell.rounds_rps)} req/s: median {cell.rps:.1f}, "
+            f"worst/median {cell.spread:.2f}{where}  [{cell.setting}]"
+        )
+        cells.append(cell)
+    return cells
 
 
 def wrk_load(running: Running, script: Path) -> Callable[..., loadgen.LoadResult]:
@@ -323,6 +423,14 @@ def side_by_side(
                 running = chosen[system]()
                 entries.append((running, [("http", wrk_load(running, plain))]))
                 check(running)
+        if bench.profile.infinity_engines:
+            openai = http_script(
+                bench, "openai", lambda _: "/embeddings", lambda t: loadgen.openai_body(t, infinity.MODEL_NAME)
+            )
+            for engine in bench.profile.infinity_engines:
+                running = infinity.start_infinity(bench.workdir, engine, bench.log)
+                entries.append((running, [("http", wrk_load(running, openai))]))
+                infinity_check(bench, running)
         for index, (key, label, spec) in enumerate(variants):
             repository = make_repository(bench.workdir / f"s4-{index}", [spec], bench.cores)
             running = start_s4(bench.workdir, repository, ["minilm_embed"], label, variant=key)
@@ -345,17 +453,15 @@ def side_by_side(
             "(other users' processes and idle servers)"
         )
         if "corpus" in bench.profile.corpora:
+            jobs = [(running, protocol, load) for running, loads in entries for protocol, load in loads]
             for step, concurrency in enumerate(bench.profile.concurrency):
-                for running, system_loads in entries if step % 2 == 0 else list(reversed(entries)):
-                    for protocol, load in system_loads:
-                        measure(bench, running, protocol, concurrency, bench.profile.seconds, load)
-        if "long-tail" in bench.profile.corpora:
+                measure_rounds(bench, jobs, concurrency, bench.profile.seconds, reverse=step % 2 == 1)
+        servers = [running for running, _ in entries if running.name == "S4"]
+        if "long-tail" in bench.profile.corpora and servers:
+            long_tail_check(bench, servers)
+            jobs = [(running, "http", wrk_load(running, long_tail)) for running in reversed(servers)]
             top = max(bench.profile.concurrency)
-            long_tail_check(bench, [running for running, _ in entries if running.name == "S4"])
-            for running, _ in reversed(entries):
-                if running.name == "S4":
-                    load = wrk_load(running, long_tail)
-                    measure(bench, running, "http", top, bench.profile.seconds, load, corpus_name="long-tail")
+            measure_rounds(bench, jobs, top, bench.profile.seconds, corpus_name="long-tail")
         for running, _ in entries:
             if running.name == "S4":
                 pids = procstat.tree(running.roots[0])
@@ -365,6 +471,27 @@ def side_by_side(
         for running, _ in entries:
             stop(running)
     return memory
+
+
+def infinity_check(bench: Bench, running: Running, count: int = 3) -> None:
+    """Infinity answers the first `count` corpus texts as sentence-transformers does (cosine >= 0.999)."""
+    assert running.http_url is not None
+    url = running.http_url + "/embeddings"
+    expected = sentence_transformers_embeddings(bench.texts[:count])
+    cosines = [
+        wait_answering(url, loadgen.openai_body(text, infinity.MODEL_NAME), row, process=running.processes[0])
+        for text, row in zip(bench.texts[:count], expected, strict=True)
+    ]
+    bench.log(
+        f"Infinity answers {count} texts as sentence-transformers (cosine >= {min(cosines):.6f}) [{running.setting}]"
+    )
+
+
+def sentence_transformers_embeddings(texts: list[str]) -> np.ndarray:
+    """`SentenceTransformer(<model folder>).encode(texts)`: the reference Infinity is checked against."""
+    from sentence_transformers import SentenceTransformer
+
+    return np.asarray(SentenceTransformer(str(corpus.model_dir()), device="cpu").encode(texts), dtype=np.float32)
 
 
 def long_tail_check(bench: Bench, servers: list[Running]) -> None:
@@ -564,8 +691,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: short cells, no sweeps, 3 copies")
     parser.add_argument(
-        "--systems", default="L,S1,S2,S3,S4", help="comma-separated subset of L,S1,S2,S3,S4 (default: all)"
+        "--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)"
     )
+    parser.add_argument(
+        "--infinity",
+        default=",".join(infinity.ENGINES),
+        help="comma-separated subset of optimum,torch (Infinity's engines, one server each)",
+    )
+    parser.add_argument("--rounds", type=positive(int), help="rounds per cell (default: 3; quick: 2)")
     parser.add_argument("--no-many", action="store_true", help="skip the many-models scenario")
     parser.add_argument("--no-tune", action="store_true", help="skip the `tritongen tune` S4 variant")
     parser.add_argument(
@@ -601,12 +734,16 @@ def main(argv: list[str] | None = None) -> int:
         profile.many_models = args.models
     if args.seconds:
         profile.seconds = args.seconds
+    if args.rounds:
+        profile.rounds = args.rounds
     if args.concurrency:
         profile.concurrency = _positive_ints(parser, "--concurrency", args.concurrency)
     profile.corpora = _choices(parser, "--corpora", args.corpora, CORPORA)
     profile.s4_variants = _choices(parser, "--s4", args.s4, S4_VARIANTS)
     profile.grpc = not args.no_grpc
-    systems = set(_choices(parser, "--systems", args.systems, ("L", "S1", "S2", "S3", "S4")))
+    systems = set(_choices(parser, "--systems", args.systems, SYSTEMS))
+    engines = _choices(parser, "--infinity", args.infinity, infinity.ENGINES)
+    profile.infinity_engines = engines if "Infinity" in systems else ()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / (stamp + ("-quick" if args.quick else ""))
     workdir = output / "work"
@@ -623,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     limits: list[limit.LimitResult] = []
     if "L" in systems:
         limits = limit.measure(onnx, corpus.tokenizer_file(), texts[: profile.limit_texts], cores)
+        ragged = make_repository(workdir / "ragged-limit", [spec_dict("minilm_embed")], cores)
+        ragged_onnx = inference_file(ragged, "minilm_embed")
+        limits += ragged_limit.limits(ragged_onnx, texts[: profile.limit_texts], cores)
         for result in limits:
             bench.log(
                 f"{result.name}: {result.rps:.1f} req/s at batch {result.batch_size}, {result.setting} "

@@ -281,9 +281,11 @@ def post_json(url: str, body: str, timeout: float = 60.0) -> dict:  # type: igno
 
 
 def embedding_of(answer: dict) -> np.ndarray:  # type: ignore[type-arg]
-    """The embedding in a baseline answer or a KServe v2 JSON answer."""
+    """The embedding in a baseline answer, an OpenAI-style answer or a KServe v2 JSON answer."""
     if "embedding" in answer:
         return np.asarray(answer["embedding"], dtype=np.float32)
+    if "data" in answer:
+        return np.asarray(answer["data"][0]["embedding"], dtype=np.float32)
     return np.asarray(answer["outputs"][0]["data"], dtype=np.float32)
 
 

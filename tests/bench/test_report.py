@@ -104,5 +104,97 @@ def test_results_written_before_the_new_columns_still_render() -> None:
     data = _data([old, _cell("S4", PADDED, 150.0, 350.0)])
     assert report.variant_of(old) == "ragged"
     text = report.markdown(data)
-    assert "| corpus | http | 32 | 200.0 |" in text
+    assert "| corpus | http | 32 | - | 200.0 | - |" in text  # no rounds recorded
     assert "- average inference batch >= 8: not measured" in text
+
+
+RECORDED_ROUNDS: dict[str, Any] = {
+    "cores": 2,
+    "host": "vm",
+    "load_average": ["10.70", "10.50", "7.24"],
+    "limits": [
+        {
+            "name": "L_sorted",
+            "batch_size": 16,
+            "rps": 240.76029694141485,
+            "per_batch": {"16": 240.76029694141485},
+            "setting": "2 intra-op threads, spinning off",
+        },
+        {
+            "name": "L_ragged_arrival",
+            "batch_size": 32,
+            "rps": 70.94896705367498,
+            "per_batch": {"32": 70.94896705367498},
+            "setting": "unpadded (ragged) model, 2 intra-op threads, spinning off",
+        },
+    ],
+    "cells": [
+        {
+            "system": "Infinity",
+            "setting": "infinity-emb engine optimum, batch 32, cpu",
+            "protocol": "http",
+            "concurrency": 8,
+            "rps": 66.04634031888811,
+            "p50_ms": 118.935,
+            "p99_ms": 374.96299999999997,
+            "cpu_cores": 0.6988105184903414,
+            "machine_cores": 2.0010375887791083,
+            "threads": 16,
+            "processes": 1,
+            "rss_mb": 2707.8515625,
+            "pss_mb": 2613.91552734375,
+            "errors": 0,
+            "requests": 403,
+            "corpus": "corpus",
+            "variant": "",
+            "avg_batch": None,
+            "cpu_ms": 10.857136288122836,
+            "rounds_rps": [83.42561205395813, 48.6670685838181],
+            "spread": 0.7368624567060252,
+        },
+        {
+            "system": "Infinity",
+            "setting": "infinity-emb engine torch, batch 32, cpu",
+            "protocol": "http",
+            "concurrency": 8,
+            "rps": 59.810141316167204,
+            "p50_ms": 142.91400000000002,
+            "p99_ms": 220.225,
+            "cpu_cores": 0.7527325983669874,
+            "machine_cores": 1.9947435577630817,
+            "threads": 17,
+            "processes": 1,
+            "rss_mb": 753.41015625,
+            "pss_mb": 602.650390625,
+            "errors": 0,
+            "requests": 368,
+            "corpus": "corpus",
+            "variant": "",
+            "avg_batch": None,
+            "cpu_ms": 12.686561007548512,
+            "rounds_rps": [42.93713609957745, 76.68314653275696],
+            "spread": 0.7178905642874842,
+        },
+    ],
+    "sweeps": {},
+    "many": [],
+    "notes": [],
+    "thread_reports": {},
+}
+"""Part of `results.json` of `python -m bench.run --quick --systems L,Infinity --concurrency 8 --no-many
+--corpora corpus` (2 rounds of 3 s per cell, 2 cores shared with other work)."""  # fmt: skip
+
+
+def test_table_lists_every_round_the_median_and_the_spread() -> None:
+    lines = report.markdown(RECORDED_ROUNDS).splitlines()
+    header = next(line for line in lines if line.startswith("| system |"))
+    assert "| c | req/s per round | req/s (median) | worst / median | p50 ms |" in header
+    optimum = next(line for line in lines if "engine optimum" in line)
+    assert "| corpus | http | 8 | 83.4, 48.7 | 66.0 | 0.74 | 118.9 | 375.0 |" in optimum
+    torch = next(line for line in lines if "engine torch" in line)
+    assert "| 42.9, 76.7 | 59.8 | 0.72 |" in torch
+    ragged = next(line for line in lines if line.startswith("| L_ragged_arrival |"))
+    assert "| corpus | - | - | - | 70.9 | - | - | - | 2 | 28.2 | 32 |" in ragged
+    assert "| 0.29 |" in ragged  # over L_sorted (padded), the same run
+    for line in (header, optimum, torch, ragged):
+        assert line.count("|") == header.count("|")

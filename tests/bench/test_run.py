@@ -105,6 +105,7 @@ def test_main_quick_with_overrides_leaves_the_quick_profile_alone(parse: Callabl
         sweep_seconds=run.QUICK.sweep_seconds,
         limit_texts=run.QUICK.limit_texts,
         many_models=5,
+        rounds=run.QUICK.rounds,
         sweep=False,
         tune=False,
     )
@@ -134,10 +135,10 @@ def test_main_ragged_targets_preset_and_explicit_options_over_it(parse: Callable
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--systems", "S1,S9"], "--systems: S9 not in L,S1,S2,S3,S4"),
+        (["--systems", "S1,S9"], "--systems: S9 not in L,S1,S2,S3,S4,Infinity"),
         (["--corpora", " , "], "--corpora: nothing not in corpus,long-tail"),
         (["--s4", "padded,sideways,flat"], "--s4: sideways, flat not in padded,buckets,ragged"),
-        (["--ragged-targets", "--systems", "S5"], "--systems: S5 not in L,S1,S2,S3,S4"),
+        (["--ragged-targets", "--systems", "S5"], "--systems: S5 not in L,S1,S2,S3,S4,Infinity"),
         (["--concurrency", "1,x"], "--concurrency: '1,x' is not a comma-separated list of positive integers"),
         (["--concurrency", "8,0"], "--concurrency: '8,0' is not a comma-separated list of positive integers"),
         (["--concurrency", "4,"], "--concurrency: '4,' is not a comma-separated list of positive integers"),
@@ -392,3 +393,95 @@ def test_drop_weights_removes_model_copies_only(tmp_path: Path) -> None:
     assert left == ["base/m_ts/config.pbtxt", "linked.onnx", "triton.log"]
     assert (cache / "model.onnx").read_bytes() == b"z" * 50
     assert run.drop_weights(work) == 0
+
+
+# --- rounds and Infinity ------------------------------------------------------------------------
+
+
+def test_main_selects_infinity_engines_and_rounds(parse: Callable[..., Parsed]) -> None:
+    assert parse().profile.infinity_engines == ("optimum", "torch")
+    parsed = parse("--systems", "Infinity", "--infinity", "torch", "--rounds", "5")
+    assert parsed.profile.infinity_engines == ("torch",) and parsed.profile.rounds == 5
+    assert parse("--systems", "L,S4", "--infinity", "torch").profile.infinity_engines == ()
+    assert parse("--ragged-targets").profile.infinity_engines == ()
+
+
+def test_main_rejects_an_unknown_infinity_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run.main(["--infinity", "optimum,ct2", "--output", str(tmp_path / "out")])
+    assert "--infinity: ct2 not in optimum,torch" in capsys.readouterr().err
+
+
+def _round(rps: float, p99: float, batch: float | None = None, errors: int = 0) -> run.Cell:
+    return run.Cell(
+        "S4", "ragged", "http", 32, rps, p99 / 2, p99, 1.5, 2.0, 40, 4, 900.0, 800.0, errors, int(rps * 10),
+        variant="ragged", avg_batch=batch, cpu_ms=1.5 / rps * 1000,
+    )  # fmt: skip
+
+
+def test_combined_takes_the_rounds_medians_and_keeps_every_round() -> None:
+    cell = run.combined([_round(100.0, 300.0, 8.0), _round(80.0, 500.0, 6.0, errors=1), _round(110.0, 200.0)])
+    assert cell.rounds_rps == [100.0, 80.0, 110.0]
+    assert (cell.rps, cell.p99_ms, cell.p50_ms) == (100.0, 300.0, 150.0)
+    assert cell.spread == pytest.approx(0.8)  # worst round / median
+    assert cell.avg_batch == 7.0  # the median of the rounds that have statistics
+    assert (cell.errors, cell.requests) == (1, 1000 + 800 + 1100)
+    assert cell.cpu_ms == pytest.approx(1.5 / 100.0 * 1000)
+    one = run.combined([_round(50.0, 90.0)])
+    assert (one.rounds_rps, one.spread, one.avg_batch) == ([50.0], 1.0, None)
+
+
+def test_measure_rounds_alternates_the_order_and_records_one_cell_per_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _bench(tmp_path, warmup_s=0.1, rounds=3)
+    order: list[str] = []
+
+    class Load(FakeLoad):
+        def __init__(self, name: str, rates: list[float]) -> None:
+            super().__init__(cpu_s=0.01)
+            self.name, self.rates = name, rates
+
+        def __call__(self, concurrency: int, seconds: float, during: Callable[[], None] | None) -> loadgen.LoadResult:
+            if during is None:  # the warm-up
+                return super().__call__(concurrency, seconds, during)
+            order.append(self.name)
+            self.result = loadgen.LoadResult(self.rates.pop(0), 10.0, 20.0, 0, 100)
+            return super().__call__(concurrency, seconds, during)
+
+    jobs: list[run.Job] = [
+        (_this_process("a"), "http", Load("a", [10.0, 12.0, 11.0])),
+        (_this_process("b"), "http", Load("b", [20.0, 30.0, 40.0])),
+    ]
+    cells = run.measure_rounds(bench, jobs, 8, 0.2, reverse=True, corpus_name="long-tail")
+    assert order == ["b", "a", "a", "b", "b", "a"]  # reversed first, then alternating
+    assert [(c.setting, c.rounds_rps, c.rps, c.corpus) for c in cells] == [
+        ("a", [10.0, 12.0, 11.0], 11.0, "long-tail"),
+        ("b", [20.0, 30.0, 40.0], 30.0, "long-tail"),
+    ]
+    assert bench.cells == cells
+    assert set(bench.thread_reports) == {"S4 http c=8 long-tail (a)", "S4 http c=8 long-tail (b)"}
+    out = capsys.readouterr().out
+    assert "rounds 20.0, 30.0, 40.0 req/s: median 30.0, worst/median 0.67 long-tail  [b]" in out
+
+
+def test_infinity_is_checked_against_sentence_transformers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench(tmp_path)
+    expected = run.sentence_transformers_embeddings(bench.texts)
+    bodies: list[str] = []
+
+    def answer(url: str, body: str, timeout: float = 60.0) -> dict[str, Any]:
+        bodies.append(body)
+        text = json.loads(body)["input"][0]
+        row = expected[bench.texts.index(text)]
+        return {"object": "list", "data": [{"object": "embedding", "embedding": row.tolist(), "index": 0}]}
+
+    monkeypatch.setattr(systems, "post_json", answer)
+    running = Running("Infinity", "engine torch", "http://127.0.0.1:9", processes=[])
+    running.processes = [cast(subprocess.Popen[bytes], SimpleNamespace(poll=lambda: None))]
+    run.infinity_check(bench, running, count=2)
+    assert bodies == [loadgen.openai_body(t, "minilm") for t in bench.texts]
+
+    monkeypatch.setattr(run, "sentence_transformers_embeddings", lambda texts: -expected[: len(texts)])
+    with pytest.raises(systems.BenchError, match="wrong embedding"):
+        run.infinity_check(bench, running, count=2)

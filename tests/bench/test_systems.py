@@ -178,9 +178,20 @@ def test_average_batch_is_inferences_per_execution_in_between(
     assert systems.average_batch(before, after) == expected
 
 
-def test_embedding_of_reads_both_answer_formats() -> None:
+def test_embedding_of_reads_every_answer_format() -> None:
     values = [0.25, -0.5, 1.0]
     baseline = systems.embedding_of({"embedding": values})
+    # Infinity's OpenAI-style answer (as it answered `loadgen.openai_body`, the embedding shortened)
+    openai = systems.embedding_of(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "embedding": values, "index": 0}],
+            "model": "minilm",
+            "usage": {"prompt_tokens": 13, "total_tokens": 13},
+            "id": "infinity-0b3e4c2a",
+            "created": 1796680000,
+        }
+    )
     kserve = systems.embedding_of(
         {
             "model_name": "minilm_embed",
@@ -188,7 +199,7 @@ def test_embedding_of_reads_both_answer_formats() -> None:
             "outputs": [{"name": "EMBEDDING", "datatype": "FP32", "shape": [1, 3], "data": values}],
         }
     )
-    for got in (baseline, kserve):
+    for got in (baseline, openai, kserve):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, np.array(values, dtype=np.float32))
 
