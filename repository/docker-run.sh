@@ -97,10 +97,10 @@ exit 64
     --load-model=text_classifier_v1_model \
     --load-model=text_classifier_v2 \
     --load-model=text_classifier_v2_model \
-    --load-model=textprep_0c0714cc2f1a \
-    --load-model=textprep_14bdf7232b6f \
-    --load-model=textprep_440137902ecd \
-    --load-model=textprep_580252a7241a \
-    --load-model=textprep_922a893d3516 \
-    --load-model=textprep_b68424bdb68d \
-    --load-model=textprep_f36f490ad001
+    --load-model=textprep_0905bc1ed23c \
+    --load-model=textprep_171901734d12 \
+    --load-model=textprep_3cee07083c4c \
+    --load-model=textprep_51b54e3a1726 \
+    --load-model=textprep_8bcbf8d87900 \
+    --load-model=textprep_bebe55055366 \
+    --load-model=textprep_c5a3cdc92b01

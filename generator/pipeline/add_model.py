@@ -31,7 +31,7 @@ from generator.kinds.builders.families import (
     json_object,
     transformers_model,
 )
-from generator.kinds.preprocessing.textprep import PAIRS_SINCE
+from generator.kinds.preprocessing.textprep import PAIRS_SINCE, RAGGED_PAIRS_SINCE
 from generator.pipeline.artifacts import DEFAULT_CACHE
 from generator.pipeline.int8_report import Int8Report, int8_report, quantizable
 from generator.pipeline.spec import MAX_NAME_LENGTH, SpecError, parse_spec
@@ -268,7 +268,11 @@ def render_spec(
         "  - version: 1",
         "    preprocessing:",
         *(
-            [f'      package_version: "{PAIRS_SINCE}"   # tokenizes (query, text) pairs']
+            [
+                f'      package_version: "{RAGGED_PAIRS_SINCE}"   # tokenizes (query, text) pairs, unpadded too'
+                if inference_format == RAGGED_FORMAT
+                else f'      package_version: "{PAIRS_SINCE}"   # tokenizes (query, text) pairs'
+            ]
             if findings.kind == "reranker"
             else []
         ),
@@ -329,11 +333,8 @@ def add_model(
     if path.exists() and not force:
         raise AddError(f"{path} exists: choose another --name, or --force to replace it")
     digest = source_digest(FolderSource(folder=folder_field(folder)))
-    if padded or findings.kind == "reranker":
-        chosen = (
-            PADDED_FORMAT,
-            "format onnx (padded)" + (", as asked (--padded)" if padded else ": pairs have no unpadded path"),
-        )
+    if padded:
+        chosen = (PADDED_FORMAT, "format onnx (padded), as asked (--padded)")
     else:
         chosen = (RAGGED_FORMAT, RAGGED_WHY)
         try:

@@ -1,5 +1,6 @@
 """The preprocessing package's (query, text) pairs: tokens equal the models' own tokenizers,
-decoding errors name the input and the item, and 1.0.0 models run on 1.1.0 (no server needed)."""
+decoding errors name the input and the item, unpadded pairs (1.2.0) pack their segments exactly
+as their tokens, and older models run on newer minor versions (no server needed)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from tritongen_textprep.tokenize import (
     decode_pairs,
     decode_rerank,
     encode_pairs,
+    encode_pairs_unpadded,
     gather_pairs,
     load_tokenizer,
+    pack_pair_request,
 )
 
 from generator.base.sources import PackageFile, resolve_source
@@ -84,6 +87,30 @@ def test_pairs_tokenize_as_the_models_tokenizer(family: str, tokenizers_root: Pa
             assert list(types[row, :length]) == want["types"], (family, row)
             assert 1 in want["types"]
         assert not types[row, length:].any() and not mask[row, length:].any()
+
+
+@pytest.mark.parametrize("family", ["minilm", "roberta"])
+def test_unpadded_pairs_pack_segments_exactly_as_tokens(family: str, tokenizers_root: Path) -> None:
+    """`padding: none` pairs: the padded rows' tokens and segments, each request's concatenated
+    and packed to [n, ceil(T / n)] (the fill: the pad id, type 0), lengths [n, 1]."""
+    folder = tokenizer_folder(family, tokenizers_root)
+    settings = TokenizerSettings(tokenizer_file=str(folder / "tokenizer.json"), max_length=128, inputs=Inputs.PAIRS)
+    tokenizer, pad_id = load_tokenizer(settings)
+    pairs = pairs_for(family)
+    ids, mask, types = encode_pairs(tokenizer, pairs, settings, pad_id)
+    token_ids, type_ids = encode_pairs_unpadded(tokenizer, pairs)
+    for row, length in enumerate(mask.sum(axis=1)):
+        assert token_ids[row] == list(ids[row, :length]) and type_ids[row] == list(types[row, :length])
+    packed_ids, lengths, packed_types = pack_pair_request(token_ids[1:4], type_ids[1:4], pad_id)
+    assert packed_ids.shape == packed_types.shape and packed_ids.shape[0] == 3 and lengths.shape == (3, 1)
+    assert packed_ids.dtype == lengths.dtype == packed_types.dtype == np.int64
+    total = int(lengths.sum())
+    assert list(lengths[:, 0]) == [len(t) for t in token_ids[1:4]] and packed_ids.size - total < 3
+    assert list(packed_ids.ravel()[:total]) == [t for ids_ in token_ids[1:4] for t in ids_]
+    assert list(packed_types.ravel()[:total]) == [t for types_ in type_ids[1:4] for t in types_]
+    assert not packed_types.ravel()[total:].any() and (packed_ids.ravel()[total:] == pad_id).all()
+    if family == "minilm":  # BERT segments: 1 for the text
+        assert 1 in packed_types
 
 
 def items(*values: bytes) -> np.ndarray:
@@ -154,7 +181,14 @@ def test_new_parameters_are_written_only_when_set() -> None:
 
 @pytest.mark.parametrize(
     ("made_with", "installed", "ok"),
-    [("1.0.0", "1.1.0", True), ("1.1.0", "1.1.0", True), ("1.1.0", "1.0.0", False), ("1.0.0", "2.0.0", False)],
+    [
+        ("1.0.0", "1.1.0", True),
+        ("1.1.0", "1.1.0", True),
+        ("1.1.0", "1.2.0", True),
+        ("1.2.0", "1.1.0", False),
+        ("1.1.0", "1.0.0", False),
+        ("1.0.0", "2.0.0", False),
+    ],
 )
 def test_a_minor_version_runs_the_models_of_older_ones(made_with: str, installed: str, ok: bool) -> None:
     assert runs(made_with, installed) is ok

@@ -4,7 +4,8 @@ tritonserver, HTTP and gRPC; the answers compared with the library on the same f
 The folders are made here, offline (tests/model_folders.py, tests/finetuned_folders.py): a small
 seeded model of each encoder family with a tokenizer trained by `tokenizers` (WordPiece, byte-level
 BPE, Unigram), as a sequence classifier or a sentence-transformers folder, and a multi-label
-fine-tune of the packaged MiniLM, and a BERT cross-encoder (`<name>` pairs and `<name>_rerank`).
+fine-tune of the packaged MiniLM, and a BERT cross-encoder (`<name>` pairs and `<name>_rerank`),
+added padded (`--padded`: onnx) and unpadded (the default: onnx_ragged; and as torchscript_ragged).
 The shipped single-label fine-tune (models/feedback_sentiment.yaml) and cross-encoder
 (models/course_reranker.yaml), built by their recipes, are checked on the session's server.
 """
@@ -46,10 +47,15 @@ EMBEDDINGS = {
     "mpnet_embed": ("mpnet", {"pooling": "mean", "dense": (24,)}),
 }
 """Spec name -> (family, sentence-transformers options) of the seeded embedding folders."""
-PADDED = {"distilbert_topics", "electra_embed"}
-"""Added with `--padded` (format onnx); the others get the default unpadded format (onnx_ragged)."""
 RERANKER = "pair_ranker"
 """A seeded BERT cross-encoder whose tokenizer gives token types (`model_folders.cross_encoder`)."""
+RAGGED_RERANKER = "pair_ranker_ragged"
+"""The same cross-encoder in a folder of its own, added with the default format (onnx_ragged)."""
+TORCHSCRIPT_RERANKER = "pair_ranker_ts"
+"""Its spec as `torchscript_ragged`."""
+RERANKERS = (RERANKER, RAGGED_RERANKER, TORCHSCRIPT_RERANKER)
+PADDED = {"distilbert_topics", "electra_embed", RERANKER}
+"""Added with `--padded` (format onnx); the others get the default unpadded format (onnx_ragged)."""
 MULTI_LABEL = "feedback_tags"
 MULTI_LABEL_INT8 = "feedback_tags_int8"
 INT8_GATE = {"min_cosine": 0.9, "min_mean_cosine": 0.97, "min_label_agreement": 0.9}
@@ -111,17 +117,23 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     for name, (family, options) in EMBEDDINGS.items():
         folders[name] = model_folders.sentence_transformer(family, root / "folders" / name, **options)
     folders[MULTI_LABEL] = finetuned_folders.finetune_multi_label(root / "folders" / MULTI_LABEL)
-    folders[RERANKER] = model_folders.cross_encoder("bert", root / "folders" / RERANKER, token_types=True)
+    for name in (RERANKER, RAGGED_RERANKER):
+        folders[name] = model_folders.cross_encoder("bert", root / "folders" / name, token_types=True)
     for name, folder in folders.items():
         padded = ["--padded"] if name in PADDED else []
         assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs), *padded, "--no-int8-report"]) == 0
     formats = {name: load_spec(specs / f"{name}.yaml").versions[0].model.format for name in folders}
-    assert formats == {name: "onnx" if name in PADDED or name == RERANKER else "onnx_ragged" for name in folders}
+    assert formats == {name: "onnx" if name in PADDED else "onnx_ragged" for name in folders}
     # The int8 copy: the same folder and spec, quantized, gated at generate time.
     quantized = yaml.safe_load((specs / f"{MULTI_LABEL}.yaml").read_text(encoding="utf-8"))
     quantized["name"] = MULTI_LABEL_INT8
     quantized["versions"][0]["model"]["quantize"] = {"method": "dynamic_int8", **INT8_GATE}
     (specs / f"{MULTI_LABEL_INT8}.yaml").write_text(yaml.safe_dump(quantized), encoding="utf-8")
+    torchscript = yaml.safe_load((specs / f"{RAGGED_RERANKER}.yaml").read_text(encoding="utf-8"))
+    torchscript["name"] = TORCHSCRIPT_RERANKER
+    torchscript["versions"][0]["model"]["format"] = "torchscript_ragged"
+    (specs / f"{TORCHSCRIPT_RERANKER}.yaml").write_text(yaml.safe_dump(torchscript), encoding="utf-8")
+    folders[TORCHSCRIPT_RERANKER] = folders[RAGGED_RERANKER]
     repository = root / "repository"
     generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels))
     http, grpc, metrics = free_ports(3)
@@ -246,36 +258,87 @@ def check_reranker(target: Target, protocol: str, name: str, folder: Path, query
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_reranker_equals_cross_encoder(own_models: dict[str, Any], protocol: str) -> None:
-    folder = own_models["folders"][RERANKER]
+@pytest.mark.parametrize("name", RERANKERS)
+def test_reranker_equals_cross_encoder(own_models: dict[str, Any], name: str, protocol: str) -> None:
+    folder = own_models["folders"][name]
     texts = texts_for(folder)  # 1 to 600 tokens (truncated longest-first with the query), CJK, emoji...
     for query in ("what is a cell", SPECIAL_TEXTS["cjk"], texts[3]):  # short, CJK, 300 tokens
-        check_reranker(own_models["target"], protocol, RERANKER, folder, query, texts)
+        check_reranker(own_models["target"], protocol, name, folder, query, texts)
 
 
 RERANK_BAD = {
-    "pair without QUERY": (RERANKER, None, [[b"a text"]], ("QUERY",)),
-    "empty text in a pair": (RERANKER, [[b"q"], [b"q"]], [[b"a"], [b""]], ("TEXT[1] is empty",)),
-    "empty query in a pair": (RERANKER, [[b""]], [[b"a"]], ("QUERY[0] is empty",)),
-    "rerank without QUERY": (f"{RERANKER}_rerank", None, [b"a"], ("QUERY",)),
-    "rerank empty text": (f"{RERANKER}_rerank", [b"q"], [b"a", b"b", b""], ("TEXT[2] is empty",)),
-    "rerank over the limit": (f"{RERANKER}_rerank", [b"q"], [b"t"] * 65, ("65 texts", "limit of 64")),
+    "pair without QUERY": ("", None, [[b"a text"]], ("QUERY",)),
+    "empty text in a pair": ("", [[b"q"], [b"q"]], [[b"a"], [b""]], ("TEXT[1] is empty",)),
+    "empty query in a pair": ("", [[b""]], [[b"a"]], ("QUERY[0] is empty",)),
+    "rerank without QUERY": ("_rerank", None, [b"a"], ("QUERY",)),
+    "rerank empty text": ("_rerank", [b"q"], [b"a", b"b", b""], ("TEXT[2] is empty",)),
+    "rerank over the limit": ("_rerank", [b"q"], [b"t"] * 65, ("65 texts", "limit of 64")),
 }
-"""Case -> (entry point, QUERY, TEXT, substrings the error names)."""
+"""Case -> (entry point after the spec name, QUERY, TEXT, substrings the error names)."""
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_reranker_bad_requests_are_client_errors(own_models: dict[str, Any], protocol: str) -> None:
+@pytest.mark.parametrize("name", RERANKERS)
+def test_reranker_bad_requests_are_client_errors(own_models: dict[str, Any], name: str, protocol: str) -> None:
     target = own_models["target"]
-    before = rerank(target, protocol, RERANKER, "what is a cell", ["a cell", "a rock"])
-    for label, (model, query, text, keywords) in RERANK_BAD.items():
+    before = rerank(target, protocol, name, "what is a cell", ["a cell", "a rock"])
+    for label, (entry, query, text, keywords) in RERANK_BAD.items():
         inputs = pair_inputs(protocol, query, text)
-        send = functools.partial(assertions.client(target, protocol).infer, model, inputs)
+        send = functools.partial(assertions.client(target, protocol).infer, f"{name}{entry}", inputs)
         message = assertions.rejection(label, protocol, send)
         assert all(keyword in message for keyword in keywords), f"{label}: {message!r}"
-        assert assertions.client(target, protocol).is_model_ready(model)
-    after = rerank(target, protocol, RERANKER, "what is a cell", ["a cell", "a rock"])
+        assert assertions.client(target, protocol).is_model_ready(f"{name}{entry}")
+    after = rerank(target, protocol, name, "what is a cell", ["a cell", "a rock"])
     assert np.allclose(before, after, atol=1e-6)
+
+
+def test_ragged_reranker_batches_pairs_and_rerank_requests_of_any_length(own_models: dict[str, Any]) -> None:
+    """Concurrent pair and rerank requests over HTTP and gRPC, of different lengths and sizes, run
+    together in fewer executions of the ragged model, each answered as `CrossEncoder.predict`."""
+    import concurrent.futures
+    import threading
+
+    from sentence_transformers import CrossEncoder
+
+    target = own_models["target"]
+    folder = own_models["folders"][RAGGED_RERANKER]
+    model = f"{RAGGED_RERANKER}_v1_model"
+    texts = texts_for(folder)
+    queries = ["what is a cell", SPECIAL_TEXTS["cjk"], texts[2]]  # short, CJK, 100 tokens
+    # Request i: (protocol, rerank or pairs, query, its texts): 1 to 4 texts of 1 to 600 tokens.
+    requests = [
+        (PROTOCOLS[i % 2], i % 3 == 0, queries[i % 3], [texts[(i + j) % len(texts)] for j in range(1 + i % 4)])
+        for i in range(12)
+    ]
+    reference = CrossEncoder(str(folder), device="cpu")
+    want = [reference.predict([(query, text) for text in batch], batch_size=1) for _, _, query, batch in requests]
+    start = threading.Barrier(len(requests))
+
+    def send(index: int) -> np.ndarray:
+        protocol, whole, query, batch = requests[index]
+        client = assertions.client(target, protocol)  # one per thread
+        if whole:
+            inputs = pair_inputs(protocol, [query.encode()], [text.encode() for text in batch])
+            start.wait(timeout=60)
+            return client.infer(f"{RAGGED_RERANKER}_rerank", inputs).as_numpy("SCORES")[:, 0]
+        inputs = pair_inputs(protocol, [[query.encode()]] * len(batch), [[text.encode()] for text in batch])
+        start.wait(timeout=60)
+        return client.infer(RAGGED_RERANKER, inputs).as_numpy("SCORE")[:, 0]
+
+    statistics = assertions.client(target, "http")
+    for _attempt in range(3):
+        stats = statistics.get_inference_statistics(model)["model_stats"][0]
+        before = (int(stats["execution_count"]), int(stats["inference_count"]))
+        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+            results = list(pool.map(send, range(len(requests))))
+        stats = statistics.get_inference_statistics(model)["model_stats"][0]
+        executions = int(stats["execution_count"]) - before[0]
+        assert int(stats["inference_count"]) - before[1] == sum(len(batch) for *_, batch in requests)
+        for got, expected in zip(results, want, strict=True):
+            assert np.abs(got - expected).max() <= 1e-4, np.abs(got - expected)
+        if executions < len(requests):
+            return
+    raise AssertionError(f"{len(requests)} concurrent requests always ran one per execution")
 
 
 def test_rerank_requests_are_batched_by_the_inference_model(own_models: dict[str, Any]) -> None:

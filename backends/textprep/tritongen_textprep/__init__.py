@@ -1,6 +1,6 @@
 """Tokenization for Triton preprocessing models; one version of it is pinned per model version."""
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 
 
 def runs(made_with: str, installed: str = __version__) -> bool:

@@ -323,6 +323,13 @@ def encode_unpadded(tokenizer, texts: Sequence[str]) -> List[List[int]]:  # type
     return [list(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
 
 
+def encode_pairs_unpadded(tokenizer, pairs: Sequence[Tuple[str, str]]) -> Tuple[List[List[int]], List[List[int]]]:  # type: ignore[no-untyped-def]
+    """(token ids, token types) of each (query, text) pair, truncated `longest_first` as
+    `encode_pairs` (no padding), in one `encode_batch` call (since 1.2.0)."""
+    encodings = tokenizer.encode_batch(list(pairs))
+    return [list(e.ids) for e in encodings], [list(e.type_ids) for e in encodings]
+
+
 def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """One request's unpadded outputs for its n texts: `input_ids` [n, ceil(T/n)] and `lengths` [n, 1].
 
@@ -339,3 +346,14 @@ def pack_request(token_ids: Sequence[Sequence[int]], pad_id: int = 0) -> Tuple[n
     packed = np.full(len(token_ids) * width, pad_id, dtype=np.int64)
     packed[: flat.size] = flat
     return packed.reshape(len(token_ids), width), lengths
+
+
+def pack_pair_request(
+    token_ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]], pad_id: int = 0
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pair request's unpadded outputs (since 1.2.0): `input_ids` and `lengths` as
+    `pack_request`, and `token_type_ids` packed exactly like `input_ids` (its fill is type 0),
+    so that one element count (the ragged batch's token offsets) serves both."""
+    input_ids, lengths = pack_request(token_ids, pad_id)
+    token_type_ids, _ = pack_request(type_ids, 0)
+    return input_ids, lengths, token_type_ids

@@ -3,6 +3,8 @@
 Pair models (`inputs: pairs`, since 1.1.0) take QUERY and TEXT [batch, 1] and also output
 TOKEN_TYPE_IDS; rerank models (`inputs: rerank`, no batching) take one QUERY [1] and TEXT [n]
 and output the n pairs' tensors [n, tokens], which the inference model's batcher batches.
+With `padding: none` (since 1.2.0) pair and rerank models output each request's pairs
+unpadded for ragged models: INPUT_IDS, LENGTHS and TOKEN_TYPE_IDS (`pack_pair_request`).
 
 All texts of all requests handed to one `execute` call are tokenized in ONE `encode_batch`
 call and padded to one length, so that the inference model's dynamic batcher can merge the
@@ -21,6 +23,7 @@ import numpy as np
 
 from . import __version__, runs
 from .tokenize import (
+    CallPairs,
     CallTexts,
     Inputs,
     Padding,
@@ -28,15 +31,18 @@ from .tokenize import (
     TokenizerSettings,
     encode,
     encode_pairs,
+    encode_pairs_unpadded,
     encode_unpadded,
     gather_pairs,
     gather_texts,
     load_tokenizer,
+    pack_pair_request,
     pack_request,
 )
 
 OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK")
 PAIR_OUTPUT_NAMES = ("INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS")
+RAGGED_PAIR_OUTPUT_NAMES = ("INPUT_IDS", "LENGTHS", "TOKEN_TYPE_IDS")
 
 
 class TritonPythonModel:
@@ -94,6 +100,8 @@ class TritonPythonModel:
             return None if tensor is None else tensor.as_numpy()
 
         call = gather_pairs([(array(r, "QUERY"), array(r, "TEXT")) for r in requests], self.settings)
+        if self.settings.padding is Padding.NONE:
+            return self._execute_pairs_unpadded(call)
         encoded = failure = None
         if call.pairs:
             try:
@@ -139,6 +147,32 @@ class TritonPythonModel:
             else:
                 input_ids, lengths = pack_request(token_ids[rows[0] : rows[1]], self.pad_id)
                 outputs = [pb.Tensor("INPUT_IDS", input_ids), pb.Tensor("LENGTHS", lengths)]
+                responses.append(pb.InferenceResponse(output_tensors=outputs))
+        return responses
+
+    def _execute_pairs_unpadded(self, call: CallPairs) -> list[Any]:
+        """Ragged rerankers: each request's pairs unpadded (`pack_pair_request`), as INPUT_IDS,
+        LENGTHS and TOKEN_TYPE_IDS."""
+        pb = self._pb
+        token_ids: list[list[int]] = []
+        type_ids: list[list[int]] = []
+        failure = None
+        if call.pairs:
+            try:
+                token_ids, type_ids = encode_pairs_unpadded(self.tokenizer, call.pairs)
+            except Exception as error:  # the tokenizer's own failure: the server's fault
+                failure = pb.TritonError(f"{self.model_name}: tokenization failed: {error}", pb.TritonError.INTERNAL)
+        responses = []
+        for rows in call.rows:
+            if isinstance(rows, TextError):
+                rejected = pb.TritonError(f"{self.model_name}: {rows}", pb.TritonError.INVALID_ARG)
+                responses.append(pb.InferenceResponse(error=rejected))
+            elif failure is not None:
+                responses.append(pb.InferenceResponse(error=failure))
+            else:
+                start, stop = rows
+                packed = pack_pair_request(token_ids[start:stop], type_ids[start:stop], self.pad_id)
+                outputs = [pb.Tensor(name, tensor) for name, tensor in zip(RAGGED_PAIR_OUTPUT_NAMES, packed)]
                 responses.append(pb.InferenceResponse(output_tensors=outputs))
         return responses
 

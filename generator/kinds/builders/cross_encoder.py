@@ -12,6 +12,8 @@ A `modules.json` (sentence-transformers 6 saves one) must hold just the Transfor
 Token types reach the model as `CrossEncoder` passes them: when the family takes them and the
 checkpoint's `AutoTokenizer` returns them (`model_input_names`: BERT's and ELECTRA's tokenizers
 do); otherwise the model gets its default, zeros, and the graph's `token_type_ids` is unused.
+The ragged formats (`onnx_ragged`, `torchscript_ragged`; `padding: none`) build it too: the same
+weights, activation and token types on unpadded pairs (`unpadded_encoder.RaggedCrossEncoder`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from typing import Any, Literal
 from generator.base.source_model import SourceModelError
 from generator.base.sources import ArtifactError, Source, resolve_source
 from generator.kinds.builders.base import Builder, BuildSettings
-from generator.kinds.builders.families import TokenLimit, checkpoint_token_limit, json_object, model_to_build
+from generator.kinds.builders.families import (
+    TokenLimit,
+    checkpoint_token_limit,
+    json_object,
+    model_to_build,
+    unpadded_problem,
+)
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
 DEFAULT_ACTIVATION = "torch.nn.Sigmoid"
@@ -126,6 +134,7 @@ class CrossEncoder(Builder):
     model_kinds = ("reranker",)
     output_name = "score"
     pairs = True
+    ragged = True
 
     def kind_problem(self, settings: Any, model_kind: str) -> str | None:
         problem = super().kind_problem(settings, model_kind)
@@ -133,6 +142,13 @@ class CrossEncoder(Builder):
             return problem
         read_cross_encoder(settings.source)  # ValueError naming the problem
         return None
+
+    def unpadded_problem(self, settings: Any) -> str | None:
+        try:
+            folder = resolve_source(settings.source)
+        except ArtifactError:  # reported by the source checks
+            return None
+        return unpadded_problem(folder)
 
     def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
         """The tokens of a pair the model takes; by default at most its tokenizer's `model_max_length`."""

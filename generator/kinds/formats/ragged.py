@@ -15,7 +15,10 @@ turned ragged (`unpadded_encoder.ragged_from_padded`): `sentence_embedding` (`em
 [texts, dim]) and, in ONNX, `transformers_classifier` and `prototype_classifier` (`logits`
 [texts, labels], then `probabilities` and `label` [texts, 1] computed in the graph as for the
 padded ONNX classifier, `onnx.append_classifier_outputs`). TorchScript cannot return the string
-`label` to the pytorch backend, so `torchscript_ragged` serves embeddings only (like `torchscript`).
+`label` to the pytorch backend, so `torchscript_ragged` serves no classifiers (like `torchscript`).
+`cross_encoder` (kind reranker, both formats): `score` [pairs, 1] of (query, text) pairs, which
+also take `token_type_ids`, ragged and packed like `input_ids` (the tokenizer's `padding: none`
+pairs), so `token_offsets` serves both.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
 RAGGED_INPUTS = ("input_ids", "lengths")
+RAGGED_PAIR_INPUTS = ("input_ids", "lengths", "token_type_ids")
+"""A reranker's: the pairs' segments too, in the order the tokenizer outputs them."""
 OFFSETS = (("token_offsets", "input_ids"), ("text_offsets", "lengths"))
 """(batch input, the ragged input it counts)."""
 
@@ -52,13 +57,16 @@ class _Ragged(InferenceFormat):
     ragged = True
 
     def tensor_names(self, model_kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return RAGGED_INPUTS, GRAPH_OUTPUTS[model_kind]
+        return RAGGED_PAIR_INPUTS if model_kind == "reranker" else RAGGED_INPUTS, GRAPH_OUTPUTS[model_kind]
 
     def inputs(self, model_kind: str) -> tuple[TensorPlan, ...]:
-        return (
+        tokens = (
             TensorPlan("input_ids", "TYPE_INT64", (-1,), ragged=True),
             TensorPlan("lengths", "TYPE_INT64", (1,), ragged=True),
         )
+        if model_kind != "reranker":
+            return tokens
+        return (*tokens, TensorPlan("token_type_ids", "TYPE_INT64", (-1,), ragged=True))
 
     def batch_inputs(self) -> tuple[BatchInputPlan, ...]:
         return tuple(
@@ -89,11 +97,11 @@ class _Ragged(InferenceFormat):
             raise ValueError(f"{self.name}: {problem}")
         module = unpadded_encoder.ragged_from_padded(builder.padded_module(settings, preprocessing))
         if head is None:
-            self._write(module, output)
+            self._write(module, output, builder.output_name)
         else:
             self._write_classifier(module, head, output)
 
-    def _write(self, module: object, output: Path) -> None:
+    def _write(self, module: object, output: Path, output_name: str) -> None:
         raise NotImplementedError
 
     def _write_classifier(self, module: object, head: ClassifierHead, output: Path) -> None:
@@ -104,6 +112,7 @@ class OnnxRagged(_Ragged):
     name = "onnx_ragged"
     filename = "model.onnx"
     backend = "onnxruntime"
+    rerankers = True
     standin_memory = ONNX_STANDIN_MEMORY
     """As `onnx`: the same runner and weights (measured together in the Kubernetes pod)."""
     native_memory = ONNX_NATIVE_MEMORY
@@ -115,10 +124,10 @@ class OnnxRagged(_Ragged):
     def check(self, path: Path, config: mc.ModelConfig) -> list[str]:
         return check_onnx(path, config)
 
-    def _write(self, module: object, output: Path) -> None:
+    def _write(self, module: object, output: Path, output_name: str) -> None:
         from generator.kinds.formats import unpadded_encoder  # imports torch
 
-        unpadded_encoder.export_onnx(module, output)  # type: ignore[arg-type]
+        unpadded_encoder.export_onnx(module, output, output_name)  # type: ignore[arg-type]
 
     def _write_classifier(self, module: object, head: ClassifierHead, output: Path) -> None:
         """`logits` as exported, then the classifier tail in the graph (the padded recipe)."""
@@ -163,6 +172,7 @@ class TorchScriptRagged(_Ragged):
     """As `torchscript` (the same runner and weights)."""
     process_wide_threads = True
     classifiers = False
+    rerankers = True
 
     def parameters(self, threads: int) -> dict[str, str]:
         return {"INTRA_OP_THREAD_COUNT": str(threads), "DISABLE_OPTIMIZED_EXECUTION": "false"}
@@ -174,7 +184,7 @@ class TorchScriptRagged(_Ragged):
 
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-            sample = unpadded_encoder.sample_inputs()
+            sample = unpadded_encoder.sample_inputs(pairs=any(i.name == "token_type_ids" for i in config.input))
             with torch.inference_mode():
                 result = module(*sample)
         except Exception as error:  # torch raises many error types on load/run
@@ -186,7 +196,7 @@ class TorchScriptRagged(_Ragged):
             return [f"{config.name}: ragged TorchScript returns {shape} for {texts} texts, want {expected}"]
         return []
 
-    def _write(self, module: object, output: Path) -> None:
+    def _write(self, module: object, output: Path, output_name: str) -> None:
         from generator.kinds.formats import unpadded_encoder  # imports torch
 
         unpadded_encoder.export_torchscript(module, output)  # type: ignore[arg-type]

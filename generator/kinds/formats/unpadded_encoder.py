@@ -13,7 +13,10 @@ Output `embedding` FP32 `[texts, dim]` (`RaggedSentenceEmbedding`: the model's p
 mode of the padded path or several concatenated, then its Dense and Normalize modules), or
 `logits` `[texts, labels]` (`RaggedPrototypeClassifier`; `RaggedSequenceClassifier`: a
 checkpoint's own classification head); one row per text in request order, which Triton splits
-back by each request's batch size. `ragged_from_padded` turns the padded builder modules of
+back by each request's batch size; or `score` `[texts, 1]` (`RaggedCrossEncoder`: a reranker's
+(query, text) pairs, which also take `token_type_ids` INT64 `[-1]`, config dims `[-1]` with
+`allow_ragged_batch: true`, packed exactly like `input_ids`, so `token_offsets` counts both;
+`PAIR_INPUT_NAMES` gives the order). `ragged_from_padded` turns the padded builder modules of
 `Builder.padded_module` into these, with the same weights, pooling, layers and prototypes.
 The families differ only in the parts `unpadded_families` reads from the padded model.
 
@@ -81,6 +84,8 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "INPUT_NAMES",
     "OUTPUT_NAME",
+    "PAIR_INPUT_NAMES",
+    "RaggedCrossEncoder",
     "RaggedError",
     "RaggedPrototypeClassifier",
     "RaggedSentenceEmbedding",
@@ -95,6 +100,8 @@ __all__ = [
 
 INPUT_NAMES = ("input_ids", "lengths", "token_offsets", "text_offsets")
 """Graph inputs in order (TorchScript: the `forward` argument names)."""
+PAIR_INPUT_NAMES = ("input_ids", "lengths", "token_type_ids", "token_offsets", "text_offsets")
+"""`RaggedCrossEncoder`'s graph inputs in order: each token's segment after its id and lengths."""
 OUTPUT_NAME = "embedding"
 DEFAULT_BUCKETS = (32, 64, 128)
 """Upper length bounds of the attention buckets; texts longer than the last form one more."""
@@ -148,7 +155,9 @@ class _RaggedEncoder(torch.nn.Module):
         lengths: torch.Tensor,
         token_offsets: torch.Tensor,
         text_offsets: torch.Tensor,
+        token_types: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[Block]]:
+        """`token_types`: each token's segment, packed as `input_ids` (None: 0 for every token)."""
         token_offsets = token_offsets.to(torch.int64)
         text_offsets = text_offsets.to(torch.int64)
         lengths = lengths.to(torch.int64)
@@ -167,7 +176,7 @@ class _RaggedEncoder(torch.nn.Module):
         back = torch.where(real, slot, torch.zeros_like(slot))  # padded-buffer row of each token
 
         flat = self.flat
-        hidden = flat.embed(input_ids, position)
+        hidden = flat.embed(input_ids, position, token_types)
         for layer in flat.flat_layers():
             qkv = layer.qkv(hidden)
             context = torch.cat([self._attend(qkv, gather, bias) for gather, bias, _ in blocks])[back]
@@ -289,6 +298,39 @@ class RaggedSequenceClassifier(_RaggedEncoder):
         return self.head(hidden[starts])
 
 
+class RaggedCrossEncoder(_RaggedEncoder):
+    """A reranker's (query, text) pairs on concatenated token ids: the checkpoint's sequence head
+    on each pair's first token, through its activation: `score` [pairs, 1]. Token types reach the
+    model when the padded module passes them (`token_types`, as `CrossEncoder` does); otherwise
+    the model gets its default, type 0, and `token_type_ids` is multiplied away (kept as a graph
+    input: one contract for every family)."""
+
+    pairs = True
+
+    def __init__(
+        self, model: Any, activation: torch.nn.Module, token_types: bool, buckets: Sequence[int] = DEFAULT_BUCKETS
+    ) -> None:
+        super().__init__(model.base_model, buckets)
+        self.head = SequenceHead(model)
+        self.activation = activation
+        self.token_types = bool(token_types)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        token_offsets: torch.Tensor,
+        text_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        types = token_type_ids if self.token_types else None
+        hidden, starts, _ = self.encode(input_ids, lengths, token_offsets, text_offsets, types)
+        logits = self.head(hidden[starts])
+        if not self.token_types:
+            logits = logits + 0 * token_type_ids[:1].to(logits.dtype)
+        return self.activation(logits)
+
+
 class RaggedPrototypeClassifier(torch.nn.Module):
     """`scale` x cosine similarity of the ragged embedding to each label's prototype: `logits`."""
 
@@ -314,11 +356,13 @@ class RaggedPrototypeClassifier(torch.nn.Module):
 def ragged_from_padded(module: Any, buckets: Sequence[int] = DEFAULT_BUCKETS) -> torch.nn.Module:
     """The ragged counterpart, same weights, of a padded builder module of `Builder.padded_module`:
     `SentenceEmbedding` (`.encoder`, `.normalize`, and `.pooling`, `.layers` when it has them),
-    `PrototypeClassifier` (`.embedding`, `.prototypes`, `.scale`) or a sequence classifier's
-    `SequenceLogits` (`.model`)."""
+    `PrototypeClassifier` (`.embedding`, `.prototypes`, `.scale`), a cross-encoder's `PairScore`
+    (`.model`, `.activation`, `.token_types`) or a sequence classifier's `SequenceLogits` (`.model`)."""
     if hasattr(module, "prototypes"):
         embedding = _embedding(module.embedding, buckets)
         return RaggedPrototypeClassifier(embedding, module.prototypes, float(module.scale)).eval()
+    if hasattr(module, "activation") and hasattr(module, "token_types"):
+        return RaggedCrossEncoder(module.model, module.activation, bool(module.token_types), buckets).eval()
     if hasattr(module, "model"):
         return RaggedSequenceClassifier(module.model, buckets).eval()
     return _embedding(module, buckets).eval()
@@ -357,8 +401,9 @@ def load_ragged_module(
     return RaggedSentenceEmbedding(encoder, normalize, buckets).eval()
 
 
-def sample_inputs() -> tuple[torch.Tensor, ...]:
-    """Tracing inputs: two requests, the second with two texts (one pad token), several buckets."""
+def sample_inputs(pairs: bool = False) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs: two requests, the second with two texts (one pad token), several buckets;
+    `pairs`: also `token_type_ids` (each text's second half type 1), in `PAIR_INPUT_NAMES` order."""
     # Small token ids, valid in any vocabulary.
     requests = [[[2] + [10 + i for i in range(40)] + [3]], [[2, 5, 3], [2, 6, 7, 3]]]
     packed = [pack_request(texts) for texts in requests]
@@ -366,33 +411,44 @@ def sample_inputs() -> tuple[torch.Tensor, ...]:
     lengths = np.concatenate([p[1].ravel() for p in packed])
     token_offsets = np.cumsum([0] + [p[0].size for p in packed]).astype(np.int32)
     text_offsets = np.cumsum([0] + [p[1].size for p in packed]).astype(np.int32)
-    return tuple(torch.from_numpy(a) for a in (ids, lengths, token_offsets, text_offsets))
+    if not pairs:
+        return tuple(torch.from_numpy(a) for a in (ids, lengths, token_offsets, text_offsets))
+    segments = [pack_request([[int(i >= len(t) // 2) for i in range(len(t))] for t in texts]) for texts in requests]
+    types = np.concatenate([s[0].ravel() for s in segments])
+    return tuple(torch.from_numpy(a) for a in (ids, lengths, types, token_offsets, text_offsets))
+
+
+def input_names(module: torch.nn.Module) -> tuple[str, ...]:
+    """The graph inputs of a ragged module, in order (`PAIR_INPUT_NAMES` for a cross-encoder)."""
+    return PAIR_INPUT_NAMES if getattr(module, "pairs", False) else INPUT_NAMES
 
 
 def export_onnx(module: torch.nn.Module, output: Path, output_name: str = OUTPUT_NAME) -> None:
     """ONNX (opset 17, TorchScript-based exporter); every input exactly `[-1]`, output `[-1, width]`.
 
-    `output_name`: `embedding`, or `logits` for a classifier (then `onnx.append_classifier_outputs`
-    adds the classifier tail as for the padded graph).
+    `output_name`: `embedding`, `score` for a cross-encoder, or `logits` for a classifier (then
+    `onnx.append_classifier_outputs` adds the classifier tail as for the padded graph).
     """
     import onnx
 
+    names = input_names(module)
+    sample = sample_inputs(pairs=names == PAIR_INPUT_NAMES)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            sample_inputs(),
+            sample,
             str(output),
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=[output_name],
             dynamic_axes={
-                **{name: {0: f"{name}_count"} for name in INPUT_NAMES},
+                **{name: {0: f"{name}_count"} for name in names},
                 output_name: {0: "texts"},
             },
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
-        width = int(module(*sample_inputs()).shape[1])
+        width = int(module(*sample).shape[1])
     graph_model = onnx.load(str(output))
     out_dims = graph_model.graph.output[0].type.tensor_type.shape.dim
     out_dims[1].Clear()
@@ -407,4 +463,4 @@ def export_torchscript(module: torch.nn.Module, output: Path) -> None:
     """Traced, frozen TorchScript with byte-identical output for identical weights."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torchscript.export_torchscript(module, sample_inputs(), output)
+        torchscript.export_torchscript(module, sample_inputs(pairs=input_names(module) == PAIR_INPUT_NAMES), output)

@@ -14,8 +14,9 @@ Transformers model and then runs on the flat token stream of `unpadded_encoder`:
 
 Positions count from each text's first token (the padded model's right padding gives the
 same: RoBERTa-style ids number the non-pad tokens after the padding index). Token types: the
-embedding takes them explicitly (`FlatEncoder.embed`); the ragged graphs pass none, which is
-type 0 for every token, what a single text's tokenizer gives.
+embedding takes them explicitly (`FlatEncoder.embed`); the text graphs pass none, which is
+type 0 for every token, what a single text's tokenizer gives; a cross-encoder's pairs pass
+theirs where the padded model gets them.
 
 `SequenceHead` is each family's sequence-classification head on the first token's hidden
 state: BERT pooler + classifier, DistilBERT pre_classifier + ReLU + classifier, and the

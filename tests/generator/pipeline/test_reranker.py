@@ -1,6 +1,7 @@
-"""Rerankers through the pipeline: `tritongen add` on a cross-encoder folder, the spec's checks,
-and the planned entry points `<name>` (pairs) and `<name>_rerank` (one query, n texts), whose
-configs pass the checks of both targets (NVIDIA's image included)."""
+"""Rerankers through the pipeline: `tritongen add` on a cross-encoder folder (onnx_ragged by
+default, onnx with `--padded`), the spec's checks, and the planned entry points `<name>` (pairs)
+and `<name>_rerank` (one query, n texts), whose configs pass the checks of both targets (NVIDIA's
+image included)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from generator.cli import main as tritongen
+from generator.kinds.preprocessing.textprep import TextPrepSettings
 from generator.pipeline.checks import CheckError, check_configs, check_native_rules
 from generator.pipeline.plan import BuiltEnvironmentPlan, plan_repository
 from generator.pipeline.render import render_repository
@@ -20,10 +22,14 @@ from tests import model_folders
 NAME = "pair_ranker"
 
 
-def add(root: Path) -> Path:
-    """The spec `tritongen add` writes for a seeded BERT cross-encoder folder (sentence-transformers 6 style)."""
-    folder = model_folders.cross_encoder("bert", root / "ranker", "torch.nn.modules.activation.Sigmoid", True)
-    assert tritongen(["add", str(folder), "--name", NAME, "--specs", str(root / "specs")]) == 0
+def add(root: Path, padded: bool = True) -> Path:
+    """The spec `tritongen add` writes for a seeded BERT cross-encoder folder (sentence-transformers 6
+    style); `padded`: with `--padded` (format onnx), else the default (onnx_ragged)."""
+    folder = root / "ranker"
+    if not folder.is_dir():
+        model_folders.cross_encoder("bert", folder, "torch.nn.modules.activation.Sigmoid", True)
+    options = ["--padded"] if padded else ["--force"]
+    assert tritongen(["add", str(folder), "--name", NAME, "--specs", str(root / "specs"), *options]) == 0
     return root / "specs" / f"{NAME}.yaml"
 
 
@@ -32,18 +38,28 @@ def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return add(tmp_path_factory.mktemp("reranker"))
 
 
-def test_add_recognises_a_cross_encoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = add(tmp_path)
+@pytest.fixture(scope="module")
+def ragged_spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return add(tmp_path_factory.mktemp("ragged-reranker"), padded=False)
+
+
+@pytest.mark.parametrize(
+    ("padded", "expected"),
+    [(True, ("onnx", "1.1.0", "batch_longest")), (False, ("onnx_ragged", "1.2.0", "none"))],
+)
+def test_add_recognises_a_cross_encoder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], padded: bool, expected: tuple[str, str, str]
+) -> None:
+    path = add(tmp_path, padded)
     said = capsys.readouterr().out
     assert "with one label: a cross-encoder -> kind reranker, builder cross_encoder" in said
     assert "activation Sigmoid" in said
     spec = load_spec(path)
     version = spec.versions[0]
-    assert (spec.kind, version.model.build.builder, version.preprocessing.package_version) == (
-        "reranker",
-        "cross_encoder",
-        "1.1.0",
-    )
+    assert (spec.kind, version.model.build.builder) == ("reranker", "cross_encoder")
+    preprocessing = version.preprocessing
+    assert isinstance(preprocessing, TextPrepSettings)
+    assert (version.model.format, preprocessing.package_version, preprocessing.padding.value) == expected
     assert version.preprocessing.max_length == 512
 
 
@@ -104,7 +120,7 @@ def spec_with(spec_file: Path, **changes: object) -> str:
     ("changes", "message"),
     [
         ({"preprocessing__package_version": "1.0.0"}, "1.0.0 tokenizes single texts; (query, text) pairs need"),
-        ({"preprocessing__padding": "none"}, "pairs are tokenized padded"),
+        ({"preprocessing__padding": "none"}, "1.1.0 tokenizes pairs padded; unpadded pairs (`padding: none`) need"),
         ({"model__format": "torchscript"}, "model.format: rerankers are built in onnx"),
         ({"model__quantize": "dynamic_int8"}, "model.quantize: rerankers are served in full precision"),
         ({"outputs__labels": ["a", "b"]}, "a reranker returns SCORE"),
@@ -113,6 +129,64 @@ def spec_with(spec_file: Path, **changes: object) -> str:
 def test_reranker_specs_it_cannot_serve_are_refused(spec_file: Path, changes: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError, match=re.escape(message)):
         parse_spec(spec_with(spec_file, **changes), "pair_ranker.yaml")
+
+
+@pytest.mark.parametrize("target", ["local", "ngc"])
+def test_ragged_entry_points_pass_the_checks_of_both_targets(ragged_spec_file: Path, target: str) -> None:
+    """Pairs and rerank requests reach one ragged inference model: token types packed as the tokens."""
+    models = check_configs(rendered(load_spec(ragged_spec_file), target))
+    check_native_rules(models)
+    online, rerank = models[NAME], models[f"{NAME}_rerank"]
+    assert [(t.name, list(t.dims)) for t in online.input] == [("QUERY", [1]), ("TEXT", [1])]
+    assert [(t.name, list(t.dims)) for t in rerank.output] == [("SCORES", [-1, 1])]
+    pair_pre = models[online.ensemble_scheduling.step[0].model_name]
+    rerank_pre = models[rerank.ensemble_scheduling.step[0].model_name]
+    inference = models[online.ensemble_scheduling.step[1].model_name]
+    assert inference.name == rerank.ensemble_scheduling.step[1].model_name  # one copy of the weights
+    assert pair_pre.parameters["padding"].string_value == rerank_pre.parameters["padding"].string_value == "none"
+    assert [(t.name, list(t.dims)) for t in pair_pre.output] == [
+        ("INPUT_IDS", [-1]),
+        ("LENGTHS", [1]),
+        ("TOKEN_TYPE_IDS", [-1]),
+    ]
+    assert [(t.name, list(t.dims)) for t in rerank_pre.output] == [
+        ("INPUT_IDS", [-1, -1]),
+        ("LENGTHS", [-1, 1]),
+        ("TOKEN_TYPE_IDS", [-1, -1]),
+    ]
+    assert [(t.name, list(t.dims), t.allow_ragged_batch) for t in inference.input] == [
+        ("input_ids", [-1], True),
+        ("lengths", [1], True),
+        ("token_type_ids", [-1], True),
+    ]
+    assert [(list(b.target_name), list(b.source_input)) for b in inference.batch_input] == [
+        (["token_offsets"], ["input_ids"]),
+        (["text_offsets"], ["lengths"]),
+    ]
+    assert [(t.name, list(t.dims)) for t in inference.output] == [("score", [1])]
+
+
+def test_a_ragged_reranker_may_be_torchscript(ragged_spec_file: Path) -> None:
+    spec = parse_spec(spec_with(ragged_spec_file, model__format="torchscript_ragged"), "pair_ranker.yaml")
+    models = check_configs(rendered(spec, "ngc"))
+    check_native_rules(models)
+    inference = models[models[NAME].ensemble_scheduling.step[1].model_name]
+    assert inference.backend == "pytorch" and [t.name for t in inference.input][-1] == "token_type_ids"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"preprocessing__package_version": "1.1.0"}, "1.1.0 tokenizes pairs padded; unpadded pairs"),
+        ({"model__format": "onnx"}, "`none` (unpadded tokens) needs a ragged format"),
+        ({"preprocessing__padding": "batch_longest"}, "format onnx_ragged takes unpadded tokens"),
+    ],
+)
+def test_ragged_reranker_specs_it_cannot_serve_are_refused(
+    ragged_spec_file: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(spec_with(ragged_spec_file, **changes), "pair_ranker.yaml")
 
 
 def test_other_builders_are_not_rerankers(spec_file: Path) -> None:

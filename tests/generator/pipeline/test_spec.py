@@ -199,5 +199,7 @@ def test_ragged_classifiers_are_onnx_ragged_only() -> None:
     file_build = _classifier("onnx_ragged")
     file_build["versions"][0]["model"]["build"] = {"builder": "file", "source": {"file": "models/x.onnx"}}
     file_build["versions"][0]["preprocessing"]["max_length"] = 32
-    with pytest.raises(SpecError, match="built by sentence_embedding, prototype_classifier or transformers_classifier"):
+    with pytest.raises(
+        SpecError, match="built by sentence_embedding, prototype_classifier, transformers_classifier or cross_encoder"
+    ):
         parse(file_build)
