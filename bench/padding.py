@@ -4,8 +4,9 @@ The RoBERTa and DistilBERT classifiers of `bench.families` (base size, made once
 deterministically), each added twice by `tritongen add`: as it writes them by default (format
 `onnx_ragged`, `padding: none`: every request's tokens unpadded, nothing computed on padding)
 and with `--padded` (format `onnx`: each batch padded to its longest text), fp32. With them the
-shipped cross-encoder `models/course_reranker.yaml`, padded only: (query, text) pairs have no
-unpadded path yet. One embedded tritonserver serves the 5 ensembles; each is loaded over HTTP
+shipped cross-encoder `models/course_reranker.yaml` twice: as shipped (`onnx`, padded) and on the
+unpadded path (`onnx_ragged`, `padding: none`, textprep 1.2.0 packing each pair's tokens and token
+types). One embedded tritonserver serves the 6 ensembles; each is loaded over HTTP
 by wrk (`bench.run.measure`: one text, or one pair, per request) at every `--concurrency`
 (8, 32), `--rounds` rounds (3) per cell, the models alternating order round by round, on every
 `--corpora` corpus (`corpus`: the bench sentences, 8-40 words; `long-tail`: the same with one
@@ -25,6 +26,7 @@ Writes bench/results/<timestamp>-padding/{results.md,results.json} and prints th
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
@@ -37,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from generator.kinds.preprocessing.textprep import RAGGED_PAIRS_SINCE
 from generator.pipeline.add_model import PADDED_FORMAT, RAGGED_FORMAT, add_model
 from generator.pipeline.plan import detected_cores
 from generator.pipeline.spec import ModelSpec
@@ -51,8 +54,11 @@ from .systems import PROJECT_ROOT, BenchError, inference_model, post_json, spec_
 LAYOUTS = {"unpadded": False, "padded": True}
 """Spec name suffix -> `tritongen add --padded`."""
 RERANKER = "course_reranker"
-"""The shipped cross-encoder (models/course_reranker.yaml): padded only."""
-RERANKER_NOTE = f"{RERANKER} is padded only (format {PADDED_FORMAT}): (query, text) pairs have no unpadded path yet."
+"""The shipped cross-encoder (models/course_reranker.yaml), measured padded and unpadded."""
+RERANKER_NOTE = (
+    f"{RERANKER}_padded: the shipped spec (format {PADDED_FORMAT}); {RERANKER}_unpadded: the same with format "
+    f"{RAGGED_FORMAT}, padding none, textprep {RAGGED_PAIRS_SINCE} (each pair's tokens and token types unpadded)."
+)
 QUERY_WORDS = 8
 """Words of a bench sentence that make a reranker query (the shortest bench sentence's count)."""
 
@@ -61,8 +67,23 @@ def spec_name(family: str, layout: str) -> str:
     return f"{family}_{layout}"
 
 
+def is_reranker(name: str) -> bool:
+    return name.startswith(RERANKER)
+
+
+def reranker_specs() -> list[dict[str, Any]]:
+    """The shipped reranker as shipped (padded) and on the unpadded path, named by layout."""
+    shipped = spec_dict(RERANKER)
+    padded = {**copy.deepcopy(shipped), "name": spec_name(RERANKER, "padded")}
+    unpadded = {**copy.deepcopy(shipped), "name": spec_name(RERANKER, "unpadded")}
+    version = unpadded["versions"][0]
+    version["model"]["format"] = RAGGED_FORMAT
+    version["preprocessing"].update(padding="none", package_version=RAGGED_PAIRS_SINCE)
+    return [unpadded, padded]
+
+
 def layout_of(name: str) -> str:
-    """`unpadded` or `padded` for a classifier spec name, `padded` for the reranker."""
+    """`unpadded` or `padded` for a spec name (`padded` for one without a layout suffix)."""
     return name.rsplit("_", 1)[-1] if name.endswith(tuple(f"_{layout}" for layout in LAYOUTS)) else "padded"
 
 
@@ -128,22 +149,22 @@ def recipe_pairs() -> tuple[tuple[str, str], tuple[str, str]]:
     return (question, relevant), (question, unrelated)
 
 
-def check_reranker(url: str) -> tuple[float, float]:
-    """The reranker's SCOREs of a relevant and an unrelated pair: in (0, 1), relevant above."""
+def check_reranker(url: str, name: str) -> tuple[float, float]:
+    """The reranker `name`'s SCOREs of a relevant and an unrelated pair: in (0, 1), relevant above."""
     scores = tuple(
-        float(post_json(f"http://{url}/v2/models/{RERANKER}/infer", pair_body(pair))["outputs"][0]["data"][0])
+        float(post_json(f"http://{url}/v2/models/{name}/infer", pair_body(pair))["outputs"][0]["data"][0])
         for pair in recipe_pairs()
     )
     relevant, unrelated = scores
     if not 0.0 < unrelated < relevant < 1.0:
-        raise BenchError(f"{RERANKER}: relevant pair scored {relevant}, unrelated {unrelated}")
+        raise BenchError(f"{name}: relevant pair scored {relevant}, unrelated {unrelated}")
     return relevant, unrelated
 
 
 def comparison(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """`families.summary` per (corpus, concurrency) in first-seen order, each row with its corpus,
-    concurrency, layout and `vs_padded` (req/s against the same family's padded spec in that cell;
-    None for the reranker, which has no unpadded spec)."""
+    concurrency, layout and `vs_padded` (req/s against the same family's, or the reranker's, padded
+    spec in that cell)."""
     groups = list(dict.fromkeys((cell.corpus, cell.concurrency) for cell in cells))
     rows: list[dict[str, Any]] = []
     for corpus_name, concurrency in groups:
@@ -178,8 +199,8 @@ def markdown(data: dict[str, Any]) -> str:
         "| CPU ms/req | avg batch | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    classifiers = [row for row in data["load"] if row["model"] != RERANKER]
-    reranker = [row for row in data["load"] if row["model"] == RERANKER]
+    classifiers = [row for row in data["load"] if not is_reranker(row["model"])]
+    reranker = [row for row in data["load"] if is_reranker(row["model"])]
     for row in classifiers:
         ratio = "-" if row["vs_padded"] is None or row["layout"] == "padded" else f"{row['vs_padded']:.2f} x"
         lines.append(
@@ -191,16 +212,17 @@ def markdown(data: dict[str, Any]) -> str:
     if reranker:
         lines += [
             "",
-            "| reranker | corpus | c | format | pairs/s per round | pairs/s (median) | spread | p50 ms | p99 ms "
-            "| CPU ms/pair | avg batch | errors |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| reranker | corpus | c | format | pairs/s per round | pairs/s (median) | spread | vs padded | p50 ms "
+            "| p99 ms | CPU ms/pair | avg batch | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in reranker:
+            ratio = "-" if row["vs_padded"] is None or row["layout"] == "padded" else f"{row['vs_padded']:.2f} x"
             lines.append(
                 f"| {row['model']} | {row['corpus']} | {row['concurrency']} | {data['formats'][row['model']]} | "
                 f"{', '.join(f'{rate:.1f}' for rate in row['rounds_rps'])} | {row['rps']:.1f} | "
-                f"{row['spread'] * 100:.0f} % | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['cpu_ms']:.1f} | "
-                f"{_batch(row['avg_batch'])} | {row['errors']} |"
+                f"{row['spread'] * 100:.0f} % | {ratio} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | "
+                f"{row['cpu_ms']:.1f} | {_batch(row['avg_batch'])} | {row['errors']} |"
             )
     tokens = "; ".join(
         f"{name}: " + ", ".join(f"{family} {mean:.1f}" for family, mean in means.items())
@@ -235,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=positive(int), default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement seconds per cell (default 10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each cell (default 3)")
-    parser.add_argument("--no-reranker", action="store_true", help=f"leave {RERANKER} out")
+    parser.add_argument("--no-reranker", action="store_true", help=f"leave {RERANKER} (both layouts) out")
     parser.add_argument("--cores", type=positive(int), default=None, help="CPU budget (default: detected)")
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
@@ -253,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {family: make_classifier(family, MODELS / family) for family in FAMILIES}
     specs = write_specs(models, workdir / "added")
     if not args.no_reranker:
-        specs.append(spec_dict(RERANKER))
+        specs += reranker_specs()
     repository, generate_s = generate_repository(workdir, specs, cores, bench.log)
     bench.log(f"generated {len(specs)} specs in {generate_s:.0f}s")
     names = [spec["name"] for spec in specs]
@@ -268,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         longest = max(bench.long_tail, key=len)
         check_classifiers(url, repository, specs, [bench.texts[0], max(bench.texts, key=len), longest])
         bench.log("every classifier ensemble answers with its padded model file's LOGITS")
-        if not args.no_reranker:
-            relevant, unrelated = check_reranker(url)
-            bench.log(f"{RERANKER}: relevant pair {relevant:.3f}, unrelated {unrelated:.3f}")
+        for name in names if not args.no_reranker else []:
+            if is_reranker(name):
+                relevant, unrelated = check_reranker(url, name)
+                bench.log(f"{name}: relevant pair {relevant:.3f}, unrelated {unrelated:.3f}")
         scripts = {
             (name, corpus_name): http_script(
                 bench,
@@ -279,16 +302,16 @@ def main(argv: list[str] | None = None) -> int:
                 lambda body: body,
                 [name],
                 [pair_body(pair) for pair in pairs(texts[corpus_name])]
-                if name == RERANKER
+                if is_reranker(name)
                 else [loadgen.kserve_body(text) for text in texts[corpus_name]],
             )
             for name in names
             for corpus_name in args.corpora
-            if name != RERANKER or corpus_name == args.corpora[0]  # the reranker: the first corpus only
+            if not is_reranker(name) or corpus_name == args.corpora[0]  # the reranker: the first corpus only
         }
         for corpus_name in args.corpora:
             for concurrency in args.concurrency:
-                measured = [n for n in names if n != RERANKER or corpus_name == args.corpora[0]]
+                measured = [n for n in names if not is_reranker(n) or corpus_name == args.corpora[0]]
                 for round_index in range(args.rounds):
                     for name in measured if round_index % 2 == 0 else list(reversed(measured)):
                         running = dataclasses.replace(

@@ -61,7 +61,8 @@ def test_the_comparison_is_per_corpus_and_concurrency_against_the_padded_spec() 
     cells = [
         _cell("roberta_unpadded", 30.0),
         _cell("roberta_padded", 20.0),
-        _cell(padding.RERANKER, 50.0),
+        _cell(padding.RERANKER + "_unpadded", 50.0),
+        _cell(padding.RERANKER + "_padded", 40.0),
         _cell("roberta_padded", 22.0),
         _cell("roberta_unpadded", 36.0),
         _cell("roberta_unpadded", 10.0, concurrency=32, batch=None),
@@ -74,7 +75,8 @@ def test_the_comparison_is_per_corpus_and_concurrency_against_the_padded_spec() 
     assert keys == [
         ("corpus", 8, "roberta_unpadded"),
         ("corpus", 8, "roberta_padded"),
-        ("corpus", 8, padding.RERANKER),
+        ("corpus", 8, padding.RERANKER + "_unpadded"),
+        ("corpus", 8, padding.RERANKER + "_padded"),
         ("corpus", 32, "roberta_unpadded"),
         ("corpus", 32, "roberta_padded"),
         ("long-tail", 8, "roberta_unpadded"),
@@ -83,28 +85,46 @@ def test_the_comparison_is_per_corpus_and_concurrency_against_the_padded_spec() 
     first = rows[0]
     assert first["rounds_rps"] == [30.0, 36.0] and first["rps"] == 33.0 and first["spread"] == pytest.approx(6 / 33)
     assert first["vs_padded"] == pytest.approx(33 / 21) and first["layout"] == "unpadded" and "vs_fp32" not in first
-    assert rows[1]["vs_padded"] == 1.0 and rows[2]["vs_padded"] is None  # the reranker has no unpadded spec
-    assert rows[3]["vs_padded"] == pytest.approx(0.25) and rows[3]["avg_batch"] is None
-    assert rows[5]["vs_padded"] == pytest.approx(2.0)
+    assert rows[1]["vs_padded"] == 1.0
+    assert rows[2]["vs_padded"] == pytest.approx(50 / 40) and rows[2]["layout"] == "unpadded"  # the reranker's pair
+    assert rows[3]["vs_padded"] == 1.0 and rows[3]["layout"] == "padded"
+    assert rows[4]["vs_padded"] == pytest.approx(0.25) and rows[4]["avg_batch"] is None
+    assert rows[6]["vs_padded"] == pytest.approx(2.0)
 
 
-def test_the_report_lists_rounds_ratios_the_reranker_and_its_missing_unpadded_path() -> None:
+def test_the_report_lists_rounds_ratios_and_the_reranker_both_ways() -> None:
+    unpadded, padded = padding.RERANKER + "_unpadded", padding.RERANKER + "_padded"
     cells = [
         _cell("distilbert_unpadded", 30.0, concurrency=32),
         _cell("distilbert_padded", 20.0, concurrency=32, batch=None),
-        _cell(padding.RERANKER, 50.0, concurrency=32),
+        _cell(unpadded, 50.0, concurrency=32),
+        _cell(padded, 40.0, concurrency=32),
     ]
     data = {
         "host": "box", "cores": 2, "load_average": ["1.0", "1.1", "1.2"], "load_average_end": ["2.0", "2", "2"],
         "rounds": 1, "seconds": 10.0, "warmup_s": 3.0, "load": padding.comparison(cells),
-        "formats": {"distilbert_unpadded": "onnx_ragged", "distilbert_padded": "onnx", padding.RERANKER: "onnx"},
+        "formats": {
+            "distilbert_unpadded": "onnx_ragged", "distilbert_padded": "onnx", unpadded: "onnx_ragged", padded: "onnx",
+        },
         "tokens_per_text": {"corpus": {"distilbert": 52.8}},
     }  # fmt: skip
     text = padding.markdown(data)
     assert "| corpus | 32 | distilbert_unpadded | onnx_ragged | 30.0 | 30.0 | 0 % | 1.50 x | 40 | 200 |" in text
     assert "| corpus | 32 | distilbert_padded | onnx | 20.0 | 20.0 | 0 % | - | 40 | 200 | 95.0 | - | 0 |" in text
-    assert f"| {padding.RERANKER} | corpus | 32 | onnx | 50.0 | 50.0 | 0 % | 40 | 200 | 38.0 | 4.0 | 0 |" in text
-    assert "no unpadded path yet" in text and "corpus: distilbert 52.8" in text and "shared machine" in text
+    assert (
+        f"| {unpadded} | corpus | 32 | onnx_ragged | 50.0 | 50.0 | 0 % | 1.25 x | 40 | 200 | 38.0 | 4.0 | 0 |" in text
+    )
+    assert f"| {padded} | corpus | 32 | onnx | 40.0 | 40.0 | 0 % | - | 40 | 200 | 47.5 | 4.0 | 0 |" in text
+    assert "textprep 1.2.0" in text and "corpus: distilbert 52.8" in text and "shared machine" in text
+
+
+def test_the_reranker_is_measured_as_shipped_and_unpadded() -> None:
+    unpadded, padded = padding.reranker_specs()
+    assert (unpadded["name"], padded["name"]) == (padding.RERANKER + "_unpadded", padding.RERANKER + "_padded")
+    assert padded["versions"] == padding.spec_dict(padding.RERANKER)["versions"]
+    version = unpadded["versions"][0]
+    assert version["model"]["format"] == "onnx_ragged" and version["preprocessing"]["padding"] == "none"
+    assert version["preprocessing"]["package_version"] == "1.2.0"
 
 
 def test_the_options_parse_lists_and_refuse_unknown_corpora() -> None:
