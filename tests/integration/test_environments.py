@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tomllib
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +38,8 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
 CACHE = PROJECT / "build" / "envs"
 TOKENIZER_VERSIONS = {"textprep-tok020": "0.20.3", "textprep-tok023": "0.23.3"}
+TEXTPREP_VERSION = tomllib.loads((PROJECT / "backends/textprep/pyproject.toml").read_text())["project"]["version"]
+"""The project's preprocessing package version, which every environment pins."""
 TEXTS = ["Hello world", "Triton serves two tokenizers at once."]
 
 
@@ -206,7 +209,7 @@ def test_tarballs_are_conda_pack_output(built_envs: dict[str, BuiltEnvironment])
         assert not any(n.startswith("lib/python3.10/site-packages/pip/") for n in names)
         assert f"lib/python3.10/site-packages/tokenizers-{TOKENIZER_VERSIONS[name]}.dist-info/METADATA" in names
         assert built.packages["tokenizers"] == TOKENIZER_VERSIONS[name]
-        assert built.packages["tritongen-textprep"] == "1.1.0"
+        assert built.packages["tritongen-textprep"] == TEXTPREP_VERSION
         assert built.python_version.startswith("3.10.")
 
 
