@@ -4,11 +4,11 @@ The RoBERTa and DistilBERT classifiers of `bench.families` (base size, made once
 deterministically), each added twice by `tritongen add`: as it writes them by default (format
 `onnx_ragged`, `padding: none`: every request's tokens unpadded, nothing computed on padding)
 and with `--padded` (format `onnx`: each batch padded to its longest text), fp32. With them the
-shipped cross-encoder `models/course_reranker.yaml` twice: as shipped (`onnx`, padded) and on the
-unpadded path (`onnx_ragged`, `padding: none`, textprep 1.2.0 packing each pair's tokens and token
-types). One embedded tritonserver serves the 6 ensembles; each is loaded over HTTP
-by wrk (`bench.run.measure`: one text, or one pair, per request) at every `--concurrency`
-(8, 32), `--rounds` rounds (3) per cell, the models alternating order round by round, on every
+shipped cross-encoder `models/course_reranker.yaml` twice: unpadded as shipped (`onnx_ragged`,
+`padding: none`, textprep 1.2.0 packing each pair's tokens and token types) and padded (`onnx`).
+One embedded tritonserver serves the 6 ensembles; each is loaded over HTTP by wrk
+(`bench.run.measure`: one text, or one pair, per request) at every `--concurrency` (8, 32),
+`--rounds` rounds (3) per cell, the models alternating order round by round, on every
 `--corpora` corpus (`corpus`: the bench sentences, 8-40 words; `long-tail`: the same with one
 text in a hundred at 200-256 words: `bench.corpus`). Per cell: every round's req/s with the
 spread, the medians of p50, p99, server CPU ms per request and the inference model's average
@@ -54,10 +54,11 @@ from .systems import PROJECT_ROOT, BenchError, inference_model, post_json, spec_
 LAYOUTS = {"unpadded": False, "padded": True}
 """Spec name suffix -> `tritongen add --padded`."""
 RERANKER = "course_reranker"
-"""The shipped cross-encoder (models/course_reranker.yaml), measured padded and unpadded."""
+"""The shipped cross-encoder (models/course_reranker.yaml, unpadded), measured unpadded and padded."""
 RERANKER_NOTE = (
-    f"{RERANKER}_padded: the shipped spec (format {PADDED_FORMAT}); {RERANKER}_unpadded: the same with format "
-    f"{RAGGED_FORMAT}, padding none, textprep {RAGGED_PAIRS_SINCE} (each pair's tokens and token types unpadded)."
+    f"{RERANKER}_unpadded: the shipped spec (format {RAGGED_FORMAT}, padding none, textprep {RAGGED_PAIRS_SINCE}: "
+    f"each pair's tokens and token types unpadded); {RERANKER}_padded: the same with format {PADDED_FORMAT}, "
+    "padding batch_longest."
 )
 QUERY_WORDS = 8
 """Words of a bench sentence that make a reranker query (the shortest bench sentence's count)."""
@@ -72,13 +73,14 @@ def is_reranker(name: str) -> bool:
 
 
 def reranker_specs() -> list[dict[str, Any]]:
-    """The shipped reranker as shipped (padded) and on the unpadded path, named by layout."""
+    """The shipped reranker unpadded (as shipped) and padded, named by layout."""
     shipped = spec_dict(RERANKER)
-    padded = {**copy.deepcopy(shipped), "name": spec_name(RERANKER, "padded")}
     unpadded = {**copy.deepcopy(shipped), "name": spec_name(RERANKER, "unpadded")}
-    version = unpadded["versions"][0]
-    version["model"]["format"] = RAGGED_FORMAT
-    version["preprocessing"].update(padding="none", package_version=RAGGED_PAIRS_SINCE)
+    unpadded["versions"][0]["model"]["format"] = RAGGED_FORMAT
+    unpadded["versions"][0]["preprocessing"].update(padding="none", package_version=RAGGED_PAIRS_SINCE)
+    padded = {**copy.deepcopy(unpadded), "name": spec_name(RERANKER, "padded")}
+    padded["versions"][0]["model"]["format"] = PADDED_FORMAT
+    padded["versions"][0]["preprocessing"]["padding"] = "batch_longest"
     return [unpadded, padded]
 
 

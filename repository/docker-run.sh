@@ -100,7 +100,7 @@ exit 64
     --load-model=textprep_0905bc1ed23c \
     --load-model=textprep_171901734d12 \
     --load-model=textprep_3cee07083c4c \
-    --load-model=textprep_51b54e3a1726 \
     --load-model=textprep_8bcbf8d87900 \
-    --load-model=textprep_bebe55055366 \
-    --load-model=textprep_c5a3cdc92b01
+    --load-model=textprep_c5a3cdc92b01 \
+    --load-model=textprep_e4cb47ad9d24 \
+    --load-model=textprep_ee41b034ed75

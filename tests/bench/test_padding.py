@@ -121,10 +121,10 @@ def test_the_report_lists_rounds_ratios_and_the_reranker_both_ways() -> None:
 def test_the_reranker_is_measured_as_shipped_and_unpadded() -> None:
     unpadded, padded = padding.reranker_specs()
     assert (unpadded["name"], padded["name"]) == (padding.RERANKER + "_unpadded", padding.RERANKER + "_padded")
-    assert padded["versions"] == padding.spec_dict(padding.RERANKER)["versions"]
-    version = unpadded["versions"][0]
-    assert version["model"]["format"] == "onnx_ragged" and version["preprocessing"]["padding"] == "none"
-    assert version["preprocessing"]["package_version"] == "1.2.0"
+    assert unpadded["versions"] == padding.spec_dict(padding.RERANKER)["versions"]  # as shipped
+    version = padded["versions"][0]
+    assert version["model"]["format"] == "onnx" and version["preprocessing"]["padding"] == "batch_longest"
+    assert version["model"]["build"] == unpadded["versions"][0]["model"]["build"]
 
 
 def test_the_options_parse_lists_and_refuse_unknown_corpora() -> None:

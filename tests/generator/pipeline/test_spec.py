@@ -55,7 +55,9 @@ def test_shipped_specs_load() -> None:
         "minilm_embed_ts",
         "text_classifier",
     ]
-    assert specs[0].kind == "reranker" and specs[0].versions[0].preprocessing.package_version == "1.1.0"
+    reranker = specs[0].versions[0]
+    assert specs[0].kind == "reranker" and reranker.preprocessing.package_version == "1.2.0"  # unpadded pairs
+    assert reranker.model.format == "onnx_ragged"
     classifier = specs[5]
     assert {v.version for v in classifier.versions} == {1, 2}
     assert classifier.version(1).preprocessing != classifier.version(2).preprocessing
