@@ -388,9 +388,21 @@ def reference_logits(repository: Path, spec: dict[str, Any], text: str) -> np.nd
     return np.asarray(session.run([logits], feeds)[0][0], dtype=np.float32)
 
 
-def close_to(got: Sequence[float], expected: np.ndarray) -> bool:
+INT8_MIN_COSINE = 0.995
+"""An int8 file's served LOGITS against the same file in this process: dynamic quantization
+scales activations per batch tensor, so a text padded in a shared tokenizer call with other
+models' longer texts gets slightly other logits (measured 0.15 apart) than the text alone."""
+
+
+def close_to(got: Sequence[float], expected: np.ndarray, quantized: bool = False) -> bool:
+    """fp32: equal within 1e-3; int8: the same argmax and cosine >= INT8_MIN_COSINE."""
     values = np.asarray(got, dtype=np.float32)
-    return values.shape == expected.shape and bool(np.allclose(values, expected, rtol=1e-3, atol=1e-3))
+    if values.shape != expected.shape:
+        return False
+    if not quantized:
+        return bool(np.allclose(values, expected, rtol=1e-3, atol=1e-3))
+    cosine = float(values @ expected / max(float(np.linalg.norm(values) * np.linalg.norm(expected)), 1e-30))
+    return int(values.argmax()) == int(expected.argmax()) and cosine >= INT8_MIN_COSINE
 
 
 def check_answers(url: str, repository: Path, specs: Sequence[dict[str, Any]], texts: Sequence[str]) -> dict[str, Any]:
@@ -406,7 +418,7 @@ def check_answers(url: str, repository: Path, specs: Sequence[dict[str, Any]], t
         distinct.add(tuple(round(v, 4) for v in logits))
         if index == 0:
             expected = reference_logits(repository, spec, texts[0])
-            if not close_to(logits, expected):
+            if not close_to(logits, expected, quantized=bool(spec["versions"][0]["model"].get("quantize"))):
                 raise BenchError(f"{spec['name']}: LOGITS {logits} differ from the model file's {expected.tolist()}")
     return {"answered": len(specs), "distinct_logits": len(distinct)}
 

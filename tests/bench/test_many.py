@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench import many
@@ -183,3 +184,11 @@ def test_growth_report_has_a_row_per_step() -> None:
     assert "| 2 | - | - | 3.0 | 0 of 500 | not measured |" in skipping
     assert "| 2 | 2 x 1 | 3 | 3.0 | 0 of 500 | 98.0 | 0.98 | 140 | 420 | 1.05 | 560 | 80.0 | 60 | 5 | 0 |" in text
     assert "**MET**" in text and "- note: n" in text
+
+
+def test_an_int8_answer_is_checked_by_argmax_and_cosine_an_fp32_one_exactly() -> None:
+    expected = np.array([5.96, 1.79, 4.98], dtype=np.float32)
+    served = [5.98, 1.89, 5.12]  # the int8 file, its text padded in a shared tokenizer call
+    assert many.close_to(served, expected, quantized=True) and not many.close_to(served, expected)
+    assert not many.close_to([4.98, 1.79, 5.96], expected, quantized=True)  # another argmax
+    assert not many.close_to([5.96, 1.79], expected, quantized=True)
