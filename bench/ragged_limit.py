@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,35 +78,43 @@ def ragged_feed(encodings: list[Any]) -> dict[str, np.ndarray]:
     }
 
 
-def run_padded_arrival(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+def _rate(session: Any, texts: list[str], batches: Iterator[list[Any]], feed: Callable[[list[Any]], Any]) -> float:
+    """Texts per second of running `session` on each batch of encodings (tokenizing included:
+    `batches` encodes lazily, inside the timing)."""
     started = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        session.run(None, _padded(tokenizer.encode_batch(texts[start : start + batch])))
+    for encodings in batches:
+        session.run(None, feed(encodings))
     return len(texts) / (time.perf_counter() - started)
+
+
+def _arrival(tokenizer: Any, texts: list[str], batch: int) -> Iterator[list[Any]]:
+    """Batches in corpus order, each tokenized when it is due."""
+    for start in range(0, len(texts), batch):
+        yield tokenizer.encode_batch(texts[start : start + batch])
+
+
+def _length_sorted(tokenizer: Any, texts: list[str], batch: int) -> Iterator[list[Any]]:
+    """The whole corpus tokenized, sorted by length, cut into batches."""
+    encodings = sorted(tokenizer.encode_batch(texts), key=lambda e: len(e.ids))
+    for start in range(0, len(encodings), batch):
+        yield encodings[start : start + batch]
+
+
+def run_padded_arrival(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
+    return _rate(session, texts, _arrival(tokenizer, texts, batch), _padded)
 
 
 def run_padded_sorted(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
-    started = time.perf_counter()
-    encodings = sorted(tokenizer.encode_batch(texts), key=lambda e: len(e.ids))
-    for start in range(0, len(encodings), batch):
-        session.run(None, _padded(encodings[start : start + batch]))
-    return len(texts) / (time.perf_counter() - started)
+    return _rate(session, texts, _length_sorted(tokenizer, texts, batch), _padded)
 
 
 def run_ragged(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
-    started = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        session.run(None, ragged_feed(tokenizer.encode_batch(texts[start : start + batch])))
-    return len(texts) / (time.perf_counter() - started)
+    return _rate(session, texts, _arrival(tokenizer, texts, batch), ragged_feed)
 
 
 def run_ragged_sorted(session: Any, tokenizer: Any, texts: list[str], batch: int) -> float:
     """req/s of length-sorted unpadded batches (tokenizing and sorting included)."""
-    started = time.perf_counter()
-    encodings = sorted(tokenizer.encode_batch(texts), key=lambda e: len(e.ids))
-    for start in range(0, len(encodings), batch):
-        session.run(None, ragged_feed(encodings[start : start + batch]))
-    return len(texts) / (time.perf_counter() - started)
+    return _rate(session, texts, _length_sorted(tokenizer, texts, batch), ragged_feed)
 
 
 def limits(onnx_path: Path, texts: list[str], threads: int, batch: int = 32, passes: int = 2) -> list[LimitResult]:

@@ -31,9 +31,9 @@ from generator.kinds.builders.base import Builder, BuildSettings
 from generator.kinds.builders.families import (
     TokenLimit,
     checkpoint_token_limit,
+    checkpoint_unpadded_problem,
     json_object,
     model_to_build,
-    unpadded_problem,
 )
 from generator.kinds.preprocessing.base import PreprocessingSettings
 
@@ -144,11 +144,7 @@ class CrossEncoder(Builder):
         return None
 
     def unpadded_problem(self, settings: Any) -> str | None:
-        try:
-            folder = resolve_source(settings.source)
-        except ArtifactError:  # reported by the source checks
-            return None
-        return unpadded_problem(folder)
+        return checkpoint_unpadded_problem(settings.source)
 
     def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
         """The tokens of a pair the model takes; by default at most its tokenizer's `model_max_length`."""

@@ -141,6 +141,16 @@ def transformers_model(folder: Path) -> TransformersModel:
     return TransformersModel(config_file, family, architecture or family.model_type, positions, vocab_size)
 
 
+def checkpoint_unpadded_problem(source: Source) -> str | None:
+    """`unpadded_problem` of a checkpoint source's folder (None when it cannot be resolved: the
+    source checks report that)."""
+    try:
+        folder = resolve_source(source)
+    except ArtifactError:
+        return None
+    return unpadded_problem(folder)
+
+
 def unpadded_problem(folder: Path) -> str | None:
     """Why the ragged formats' unpadded encoder cannot run the model of a Transformers folder, or
     None (also when its `config.json` cannot be read: the build reports that)."""

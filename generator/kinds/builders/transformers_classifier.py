@@ -25,8 +25,8 @@ from generator.kinds.builders.base import Builder, BuildSettings
 from generator.kinds.builders.families import (
     TokenLimit,
     checkpoint_token_limit,
+    checkpoint_unpadded_problem,
     model_to_build,
-    unpadded_problem,
     vocabulary_problem,
 )
 from generator.kinds.preprocessing.base import PreprocessingSettings
@@ -171,11 +171,7 @@ class TransformersClassifier(Builder):
         )
 
     def unpadded_problem(self, settings: Any) -> str | None:
-        try:
-            folder = resolve_source(settings.source)
-        except ArtifactError:  # reported by the source checks
-            return None
-        return unpadded_problem(folder)
+        return checkpoint_unpadded_problem(settings.source)
 
     def token_limit(self, settings: Any, tokenizer: Source | None) -> TokenLimit:
         """The tokens the checkpoint's model takes; by default at most its tokenizer's
