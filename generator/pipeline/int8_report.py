@@ -2,10 +2,10 @@
 
 The fp32 file and its `dynamic_int8` copy are built into the artifact cache `generate` uses (same
 keys: a spec that then opts in with `quantize: dynamic_int8` reuses both), the gate runs on the
-version's gate texts (`quantize.gate_texts`) with the default thresholds, and both files are timed
-in this process with ONNX Runtime on one fixed batch. The spec keeps fp32: the user chooses. Only
-the deterministic figures (gate, file sizes) go into the spec's comment; timings vary run to run
-and are printed only.
+version's gate examples (`quantize.measure_gate`: texts, or a reranker's pairs) with the default
+thresholds, and both files are timed in this process with ONNX Runtime on one fixed batch. The
+spec keeps fp32: the user chooses. Only the deterministic figures (gate, file sizes) go into the
+spec's comment; timings vary run to run and are printed only.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from generator.kinds.builders import get_builder
 from generator.kinds.formats import InferenceFormat, get_format
 from generator.kinds.preprocessing import get_preprocessor
 from generator.pipeline.artifacts import build_artifact
-from generator.pipeline.quantize import DEFAULT_EXAMPLES, Fidelity, gate_texts, measure_fidelity, quantized_file
+from generator.pipeline.quantize import DEFAULT_EXAMPLES, DEFAULT_QUERIES, GateFigures, measure_gate, quantized_file
 from generator.pipeline.spec import Preprocessing, Quantize, SpecError, Version, parse_spec
 
 METHOD = "dynamic_int8"
@@ -30,14 +31,15 @@ TIMING_THREADS = 1
 TIMING_REPEATS = 7
 """Timed runs of the batch per file (after one warm-up run each); the median is reported."""
 TIMING_TEXTS = DEFAULT_EXAMPLES
-"""The batch both files are timed on, whatever the model."""
+"""The batch both files are timed on, whatever the model (a reranker's: each text paired with
+the first of `DEFAULT_QUERIES`)."""
 
 
 @dataclass(frozen=True)
 class Int8Report:
     """The gate's verdict and figures for `quantize: dynamic_int8`, the file sizes and the timings."""
 
-    fidelity: Fidelity
+    fidelity: GateFigures
     settings: Quantize
     """The gate's thresholds (the defaults of `quantize: dynamic_int8`)."""
     fp32_bytes: int
@@ -53,11 +55,8 @@ class Int8Report:
 
     def gate(self) -> str:
         """The verdict, the figures and the thresholds (deterministic for the same files)."""
-        thresholds = f"min_cosine {self.settings.min_cosine}, min_mean_cosine {self.settings.min_mean_cosine}"
-        if self.fidelity.label_agreement is not None:
-            thresholds += f", min_label_agreement {self.settings.min_label_agreement}"
         verdict = "fails" if self.problems() else "passes"
-        return f"gate {verdict} ({self.fidelity.summary()}; thresholds {thresholds})"
+        return f"gate {verdict} ({self.fidelity.summary()}; thresholds {self.fidelity.thresholds(self.settings)})"
 
     def sizes(self) -> str:
         return f"file {self.fp32_bytes / 1e6:.1f} -> {self.int8_bytes / 1e6:.1f} MB"
@@ -92,7 +91,7 @@ def _ms(milliseconds: float) -> str:
 
 def quantizable(text: str, source: str) -> Version | None:
     """The version of the spec `text` if it stays valid with `quantize: dynamic_int8` (else None:
-    a format or kind without an int8 path, e.g. TorchScript or a reranker)."""
+    a format without an int8 path, e.g. TorchScript)."""
     data = yaml.safe_load(text)
     data["versions"][0]["model"]["quantize"] = METHOD
     try:
@@ -112,20 +111,29 @@ def int8_report(version: Version, cache_dir: Path, progress: Callable[[str], Non
     fp32 = build_artifact(fp32_artifact, version.preprocessing, cache_dir, progress, label, version.outputs.threshold)
     progress(f"int8 report ({label}): quantizing ({METHOD}) ...")
     int8, _ = quantized_file(version.model, fp32.path, fp32.key, cache_dir, progress, label)
-    inference_format = get_format(version.model.format)
     progress(f"int8 report ({label}): running the fidelity gate ...")
-    fidelity = measure_fidelity(inference_format, fp32.path, int8, gate_texts(version.model), version.preprocessing)
+    fidelity = measure_gate(version.model, fp32.path, int8, version.preprocessing)
     progress(f"int8 report ({label}): timing fp32 and int8 ({TIMING_REPEATS} runs each, {TIMING_THREADS} thread) ...")
-    fp32_ms, int8_ms = median_ms(inference_format, (fp32.path, int8), version.preprocessing)
+    pairs = get_builder(version.model.build.builder).pairs
+    fp32_ms, int8_ms = median_ms(get_format(version.model.format), (fp32.path, int8), version.preprocessing, pairs)
     return Int8Report(
         fidelity, settings, fp32.path.stat().st_size, int8.stat().st_size, fp32_ms, int8_ms, len(TIMING_TEXTS)
     )
 
 
-def median_ms(inference_format: InferenceFormat, files: tuple[Path, Path], preprocessing: Preprocessing) -> list[float]:
-    """Median milliseconds per run of the `TIMING_TEXTS` batch for each file (runs interleaved)."""
-    ids, mask = get_preprocessor(preprocessing.kind).tokenize_padded(list(TIMING_TEXTS), preprocessing)
-    inputs = inference_format.example_inputs(ids, mask)
+def median_ms(
+    inference_format: InferenceFormat, files: tuple[Path, Path], preprocessing: Preprocessing, pairs: bool
+) -> list[float]:
+    """Median milliseconds per run of the `TIMING_TEXTS` batch (`pairs`: each text paired with a
+    query) for each file (runs interleaved)."""
+    preprocessor = get_preprocessor(preprocessing.kind)
+    if pairs:
+        query = DEFAULT_QUERIES[0]
+        inputs = inference_format.example_inputs(
+            *preprocessor.tokenize_pairs([(query, text) for text in TIMING_TEXTS], preprocessing)
+        )
+    else:
+        inputs = inference_format.example_inputs(*preprocessor.tokenize_padded(list(TIMING_TEXTS), preprocessing))
     runners = [inference_format.runner(path, TIMING_THREADS) for path in files]
     times: list[list[float]] = [[] for _ in files]
     for run in runners:

@@ -7,8 +7,10 @@ generate then runs the gate: both files on the spec's example texts, tokenized b
 version's own preprocessing, batched the way the backend feeds them; the float output
 (`embedding`, or a classifier's `logits`) is compared by cosine per text, string outputs (a
 classifier's `label`, a multi-label classifier's `labels`: the set over the threshold) by
-agreement per text. Below a threshold generate fails before anything is written (`generate`
-writes the repository atomically).
+agreement per text. A reranker's gate scores (query, text) pairs instead, every gate text
+against each gate query, tokenized as pairs: its one `score` per pair is compared by absolute
+difference, and each query's ranking of the texts by pairwise order agreement. Below a
+threshold generate fails before anything is written (`generate` writes the repository atomically).
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ DEFAULT_EXAMPLES = (
 )
 """Gate texts of a spec that declares none (short and long, questions, statements, numbers)."""
 
+DEFAULT_QUERIES = (
+    "How do plants make their food?",
+    "What is the capital city of Australia?",
+    "How long does a refund take?",
+    "Will it rain in Berlin tomorrow?",
+    "How do I bake a cake?",
+)
+"""Gate queries of a reranker spec that declares none: each ranks the gate texts, a few of which
+answer it."""
+
 
 class QuantizationError(ArtifactError):
     """A quantized file fails its fidelity gate; the message names the model, figure and threshold."""
@@ -102,12 +114,84 @@ class Fidelity:
             f"{self.examples} examples: cosine to fp32 min {self.min_cosine:.6f} mean {self.mean_cosine:.6f}{agreement}"
         )
 
+    def thresholds(self, settings: Quantize) -> str:
+        """The thresholds of `settings` this measurement is held to."""
+        thresholds = f"min_cosine {settings.min_cosine}, min_mean_cosine {settings.min_mean_cosine}"
+        if self.label_agreement is not None:
+            thresholds += f", min_label_agreement {settings.min_label_agreement}"
+        return thresholds
+
+
+@dataclass(frozen=True)
+class PairFidelity:
+    """How close a reranker's quantized scores are to the fp32 file's on the gate's pairs."""
+
+    queries: int
+    examples: int
+    """Pairs scored: every gate text against each query."""
+    max_score_difference: float
+    """Largest |int8 score - fp32 score| over the pairs."""
+    mean_score_difference: float
+    order_agreement: float
+    """Share of the text pairs of each query (fp32 scores not tied) that the int8 scores order
+    as the fp32 ones: 1 is the same ranking."""
+
+    def problems(self, settings: Quantize) -> list[str]:
+        """The thresholds of `settings` this measurement misses (empty: the gate passes)."""
+        problems = []
+        if self.max_score_difference > settings.max_score_difference:
+            problems.append(
+                f"largest score difference to fp32 {self.max_score_difference:.6f} over {self.examples} pairs is "
+                f"above max_score_difference {settings.max_score_difference}"
+            )
+        if self.order_agreement < settings.min_order_agreement:
+            problems.append(
+                f"ranking order agreement with fp32 {self.order_agreement:.4f} over {self.queries} queries is "
+                f"below min_order_agreement {settings.min_order_agreement}"
+            )
+        return problems
+
+    def summary(self) -> str:
+        return (
+            f"{self.examples} pairs of {self.queries} queries: score difference to fp32 max "
+            f"{self.max_score_difference:.6f} mean {self.mean_score_difference:.6f}, ranking order agreement "
+            f"{self.order_agreement:.4f}"
+        )
+
+    def thresholds(self, settings: Quantize) -> str:
+        return (
+            f"max_score_difference {settings.max_score_difference}, min_order_agreement {settings.min_order_agreement}"
+        )
+
+
+GateFigures = Fidelity | PairFidelity
+"""What a gate measured: texts compared (`Fidelity`) or a reranker's pairs (`PairFidelity`)."""
+
 
 def gate_texts(artifact: ModelArtifact) -> tuple[str, ...]:
     """A prototype classifier's label examples, then the declared examples (defaults: none declared)."""
     assert artifact.quantize is not None
     texts = get_builder(artifact.build.builder).example_texts(artifact.build) + artifact.quantize.examples
     return tuple(dict.fromkeys(texts)) or DEFAULT_EXAMPLES
+
+
+def gate_queries(artifact: ModelArtifact) -> tuple[str, ...]:
+    """A reranker gate's queries: the declared ones, else `DEFAULT_QUERIES`."""
+    assert artifact.quantize is not None
+    return tuple(dict.fromkeys(artifact.quantize.queries)) or DEFAULT_QUERIES
+
+
+def measure_gate(
+    artifact: ModelArtifact, reference: Path, candidate: Path, preprocessing: Preprocessing
+) -> GateFigures:
+    """The gate's figures of `candidate` against `reference` (the fp32 file) for `artifact`'s
+    gate examples: pairs for a reranker's builder, else texts."""
+    inference_format = get_format(artifact.format)
+    if get_builder(artifact.build.builder).pairs:
+        return measure_pair_fidelity(
+            inference_format, reference, candidate, gate_queries(artifact), gate_texts(artifact), preprocessing
+        )
+    return measure_fidelity(inference_format, reference, candidate, gate_texts(artifact), preprocessing)
 
 
 def quantized_key(fp32_key: str, artifact: ModelArtifact) -> str:
@@ -141,9 +225,8 @@ def build_quantized(
     once it passes the gate (QuantizationError otherwise)."""
     settings = artifact.quantize
     assert settings is not None
-    inference_format = get_format(artifact.format)
     quantized, key = quantized_file(artifact, fp32, fp32_key, cache_dir, progress, label)
-    fidelity = measure_fidelity(inference_format, fp32, quantized, gate_texts(artifact), preprocessing)
+    fidelity = measure_gate(artifact, fp32, quantized, preprocessing)
     problems = fidelity.problems(settings)
     if problems:
         raise QuantizationError(
@@ -211,6 +294,18 @@ def run_texts(
     return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
 
+def run_pairs(
+    inference_format: InferenceFormat, run: Runner, pairs: tuple[tuple[str, str], ...], preprocessing: Preprocessing
+) -> dict[str, np.ndarray]:
+    """Every output of a reranker's file for (query, text) `pairs`, in batches of GATE_BATCH."""
+    tokenize = get_preprocessor(preprocessing.kind).tokenize_pairs
+    batches: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(pairs), GATE_BATCH):
+        ids, mask, token_types = tokenize(list(pairs[start : start + GATE_BATCH]), preprocessing)
+        batches.append(run(inference_format.example_inputs(ids, mask, token_types)))
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+
+
 def row_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row of two [rows, width] arrays (in float64)."""
     a = left.reshape(len(left), -1).astype(np.float64)
@@ -243,4 +338,34 @@ def measure_fidelity(
         min_cosine=float(every.min()),
         mean_cosine=float(every.mean()),
         label_agreement=float(np.concatenate(labels).mean()) if labels else None,
+    )
+
+
+def measure_pair_fidelity(
+    inference_format: InferenceFormat,
+    reference: Path,
+    candidate: Path,
+    queries: tuple[str, ...],
+    texts: tuple[str, ...],
+    preprocessing: Preprocessing,
+) -> PairFidelity:
+    """Score every text against each query with both reranker files; compare the scores by
+    absolute difference and each query's ranking by pairwise order agreement (pooled)."""
+    pairs = tuple((query, text) for query in queries for text in texts)
+    scores = [
+        run_pairs(inference_format, inference_format.runner(path, GATE_THREADS), pairs, preprocessing)
+        for path in (reference, candidate)
+    ]
+    want, got = (np.asarray(output["score"], dtype=np.float64).reshape(len(queries), len(texts)) for output in scores)
+    differences = np.abs(got - want)
+    i, j = np.triu_indices(len(texts), k=1)
+    expected = np.sign(want[:, i] - want[:, j])
+    untied = expected != 0
+    agreement = float((np.sign(got[:, i] - got[:, j])[untied] == expected[untied]).mean()) if untied.any() else 1.0
+    return PairFidelity(
+        queries=len(queries),
+        examples=len(pairs),
+        max_score_difference=float(differences.max()),
+        mean_score_difference=float(differences.mean()),
+        order_agreement=agreement,
     )

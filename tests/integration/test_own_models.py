@@ -28,7 +28,7 @@ from generator import PROJECT_ROOT
 from generator.base.launch import ServerOptions, ServerPorts
 from generator.cli import main as tritongen
 from generator.pipeline.generate import GenerateOptions, generate
-from generator.pipeline.spec import load_spec
+from generator.pipeline.spec import Quantize, load_spec
 from generator.serving.ports import free_ports
 from generator.serving.process import start_ready_server
 from tests import finetuned_folders, model_folders
@@ -54,6 +54,8 @@ RAGGED_RERANKER = "pair_ranker_ragged"
 TORCHSCRIPT_RERANKER = "pair_ranker_ts"
 """Its spec as `torchscript_ragged`."""
 RERANKERS = (RERANKER, RAGGED_RERANKER, TORCHSCRIPT_RERANKER)
+INT8_RERANKER = "pair_ranker_int8"
+"""The unpadded reranker's dynamic_int8 copy, gated on pairs at generate time (default thresholds)."""
 PADDED = {RERANKER}
 """Added with `--padded` (format onnx); the others get the default unpadded format (onnx_ragged):
 every family's unpadded graph is served here (the padded exports of each family are compared with
@@ -131,6 +133,11 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     quantized["name"] = MULTI_LABEL_INT8
     quantized["versions"][0]["model"]["quantize"] = {"method": "dynamic_int8", **INT8_GATE}
     (specs / f"{MULTI_LABEL_INT8}.yaml").write_text(yaml.safe_dump(quantized), encoding="utf-8")
+    int8_reranker = yaml.safe_load((specs / f"{RAGGED_RERANKER}.yaml").read_text(encoding="utf-8"))
+    int8_reranker["name"] = INT8_RERANKER
+    int8_reranker["versions"][0]["model"]["quantize"] = "dynamic_int8"  # the default gate
+    (specs / f"{INT8_RERANKER}.yaml").write_text(yaml.safe_dump(int8_reranker), encoding="utf-8")
+    folders[INT8_RERANKER] = folders[RAGGED_RERANKER]
     torchscript = yaml.safe_load((specs / f"{RAGGED_RERANKER}.yaml").read_text(encoding="utf-8"))
     torchscript["name"] = TORCHSCRIPT_RERANKER
     torchscript["versions"][0]["model"]["format"] = "torchscript_ragged"
@@ -266,6 +273,29 @@ def test_reranker_equals_cross_encoder(own_models: dict[str, Any], name: str, pr
     texts = texts_for(folder)  # 1 to 600 tokens (truncated longest-first with the query), CJK, emoji...
     for query in ("what is a cell", SPECIAL_TEXTS["cjk"], texts[3]):  # short, CJK, 300 tokens
         check_reranker(own_models["target"], protocol, name, folder, query, texts)
+
+
+def test_int8_reranker_within_its_gate(own_models: dict[str, Any]) -> None:
+    """The int8 copy's served scores against `CrossEncoder.predict` (fp32) on texts of 1 to 600
+    tokens and CJK, over both protocols: within the gate's default score difference and order agreement."""
+    from sentence_transformers import CrossEncoder
+
+    settings = Quantize(method="dynamic_int8")
+    folder = own_models["folders"][INT8_RERANKER]
+    texts = texts_for(folder)
+    model = CrossEncoder(str(folder), device="cpu")
+    for protocol, query in zip(PROTOCOLS, ("what is a cell", SPECIAL_TEXTS["cjk"]), strict=True):
+        want = model.predict([(query, text) for text in texts], batch_size=1)
+        got = rerank(own_models["target"], protocol, INT8_RERANKER, query, texts)
+        difference = np.abs(got - want).max()
+        i, j = np.triu_indices(len(texts), k=1)
+        untied = want[i] != want[j]
+        agreement = np.mean(np.sign(got[i] - got[j])[untied] == np.sign(want[i] - want[j])[untied])
+        print(
+            f"int8 reranker vs CrossEncoder ({protocol}): max score difference {difference:.4f}, order {agreement:.3f}"
+        )
+        assert 0 < difference <= settings.max_score_difference
+        assert agreement >= settings.min_order_agreement
 
 
 RERANK_BAD = {

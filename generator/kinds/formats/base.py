@@ -115,9 +115,12 @@ class InferenceFormat(ABC):
         """Write the `method`-quantized copy of the built file `source` to `output`."""
         raise NotImplementedError(f"format {self.name} cannot be quantized")
 
-    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The file's inputs for texts tokenized padded (`ids`, `mask`: [texts, tokens]), as one
-        batch the way the backend would feed it (quantization's fidelity gate runs them)."""
+    def example_inputs(
+        self, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The file's inputs for texts tokenized padded (`ids`, `mask`: [texts, tokens]; a
+        reranker's pairs also `token_types`), as one batch the way the backend would feed it
+        (quantization's fidelity gate runs them)."""
         raise NotImplementedError(f"format {self.name} has no example inputs")
 
     def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:

@@ -84,8 +84,11 @@ class Onnx(InferenceFormat):
     def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
         quantize_onnx(method, source, output, per_channel)
 
-    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        return {"input_ids": ids, "attention_mask": mask}
+    def example_inputs(
+        self, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        return inputs if token_types is None else {**inputs, "token_type_ids": token_types}
 
     def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         return onnx_runner(path, threads)

@@ -146,19 +146,25 @@ class OnnxRagged(_Ragged):
     def quantize(self, method: str, source: Path, output: Path, per_channel: bool) -> None:
         quantize_onnx(method, source, output, per_channel)
 
-    def example_inputs(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """One request per text, batched as the backend concatenates ragged requests."""
+    def example_inputs(
+        self, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """One request per text (or pair), batched as the backend concatenates ragged requests."""
         import numpy as np
 
         lengths = mask.sum(axis=1).astype(np.int64)
-        tokens = np.concatenate([row[:length] for row, length in zip(ids, lengths, strict=True)])
+
+        def unpadded(rows: np.ndarray) -> np.ndarray:
+            return np.concatenate([row[:length] for row, length in zip(rows, lengths, strict=True)]).astype(np.int64)
+
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        return {
-            "input_ids": tokens.astype(np.int64),
+        inputs = {
+            "input_ids": unpadded(ids),
             "lengths": lengths,
             "token_offsets": offsets,
             "text_offsets": np.arange(len(lengths) + 1, dtype=np.int32),
         }
+        return inputs if token_types is None else {**inputs, "token_type_ids": unpadded(token_types)}
 
     def runner(self, path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         return onnx_runner(path, threads)

@@ -13,7 +13,7 @@ import yaml
 
 from generator.pipeline.artifacts import DEFAULT_CACHE, BuiltArtifact, artifact_key, build_artifact, link_or_copy
 from generator.pipeline.generate import GenerateOptions, generate
-from generator.pipeline.quantize import DEFAULT_EXAMPLES, Fidelity, QuantizationError, gate_texts
+from generator.pipeline.quantize import DEFAULT_EXAMPLES, Fidelity, PairFidelity, QuantizationError, gate_texts
 from generator.pipeline.spec import ModelArtifact, Quantize, SpecError, load_specs, parse_spec
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -70,6 +70,12 @@ def test_method_alone_is_short_for_every_default() -> None:
         ),
         ({"method": "dynamic_int8", "examples": ["  "]}, "onnx", "examples must be non-empty texts"),
         ({"method": "dynamic_int8", "bits": 4}, "onnx", "versions[0].model.quantize.bits: unknown key"),
+        ({"method": "dynamic_int8", "queries": ["q", ""]}, "onnx", "queries must be non-empty texts"),
+        (
+            {"method": "dynamic_int8", "queries": ["a question"]},
+            "onnx",
+            "versions[0].model.quantize.queries: only a reranker's gate ranks texts for queries",
+        ),
     ],
 )
 def test_invalid_quantize_is_a_spec_error(quantize: Any, model_format: str, message: str) -> None:
@@ -104,6 +110,17 @@ def test_thresholds_are_checked_separately() -> None:
     ]
     assert Fidelity(16, 0.98, 0.998, None).problems(settings) == [
         "min cosine to fp32 0.980000 over 16 examples is below min_cosine 0.99"
+    ]
+
+
+def test_a_rerankers_thresholds_are_checked_separately() -> None:
+    settings = Quantize(method="dynamic_int8", max_score_difference=0.02, min_order_agreement=0.9)
+    assert PairFidelity(5, 80, 0.02, 0.004, 0.9).problems(settings) == []
+    assert PairFidelity(5, 80, 0.021, 0.004, 0.95).problems(settings) == [
+        "largest score difference to fp32 0.021000 over 80 pairs is above max_score_difference 0.02"
+    ]
+    assert PairFidelity(5, 80, 0.01, 0.004, 0.85).problems(settings) == [
+        "ranking order agreement with fp32 0.8500 over 5 queries is below min_order_agreement 0.9"
     ]
 
 

@@ -12,11 +12,14 @@ import pytest
 import yaml
 
 from generator.cli import main as tritongen
+from generator.kinds.formats import get_format
 from generator.kinds.preprocessing.textprep import TextPrepSettings
+from generator.pipeline.artifacts import build_artifact
 from generator.pipeline.checks import CheckError, check_configs, check_native_rules
 from generator.pipeline.plan import BuiltEnvironmentPlan, plan_repository
+from generator.pipeline.quantize import DEFAULT_QUERIES, PairFidelity, QuantizationError, measure_gate, run_pairs
 from generator.pipeline.render import render_repository
-from generator.pipeline.spec import ModelSpec, SpecError, load_spec, parse_spec
+from generator.pipeline.spec import ModelSpec, Quantize, SpecError, load_spec, parse_spec
 from tests import model_folders
 
 NAME = "pair_ranker"
@@ -54,6 +57,8 @@ def test_add_recognises_a_cross_encoder(
     said = capsys.readouterr().out
     assert "with one label: a cross-encoder -> kind reranker, builder cross_encoder" in said
     assert "activation Sigmoid" in said
+    # The int8 report scores pairs: every gate text against each of the 5 default queries.
+    assert re.search(r"int8 \(quantize: dynamic_int8\): gate (passes|fails) \(80 pairs of 5 queries: ", said), said
     spec = load_spec(path)
     version = spec.versions[0]
     assert (spec.kind, version.model.build.builder) == ("reranker", "cross_encoder")
@@ -122,7 +127,6 @@ def spec_with(spec_file: Path, **changes: object) -> str:
         ({"preprocessing__package_version": "1.0.0"}, "1.0.0 tokenizes single texts; (query, text) pairs need"),
         ({"preprocessing__padding": "none"}, "1.1.0 tokenizes pairs padded; unpadded pairs (`padding: none`) need"),
         ({"model__format": "torchscript"}, "model.format: rerankers are built in onnx"),
-        ({"model__quantize": "dynamic_int8"}, "model.quantize: rerankers are served in full precision"),
         ({"outputs__labels": ["a", "b"]}, "a reranker returns SCORE"),
     ],
 )
@@ -194,3 +198,29 @@ def test_other_builders_are_not_rerankers(spec_file: Path) -> None:
     data["versions"][0]["model"]["build"]["builder"] = "transformers_classifier"
     with pytest.raises(SpecError, match="transformers_classifier is for classifiers or multi_label_classifiers"):
         parse_spec(yaml.safe_dump(data), "pair_ranker.yaml")
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_int8_rerankers_are_gated_on_pairs(
+    spec_file: Path, ragged_spec_file: Path, tmp_path: Path, padded: bool
+) -> None:
+    """The int8 copy's scores of every gate text against each query, tokenized as pairs, in both
+    formats: what the gate measures is what the files answer; a stricter gate refuses it by name."""
+    version = load_spec(spec_file if padded else ragged_spec_file).versions[0]
+    fp32 = build_artifact(version.model, version.preprocessing, tmp_path, lambda _: None, "pr")
+    artifact = version.model.model_copy(update={"quantize": Quantize(method="dynamic_int8")})
+    int8 = build_artifact(artifact, version.preprocessing, tmp_path, lambda _: None, "pr")
+    figures = measure_gate(artifact, fp32.path, int8.path, version.preprocessing)
+    assert isinstance(figures, PairFidelity)
+    assert (figures.queries, figures.examples) == (len(DEFAULT_QUERIES), 80)
+    inference_format = get_format(version.model.format)
+    pairs = (("what is a cell", "a cell is the unit of life"), ("what is a cell", "rocks are hard"))
+    scores = [
+        run_pairs(inference_format, inference_format.runner(path, 1), pairs, version.preprocessing)["score"]
+        for path in (fp32.path, int8.path)
+    ]
+    assert scores[0].shape == (2, 1) and 0 < abs(scores[1] - scores[0]).max() <= 0.05
+    assert 0 < figures.max_score_difference <= 0.05 and figures.order_agreement >= 0.9
+    strict = version.model.model_copy(update={"quantize": Quantize(method="dynamic_int8", max_score_difference=1e-6)})
+    with pytest.raises(QuantizationError, match=r"largest score difference to fp32 0\.0\d+ over 80 pairs"):
+        build_artifact(strict, version.preprocessing, tmp_path, lambda _: None, "pr")
