@@ -70,6 +70,8 @@ class Checkpoint:
     """Its labels in id order, None without an `id2label`."""
     num_labels: int
     """Labels (logits) of the head: `id2label`'s size, else `num_labels` (Transformers' default: 2)."""
+    counted_by: str
+    """Where `num_labels` comes from, for messages: `id2label`, `num_labels` or the default."""
 
     @property
     def multi_label(self) -> bool:
@@ -111,7 +113,11 @@ def read_checkpoint(source: Source) -> Checkpoint:
     num_labels = len(names) if names is not None else config.get("num_labels", 2)
     if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
         raise ValueError(f"{where}: `num_labels` must be a positive integer, got {num_labels!r}")
-    return Checkpoint(config_file, problem_type if isinstance(problem_type, str) else None, names, num_labels)
+    counted_by = "`id2label`" if names is not None else "`num_labels`"
+    if names is None and "num_labels" not in config:
+        counted_by = "no `num_labels`, Transformers' default"
+    problem = problem_type if isinstance(problem_type, str) else None
+    return Checkpoint(config_file, problem, names, num_labels, counted_by)
 
 
 def checkpoint_labels(settings: TransformersClassifierBuild) -> list[str]:
@@ -123,13 +129,13 @@ def checkpoint_labels(settings: TransformersClassifierBuild) -> list[str]:
         if len(settings.labels) != checkpoint.num_labels:
             raise ValueError(
                 f"model.build.labels: {len(settings.labels)} labels, but the checkpoint has "
-                f"{checkpoint.num_labels} ({checkpoint.config_file}: `id2label`/`num_labels`)"
+                f"{checkpoint.num_labels} ({checkpoint.config_file}: {checkpoint.counted_by})"
             )
         labels = list(settings.labels)
     elif checkpoint.id2label is None:
         raise ValueError(
             f"model.build.source: {checkpoint.config_file} has no `id2label`: name its "
-            f"{checkpoint.num_labels} labels in id order with model.build.labels"
+            f"{checkpoint.num_labels} labels ({checkpoint.counted_by}) in id order with model.build.labels"
         )
     else:
         labels = checkpoint.id2label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,7 +24,8 @@ def _tarball(path: Path, files: int = 200) -> Path:
 def test_processes_unpacking_the_same_environment_side_by_side_all_succeed(tmp_path: Path) -> None:
     tarball = _tarball(tmp_path / "env.tar.gz")
     destination = tmp_path / "envs" / "textprep.unpacked"
-    with ProcessPoolExecutor(max_workers=4) as pool:
+    # Spawned, not forked: a fork of this multi-threaded test process (torch, rattler) can hang.
+    with ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(unpack_environment, [tarball] * 4, [destination] * 4))
     assert results == [destination] * 4
     assert len(list((destination / "lib/python3.10/site-packages/pkg").iterdir())) == 200

@@ -12,11 +12,15 @@ import pytest
 from generator import cli
 from generator.base.sources import path_digest
 from generator.cli import main as tritongen
+from generator.environments.cache import HASH_LENGTH
 from generator.kinds.formats import get_format
 from generator.pipeline.add_model import AddError, add_model
 from generator.pipeline.artifacts import build_artifact
+from generator.pipeline.generate import deploy_files
+from generator.pipeline.plan import ENVS_FOLDER, BuiltEnvironmentPlan, plan_repository
 from generator.pipeline.quantize import gate_texts, measure_fidelity, quantized_file
-from generator.pipeline.spec import Quantize, load_spec
+from generator.pipeline.render import render_repository
+from generator.pipeline.spec import Quantize, load_spec, load_specs
 from tests import model_folders
 from tests.classifier_checkpoints import tiny_classifier
 
@@ -165,3 +169,32 @@ def test_add_says_what_int8_would_give_and_the_spec_keeps_fp32(
     assert "int8 report" not in said and "int8 (quantize" not in said and not (tmp_path / "unused").exists()
     plain = path.read_text(encoding="utf-8")
     assert "# int8:" not in plain and set(plain.splitlines()) < set(text.splitlines())
+
+
+def test_an_added_folder_passes_check_configs_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tritongen add FOLDER`, then `tritongen check --configs-only` (offline: no environment
+    solve, no built file) on its specs: drift while nothing is generated, ok once the repository
+    holds the configs and deploy files generate writes for them (written here as generate lays
+    them out, the environment's tarball in its first user's folder under a placeholder hash: the
+    solve, the environments and the model files are generate's and the full check's)."""
+    folder = tiny_classifier(tmp_path / "Support Tickets", LABELS, multi_label=False)
+    specs, output = tmp_path / "specs", tmp_path / "repository"
+    assert tritongen(["add", str(folder), "--specs", str(specs), "--no-int8-report"]) == 0
+    check = ["check", "--configs-only", "--specs", str(specs), "--output", str(output), "--cores", "2"]
+    capsys.readouterr()
+    assert tritongen(check) == 1  # nothing generated yet
+    assert "support_tickets/config.pbtxt" in capsys.readouterr().out
+    plan = plan_repository(load_specs(specs), "local", 2)
+    (pre,) = plan.preprocess_models()
+    assert pre.environment is not None
+    tarball = f"{pre.name}/{ENVS_FOLDER}/{pre.environment.name}-{'0' * HASH_LENGTH}.tar.gz"
+    plan = plan.with_environments({pre.name: BuiltEnvironmentPlan(tarball, Path("/nonexistent"), "3.11", None)})
+    for rendered in render_repository(plan) + deploy_files(plan):  # as generate writes them
+        (output / rendered.path).parent.mkdir(parents=True, exist_ok=True)
+        (output / rendered.path).write_text(rendered.text, encoding="utf-8")
+    assert tritongen(check) == 0
+    said = capsys.readouterr().out
+    assert said == (
+        f"ok: specs valid, configs wired, {output} matches a fresh generation "
+        "(environments not solved: their names are the repository's)\n"
+    )

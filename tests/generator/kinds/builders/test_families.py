@@ -22,9 +22,11 @@ import yaml
 from generator.base.sources import FolderSource
 from generator.kinds.builders import get_builder
 from generator.kinds.builders.families import FAMILIES, UnsupportedModelError
+from generator.kinds.formats import get_format
 from generator.kinds.formats.onnx import onnx_runner
 from generator.kinds.preprocessing.textprep import TextPrepSettings
 from generator.pipeline.artifacts import build_artifact, tokenize_like_server
+from generator.pipeline.quantize import QuantizationError, gate_texts, measure_fidelity
 from generator.pipeline.spec import SpecError, Version, parse_spec
 from tests import model_folders
 
@@ -57,7 +59,7 @@ def spec(
     kind: str = "embedding",
     model_format: str = "onnx",
     max_length: int | None = None,
-    quantize: str | None = None,
+    quantize: str | dict[str, Any] | None = None,
     padding: str = "batch_longest",
 ) -> dict[str, Any]:
     """A spec serving a test model folder (sentence-transformers for embeddings, else a checkpoint)."""
@@ -179,24 +181,58 @@ def test_classifier_logits_equal_transformers(family: str, tmp_path: Path) -> No
     assert np.ptp(want, axis=0).max() > 0.05  # the logits differ between texts: the comparison can fail
 
 
-@pytest.mark.parametrize(("family", "kind"), [("roberta", "classifier"), ("xlm-roberta", "embedding")])
+INT8_DECLARED: dict[tuple[str, str], dict[str, float]] = {
+    # The tiny random ELECTRA classifier's int8 copy changes the label of 1 of the 16 default gate
+    # texts: label agreement 0.9375 < the default 0.95 (min cosine 0.9903, mean 0.9977).
+    ("electra", "classifier"): {"min_label_agreement": 0.9},
+}
+"""Gate thresholds a spec would declare for a family's tiny model that misses a default."""
+
+
+@pytest.mark.parametrize("kind", ["classifier", "embedding"])
+@pytest.mark.parametrize("family", [family.model_type for family in FAMILIES])
 def test_int8_passes_the_fidelity_gate(family: str, kind: str, tmp_path: Path) -> None:
-    """`quantize: dynamic_int8` builds (the gate runs at build) and stays close to fp32."""
+    """`quantize: dynamic_int8` builds for every family (the gate runs in `build_artifact`) and
+    stays close to fp32; where the tiny model misses a default threshold (`INT8_DECLARED`), the
+    default gate refuses it by that figure and the declared threshold passes."""
     folder = (
         model_folders.cached_sentence_transformer(family)
         if kind == "embedding"
         else model_folders.cached_sequence_classifier(family)
     )
-    version = version_of(spec(folder, kind=kind, quantize="dynamic_int8"))
-    quantized = build_artifact(version.model, version.preprocessing, tmp_path, lambda _: None)
-    fp32 = build_artifact(version.model.model_copy(update={"quantize": None}), version.preprocessing, tmp_path)
+    default = version_of(spec(folder, kind=kind, quantize="dynamic_int8"))
+    declared = INT8_DECLARED.get((family, kind), {})
+    if declared:
+        with pytest.raises(QuantizationError) as refused:
+            build_artifact(default.model, default.preprocessing, tmp_path, lambda _: None, label=family)
+    version = version_of(spec(folder, kind=kind, quantize={"method": "dynamic_int8", **declared}))
+    messages: list[str] = []
+    quantized = build_artifact(version.model, version.preprocessing, tmp_path, messages.append, label=family)
+    fp32_model = version.model.model_copy(update={"quantize": None})
+    fp32 = build_artifact(fp32_model, version.preprocessing, tmp_path, lambda _: None)
+    settings = version.model.quantize
+    assert settings is not None and default.model.quantize is not None
+    figures = measure_fidelity(
+        get_format("onnx"), fp32.path, quantized.path, gate_texts(version.model), version.preprocessing
+    )
+    print(f"\nint8 {family} {kind}: {figures.summary()}")
+    assert messages[-1] == f"  {family}: dynamic_int8 fidelity gate passed: {figures.summary()}"
+    assert figures.examples == 16  # quantize.DEFAULT_EXAMPLES
+    assert figures.min_cosine >= settings.min_cosine and figures.mean_cosine >= settings.min_mean_cosine
+    assert (figures.label_agreement is None) == (kind == "embedding")
+    assert figures.label_agreement is None or figures.label_agreement >= settings.min_label_agreement
+    missed = figures.problems(default.model.quantize)  # exactly the declared thresholds' defaults
+    gate = ("min_cosine", "min_mean_cosine", "min_label_agreement")
+    assert [name for name in gate if any(f"below {name} " in problem for problem in missed)] == list(declared)
+    if declared:
+        assert "; ".join(missed) in str(refused.value)  # the default gate names the figure it misses
     assert quantized.path.stat().st_size < fp32.path.stat().st_size
     ids, mask = tokenize_like_server(TEXTS, version.preprocessing)
     output = "embedding" if kind == "embedding" else "logits"
     got, want = (
         onnx_runner(path, 2)({"input_ids": ids, "attention_mask": mask})[output] for path in (quantized.path, fp32.path)
     )
-    assert cosines(got, want).min() >= 0.97
+    assert cosines(got, want).min() >= 0.97  # CJK, emoji and a truncated 512-token text too
 
 
 def test_the_pad_id_changes_no_output(tmp_path: Path) -> None:

@@ -203,13 +203,48 @@ def test_what_cannot_be_served_is_a_spec_error(checkpoints: dict[str, Path], tmp
         SpecError, match=r"model.build.labels: labels must be distinct, \['math'\] appear more than once"
     ):
         parse_spec(spec_text(single, build_labels=("math", "math", "history")), "subjects.yaml")
-    with pytest.raises(SpecError, match=r"has no `id2label`: name its 3 labels in id order with model.build.labels"):
+    with pytest.raises(SpecError, match=r"has no `id2label`: name its 3 labels \(`num_labels`\) in id order with"):
         parse_spec(spec_text(checkpoints["no_id2label"]), "subjects.yaml")
     with pytest.raises(SpecError, match=r"versions\[0\].outputs.threshold: only for kind: multi_label_classifier"):
         parse_spec(spec_text(single, threshold=0.5), "subjects.yaml")
     for threshold in (0, 1, 1.5):
         with pytest.raises(SpecError, match="outputs.threshold: Input should be"):
             parse_spec(spec_text(multi, "multi_label_classifier", threshold=threshold), "tags.yaml")
+
+
+def test_labels_of_another_count_than_a_checkpoint_without_id2label_are_a_spec_error(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without `id2label` the head's size is `config.json` `num_labels` (else Transformers'
+    default 2): labels of another count are refused at spec load, naming both counts."""
+    bare = checkpoints["no_id2label"]  # num_labels 3
+    config = bare / "config.json"
+    for names in (LABELS[:2], (*LABELS, "art")):
+        with pytest.raises(SpecError) as raised:
+            parse_spec(spec_text(bare, labels=names, build_labels=names), "subjects.yaml")
+        assert (
+            f"versions[0].model.build.labels: {len(names)} labels, but the checkpoint has 3 ({config}: `num_labels`)"
+            in str(raised.value)
+        )
+    with pytest.raises(SpecError) as raised:  # outputs.labels alone cannot name a checkpoint's labels
+        parse_spec(spec_text(bare, labels=LABELS[:2]), "subjects.yaml")
+    assert f"versions[0].model.build.source: {config} has no `id2label`: name its 3 labels (`num_labels`)" in str(
+        raised.value
+    )
+    with pytest.raises(SpecError, match=r"outputs.labels \['math', 'science'\] differ from the build's labels"):
+        parse_spec(spec_text(bare, labels=LABELS[:2], build_labels=LABELS), "subjects.yaml")
+    assert parse_spec(spec_text(bare, build_labels=LABELS), "subjects.yaml").versions[0].outputs.labels == LABELS
+    unsized = shutil.copytree(bare, tmp_path / "unsized")
+    data = json.loads((unsized / "config.json").read_text())
+    del data["num_labels"]
+    (unsized / "config.json").write_text(json.dumps(data))
+    with pytest.raises(SpecError) as raised:
+        parse_spec(spec_text(unsized, build_labels=LABELS), "subjects.yaml")
+    message = str(raised.value)
+    assert (
+        f"3 labels, but the checkpoint has 2 ({unsized / 'config.json'}: no `num_labels`, Transformers' default)"
+        in message
+    )
 
 
 def test_prototype_classifiers_are_single_label() -> None:
