@@ -78,6 +78,29 @@ def openai_body(text: str, model: str) -> str:
     return json.dumps({"model": model, "input": [text]})
 
 
+def token_body(tokenizer_path: Path, max_length: int) -> Callable[[str], str]:
+    """KServe v2 JSON requests of one text tokenized by the client (`input_ids` and
+    `attention_mask` [1, tokens], INT64): what a padded inference model takes directly."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.no_padding()
+
+    def body(text: str) -> str:
+        ids = tokenizer.encode(text).ids
+        return json.dumps(
+            {
+                "inputs": [
+                    {"name": "input_ids", "shape": [1, len(ids)], "datatype": "INT64", "data": ids},
+                    {"name": "attention_mask", "shape": [1, len(ids)], "datatype": "INT64", "data": [1] * len(ids)},
+                ]
+            }
+        )
+
+    return body
+
+
 def plain_body(text: str) -> str:
     """The baselines' request format: {"text": ...}."""
     return json.dumps({"text": text})

@@ -209,6 +209,68 @@ def ragged_targets(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def default_targets(data: dict[str, Any]) -> list[str]:
+    """The shipped default's targets (ragged S4 = `minilm_embed`, over HTTP, corpus): at c=32 its
+    median >= 0.85 x L_sorted, its worst round >= 0.9 x its median, >= 1.5 x Infinity's best
+    engine, >= 1.3 x T with a p99 at or below T's; at c=8 a p99 <= 2 x its p50 and a worst round
+    >= 0.9 x its median."""
+    http = [c for c in data["cells"] if c["protocol"] == "http" and corpus_of(c) == "corpus"]
+
+    def cells(system: str, concurrency: int, variant: str = "") -> list[dict[str, Any]]:
+        return [
+            c
+            for c in http
+            if c["system"] == system and c["concurrency"] == concurrency and (not variant or variant_of(c) == variant)
+        ]
+
+    lines = []
+    for concurrency in (8, 32):
+        ragged = next(iter(cells("S4", concurrency, "ragged")), None)
+        if ragged is None:
+            lines.append(f"- c={concurrency}: not measured (no ragged S4 cell)")
+            continue
+        where = f"c={concurrency}:"
+        lines.append(
+            f"- {where} worst round >= 0.9 x median: {_verdict(ragged.get('spread', 1.0) >= 0.9)} "
+            f"({spread_of(ragged)}; rounds {rounds_of(ragged)} req/s)"
+        )
+        if concurrency == 8:
+            ratio = ragged["p99_ms"] / ragged["p50_ms"] if ragged["p50_ms"] else float("inf")
+            lines.append(
+                f"- {where} p99 <= 2 x p50: {_verdict(ratio <= 2)} "
+                f"({ratio:.2f}: {ragged['p99_ms']:.0f} vs {ragged['p50_ms']:.0f} ms)"
+            )
+            continue
+        sorted_limit = _limit(data, "L_sorted")
+        if sorted_limit:
+            ratio = ragged["rps"] / sorted_limit
+            lines.append(
+                f"- {where} >= 0.85 x L_sorted: {_verdict(ratio >= 0.85)} "
+                f"({ratio:.2f}: {ragged['rps']:.1f} vs {sorted_limit:.1f} req/s)"
+            )
+        infinity = max(cells("Infinity", concurrency), key=lambda c: c["rps"], default=None)
+        if infinity is not None:
+            ratio = ragged["rps"] / infinity["rps"]
+            lines.append(
+                f"- {where} >= 1.5 x Infinity's best: {_verdict(ratio >= 1.5)} "
+                f"({ratio:.2f}: {ragged['rps']:.1f} vs {infinity['rps']:.1f} req/s, {infinity['setting']})"
+            )
+        direct = next(iter(cells("T", concurrency)), None)
+        if direct is None:
+            lines.append(f"- {where} against T: not measured (`--systems ...,T`)")
+        else:
+            ratio = ragged["rps"] / direct["rps"]
+            lines.append(
+                f"- {where} >= 1.3 x T: {_verdict(ratio >= 1.3)} "
+                f"({ratio:.2f}: {ragged['rps']:.1f} vs {direct['rps']:.1f} req/s)"
+            )
+            lines.append(
+                f"- {where} p99 <= T's p99: {_verdict(ragged['p99_ms'] <= direct['p99_ms'])} "
+                f"({ragged['p99_ms']:.0f} vs {direct['p99_ms']:.0f} ms)"
+            )
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     sorted_limit, arrival_limit = _limit(data, "L_sorted"), _limit(data, "L_arrival")
     out = [
@@ -317,6 +379,7 @@ def markdown(data: dict[str, Any]) -> str:
                 )
     out += ["", "## Targets", ""] + targets(data)
     out += ["", "## Targets of the ragged S4", ""] + ragged_targets(data)
+    out += ["", "## Targets of the shipped default (ragged S4)", ""] + default_targets(data)
     if data.get("tune_log"):
         out += [
             "",

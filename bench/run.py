@@ -1,7 +1,8 @@
 """`python -m bench.run [--quick]`: the article's comparison on `minilm_embed`, side by side.
 
 Systems: S1 Gunicorn+Flask+Transformers, S2 Tornado+PyTorch, S3 Tornado+Triton (tokenizing
-outside Triton), S4 this project's ensembles (padded, length buckets, ragged; HTTP via wrk, gRPC
+outside Triton), T Triton alone fed tokens the client made (the padded inference model, KServe v2
+JSON), S4 this project's ensembles (padded, length buckets, ragged; HTTP via wrk, gRPC
 via perf_analyzer), Infinity (infinity-emb, optimum and torch engines, its own venv), and L the
 compute limits in one process (padded: bench/limit.py; unpadded: bench/ragged_limit.py). Every
 cell: correctness check, then `--rounds` rounds (systems alternating order) of warm-up and
@@ -47,6 +48,7 @@ from .systems import (
     start_s2,
     start_s3,
     start_s4,
+    start_t,
     started,
     stop,
     wait_answering,
@@ -90,7 +92,7 @@ class Cell:
 
 
 CORPORA = ("corpus", "long-tail")
-SYSTEMS = ("L", "S1", "S2", "S3", "S4", "Infinity")
+SYSTEMS = ("L", "S1", "S2", "S3", "T", "S4", "Infinity")
 S4_VARIANTS = ("padded", "buckets", "ragged")
 
 
@@ -423,6 +425,15 @@ def side_by_side(
                 running = chosen[system]()
                 entries.append((running, [("http", wrk_load(running, plain))]))
                 check(running)
+        if "T" in chosen:
+            running = chosen["T"]()
+            path = f"/v2/models/{running.stats_model}/infer"
+            tokens = loadgen.token_body(corpus.tokenizer_file(), 256)
+            entries.append(
+                (running, [("http", wrk_load(running, http_script(bench, "tokens", lambda _: path, tokens)))])
+            )
+            cosine = wait_answering(f"{running.http_url}{path}", tokens(bench.texts[0]), expected)
+            bench.log(f"T answers correctly (cosine {cosine:.6f}) [{running.setting}]")
         if bench.profile.infinity_engines:
             openai = http_script(
                 bench, "openai", lambda _: "/embeddings", lambda t: loadgen.openai_body(t, infinity.MODEL_NAME)
@@ -714,8 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ragged-targets",
         action="store_true",
-        help="only what the ragged S4's targets need: --systems L,S3,S4 --s4 padded,ragged --no-many --no-tune "
-        "--no-grpc --concurrency 32 --corpora corpus,long-tail (explicit options override)",
+        help="only what the ragged S4's targets need: --systems L,S3,T,S4 --s4 padded,ragged --no-many --no-tune "
+        "--no-grpc --concurrency 8,32 --corpora corpus,long-tail (explicit options override)",
     )
     parser.add_argument("--models", type=positive(int), help="copies in the many-models scenario")
     parser.add_argument("--seconds", type=positive(float), help="measurement seconds per cell")
@@ -723,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.ragged_targets:
-        preset = {"systems": "L,S3,S4", "s4": "padded,ragged", "concurrency": "32"}
+        preset = {"systems": "L,S3,T,S4", "s4": "padded,ragged", "concurrency": "8,32"}
         for name, value in preset.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
@@ -769,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({', '.join(f'{b}: {r:.0f}' for b, r in result.per_batch.items())})"
             )
     chosen = choose_baselines(bench, base, systems)
+    if "T" in systems:
+        chosen["T"] = lambda: start_t(workdir, base)
     variants: list[S4Variant] = []
     if "S4" in systems:
         variants = s4_variants(bench)

@@ -1,4 +1,4 @@
-"""Start and stop the benchmarked servers (S1-S4) as process trees on loopback ports."""
+"""Start and stop the benchmarked servers (S1-S4, T) as process trees on loopback ports."""
 
 from __future__ import annotations
 
@@ -202,6 +202,21 @@ def start_s3(workdir: Path, repository: Path, processes: int, names: Sequence[st
         processes=[process],
         triton=triton,
         stats_model=models[0] if len(models) == 1 else None,
+    )
+
+
+def start_t(workdir: Path, repository: Path) -> Running:
+    """Triton alone: the padded `minilm_embed` inference model, fed tokens the client made."""
+    model = inference_model(repository, "minilm_embed")
+    triton = start_triton(workdir, repository, [model])
+    return Running(
+        "T",
+        f"triton direct -> {model} (client tokenizes)",
+        f"http://{triton.http_url}",
+        grpc_url=triton.grpc_url,
+        roots=[triton.process.pid],
+        triton=triton,
+        stats_model=model,
     )
 
 

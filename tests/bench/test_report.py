@@ -198,3 +198,25 @@ def test_table_lists_every_round_the_median_and_the_spread() -> None:
     assert "| 0.29 |" in ragged  # over L_sorted (padded), the same run
     for line in (header, optimum, torch, ragged):
         assert line.count("|") == header.count("|")
+
+
+def test_the_shipped_defaults_targets_read_off_the_cells() -> None:
+    data = _run()
+    data["cells"] += [
+        _cell("T", "triton direct -> minilm_embed_v1_model (client tokenizes)", 150.0, 200.0),
+        _cell("Infinity", "infinity optimum", 130.0, 250.0),
+        _cell("Infinity", "infinity torch", 60.0, 500.0),
+        _cell("S4", RAGGED, 180.0, 50.0, variant="ragged", concurrency=8, p50_ms=20.0, rounds_rps=[170.0, 180.0]),
+    ]
+    data["cells"][2].update(rounds_rps=[150.0, 200.0, 210.0], spread=0.75)
+    data["cells"][-1]["spread"] = 170.0 / 180.0
+    text = "\n".join(report.default_targets(data))
+    assert "- c=8: worst round >= 0.9 x median: MET (0.94; rounds 170.0, 180.0 req/s)" in text
+    assert "- c=8: p99 <= 2 x p50: MISSED (2.50: 50 vs 20 ms)" in text
+    assert "- c=32: worst round >= 0.9 x median: MISSED (0.75; rounds 150.0, 200.0, 210.0 req/s)" in text
+    assert "- c=32: >= 0.85 x L_sorted: MISSED (0.83: 200.0 vs 240.0 req/s)" in text
+    assert "- c=32: >= 1.5 x Infinity's best: MET (1.54: 200.0 vs 130.0 req/s, infinity optimum)" in text
+    assert "- c=32: >= 1.3 x T: MET (1.33: 200.0 vs 150.0 req/s)" in text
+    assert "- c=32: p99 <= T's p99: MET (180 vs 200 ms)" in text
+    data["cells"] = [c for c in data["cells"] if c["system"] != "T"]
+    assert "- c=32: against T: not measured (`--systems ...,T`)" in report.default_targets(data)

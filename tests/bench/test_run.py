@@ -123,7 +123,7 @@ def test_main_choices_keep_their_order_and_drop_blanks(parse: Callable[..., Pars
 def test_main_ragged_targets_preset_and_explicit_options_over_it(parse: Callable[..., Parsed]) -> None:
     preset = parse("--ragged-targets").profile
     assert (preset.concurrency, preset.s4_variants, preset.corpora, preset.grpc) == (
-        (32,),
+        (8, 32),
         ("padded", "ragged"),
         ("corpus", "long-tail"),
         False,
@@ -135,10 +135,10 @@ def test_main_ragged_targets_preset_and_explicit_options_over_it(parse: Callable
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--systems", "S1,S9"], "--systems: S9 not in L,S1,S2,S3,S4,Infinity"),
+        (["--systems", "S1,S9"], "--systems: S9 not in L,S1,S2,S3,T,S4,Infinity"),
         (["--corpora", " , "], "--corpora: nothing not in corpus,long-tail"),
         (["--s4", "padded,sideways,flat"], "--s4: sideways, flat not in padded,buckets,ragged"),
-        (["--ragged-targets", "--systems", "S5"], "--systems: S5 not in L,S1,S2,S3,S4,Infinity"),
+        (["--ragged-targets", "--systems", "S5"], "--systems: S5 not in L,S1,S2,S3,T,S4,Infinity"),
         (["--concurrency", "1,x"], "--concurrency: '1,x' is not a comma-separated list of positive integers"),
         (["--concurrency", "8,0"], "--concurrency: '8,0' is not a comma-separated list of positive integers"),
         (["--concurrency", "4,"], "--concurrency: '4,' is not a comma-separated list of positive integers"),
