@@ -1,0 +1,42 @@
+"""The shipped recipes are deterministic: run again, each writes the bytes of its cached folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator import PROJECT_ROOT
+from generator.base.sources.recipe import RECIPE_SCRIPT, build_recipe
+
+pytestmark = pytest.mark.integration
+
+RECIPES = sorted(path.parent.name for path in (PROJECT_ROOT / "models" / "recipes").glob(f"*/{RECIPE_SCRIPT}"))
+
+
+def test_every_shipped_model_folder_has_a_recipe() -> None:
+    assert RECIPES == ["course_reranker", "feedback_sentiment"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_second_run_of_a_recipe_writes_the_same_bytes(name: str, tmp_path: Path) -> None:
+    recipe = PROJECT_ROOT / "models" / "recipes" / name
+    first = build_recipe(recipe)  # the cached folder (generate's), built now when missing
+    second = tmp_path / "again"
+    run = subprocess.run(
+        [sys.executable, str(recipe / RECIPE_SCRIPT), str(second)],
+        cwd=recipe,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    files = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
+    assert "model.safetensors" in {file.name for file in files}
+    different = [str(file) for file in files if (first / file).read_bytes() != (second / file).read_bytes()]
+    assert different == []
