@@ -1,6 +1,7 @@
 """The client examples of README.md ("Calling a model", "Reranking", the admin API call) and
 docs/clients.md, run as written against a real tritonserver serving minilm_embed,
-text_classifier, course_reranker and a multi-label `feedback_tags` (a tiny seeded checkpoint,
+text_classifier, course_reranker, feedback_sentiment (both built by their recipes, cached in
+build/recipes) and a multi-label `feedback_tags` (a tiny seeded checkpoint,
 `tests/classifier_checkpoints.py`) with restricted admin APIs, as `tritongen serve` starts it
 (addresses substituted)."""
 
@@ -25,6 +26,7 @@ import pytest
 
 from generator.base.launch import ServerOptions, ServerPorts
 from generator.pipeline.generate import GenerateOptions, generate
+from generator.pipeline.spec import load_spec
 from generator.serving.ports import free_ports
 from generator.serving.process import TritonProcess, start_ready_server
 from generator.serving.update import state_dir
@@ -35,7 +37,7 @@ from .conftest import FIXTURE_EXIT_TIMEOUT, READY_TIMEOUT_S
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = ("minilm_embed", "text_classifier", "course_reranker")
+SPECS = ("minilm_embed", "text_classifier", "course_reranker", "feedback_sentiment")
 ADMIN_KEY = "client-examples-admin-key"
 CLASSIFIERS = "Classifiers"
 """The section of docs/clients.md whose examples call the classifiers."""
@@ -127,7 +129,7 @@ def test_python_examples_print_the_embedding_shape(server: TritonProcess, docume
 def test_classifier_examples_print_labels(server: TritonProcess) -> None:
     """docs/clients.md's classifier examples: text_classifier's labels as the comment says, and
     each text's multi-label tags (a random checkpoint's: any of its labels)."""
-    single, multi = blocks(ROOT / "docs/clients.md", "python", CLASSIFIERS)
+    single, multi, _sentiment = blocks(ROOT / "docs/clients.md", "python", CLASSIFIERS)
     printed = []
     for code in (single, multi):
         output = io.StringIO()
@@ -137,6 +139,28 @@ def test_classifier_examples_print_labels(server: TritonProcess) -> None:
     assert printed[0] == single.rsplit("# ", 1)[1].strip(), printed[0]
     tags = ast.literal_eval(printed[1])
     assert len(tags) == 2 and all(set(row) <= set(TAGS) and len(row) == len(set(row)) for row in tags), tags
+
+
+def test_fine_tuned_classifier_example_prints_the_label(server: TritonProcess) -> None:
+    """docs/clients.md's feedback_sentiment example prints the label its comment names for its
+    clearly positive text, then the 3 probabilities (rounded), highest for that label; with a
+    clearly negative text instead, `negative`."""
+    *_, code = blocks(ROOT / "docs/clients.md", "python", CLASSIFIERS)
+    (text,) = re.findall(r'\[\[b"(.+?)"\]\]', code)
+    labels = list(load_spec(ROOT / "models" / "feedback_sentiment.yaml").versions[0].outputs.labels or ())
+    commented = code.rsplit("# ", 1)[1].split()[0]
+    assert commented == "positive", commented
+    negative = "The lecture was boring and confusing, I learned nothing."
+    for sent, want in ((text, commented), (negative, "negative")):
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            example = addressed(code.replace(text, sent), server)
+            exec(compile(example, "docs/clients.md", "exec"), {"__name__": "__example__"})  # noqa: S102
+        label, printed = output.getvalue().strip().split(" ", 1)
+        probabilities = [float(p) for p in printed.strip("[]").split()]
+        assert label == want, (sent, output.getvalue())
+        assert len(probabilities) == len(labels) and abs(sum(probabilities) - 1) <= 0.02, probabilities
+        assert labels[int(np.argmax(probabilities))] == label, (labels, probabilities)
 
 
 @pytest.mark.parametrize(("document", "section"), RERANKERS)

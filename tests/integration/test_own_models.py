@@ -6,6 +6,8 @@ seeded model of each encoder family with a tokenizer trained by `tokenizers` (Wo
 BPE, Unigram), as a sequence classifier or a sentence-transformers folder, and a multi-label
 fine-tune of the packaged MiniLM, and a BERT cross-encoder (`<name>` pairs and `<name>_rerank`),
 added padded (`--padded`: onnx) and unpadded (the default: onnx_ragged; and as torchscript_ragged).
+Each family's classifier and embedding is also served as its padded `onnx` twin, and each
+embedding as a padded `torchscript` twin, all compared with the library.
 The shipped single-label fine-tune (models/feedback_sentiment.yaml) and cross-encoder
 (models/course_reranker.yaml), built by their recipes, are checked on the session's server.
 """
@@ -56,10 +58,16 @@ TORCHSCRIPT_RERANKER = "pair_ranker_ts"
 RERANKERS = (RERANKER, RAGGED_RERANKER, TORCHSCRIPT_RERANKER)
 INT8_RERANKER = "pair_ranker_int8"
 """The unpadded reranker's dynamic_int8 copy, gated on pairs at generate time (default thresholds)."""
-PADDED = {RERANKER}
+PADDED_TWINS = {f"{name}_padded": name for name in (*CLASSIFIERS, *EMBEDDINGS)}
+"""Twin -> spec name: the same folder added again with `--padded` (format onnx)."""
+TORCHSCRIPT_TWINS = {f"{name}_ts": name for name in EMBEDDINGS}
+"""Twin -> spec name: the padded twin's spec as `torchscript` (a classifier cannot be TorchScript:
+its LABEL is a string, docs/models.md)."""
+TWINS = {**PADDED_TWINS, **TORCHSCRIPT_TWINS}
+"""Every twin -> the spec name whose folder (and library reference) it shares."""
+PADDED = {RERANKER, *PADDED_TWINS}
 """Added with `--padded` (format onnx); the others get the default unpadded format (onnx_ragged):
-every family's unpadded graph is served here (the padded exports of each family are compared with
-the library in tests/generator/kinds/builders/test_families.py)."""
+every family's classifier and embedding is served in both, and each embedding as TorchScript."""
 MULTI_LABEL = "feedback_tags"
 MULTI_LABEL_INT8 = "feedback_tags_int8"
 INT8_GATE = {"min_cosine": 0.9, "min_mean_cosine": 0.97, "min_label_agreement": 0.9}
@@ -123,6 +131,8 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     folders[MULTI_LABEL] = finetuned_folders.finetune_multi_label(root / "folders" / MULTI_LABEL)
     for name in (RERANKER, RAGGED_RERANKER):
         folders[name] = model_folders.cross_encoder("bert", root / "folders" / name, token_types=True)
+    for twin, name in PADDED_TWINS.items():
+        folders[twin] = folders[name]
     for name, folder in folders.items():
         padded = ["--padded"] if name in PADDED else []
         assert tritongen(["add", str(folder), "--name", name, "--specs", str(specs), *padded, "--no-int8-report"]) == 0
@@ -143,6 +153,12 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
     torchscript["versions"][0]["model"]["format"] = "torchscript_ragged"
     (specs / f"{TORCHSCRIPT_RERANKER}.yaml").write_text(yaml.safe_dump(torchscript), encoding="utf-8")
     folders[TORCHSCRIPT_RERANKER] = folders[RAGGED_RERANKER]
+    for twin, name in TORCHSCRIPT_TWINS.items():
+        padded = yaml.safe_load((specs / f"{name}_padded.yaml").read_text(encoding="utf-8"))
+        padded["name"] = twin
+        padded["versions"][0]["model"]["format"] = "torchscript"
+        (specs / f"{twin}.yaml").write_text(yaml.safe_dump(padded), encoding="utf-8")
+        folders[twin] = folders[name]
     repository = root / "repository"
     generate(GenerateOptions(specs_dir=specs, output=repository, cores=2, channels=conda_channels))
     http, grpc, metrics = free_ports(3)
@@ -158,13 +174,13 @@ def own_models(tmp_path_factory: pytest.TempPathFactory, conda_channels: list[st
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("name", [*sorted(CLASSIFIERS), *sorted(t for t, name in TWINS.items() if name in CLASSIFIERS)])
 def test_family_classifier_equals_transformers(own_models: dict[str, Any], name: str, protocol: str) -> None:
     check_classifier(own_models["target"], protocol, name, own_models["folders"][name], own_models["specs"])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", sorted(EMBEDDINGS))
+@pytest.mark.parametrize("name", [*sorted(EMBEDDINGS), *sorted(t for t, name in TWINS.items() if name in EMBEDDINGS)])
 def test_family_embedding_equals_sentence_transformers(own_models: dict[str, Any], name: str, protocol: str) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -174,7 +190,7 @@ def test_family_embedding_equals_sentence_transformers(own_models: dict[str, Any
     want = SentenceTransformer(str(folder), device="cpu").encode(texts, batch_size=1)
     cosines = assertions.cosines(got, want)
     assert cosines.min() >= 0.9999, dict(zip(TOKEN_COUNTS, cosines, strict=False))
-    if not EMBEDDINGS[name][1].get("normalize", True):  # not unit length: the vectors themselves
+    if not EMBEDDINGS[TWINS.get(name, name)][1].get("normalize", True):  # not unit length: the vectors themselves
         assert np.allclose(np.linalg.norm(got, axis=1), np.linalg.norm(want, axis=1), rtol=1e-3)
 
 
