@@ -73,13 +73,15 @@ throughput, the hot model's queue 266 -> 22 ms). Explicit `instances` counts are
 `instances.rate_limit: false` takes a model out of the limiter.
 
 One copy of the weights per model version: the bulk entry point `<name>_batch` runs the same
-inference model as `<name>` (and the same preprocessing). Both have Triton's priority queues
-(`dynamic_batching { priority_levels: 2 default_priority_level: 1 }`): a request without a
-priority is online (level 1), bulk clients send `priority: 2` (BULK_PRIORITY) and their
-requests wait while online ones are queued. Priority is a request field: Triton's ensemble
-scheduler copies the ensemble request's priority to every step's request (an ensemble
-accepts any level and its steps have no priority setting), so the bulk ensemble cannot set it
-itself; the manifest records each entry point's level for its clients. A batch already
+inference model as `<name>` (and the same preprocessing). The inference model has Triton's
+priority queues (`dynamic_batching { priority_levels: 2 default_priority_level: 1 }`): a
+request without a priority is online (level 1), bulk clients send `priority: 2`
+(BULK_PRIORITY) and their requests wait while online ones are queued. The preprocessing model
+keeps one FIFO queue (tokenizing is short; with priority levels its python-backend batcher
+stalled requests for up to 0.5 s at low concurrency, `render.preprocess_config`). Priority is
+a request field: Triton's ensemble scheduler copies the ensemble request's priority to every
+step's request (an ensemble accepts any level and its steps have no priority setting), so the
+bulk ensemble cannot set it itself; the manifest records each entry point's level for its clients. A batch already
 running is not preempted: an online request can still wait for one bulk batch.
 
 Every target bounds the cores the same way: per-model thread parameters (each ONNX Runtime

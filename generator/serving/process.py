@@ -270,8 +270,11 @@ def start_server(
     log_path: Path | None = None,
 ) -> TritonProcess:
     """Assemble a backend folder in `workdir` and start tritonserver (not yet ready); the log
-    goes to `log_path` (default `<workdir>/tritonserver.log`)."""
+    goes to `log_path` (default `<workdir>/tritonserver.log`). Relative paths are made absolute:
+    the python backend starts each stub from inside its unpacked environment."""
     install = find_triton()
+    workdir = workdir.resolve()
+    options = replace(options, repository=options.repository.resolve())
     workdir.mkdir(parents=True, exist_ok=True)
     dispatcher = workdir / "triton_python_backend_stub"
     dispatcher.write_text(local_stub_dispatcher(install))

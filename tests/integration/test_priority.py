@@ -78,12 +78,16 @@ def test_the_request_priority_reaches_every_composing_model(verbose_server: Trit
     send(verbose_server, protocol, "minilm_embed", f"online-{protocol}", 0)
     send(verbose_server, protocol, "minilm_embed_batch", f"unmarked-{protocol}", 0)
     log = verbose_server.log_text()
-    # The ensemble passes any level on; every step gets the request's priority.
+    # The ensemble passes any level on; the inference step gets the request's priority, the
+    # preprocessing step (one FIFO queue, no levels) its default level, 0.
+    inference = {step for step in steps if manifest.models[step].role == "inference"}
+    assert len(inference) == 1 and len(steps - inference) == 1
     assert priorities(log, f"bulk-{protocol}") == {"minilm_embed_batch": BULK_PRIORITY} | dict.fromkeys(
-        steps, BULK_PRIORITY
-    )
+        inference, BULK_PRIORITY
+    ) | dict.fromkeys(steps - inference, 0)
     # No priority: the composing models' default level (online), whatever the entry point:
     # the bulk ensemble cannot set its clients' priority (an ensemble step has no such field).
     for request_id in (f"online-{protocol}", f"unmarked-{protocol}"):
         seen = priorities(log, request_id)
-        assert {seen[step] for step in steps} == {ONLINE_PRIORITY}, seen
+        assert {seen[step] for step in inference} == {ONLINE_PRIORITY}, seen
+        assert {seen[step] for step in steps - inference} == {0}, seen

@@ -71,7 +71,7 @@ def test_switching_the_default_version_changes_no_inference_model() -> None:
     assert before[f"{spec.name}_batch"] != after[f"{spec.name}_batch"]
 
 
-def test_every_batcher_has_the_priority_levels() -> None:
+def test_every_inference_batcher_has_the_priority_levels_and_preprocessing_one_queue() -> None:
     for name, config in configs(planned(load_specs(PROJECT / "models"), "local", 2)).items():
         if config.platform == "ensemble" or config.max_batch_size == 0:
             # Ensembles pass any priority on; a model without batching (a reranker's rerank
@@ -79,6 +79,9 @@ def test_every_batcher_has_the_priority_levels() -> None:
             assert not config.HasField("dynamic_batching"), name
             continue
         batching = config.dynamic_batching
+        if config.backend == "python":  # preprocessing: one FIFO queue (a bulk priority falls back to it)
+            assert (batching.priority_levels, batching.default_priority_level) == (0, 0), name
+            continue
         assert (batching.priority_levels, batching.default_priority_level) == (2, ONLINE_PRIORITY), name
         assert batching.priority_levels >= BULK_PRIORITY
 
