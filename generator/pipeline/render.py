@@ -75,10 +75,10 @@ def preprocess_config(pre: PreprocessPlan) -> mc.ModelConfig:
     group.name = f"{pre.name}_cpu"
     if pre.max_batch_size > 0:  # a rerank model takes one request at a time (no batching)
         # Take every request waiting, with no added delay: one encode_batch call per execute.
-        # One FIFO queue, no priority levels: with them (and the rate limiter) the python
-        # model's batcher stalled requests 430-520 ms in 10 of 50 rounds of 6 s at concurrency 8;
-        # none in 38 rounds without (docs/benchmarks.md). A bulk request's priority 2 is
-        # out of range here, so Triton gives it the default level.
+        # One FIFO queue, no priority levels: with them (and the rate limiter) requests stalled
+        # 430-520 ms in 12 of 52 rounds of 6 s at concurrency 8, without in 2 of 50
+        # (docs/benchmarks.md). A bulk request's priority 2 is out of range here, so Triton
+        # gives it the default level.
         config.dynamic_batching.max_queue_delay_microseconds = 0
     parameters = dict(pre.parameters)
     if pre.environment_parameter:
