@@ -9,7 +9,8 @@ version's own preprocessing, batched the way the backend feeds them; the float o
 classifier's `label`, a multi-label classifier's `labels`: the set over the threshold) by
 agreement per text. A reranker's gate scores (query, text) pairs instead, every gate text
 against each gate query, tokenized as pairs: its one `score` per pair is compared by absolute
-difference, and each query's ranking of the texts by pairwise order agreement. Below a
+difference, and each query's ranking of the texts by pairwise order agreement (pooled
+over the queries). Below a
 threshold generate fails before anything is written (`generate` writes the repository atomically).
 """
 
@@ -133,8 +134,9 @@ class PairFidelity:
     """Largest |int8 score - fp32 score| over the pairs."""
     mean_score_difference: float
     order_agreement: float
-    """Share of the text pairs of each query (fp32 scores not tied) that the int8 scores order
-    as the fp32 ones: 1 is the same ranking."""
+    """Share of the text pairs (two texts of one query, fp32 scores not tied), pooled over the
+    queries, that the int8 scores order as the fp32 ones: 1 is the same ranking for every
+    query (1.0 too when there is no such pair: one text, or every score tied)."""
 
     def problems(self, settings: Quantize) -> list[str]:
         """The thresholds of `settings` this measurement misses (empty: the gate passes)."""

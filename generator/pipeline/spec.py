@@ -91,8 +91,9 @@ class Quantize(StrictModel):
     between the quantized and the fp32 file's `SCORE`. The shipped course_reranker's int8 copy
     measures 0.021 (unpadded; 0.018 padded) on the default gate pairs."""
     min_order_agreement: float = Field(default=0.9, ge=0, le=1)
-    """Gate for rerankers: the share of each query's text pairs (fp32 scores not tied) that the
-    quantized scores rank in the fp32 order (1: every query's ranking unchanged). Texts scored
+    """Gate for rerankers: the share of the text pairs (two texts of one query, fp32 scores not
+    tied), pooled over the queries, that the quantized scores rank in the fp32 order (1: every
+    query's ranking unchanged; pooled, one query's ranking may change more than the figure). Texts scored
     almost alike swap places: the course_reranker's int8 copy measures 0.947 (unpadded; 0.950
     padded), every swapped pair less than 0.021 apart in fp32."""
     examples: tuple[str, ...] = ()

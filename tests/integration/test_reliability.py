@@ -91,6 +91,11 @@ class ClientLoop:
                 result: Any = infer(client, module, model, output=self.output)
             except InferenceServerException as error:
                 result = error
+            except BaseException:  # e.g. the server is gone: not in flight any more, and visible
+                with self._recorded:
+                    self._in_flight -= 1
+                    self._recorded.notify_all()
+                raise
             with self._recorded:
                 self._in_flight -= 1
                 self.records.append((time.monotonic(), model, result, sent))
