@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from generator import PROJECT_ROOT
-from generator.base.sources.recipe import RECIPE_SCRIPT, build_recipe
+from generator.base.sources.recipe import RECIPE_SCRIPT, build_recipe, run_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +24,7 @@ def test_a_second_run_of_a_recipe_writes_the_same_bytes(tmp_path: Path) -> None:
     recipe = PROJECT_ROOT / "models" / "recipes" / "feedback_sentiment"
     first = build_recipe(recipe)  # the cached folder (generate's), built now when missing
     second = tmp_path / "again"
-    run = subprocess.run(
-        [sys.executable, str(recipe / RECIPE_SCRIPT), str(second)],
-        cwd=recipe,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    run = run_recipe(recipe, second)
     assert run.returncode == 0, run.stdout + run.stderr
     files = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
     assert files == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())

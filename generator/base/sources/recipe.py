@@ -64,6 +64,20 @@ def built_folder(recipe_dir: Path) -> Path:
     return RECIPES_DIR / f"{recipe_dir.name}-{key.hexdigest()[:16]}"
 
 
+def run_recipe(recipe_dir: Path, output: Path) -> subprocess.CompletedProcess[str]:
+    """Run `recipe_dir/recipe.py OUTPUT` offline, its output captured (subprocess.TimeoutExpired
+    after RECIPE_TIMEOUT_S)."""
+    return subprocess.run(
+        [sys.executable, str(recipe_dir / RECIPE_SCRIPT), str(output)],
+        cwd=recipe_dir,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=RECIPE_TIMEOUT_S,
+        check=False,
+    )
+
+
 def build_recipe(recipe_dir: Path) -> Path:
     """The recipe's built folder, running `recipe.py` first when it is not cached (atomic: a
     failed or interrupted run leaves nothing under its name)."""
@@ -75,15 +89,7 @@ def build_recipe(recipe_dir: Path) -> Path:
     output = work / "output"
     print(f"recipe {recipe_dir.relative_to(PROJECT_ROOT)}: building {target.name} (once; cached)", file=sys.stderr)
     try:
-        run = subprocess.run(
-            [sys.executable, str(recipe_dir / RECIPE_SCRIPT), str(output)],
-            cwd=recipe_dir,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=RECIPE_TIMEOUT_S,
-            check=False,
-        )
+        run = run_recipe(recipe_dir, output)
         if run.returncode != 0 or not output.is_dir():
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])
             raise ArtifactError(f"recipe {recipe_dir}: {RECIPE_SCRIPT} failed (exit {run.returncode}):\n{tail}")
